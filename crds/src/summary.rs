@@ -1,0 +1,212 @@
+//! The counts shown by `kubectl get enipools`, and the condition helper both writers use.
+
+use crate::pool::{ENIPoolStatus, EniState};
+use crate::settings::PREFIX_SIZE;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Counts for `kubectl get enipools`. Derived by the operator from `enis`, `releasing` and the
+/// agent's report; never an input to decisions.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Attached ENIs / ENIs the node may have, e.g. "2/3".
+    #[serde(rename = "enis")]
+    pub enis: String,
+    /// Pod addresses held (secondary IPs + 16 × prefixes on ENIs that hand out addresses).
+    pub allocated: i32,
+    /// Addresses assigned to pods (agent report).
+    pub in_use: i32,
+    /// Addresses a new pod could get now.
+    pub available: i32,
+    /// Addresses being released in EC2.
+    pub releasing: i32,
+    /// Addresses offered by the agent and not yet released.
+    pub offered: i32,
+    /// Freed addresses resting before reuse (agent report).
+    pub cooling: i32,
+    /// /28 prefixes held.
+    pub prefixes: i32,
+}
+
+/// Compute the summary of a pool status.
+///
+/// Only ENIs at or above `first_interface_index` count, because only they hand out pod addresses.
+/// `available` never goes negative: when the agent reports more in use than the operator sees, the
+/// difference is an InconsistentState alarm, not a negative count.
+pub fn summarize(status: &ENIPoolStatus) -> Summary {
+    let first = status.effective.as_ref().map(|e| e.first_interface_index).unwrap_or(0);
+    let max_enis = status.effective.as_ref().map(|e| e.capacity.max_enis).unwrap_or(0);
+    let attached = status.enis.iter().filter(|e| e.state == EniState::Attached).count() as i32;
+    let pod_enis = status.enis.iter().filter(|e| e.device_index >= first);
+    let (ips, prefixes) = pod_enis
+        .fold((0i32, 0i32), |(i, p), e| (i + e.ips.len() as i32, p + e.prefixes.len() as i32));
+    let allocated = ips + prefixes * PREFIX_SIZE;
+    let releasing = status
+        .releasing
+        .as_ref()
+        .map(|r| r.ips.len() as i32 + r.prefixes.len() as i32 * PREFIX_SIZE)
+        .unwrap_or(0);
+    let agent = status.agent.as_ref();
+    let in_use = agent.map(|a| a.in_use).unwrap_or(0);
+    let cooling = agent.map(|a| a.cooling).unwrap_or(0);
+    let offered_total = agent
+        .and_then(|a| a.releasable.as_ref())
+        .map(|r| r.ips.len() as i32 + r.prefixes.len() as i32 * PREFIX_SIZE)
+        .unwrap_or(0);
+    // Items being released were offered first; count each item once.
+    let offered = (offered_total - releasing).max(0);
+    let available = (allocated - in_use - cooling - releasing - offered).max(0);
+    Summary {
+        enis: format!("{attached}/{max_enis}"),
+        allocated,
+        in_use,
+        available,
+        releasing,
+        offered,
+        cooling,
+        prefixes,
+    }
+}
+
+/// Insert or update a condition, keeping `lastTransitionTime` when the status did not change (the
+/// Kubernetes convention, so alerts on transitions do not fire on every write).
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    observed_generation: Option<i64>,
+    now: Time,
+) {
+    let status = if ok { "True" } else { "False" }.to_string();
+    let message = message.into();
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now;
+            }
+            c.status = status;
+            c.reason = reason.to_string();
+            c.message = message;
+            c.observed_generation = observed_generation;
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_string(),
+            status,
+            reason: reason.to_string(),
+            message,
+            observed_generation,
+            last_transition_time: now,
+        }),
+    }
+}
+
+/// Whether the condition of that type is present and True.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::{AgentStatus, EniStatus, Releasable, Releasing};
+    use crate::settings::{resolve, CapacitySource, InstanceLimits};
+
+    fn eni(index: i32, ips: usize, prefixes: usize) -> EniStatus {
+        EniStatus {
+            id: format!("eni-{index}"),
+            device_index: index,
+            ips: (0..ips).map(|i| format!("10.0.{index}.{}", i + 10)).collect(),
+            prefixes: (0..prefixes).map(|i| format!("10.1.{index}.{}/28", i * 16)).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn status(enis: Vec<EniStatus>, agent: Option<AgentStatus>) -> ENIPoolStatus {
+        let limits = InstanceLimits { max_enis: 3, ips_per_eni: 10 };
+        ENIPoolStatus {
+            effective: Some(resolve(None, None, limits, CapacitySource::Static)),
+            enis,
+            agent,
+            ..Default::default()
+        }
+    }
+
+    /// (enis, agent report, releasing ips) -> (enis, allocated, inUse, available, releasing, offered)
+    type Case =
+        (Vec<EniStatus>, Option<AgentStatus>, usize, (&'static str, i32, i32, i32, i32, i32));
+
+    #[test]
+    fn counts_table() {
+        let agent = |in_use, cooling, offered: usize| AgentStatus {
+            epoch: 1,
+            in_use,
+            cooling,
+            releasable: Some(Releasable {
+                revision: 1,
+                ips: (0..offered).map(|i| format!("10.0.0.{}", 100 + i)).collect(),
+                prefixes: vec![],
+            }),
+            ..Default::default()
+        };
+        let cases: Vec<Case> = vec![
+            (vec![], None, 0, ("0/3", 0, 0, 0, 0, 0)),
+            (vec![eni(0, 5, 0)], None, 0, ("1/3", 5, 0, 5, 0, 0)),
+            (vec![eni(0, 5, 0), eni(1, 9, 0)], Some(agent(3, 1, 0)), 0, ("2/3", 14, 3, 10, 0, 0)),
+            (vec![eni(0, 0, 2)], Some(agent(4, 0, 0)), 0, ("1/3", 32, 4, 28, 0, 0)),
+            (vec![eni(0, 9, 0)], Some(agent(2, 0, 3)), 0, ("1/3", 9, 2, 4, 0, 3)),
+            (vec![eni(0, 9, 0)], Some(agent(2, 0, 3)), 2, ("1/3", 9, 2, 4, 2, 1)),
+            // The agent reports more in use than EC2 holds: clamp, never negative.
+            (vec![eni(0, 2, 0)], Some(agent(5, 0, 0)), 0, ("1/3", 2, 5, 0, 0, 0)),
+        ];
+        for (enis, agent, releasing, want) in cases {
+            let mut s = status(enis, agent);
+            if releasing > 0 {
+                s.releasing = Some(Releasing {
+                    revision: 1,
+                    epoch: 1,
+                    ips: (0..releasing).map(|i| format!("10.0.0.{}", 100 + i)).collect(),
+                    prefixes: vec![],
+                });
+            }
+            let got = summarize(&s);
+            assert_eq!(
+                (
+                    got.enis.as_str(),
+                    got.allocated,
+                    got.in_use,
+                    got.available,
+                    got.releasing,
+                    got.offered
+                ),
+                want
+            );
+        }
+    }
+
+    #[test]
+    fn primary_eni_excluded_when_first_interface_index_is_one() {
+        let mut s = status(vec![eni(0, 5, 0), eni(1, 3, 0)], None);
+        s.effective.as_mut().unwrap().first_interface_index = 1;
+        assert_eq!(summarize(&s).allocated, 3);
+    }
+
+    #[test]
+    fn set_condition_keeps_transition_time_when_status_is_unchanged() {
+        use k8s_openapi::jiff::Timestamp;
+        let t0 = Time(Timestamp::from_second(1_000).unwrap());
+        let t1 = Time(Timestamp::from_second(2_000).unwrap());
+        let mut cs = vec![];
+        set_condition(&mut cs, "Ready", true, "Ok", "fine", Some(1), t0.clone());
+        set_condition(&mut cs, "Ready", true, "Ok", "still fine", Some(2), t1.clone());
+        assert_eq!(cs.len(), 1);
+        assert_eq!(cs[0].last_transition_time, t0);
+        assert_eq!(cs[0].message, "still fine");
+        set_condition(&mut cs, "Ready", false, "SubnetExhausted", "no room", Some(2), t1.clone());
+        assert_eq!(cs[0].last_transition_time, t1);
+        assert!(!is_true(&cs, "Ready"));
+    }
+}
