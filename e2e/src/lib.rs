@@ -8,3 +8,4 @@ pub mod cnidriver;
 pub mod ec2sim;
 pub mod fabric;
 pub mod kubeapi;
+pub mod runner;
