@@ -1,0 +1,93 @@
+//! The agent's one error enum. Every variant names the failing operation and keeps its cause; the
+//! `category()` is the stable label used in metrics and logs.
+
+use std::net::Ipv4Addr;
+
+/// Everything the agent can fail at.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The durable store could not be opened or written.
+    #[error("allocation store: {0}")]
+    Store(#[from] redb::Error),
+    /// A record in the store could not be (de)serialized.
+    #[error("allocation store record: {0}")]
+    StoreRecord(#[source] serde_json::Error),
+    /// The store refused a write that would break an invariant (address given twice, ...).
+    #[error("allocation store invariant: {0}")]
+    StoreInvariant(String),
+    /// No address is allocatable right now; the shim reports "try again later".
+    #[error("no address available on this node (pool empty or not yet programmed)")]
+    PoolEmpty,
+    /// The request was malformed or incompatible.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The container has no allocation (CHECK of an unknown container).
+    #[error("unknown container {0}")]
+    UnknownContainer(String),
+    /// Programming the host or the pod's network failed.
+    #[error("host networking: {0}")]
+    HostNet(#[from] crate::hostnet::HostError),
+    /// The address a pod would use is not on any ENI the agent knows.
+    #[error("address {0} is on no known ENI")]
+    UnknownAddress(Ipv4Addr),
+    /// A Kubernetes API call failed.
+    #[error("kubernetes {op}: {source}")]
+    Kube {
+        /// Which call.
+        op: &'static str,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Local I/O (socket, journal, files).
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Stable label for metrics and the CNI error mapping.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Store(_) | Error::StoreRecord(_) => "store",
+            Error::StoreInvariant(_) => "store_invariant",
+            Error::PoolEmpty => "pool_empty",
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::UnknownContainer(_) => "unknown_container",
+            Error::HostNet(_) => "hostnet",
+            Error::UnknownAddress(_) => "unknown_address",
+            Error::Kube { .. } => "kube",
+            Error::Io { .. } => "io",
+        }
+    }
+
+    /// Wrap an I/O error with the operation that failed.
+    pub fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+        move |source| Error::Io { op, source }
+    }
+}
+
+macro_rules! store_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Store(e.into())
+            }
+        }
+    )*};
+}
+store_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,140 @@
+//! The agent's view of its ENIPool: the operator-written facts the allocator and the host wiring
+//! need, parsed once per change of the object (never on the hot path).
+
+use enipool_crds::{ENIPoolStatus, EniState};
+use ipnet::Ipv4Net;
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+/// One ENI as the agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EniView {
+    /// ENI id.
+    pub id: String,
+    /// Device index (0 = primary ENI).
+    pub device_index: i32,
+    /// MAC, lower case `aa:bb:..`.
+    pub mac: String,
+    /// Subnet CIDR.
+    pub subnet: Option<Ipv4Net>,
+    /// The ENI's own primary address (never a pod's).
+    pub primary_ip: Option<Ipv4Addr>,
+    /// Secondary addresses.
+    pub ips: Vec<Ipv4Addr>,
+    /// /28 prefixes.
+    pub prefixes: Vec<Ipv4Net>,
+    /// Attached in EC2 (operator) — only attached ENIs are programmed.
+    pub attached: bool,
+    /// Link found by MAC and programmed on this host (agent).
+    pub ready: bool,
+}
+
+impl EniView {
+    /// Route table of this ENI: main (254) for the primary, device index + 1 otherwise (VPC CNI).
+    pub fn table(&self) -> u32 {
+        if self.device_index <= 0 {
+            254
+        } else {
+            self.device_index as u32 + 1
+        }
+    }
+
+    /// Subnet gateway: the subnet's first host (`.1` of a /N), the VPC router.
+    pub fn gateway(&self) -> Option<Ipv4Addr> {
+        self.subnet.map(|s| Ipv4Addr::from(u32::from(s.network()) + 1))
+    }
+}
+
+/// The pool as the allocator sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolView {
+    /// ENIs, sorted by device index.
+    pub enis: Vec<EniView>,
+    /// Addresses the operator lists in `status.releasing` (never allocatable, whatever the store says).
+    pub releasing: Vec<Ipv4Net>,
+    /// Lowest device index handing out pod addresses.
+    pub first_interface_index: i32,
+    /// Node primary IP (SNAT source).
+    pub node_primary_ip: Option<Ipv4Addr>,
+    /// VPC CIDRs.
+    pub vpc_cidrs: Vec<Ipv4Net>,
+    /// Cooldown before a freed address is reused.
+    pub cooldown_seconds: u64,
+    /// `status.revision`.
+    pub revision: i64,
+    /// `status.releasedRevision`.
+    pub released_revision: i64,
+    /// `status.releaseRequest` (revision, count, prefer).
+    pub release_request: Option<(i64, i32, Vec<String>)>,
+}
+
+impl PoolView {
+    /// Build the view from the operator's status; `ready` names the ENIs programmed on the host.
+    /// Unparseable entries are skipped (and never handed out).
+    pub fn from_status(status: &ENIPoolStatus, ready: &BTreeSet<String>) -> PoolView {
+        let mut enis: Vec<EniView> = status
+            .enis
+            .iter()
+            .map(|e| EniView {
+                id: e.id.clone(),
+                device_index: e.device_index,
+                mac: e.mac.to_ascii_lowercase(),
+                subnet: e.subnet_cidr.parse().ok(),
+                primary_ip: e.primary_ip.parse().ok(),
+                ips: e.ips.iter().filter_map(|s| parse_ip(s)).collect(),
+                prefixes: e.prefixes.iter().filter_map(|s| s.parse().ok()).collect(),
+                attached: e.state == EniState::Attached,
+                ready: ready.contains(&e.id),
+            })
+            .collect();
+        enis.sort_by(|a, b| (a.device_index, &a.id).cmp(&(b.device_index, &b.id)));
+        let releasing = status
+            .releasing
+            .as_ref()
+            .map(|r| {
+                r.ips
+                    .iter()
+                    .filter_map(|s| parse_ip(s).map(Ipv4Net::from))
+                    .chain(r.prefixes.iter().filter_map(|s| s.parse().ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let eff = status.effective.as_ref();
+        let inst = status.instance.as_ref();
+        PoolView {
+            enis,
+            releasing,
+            first_interface_index: eff.map(|e| e.first_interface_index).unwrap_or(0),
+            node_primary_ip: inst.and_then(|i| i.primary_ip.parse().ok()),
+            vpc_cidrs: inst
+                .map(|i| i.vpc_cidrs.iter().filter_map(|c| c.parse().ok()).collect())
+                .unwrap_or_default(),
+            cooldown_seconds: eff
+                .map(|e| e.cooldown_seconds.max(0) as u64)
+                .unwrap_or(enipool_crds::settings::defaults::COOLDOWN_SECONDS as u64),
+            revision: status.revision,
+            released_revision: status.released_revision,
+            release_request: status
+                .release_request
+                .as_ref()
+                .map(|r| (r.revision, r.count, r.prefer_enis.clone())),
+        }
+    }
+
+    /// The ENI whose addresses contain `ip`.
+    pub fn eni_of(&self, ip: Ipv4Addr) -> Option<&EniView> {
+        self.enis.iter().find(|e| e.ips.contains(&ip) || e.prefixes.iter().any(|p| p.contains(&ip)))
+    }
+
+    /// Whether the pool (ENIs' ips/prefixes) still lists an offered item.
+    pub fn lists(&self, item: &Ipv4Net) -> bool {
+        self.enis.iter().any(|e| {
+            e.prefixes.contains(item) || (item.prefix_len() == 32 && e.ips.contains(&item.addr()))
+        })
+    }
+}
+
+/// Parse `a.b.c.d` or `a.b.c.d/32`.
+fn parse_ip(s: &str) -> Option<Ipv4Addr> {
+    s.split('/').next().and_then(|a| a.parse().ok())
+}
