@@ -3,3 +3,4 @@
 #![forbid(unsafe_code)]
 
 pub mod ec2;
+pub mod plan;

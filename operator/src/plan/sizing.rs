@@ -1,0 +1,80 @@
+//! The target: how many pod addresses a node should hold (design "Sizing"). Idempotent: the same
+//! demand always gives the same target, so a burst is met in one round, never batch by batch.
+
+use super::EniView;
+use enipool_crds::settings::{EffectiveSettings, PREFIX_SIZE};
+
+/// What the agent reports as demand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Demand {
+    /// Addresses assigned to sandboxes.
+    pub in_use: i32,
+    /// Pods bound to the node without an address yet.
+    pub pending_pods: i32,
+}
+
+/// A target and the term that decided it (published in `status.target`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sized {
+    /// Addresses the node should hold.
+    pub ips: i32,
+    /// `demand`, `minAllocate`, `maxAllocate` or `capacity`.
+    pub reason: &'static str,
+}
+
+/// Ceiling division for non-negative numerators and positive divisors.
+fn div_ceil(a: i32, b: i32) -> i32 {
+    if a <= 0 {
+        0
+    } else {
+        (a + b - 1) / b
+    }
+}
+
+/// `target = clamp(batch × ceil((demand + warm) / batch), minAllocate, min(maxAllocate, capacity))`
+/// with `demand = inUse + min(pendingPods, surge)`.
+///
+/// Prefix modes count in whole /28s: the warm term is the larger of `warmIPs` free addresses and
+/// `warmPrefixes` whole free prefixes on top of the prefixes demand fills (pods packed), and the
+/// result is a multiple of 16. `max_allocate` is already clamped to capacity by `settings::resolve`.
+pub fn compute_target(eff: &EffectiveSettings, demand: Demand) -> Sized {
+    let surge = demand.pending_pods.clamp(0, eff.surge_max_extra.max(0));
+    let need = demand.in_use.max(0) + surge;
+    let batch = eff.batch.max(1);
+    let raw = if eff.mode.uses_prefixes() {
+        let by_ips = div_ceil(need + eff.warm_ips.max(0), PREFIX_SIZE);
+        let by_prefixes = div_ceil(need, PREFIX_SIZE) + eff.warm_prefixes.max(0);
+        by_ips.max(by_prefixes) * PREFIX_SIZE
+    } else {
+        need + eff.warm_ips.max(0)
+    };
+    let mut ips = div_ceil(raw, batch) * batch;
+    let mut reason = "demand";
+    let round =
+        |n: i32| if eff.mode.uses_prefixes() { div_ceil(n, PREFIX_SIZE) * PREFIX_SIZE } else { n };
+    let min = round(eff.min_allocate.max(0));
+    // The ceiling is rounded down to whole prefixes in prefix modes.
+    let max = if eff.mode.uses_prefixes() {
+        eff.max_allocate.max(0) / PREFIX_SIZE * PREFIX_SIZE
+    } else {
+        eff.max_allocate.max(0)
+    };
+    if ips < min {
+        ips = min;
+        reason = "minAllocate";
+    }
+    if ips > max {
+        ips = max;
+        reason = if max >= eff.capacity.max_pod_ips { "capacity" } else { "maxAllocate" };
+    }
+    Sized { ips, reason }
+}
+
+/// Pod addresses held on the ENIs that hand them out (device index ≥ `first_interface_index`, not
+/// excluded): secondary addresses + 16 × prefixes.
+pub fn allocated(enis: &[EniView], first_interface_index: i32) -> i32 {
+    enis.iter()
+        .filter(|e| !e.excluded && e.device_index >= first_interface_index)
+        .map(|e| e.ips + e.prefixes * PREFIX_SIZE)
+        .sum()
+}
