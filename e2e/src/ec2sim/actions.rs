@@ -1,0 +1,552 @@
+//! EC2 actions: typed parsing of the query parameters, the call into the model, and the response.
+//! Describe* read a (possibly lagged) `&State`; mutations take `&mut State`.
+
+use super::hooks::HookEvent;
+use super::limits::{self, INSTANCE_TYPES};
+use super::ops::{CreateEniReq, RunReq};
+use super::params::{Filter, Params};
+use super::render;
+use super::state::*;
+use super::xml::Xml;
+use super::Error;
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+/// Actions that only read; everything else the simulator knows mutates.
+pub const DESCRIBE_ACTIONS: &[&str] = &[
+    "DescribeInstances",
+    "DescribeInstanceTypes",
+    "DescribeSubnets",
+    "DescribeSecurityGroups",
+    "DescribeNetworkInterfaces",
+];
+
+/// Mutating actions.
+pub const MUTATE_ACTIONS: &[&str] = &[
+    "CreateNetworkInterface",
+    "AttachNetworkInterface",
+    "DetachNetworkInterface",
+    "DeleteNetworkInterface",
+    "ModifyNetworkInterfaceAttribute",
+    "AssignPrivateIpAddresses",
+    "UnassignPrivateIpAddresses",
+    "CreateTags",
+    "DeleteTags",
+    "RunInstances",
+    "TerminateInstances",
+];
+
+/// Whether the simulator implements `action`.
+pub fn is_known(action: &str) -> bool {
+    DESCRIBE_ACTIONS.contains(&action) || MUTATE_ACTIONS.contains(&action)
+}
+
+/// Whether `action` is a read.
+pub fn is_describe(action: &str) -> bool {
+    DESCRIBE_ACTIONS.contains(&action)
+}
+
+/// Case-sensitive glob with EC2's `*` and `?` wildcards.
+fn glob(pat: &str, s: &str) -> bool {
+    fn go(p: &[char], s: &[char]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], s) || (!s.is_empty() && go(p, &s[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &s[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    go(&pat.chars().collect::<Vec<_>>(), &s.chars().collect::<Vec<_>>())
+}
+
+/// Applies filters: `field(name)` gives a resource's values for a filter name, `None` if the
+/// resource type has no such filter (EC2 rejects unknown filter names).
+fn matches(
+    filters: &[Filter],
+    tags: &Tags,
+    field: impl Fn(&str) -> Option<Vec<String>>,
+) -> Result<bool, Error> {
+    for f in filters {
+        let values: Vec<String> = if let Some(k) = f.name.strip_prefix("tag:") {
+            tags.get(k).cloned().into_iter().collect()
+        } else if f.name == "tag-key" {
+            tags.keys().cloned().collect()
+        } else {
+            field(&f.name).ok_or_else(|| {
+                Error::api("InvalidParameterValue", format!("The filter '{}' is invalid", f.name))
+            })?
+        };
+        if !f.values.iter().any(|p| values.iter().any(|v| glob(p, v))) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// `MaxResults`/`NextToken` pagination over an already filtered list.
+fn paginate<T>(
+    p: &Params,
+    items: Vec<T>,
+    min: u32,
+    max: u32,
+    has_ids: bool,
+) -> Result<(Vec<T>, Option<String>), Error> {
+    let limit: Option<u32> = p.parsed("MaxResults")?;
+    if let Some(l) = limit {
+        if has_ids {
+            return Err(Error::api(
+                "InvalidParameterCombination",
+                "The parameter MaxResults cannot be used with the parameter Ids",
+            ));
+        }
+        if l < min || l > max {
+            return Err(Error::api("InvalidParameterValue", format!("Value ( {l} ) for parameter maxResults is invalid. Expecting a value between {min} and {max}.")));
+        }
+    }
+    let start = match p.get("NextToken") {
+        None | Some("") => 0,
+        Some(t) => t
+            .strip_prefix("page-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n <= items.len())
+            .ok_or_else(|| {
+                Error::api("InvalidParameterValue", format!("The NextToken '{t}' is invalid"))
+            })?,
+    };
+    let end = limit.map_or(items.len(), |l| (start + l as usize).min(items.len()));
+    let next = (end < items.len()).then(|| format!("page-{end}"));
+    Ok((items.into_iter().skip(start).take(end - start).collect(), next))
+}
+
+/// Ids requested explicitly must all exist (EC2 fails the whole call otherwise).
+fn require_ids(
+    ids: &[String],
+    exists: impl Fn(&str) -> bool,
+    code: &str,
+    what: &str,
+) -> Result<(), Error> {
+    match ids.iter().find(|id| !exists(id)) {
+        Some(id) => Err(not_found(code, what, id)),
+        None => Ok(()),
+    }
+}
+
+fn opt_s<T: ToString>(v: T) -> Option<Vec<String>> {
+    Some(vec![v.to_string()])
+}
+
+/// Runs a Describe* action against `st`.
+pub fn describe(st: &State, action: &str, p: &Params, rid: &str) -> Result<String, Error> {
+    let filters = p.filters();
+    let mut x = Xml::response(action, rid);
+    match action {
+        "DescribeNetworkInterfaces" => {
+            let ids = p.list("NetworkInterfaceId");
+            require_ids(
+                &ids,
+                |i| st.enis.contains_key(i),
+                "InvalidNetworkInterfaceID.NotFound",
+                "network interface",
+            )?;
+            let mut out = Vec::new();
+            for e in st.enis.values().filter(|e| ids.is_empty() || ids.contains(&e.id)) {
+                let a = e.attachment.as_ref();
+                let ok = matches(&filters, &e.tags, |f| match f {
+                    "network-interface-id" => opt_s(&e.id),
+                    "attachment.instance-id" => {
+                        Some(a.map(|a| a.instance_id.clone()).into_iter().collect())
+                    }
+                    "attachment.attachment-id" => {
+                        Some(a.map(|a| a.id.clone()).into_iter().collect())
+                    }
+                    "attachment.status" => {
+                        Some(a.map(|a| a.state.as_str().to_string()).into_iter().collect())
+                    }
+                    "attachment.device-index" => {
+                        Some(a.map(|a| a.device_index.to_string()).into_iter().collect())
+                    }
+                    "attachment.delete-on-termination" => {
+                        Some(a.map(|a| a.delete_on_termination.to_string()).into_iter().collect())
+                    }
+                    "status" => opt_s(e.status()),
+                    "subnet-id" => opt_s(&e.subnet_id),
+                    "vpc-id" => opt_s(&e.vpc_id),
+                    "availability-zone" => opt_s(&e.az),
+                    "description" => opt_s(&e.description),
+                    "mac-address" => opt_s(&e.mac),
+                    "private-ip-address" | "addresses.private-ip-address" => Some(
+                        std::iter::once(e.primary_ip)
+                            .chain(e.secondary.iter().copied())
+                            .map(|a| a.to_string())
+                            .collect(),
+                    ),
+                    "ipv4-prefix" | "ipv4-prefixes.ipv4-prefix" => {
+                        Some(e.prefixes.iter().map(|p| p.to_string()).collect())
+                    }
+                    "group-id" => Some(e.groups.clone()),
+                    "interface-type" => opt_s("interface"),
+                    "owner-id" => opt_s(render::OWNER),
+                    _ => None,
+                })?;
+                if ok {
+                    out.push(e);
+                }
+            }
+            let (page, next) = paginate(p, out, 5, 1000, !ids.is_empty())?;
+            x.items("networkInterfaceSet", page, |x, e| render::eni(x, st, e));
+            x.opt("nextToken", next);
+        }
+        "DescribeInstances" => {
+            let ids = p.list("InstanceId");
+            require_ids(
+                &ids,
+                |i| st.instances.contains_key(i),
+                "InvalidInstanceID.NotFound",
+                "instance ID",
+            )?;
+            let mut out = Vec::new();
+            for i in st.instances.values().filter(|i| ids.is_empty() || ids.contains(&i.id)) {
+                let ok = matches(&filters, &i.tags, |f| match f {
+                    "instance-id" => opt_s(&i.id),
+                    "instance-state-name" => opt_s(i.state.name()),
+                    "instance-state-code" => opt_s(i.state.code()),
+                    "instance-type" => opt_s(&i.instance_type),
+                    "subnet-id" => opt_s(&i.subnet_id),
+                    "vpc-id" => opt_s(&i.vpc_id),
+                    "availability-zone" => opt_s(&i.az),
+                    "private-ip-address" => opt_s(i.private_ip),
+                    "reservation-id" => opt_s(&i.reservation_id),
+                    _ => None,
+                })?;
+                if ok {
+                    out.push(i);
+                }
+            }
+            let (page, next) = paginate(p, out, 5, 1000, !ids.is_empty())?;
+            // One reservation item per instance keeps pagination simple; the SDK flattens anyway.
+            x.items("reservationSet", page, |x, i| {
+                x.leaf("reservationId", &i.reservation_id).leaf("ownerId", render::OWNER);
+                x.open("groupSet").close("groupSet");
+                x.items("instancesSet", [i], |x, i| render::instance(x, st, i));
+            });
+            x.opt("nextToken", next);
+        }
+        "DescribeSubnets" => {
+            let ids = p.list("SubnetId");
+            require_ids(&ids, |i| st.subnets.contains_key(i), "InvalidSubnetID.NotFound", "subnet ID")?;
+            let mut out = Vec::new();
+            for s in st.subnets.values().filter(|s| ids.is_empty() || ids.contains(&s.id)) {
+                let ok = matches(&filters, &s.tags, |f| match f {
+                    "subnet-id" => opt_s(&s.id),
+                    "vpc-id" => opt_s(&s.vpc_id),
+                    "availability-zone" => opt_s(&s.az),
+                    "cidr-block" | "cidr" => opt_s(s.cidr),
+                    "state" => opt_s("available"),
+                    _ => None,
+                })?;
+                if ok {
+                    out.push(s);
+                }
+            }
+            let (page, next) = paginate(p, out, 5, 1000, false)?;
+            x.items("subnetSet", page, |x, s| render::subnet(x, s));
+            x.opt("nextToken", next);
+        }
+        "DescribeSecurityGroups" => {
+            let ids = p.list("GroupId");
+            require_ids(&ids, |i| st.groups.contains_key(i), "InvalidGroup.NotFound", "security group")?;
+            let mut out = Vec::new();
+            for g in st.groups.values().filter(|g| ids.is_empty() || ids.contains(&g.id)) {
+                let ok = matches(&filters, &g.tags, |f| match f {
+                    "group-id" => opt_s(&g.id),
+                    "group-name" => opt_s(&g.name),
+                    "vpc-id" => opt_s(&g.vpc_id),
+                    _ => None,
+                })?;
+                if ok {
+                    out.push(g);
+                }
+            }
+            let (page, next) = paginate(p, out, 5, 1000, !ids.is_empty())?;
+            x.items("securityGroupInfo", page, |x, g| render::security_group(x, g));
+            x.opt("nextToken", next);
+        }
+        "DescribeInstanceTypes" => {
+            let names = p.list("InstanceType");
+            if let Some(n) = names.iter().find(|n| limits::lookup(n).is_none()) {
+                return Err(Error::api(
+                    "InvalidInstanceType",
+                    format!("The following supplied instance types do not exist: [{n}]"),
+                ));
+            }
+            let out: Vec<_> = INSTANCE_TYPES
+                .iter()
+                .filter(|t| names.is_empty() || names.iter().any(|n| n == t.name))
+                .collect();
+            let (page, next) = paginate(p, out, 5, 100, false)?;
+            x.items("instanceTypeSet", page, |x, t| render::instance_type(x, t));
+            x.opt("nextToken", next);
+        }
+        _ => return Err(invalid_action(action)),
+    }
+    Ok(x.finish())
+}
+
+/// `InvalidAction`.
+pub fn invalid_action(action: &str) -> Error {
+    Error::api("InvalidAction", format!("The action {action} is not valid for this web service."))
+}
+
+fn ips(p: &Params, key: &str) -> Result<Vec<Ipv4Addr>, Error> {
+    p.list_parsed(key)
+}
+
+fn prefixes(p: &Params, key: &str) -> Result<Vec<Ipv4Net>, Error> {
+    p.list_parsed(key)
+}
+
+fn eni_response(
+    st: &State,
+    action: &str,
+    rid: &str,
+    eni_id: &str,
+    token: Option<&str>,
+) -> Result<String, Error> {
+    let e = st.enis.get(eni_id).ok_or_else(|| {
+        Error::api("InvalidParameterValue", "The client token you have provided is associated with a resource that is already deleted.")
+    })?;
+    let mut x = Xml::response(action, rid);
+    x.open("networkInterface");
+    render::eni(&mut x, st, e);
+    x.close("networkInterface").opt("clientToken", token);
+    Ok(x.finish())
+}
+
+fn run_response(st: &State, rid: &str, reservation: &str, ids: &[String]) -> String {
+    let mut x = Xml::response("RunInstances", rid);
+    x.leaf("reservationId", reservation).leaf("ownerId", render::OWNER);
+    x.open("groupSet").close("groupSet");
+    x.items("instancesSet", ids.iter().filter_map(|i| st.instances.get(i)), |x, i| {
+        render::instance(x, st, i)
+    });
+    x.finish()
+}
+
+fn ok_return(action: &str, rid: &str) -> String {
+    let mut x = Xml::response(action, rid);
+    x.leaf("return", true);
+    x.finish()
+}
+
+/// Runs a mutating action.
+pub fn mutate(
+    st: &mut State,
+    action: &str,
+    p: &Params,
+    rid: &str,
+    now: Instant,
+    ev: &mut Vec<HookEvent>,
+) -> Result<String, Error> {
+    match action {
+        "CreateNetworkInterface" => {
+            let token = p.get("ClientToken").filter(|t| !t.is_empty());
+            let fp = p.fingerprint();
+            if let Some(t) = token {
+                if let Some(ids) = st.check_token(t, action, &fp)? {
+                    return eni_response(st, action, rid, &ids[0], token);
+                }
+            }
+            // Explicit addresses: the one marked Primary (or `PrivateIpAddress`) is the primary.
+            let mut primary: Option<Ipv4Addr> = p.parsed("PrivateIpAddress")?;
+            let mut secondary = Vec::new();
+            for s in p.structs("PrivateIpAddresses") {
+                let ip: Ipv4Addr = s.parsed("PrivateIpAddress")?.ok_or_else(|| {
+                    Error::api("MissingParameter", "PrivateIpAddresses.N.PrivateIpAddress")
+                })?;
+                if s.bool("Primary")? == Some(true) && primary.is_none() {
+                    primary = Some(ip);
+                } else if Some(ip) != primary {
+                    secondary.push(ip);
+                }
+            }
+            let mut pfx = Vec::new();
+            for s in p.structs("Ipv4Prefix") {
+                pfx.push(
+                    s.parsed("Ipv4Prefix")?
+                        .ok_or_else(|| Error::api("MissingParameter", "Ipv4Prefix.N.Ipv4Prefix"))?,
+                );
+            }
+            let req = CreateEniReq {
+                subnet_id: p.req("SubnetId")?.to_string(),
+                groups: p.list("SecurityGroupId"),
+                description: p.get("Description").unwrap_or_default().to_string(),
+                primary_ip: primary,
+                secondary_ips: secondary,
+                secondary_count: p.parsed("SecondaryPrivateIpAddressCount")?,
+                prefix_count: p.parsed("Ipv4PrefixCount")?,
+                prefixes: pfx,
+                tags: p.tag_specs("network-interface"),
+            };
+            let id = st.create_eni(&req, ev)?;
+            if let Some(t) = token {
+                st.remember_token(t, action, &fp, vec![id.clone()]);
+            }
+            eni_response(st, action, rid, &id, token)
+        }
+        "AttachNetworkInterface" => {
+            let idx: u32 = p.parsed("DeviceIndex")?.ok_or_else(|| {
+                Error::api("MissingParameter", "The request must contain the parameter DeviceIndex")
+            })?;
+            let att =
+                st.attach(p.req("NetworkInterfaceId")?, p.req("InstanceId")?, idx, now, ev)?;
+            let mut x = Xml::response(action, rid);
+            x.leaf("attachmentId", att).leaf("networkCardIndex", 0);
+            Ok(x.finish())
+        }
+        "DetachNetworkInterface" => {
+            st.detach(p.req("AttachmentId")?, now, ev)?;
+            Ok(ok_return(action, rid))
+        }
+        "DeleteNetworkInterface" => {
+            st.delete_eni(p.req("NetworkInterfaceId")?, ev)?;
+            Ok(ok_return(action, rid))
+        }
+        "ModifyNetworkInterfaceAttribute" => {
+            let a = p.nested("Attachment");
+            let attachment = match (a.get("AttachmentId"), a.bool("DeleteOnTermination")?) {
+                (None, None) => None,
+                (Some(id), Some(dot)) => Some((id.to_string(), dot)),
+                _ => {
+                    return Err(Error::api(
+                        "MissingParameter",
+                        "Attachment requires AttachmentId and DeleteOnTermination",
+                    ))
+                }
+            };
+            let groups = Some(p.list("SecurityGroupId")).filter(|g| !g.is_empty());
+            let description = p.get("Description.Value").map(str::to_string);
+            let sdc = p.bool("SourceDestCheck.Value")?;
+            st.modify_eni(p.req("NetworkInterfaceId")?, attachment, description, groups, sdc)?;
+            Ok(ok_return(action, rid))
+        }
+        "AssignPrivateIpAddresses" => {
+            let eni = p.req("NetworkInterfaceId")?;
+            let (new_ips, new_pfx) = st.assign(
+                eni,
+                p.parsed("SecondaryPrivateIpAddressCount")?,
+                &ips(p, "PrivateIpAddress")?,
+                p.parsed("Ipv4PrefixCount")?,
+                &prefixes(p, "Ipv4Prefix")?,
+                ev,
+            )?;
+            let mut x = Xml::response(action, rid);
+            x.leaf("networkInterfaceId", eni);
+            x.items("assignedPrivateIpAddressesSet", new_ips, |x, a| {
+                x.leaf("privateIpAddress", a);
+            });
+            x.items("assignedIpv4PrefixSet", new_pfx, |x, p| {
+                x.leaf("ipv4Prefix", p);
+            });
+            Ok(x.finish())
+        }
+        "UnassignPrivateIpAddresses" => {
+            st.unassign(
+                p.req("NetworkInterfaceId")?,
+                &ips(p, "PrivateIpAddress")?,
+                &prefixes(p, "Ipv4Prefix")?,
+                ev,
+            )?;
+            Ok(ok_return(action, rid))
+        }
+        "CreateTags" | "DeleteTags" => {
+            let ids = p.list("ResourceId");
+            if ids.is_empty() {
+                return Err(Error::api(
+                    "MissingParameter",
+                    "The request must contain the parameter ResourceId",
+                ));
+            }
+            if action == "CreateTags" {
+                st.create_tags(&ids, &Params::tags_of(p, "Tag"))?;
+            } else {
+                let tags: Vec<(String, Option<String>)> = p
+                    .structs("Tag")
+                    .into_iter()
+                    .filter_map(|t| {
+                        Some((t.get("Key")?.to_string(), t.get("Value").map(str::to_string)))
+                    })
+                    .collect();
+                st.delete_tags(&ids, &tags)?;
+            }
+            Ok(ok_return(action, rid))
+        }
+        "RunInstances" => {
+            let token = p.get("ClientToken").filter(|t| !t.is_empty());
+            let fp = p.fingerprint();
+            if let Some(t) = token {
+                if let Some(ids) = st.check_token(t, action, &fp)? {
+                    let res = st
+                        .instances
+                        .get(&ids[0])
+                        .map(|i| i.reservation_id.clone())
+                        .unwrap_or_default();
+                    return Ok(run_response(st, rid, &res, &ids));
+                }
+            }
+            let ni = p.structs("NetworkInterface").into_iter().next().unwrap_or_default();
+            let max: u32 = p.parsed("MaxCount")?.unwrap_or(1);
+            let min: u32 = p.parsed("MinCount")?.unwrap_or(1);
+            if min > max {
+                return Err(Error::api(
+                    "InvalidParameterValue",
+                    "MinCount must be less than or equal to MaxCount",
+                ));
+            }
+            let mut groups = p.list("SecurityGroupId");
+            groups.extend(ni.list("SecurityGroupId"));
+            let req = RunReq {
+                image_id: p.get("ImageId").unwrap_or("ami-00000000000000000").to_string(),
+                instance_type: p.get("InstanceType").unwrap_or("m1.small").to_string(),
+                count: max,
+                subnet_id: ni.get("SubnetId").or(p.get("SubnetId")).unwrap_or_default().to_string(),
+                groups,
+                private_ip: match ni.parsed("PrivateIpAddress")? {
+                    Some(ip) => Some(ip),
+                    None => p.parsed("PrivateIpAddress")?,
+                },
+                secondary_count: ni.parsed("SecondaryPrivateIpAddressCount")?.unwrap_or(0),
+                prefix_count: ni.parsed("Ipv4PrefixCount")?.unwrap_or(0),
+                delete_on_termination: ni.bool("DeleteOnTermination")?.unwrap_or(true),
+                tags: p.tag_specs("instance"),
+                eni_tags: p.tag_specs("network-interface"),
+            };
+            let (res, ids) = st.run_instances(&req, ev)?;
+            if let Some(t) = token {
+                st.remember_token(t, action, &fp, ids.clone());
+                for i in &ids {
+                    st.instances.get_mut(i).expect("launched").client_token = Some(t.to_string());
+                }
+            }
+            Ok(run_response(st, rid, &res, &ids))
+        }
+        "TerminateInstances" => {
+            let out = st.terminate(&p.list("InstanceId"), now, ev)?;
+            let mut x = Xml::response(action, rid);
+            x.items("instancesSet", out, |x, (id, prev, cur)| {
+                x.leaf("instanceId", id)
+                    .open("currentState")
+                    .leaf("code", cur.code())
+                    .leaf("name", cur.name())
+                    .close("currentState")
+                    .open("previousState")
+                    .leaf("code", prev.code())
+                    .leaf("name", prev.name())
+                    .close("previousState");
+            });
+            Ok(x.finish())
+        }
+        _ => Err(invalid_action(action)),
+    }
+}

@@ -1,0 +1,451 @@
+//! The HTTP server (EC2 on `POST /`, JSON admin under `/admin`) and the [`Ec2Sim`] handle.
+
+use super::actions;
+use super::faults::{ActionCounters, FaultConfig, Faults, Verdict};
+use super::hooks::{FabricHook, HookEvent};
+use super::ops::RunReq;
+use super::params::Params;
+use super::state::{State, Tags, Timing};
+use super::xml;
+use super::{Error, Result};
+use axum::body::Bytes;
+use axum::extract::State as AxState;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ipnet::Ipv4Net;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Simulator settings.
+#[derive(Clone)]
+pub struct Config {
+    /// How long attach/detach/termination take.
+    pub timing: Timing,
+    /// Initial faults.
+    pub faults: FaultConfig,
+    /// Observer for the VPC fabric.
+    pub fabric_hook: Option<Arc<dyn FabricHook>>,
+    /// How often timed transitions are applied in the background.
+    pub tick: Duration,
+    /// Port on 127.0.0.1 (0 = any free port).
+    pub port: u16,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            timing: Timing::default(),
+            faults: FaultConfig::default(),
+            fabric_hook: None,
+            tick: Duration::from_millis(50),
+            port: 0,
+        }
+    }
+}
+
+/// A subnet as the fabric needs it (gateway = first host of the CIDR).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SubnetInfo {
+    /// `subnet-…`.
+    pub id: String,
+    /// IPv4 CIDR.
+    pub cidr: Ipv4Net,
+    /// Availability zone.
+    pub az: String,
+    /// VPC id.
+    pub vpc_id: String,
+    /// Tags.
+    pub tags: Tags,
+}
+
+struct Inner {
+    state: State,
+    /// Snapshots for Describe lag: (taken at, state), oldest first.
+    history: VecDeque<(Instant, Arc<State>)>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    faults: Mutex<Faults>,
+    hook: RwLock<Option<Arc<dyn FabricHook>>>,
+    timing: Mutex<Timing>,
+}
+
+impl Shared {
+    fn deliver(&self, events: Vec<HookEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let hook = self.hook.read().expect("hook lock").clone();
+        if let Some(h) = hook {
+            for e in &events {
+                e.deliver(h.as_ref());
+            }
+        }
+    }
+
+    fn lag(&self) -> Duration {
+        Duration::from_millis(self.faults.lock().expect("faults lock").config.describe_lag_ms)
+    }
+
+    /// Runs `f` on the state after applying due transitions; records a snapshot when lagging.
+    fn with_state<T>(&self, f: impl FnOnce(&mut State, Instant, &mut Vec<HookEvent>) -> T) -> T {
+        let lag = self.lag();
+        let now = Instant::now();
+        let mut ev = Vec::new();
+        let out = {
+            let mut inner = self.inner.lock().expect("state lock");
+            inner.state.advance(now, &mut ev);
+            let out = f(&mut inner.state, now, &mut ev);
+            if lag.is_zero() {
+                inner.history.clear();
+            } else {
+                let snap = Arc::new(inner.state.clone());
+                inner.history.push_back((now, snap));
+                // Keep the newest snapshot older than the lag window; drop anything before it.
+                while inner.history.len() > 1 && inner.history[1].0 + lag <= now {
+                    inner.history.pop_front();
+                }
+            }
+            out
+        };
+        self.deliver(ev);
+        out
+    }
+
+    /// The state a Describe sees: as of `lag` ago when lag is on.
+    fn describe_view(&self) -> Arc<State> {
+        let lag = self.lag();
+        let now = Instant::now();
+        let mut ev = Vec::new();
+        let view = {
+            let mut inner = self.inner.lock().expect("state lock");
+            if inner.state.advance(now, &mut ev) && !lag.is_zero() {
+                let snap = Arc::new(inner.state.clone());
+                inner.history.push_back((now, snap));
+            }
+            if lag.is_zero() || inner.history.is_empty() {
+                Arc::new(inner.state.clone())
+            } else {
+                let cutoff = now.checked_sub(lag).unwrap_or(now);
+                inner
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|(t, _)| *t <= cutoff)
+                    .or(inner.history.front())
+                    .map(|(_, s)| s.clone())
+                    .expect("non-empty")
+            }
+        };
+        self.deliver(ev);
+        view
+    }
+}
+
+fn xml_response(status: u16, body: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, "text/xml;charset=UTF-8")], body).into_response()
+}
+
+fn error_response(e: &Error, rid: &str) -> Response {
+    match e {
+        Error::Api { code, message, status } => {
+            xml_response(*status, xml::error_document(code, message, rid))
+        }
+        Error::Io(m) => xml_response(500, xml::error_document("InternalError", m, rid)),
+    }
+}
+
+async fn ec2(AxState(sh): AxState<Arc<Shared>>, body: Bytes) -> Response {
+    let rid = uuid::Uuid::new_v4().to_string();
+    let p = Params::parse(&body);
+    let Some(action) = p.get("Action").map(str::to_string) else {
+        return error_response(
+            &Error::api("MissingAction", "The request must contain the parameter Action"),
+            &rid,
+        );
+    };
+    let describe = actions::is_describe(&action);
+    let (latency, verdict) = {
+        let mut f = sh.faults.lock().expect("faults lock");
+        (f.latency(&action, describe), f.admit(&action, describe, Instant::now()))
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match verdict {
+        Verdict::Pass => {}
+        Verdict::Fail(e) => return error_response(&e, &rid),
+        Verdict::Html(s) => {
+            let body = format!("<html><body><h1>{s} Service Error</h1></body></html>");
+            let status = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return (status, [(header::CONTENT_TYPE, "text/html")], body).into_response();
+        }
+    }
+    let result = if !actions::is_known(&action) {
+        Err(actions::invalid_action(&action))
+    } else if p.get("DryRun") == Some("true") {
+        Err(Error::Api {
+            code: "DryRunOperation".into(),
+            message: "Request would have succeeded, but DryRun flag is set.".into(),
+            status: 412,
+        })
+    } else if describe {
+        let view = sh.describe_view();
+        actions::describe(&view, &action, &p, &rid)
+    } else {
+        sh.with_state(|st, now, ev| actions::mutate(st, &action, &p, &rid, now, ev))
+    };
+    let mut f = sh.faults.lock().expect("faults lock");
+    match result {
+        Ok(body) => {
+            f.counter(&action).ok += 1;
+            xml_response(200, body)
+        }
+        Err(e) => {
+            f.counter(&action).errors += 1;
+            tracing::debug!(%action, error = %e, "ec2sim: EC2 error");
+            error_response(&e, &rid)
+        }
+    }
+}
+
+async fn admin_counters(
+    AxState(sh): AxState<Arc<Shared>>,
+) -> Json<BTreeMap<String, ActionCounters>> {
+    Json(sh.faults.lock().expect("faults lock").counters.clone())
+}
+
+async fn admin_get_faults(AxState(sh): AxState<Arc<Shared>>) -> Json<FaultConfig> {
+    Json(sh.faults.lock().expect("faults lock").config.clone())
+}
+
+async fn admin_set_faults(
+    AxState(sh): AxState<Arc<Shared>>,
+    Json(cfg): Json<FaultConfig>,
+) -> StatusCode {
+    sh.faults.lock().expect("faults lock").set(cfg);
+    StatusCode::NO_CONTENT
+}
+
+async fn admin_state(AxState(sh): AxState<Arc<Shared>>) -> Json<serde_json::Value> {
+    Json(sh.with_state(|st, _, _| serde_json::to_value(&*st).unwrap_or_default()))
+}
+
+async fn admin_reset(AxState(sh): AxState<Arc<Shared>>) -> StatusCode {
+    reset(&sh);
+    StatusCode::NO_CONTENT
+}
+
+fn reset(sh: &Shared) {
+    let timing = *sh.timing.lock().expect("timing lock");
+    let mut inner = sh.inner.lock().expect("state lock");
+    inner.state = State { timing, ..Default::default() };
+    inner.history.clear();
+    drop(inner);
+    let mut f = sh.faults.lock().expect("faults lock");
+    f.set(FaultConfig::default());
+    f.counters.clear();
+}
+
+/// A running simulator. Dropping it without [`Ec2Sim::shutdown`] leaves the server running until
+/// the runtime ends.
+pub struct Ec2Sim {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Ec2Sim {
+    /// Binds 127.0.0.1 (`config.port`, 0 = any) and serves in the background.
+    pub async fn start(config: Config) -> Result<Ec2Sim> {
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                state: State { timing: config.timing, ..Default::default() },
+                history: VecDeque::new(),
+            }),
+            faults: Mutex::new(Faults::default()),
+            hook: RwLock::new(config.fabric_hook.clone()),
+            timing: Mutex::new(config.timing),
+        });
+        shared.faults.lock().expect("faults lock").set(config.faults.clone());
+        let app = Router::new()
+            .route("/", post(ec2))
+            .route("/admin/counters", get(admin_counters))
+            .route("/admin/faults", get(admin_get_faults).post(admin_set_faults))
+            .route("/admin/state", get(admin_state))
+            .route("/admin/reset", post(admin_reset))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
+        let addr = listener.local_addr()?;
+        let (stop, mut rx) = tokio::sync::watch::channel(false);
+        let mut rx2 = rx.clone();
+        let server = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                tracing::error!(error = %e, "ec2sim: server failed");
+            }
+        });
+        // Timed transitions (detach, termination) must complete, and hooks fire, even when
+        // nobody calls the API.
+        let ticker = shared.clone();
+        let tick = config.tick;
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(tick);
+            loop {
+                tokio::select! {
+                    _ = iv.tick() => ticker.with_state(|_, _, _| ()),
+                    _ = rx2.wait_for(|s| *s) => break,
+                }
+            }
+        });
+        tracing::info!(%addr, "ec2sim: listening");
+        Ok(Ec2Sim { shared, addr, stop, server })
+    }
+
+    /// `http://127.0.0.1:PORT` for `aws_config`'s `endpoint_url`.
+    pub fn endpoint_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving and waits for the server task.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+    }
+
+    /// Installs (or replaces) the fabric observer.
+    pub fn set_fabric_hook(&self, hook: Arc<dyn FabricHook>) {
+        *self.shared.hook.write().expect("hook lock") = Some(hook);
+    }
+
+    /// Calls per action so far.
+    pub fn counters(&self) -> BTreeMap<String, ActionCounters> {
+        self.shared.faults.lock().expect("faults lock").counters.clone()
+    }
+
+    /// Zeroes the counters (e.g. between benchmark phases).
+    pub fn reset_counters(&self) {
+        self.shared.faults.lock().expect("faults lock").counters.clear();
+    }
+
+    /// Current fault settings.
+    pub fn faults(&self) -> FaultConfig {
+        self.shared.faults.lock().expect("faults lock").config.clone()
+    }
+
+    /// Replaces the fault settings (token buckets start full).
+    pub fn set_faults(&self, cfg: FaultConfig) {
+        self.shared.faults.lock().expect("faults lock").set(cfg);
+    }
+
+    /// Changes how long attach/detach/termination take from now on.
+    pub fn set_timing(&self, timing: Timing) {
+        *self.shared.timing.lock().expect("timing lock") = timing;
+        self.shared.with_state(|st, _, _| st.timing = timing);
+    }
+
+    /// A copy of the current (not lagged) state.
+    pub fn snapshot(&self) -> State {
+        self.shared.with_state(|st, _, _| st.clone())
+    }
+
+    /// The state as JSON, for test failure output.
+    pub fn dump(&self) -> serde_json::Value {
+        self.shared.with_state(|st, _, _| serde_json::to_value(&*st).unwrap_or_default())
+    }
+
+    /// Clears all resources, faults and counters (timing is kept).
+    pub fn reset(&self) {
+        reset(&self.shared);
+    }
+
+    /// Seeds a VPC.
+    pub fn create_vpc(&self, cidr: &str, tags: &[(&str, &str)]) -> Result<String> {
+        let cidr = parse_cidr(cidr)?;
+        Ok(self.shared.with_state(|st, _, _| st.create_vpc(cidr, to_tags(tags))))
+    }
+
+    /// Seeds a subnet of a VPC.
+    pub fn create_subnet(
+        &self,
+        vpc_id: &str,
+        cidr: &str,
+        az: &str,
+        tags: &[(&str, &str)],
+    ) -> Result<String> {
+        let cidr = parse_cidr(cidr)?;
+        self.shared.with_state(|st, _, _| st.create_subnet(vpc_id, cidr, az, to_tags(tags)))
+    }
+
+    /// Seeds a security group.
+    pub fn create_security_group(
+        &self,
+        vpc_id: &str,
+        name: &str,
+        tags: &[(&str, &str)],
+    ) -> Result<String> {
+        self.shared.with_state(|st, _, _| st.create_security_group(vpc_id, name, to_tags(tags)))
+    }
+
+    /// Launches instances without going through HTTP (hooks still fire); returns their ids.
+    pub fn run_instances(&self, req: &RunReq) -> Result<Vec<String>> {
+        self.shared.with_state(|st, _, ev| st.run_instances(req, ev).map(|(_, ids)| ids))
+    }
+
+    /// Terminates instances without going through HTTP.
+    pub fn terminate_instances(&self, ids: &[String]) -> Result<()> {
+        self.shared.with_state(|st, now, ev| st.terminate(ids, now, ev).map(|_| ()))
+    }
+
+    /// All subnets, for the fabric (CIDR, AZ, VPC, tags).
+    pub fn subnets(&self) -> Vec<SubnetInfo> {
+        self.shared.with_state(|st, _, _| {
+            st.subnets
+                .values()
+                .map(|s| SubnetInfo {
+                    id: s.id.clone(),
+                    cidr: s.cidr,
+                    az: s.az.clone(),
+                    vpc_id: s.vpc_id.clone(),
+                    tags: s.tags.clone(),
+                })
+                .collect()
+        })
+    }
+}
+
+fn parse_cidr(s: &str) -> Result<Ipv4Net> {
+    s.parse().map_err(|_| {
+        Error::api(
+            "InvalidParameterValue",
+            format!("Value ({s}) for parameter cidrBlock is invalid."),
+        )
+    })
+}
+
+fn to_tags(tags: &[(&str, &str)]) -> Tags {
+    tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Runs a simulator until Ctrl-C (a standalone process for manual runs).
+pub async fn serve_forever(config: Config) -> Result<()> {
+    let sim = Ec2Sim::start(config).await?;
+    println!("ec2sim listening on {}", sim.endpoint_url());
+    tokio::signal::ctrl_c().await?;
+    sim.shutdown().await;
+    Ok(())
+}
