@@ -1,0 +1,175 @@
+//! Running commands and code inside a network namespace.
+//!
+//! Commands go through `ip netns exec`, which also remounts `/sys` for the namespace; Rust code runs
+//! on a dedicated thread that entered the namespace with `setns` (its sockets and `/proc/sys/net`
+//! writes belong to that namespace; `/sys/class/net` does not follow, so read links over netlink or
+//! `ip`, never sysfs).
+
+use anyhow::{bail, Context, Result};
+use nix::sched::{setns, CloneFlags};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::process::{Command, Output, Stdio};
+
+/// Where `ip netns add` mounts named namespaces.
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// Runs `argv` and returns its stdout; a non-zero exit becomes an error carrying stderr.
+pub fn run(argv: &[&str]) -> Result<String> {
+    let (program, args) = argv.split_first().context("empty command")?;
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {argv:?}"))?;
+    check(argv, out)
+}
+
+/// Runs `argv` with `stdin` fed to it (for `nft -f -`).
+pub fn run_with_stdin(argv: &[&str], stdin: &str) -> Result<String> {
+    use std::io::Write;
+    let (program, args) = argv.split_first().context("empty command")?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {argv:?}"))?;
+    let mut pipe = child.stdin.take().context("stdin pipe")?;
+    pipe.write_all(stdin.as_bytes()).with_context(|| format!("writing stdin of {argv:?}"))?;
+    drop(pipe);
+    check(argv, child.wait_with_output()?)
+}
+
+fn check(argv: &[&str], out: Output) -> Result<String> {
+    if !out.status.success() {
+        bail!("{argv:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A [`Command`] that runs `program` inside `netns` (via `ip netns exec`); add arguments, env and
+/// stdio before running it.
+pub fn command_in(netns: &str, program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns]).arg(program);
+    cmd
+}
+
+/// Runs `argv` inside `netns` and returns its output, whatever the exit status.
+pub fn exec_in(netns: &str, argv: &[&str]) -> Result<Output> {
+    let (program, args) = argv.split_first().context("empty command")?;
+    command_in(netns, program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {argv:?} in netns {netns}"))
+}
+
+/// Runs `argv` inside `netns`; a non-zero exit becomes an error carrying stderr.
+pub fn run_in(netns: &str, argv: &[&str]) -> Result<String> {
+    let out = exec_in(netns, argv)?;
+    check(argv, out).with_context(|| format!("in netns {netns}"))
+}
+
+/// `ip -n <netns> <args>`.
+pub fn ip(netns: &str, args: &[&str]) -> Result<String> {
+    let mut argv = vec!["ip", "-n", netns];
+    argv.extend_from_slice(args);
+    run(&argv)
+}
+
+/// Feeds an nft script to `nft -f -` inside `netns`.
+pub fn nft(netns: &str, script: &str) -> Result<String> {
+    run_with_stdin(&["ip", "netns", "exec", netns, "nft", "-f", "-"], script)
+        .with_context(|| format!("nft in netns {netns}"))
+}
+
+/// Runs `f` on a dedicated thread that entered `netns`; the calling thread stays where it is.
+pub fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let file = File::open(format!("{NETNS_DIR}/{netns}"))
+        .with_context(|| format!("opening netns {netns}"))?;
+    std::thread::scope(|s| {
+        s.spawn(move || -> Result<T> {
+            setns(&file, CloneFlags::CLONE_NEWNET).with_context(|| format!("setns {netns}"))?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread in netns {netns} panicked"))?
+    })
+}
+
+/// Sets a sysctl under `/proc/sys/net` (path relative to it, e.g. `ipv4/ip_forward`) in `netns`.
+pub fn sysctl(netns: &str, key: &str, value: &str) -> Result<()> {
+    in_netns(netns, || std::fs::write(format!("/proc/sys/net/{key}"), value))?
+        .with_context(|| format!("sysctl net/{key}={value} in netns {netns}"))
+}
+
+/// One bounded ICMP echo (`ping -c1 -W1`) from `netns`; true if a reply came back.
+pub fn ping(netns: &str, to: Ipv4Addr) -> bool {
+    ping_argv(netns, &["-c1", "-W1", &to.to_string()])
+}
+
+/// Like [`ping`], with the given source address (`-I <src>`).
+pub fn ping_from(netns: &str, src: Ipv4Addr, to: Ipv4Addr) -> bool {
+    ping_argv(netns, &["-c1", "-W1", "-I", &src.to_string(), &to.to_string()])
+}
+
+fn ping_argv(netns: &str, args: &[&str]) -> bool {
+    let mut argv = vec!["ping", "-q", "-n"];
+    argv.extend_from_slice(args);
+    exec_in(netns, &argv).map(|o| o.status.success()).unwrap_or(false)
+}
+
+/// Named network namespaces (`ip netns list`, names only).
+pub fn list_netns() -> Vec<String> {
+    std::fs::read_dir(NETNS_DIR)
+        .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Pids of the processes inside `netns`.
+pub fn netns_pids(netns: &str) -> Vec<i32> {
+    run(&["ip", "netns", "pids", netns])
+        .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Ends every process inside `netns` (SIGTERM, then SIGKILL after up to 2 s), then deletes the
+/// namespace (its links go with it). Best-effort: returns the first error but always tries both.
+pub fn delete_netns(netns: &str) -> Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    if !std::path::Path::new(NETNS_DIR).join(netns).exists() {
+        return Ok(());
+    }
+    let mut pids = netns_pids(netns);
+    if !pids.is_empty() {
+        for p in &pids {
+            let _ = kill(Pid::from_raw(*p), Signal::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            pids.retain(|p| process_alive(*p));
+            if pids.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        for p in &pids {
+            let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+        }
+    }
+    run(&["ip", "netns", "delete", netns]).map(drop)
+}
+
+/// True if `pid` exists and is not a zombie.
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself contain ") ".
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,330 @@
+//! The VPC fabric and the libcni driver, against the real kernel. Needs root: without it every test
+//! fails (never skips) with a message saying so.
+//!
+//! The tests call the hook methods directly, in the order the EC2 simulator does.
+
+use enipool_e2e::cnidriver::{self, CniDriver};
+use enipool_e2e::ec2sim::hooks::FabricHook;
+use enipool_e2e::fabric::{self, Fabric};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+/// The tests run one at a time: the teardown test counts this process's children and links.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn setup() -> (MutexGuard<'static, ()>, Fabric) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the fabric tests need root (network namespaces, veths, nftables): run them as root"
+    );
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    (guard, Fabric::new().expect("building the fabric"))
+}
+
+const SUBNET: &str = "subnet-a";
+const SUBNET_B: &str = "subnet-b";
+
+/// A launched instance with its primary ENI attached and addressed, as the simulator reports it.
+struct Node {
+    instance: &'static str,
+    eni: &'static str,
+    mac: &'static str,
+    subnet: &'static str,
+    primary: Ipv4Addr,
+}
+
+impl Node {
+    fn launch(&self, f: &Fabric) -> String {
+        f.instance_launched(self.instance, self.subnet);
+        f.eni_attached(self.instance, self.eni, self.mac, 0, self.subnet);
+        f.addresses_assigned(self.eni, self.mac, self.subnet, &[self.primary]);
+        assert_eq!(f.hook_errors(), Vec::<String>::new());
+        assert_eq!(f.primary_ip(self.instance), Some(self.primary));
+        f.node_netns(self.instance).expect("node netns")
+    }
+}
+
+const A: Node = Node {
+    instance: "i-0aaaaaaaaaaaaaaa1",
+    eni: "eni-0aaaaaaaaaaaaaaa1",
+    mac: "02:00:0a:00:01:0a",
+    subnet: SUBNET,
+    primary: Ipv4Addr::new(10, 0, 1, 10),
+};
+const B: Node = Node {
+    instance: "i-0bbbbbbbbbbbbbbb2",
+    eni: "eni-0bbbbbbbbbbbbbbb2",
+    mac: "02:00:0a:00:02:14",
+    subnet: SUBNET_B,
+    primary: Ipv4Addr::new(10, 0, 2, 20),
+};
+/// A second node in A's subnet (same bridge: checks that nodes cannot bypass the VPC at layer 2).
+const C: Node = Node {
+    instance: "i-0ccccccccccccccc3",
+    eni: "eni-0ccccccccccccccc3",
+    mac: "02:00:0a:00:01:1e",
+    subnet: SUBNET,
+    primary: Ipv4Addr::new(10, 0, 1, 30),
+};
+
+fn subnets(f: &Fabric) {
+    f.add_subnet(SUBNET, "10.0.1.0/24".parse().unwrap()).unwrap();
+    f.add_subnet(SUBNET_B, "10.0.2.0/24".parse().unwrap()).unwrap();
+}
+
+#[test]
+fn nodes_reach_an_address_only_while_ec2_assigns_it() {
+    let (_g, f) = setup();
+    subnets(&f);
+    let (a, b, c) = (A.launch(&f), B.launch(&f), C.launch(&f));
+
+    // Primary IPs: across subnets (routed by the VPC) and within one (still through the VPC).
+    assert!(fabric::ping(&a, B.primary), "A -> B primary");
+    assert!(fabric::ping(&b, A.primary), "B -> A primary");
+    assert!(fabric::ping(&c, A.primary), "C -> A primary (same subnet)");
+
+    // A "pod" address on A's eth0 that EC2 has not assigned: unreachable.
+    let pod = Ipv4Addr::new(10, 0, 1, 77);
+    fabric::run_in(&a, &["ip", "addr", "add", "10.0.1.77/32", "dev", "eth0"]).unwrap();
+    assert!(!fabric::ping(&b, pod), "B reached an address EC2 never assigned");
+    assert!(!fabric::ping(&c, pod), "C reached an unassigned address in its own subnet");
+    // Nor may A send from it (source/destination check).
+    assert!(!fabric::ping_from(&a, pod, B.primary), "A sent from an unassigned address");
+
+    f.addresses_assigned(A.eni, A.mac, SUBNET, &[pod]);
+    assert!(fabric::ping(&b, pod), "B -> pod after assign");
+    assert!(fabric::ping(&c, pod), "C -> pod after assign");
+    assert!(fabric::ping_from(&a, pod, B.primary), "pod -> B after assign");
+    assert_eq!(f.eni_addresses(A.eni), vec![A.primary, pod]);
+
+    f.addresses_unassigned(A.eni, A.mac, SUBNET, &[pod]);
+    assert!(!fabric::ping(&b, pod), "B reached the pod address after unassign");
+    assert!(!fabric::ping(&c, pod), "C reached the pod address after unassign");
+    assert!(fabric::ping(&b, A.primary), "A's primary still reachable");
+    assert_eq!(f.hook_errors(), Vec::<String>::new());
+}
+
+#[test]
+fn secondary_eni_appears_with_its_mac_and_is_left_to_the_agent() {
+    let (_g, f) = setup();
+    subnets(&f);
+    let a = A.launch(&f);
+    let (eni, mac) = ("eni-0aaaaaaaaaaaaaa22", "02:00:0a:00:01:63");
+    let secondary = Ipv4Addr::new(10, 0, 1, 99);
+    // A created ENI reports its addresses before it is attached.
+    f.addresses_assigned(eni, mac, SUBNET, &[secondary]);
+    f.eni_attached(A.instance, eni, mac, 1, SUBNET);
+    let link = fabric::run_in(&a, &["ip", "-o", "link", "show", "eth1"]).unwrap();
+    assert!(link.contains(mac), "eth1 has the ENI's MAC: {link}");
+    assert!(link.contains("state DOWN"), "secondary ENI left down for the agent: {link}");
+    let addrs = fabric::run_in(&a, &["ip", "-o", "-4", "addr", "show", "eth1"]).unwrap();
+    assert!(addrs.trim().is_empty(), "secondary ENI left unaddressed: {addrs}");
+
+    // Configured the way the agent would, the secondary ENI's own address works through eth1.
+    fabric::run_in(&a, &["ip", "link", "set", "eth1", "up"]).unwrap();
+    fabric::run_in(&a, &["ip", "addr", "add", "10.0.1.99/32", "dev", "eth1"]).unwrap();
+    fabric::run_in(&a, &["ip", "route", "add", "10.0.1.1/32", "dev", "eth1", "table", "2"])
+        .unwrap();
+    fabric::run_in(&a, &["ip", "route", "add", "default", "via", "10.0.1.1", "table", "2"])
+        .unwrap();
+    fabric::run_in(&a, &["ip", "rule", "add", "from", "10.0.1.99/32", "lookup", "2"]).unwrap();
+    fabric::run_in(&a, &["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=2"]).unwrap();
+    let vpc_gw = Ipv4Addr::new(10, 0, 1, 1);
+    assert!(fabric::ping_from(&a, secondary, vpc_gw), "secondary ENI address -> gateway");
+
+    f.eni_detached(A.instance, eni, mac);
+    let gone = fabric::exec_in(&a, &["ip", "link", "show", "eth1"]).unwrap();
+    assert!(!gone.status.success(), "eth1 gone after detach");
+    assert_eq!(f.hook_errors(), Vec::<String>::new());
+}
+
+#[test]
+fn egress_works_only_from_the_primary_ip() {
+    let (_g, f) = setup();
+    subnets(&f);
+    let a = A.launch(&f);
+    let internet = f.internet_host_ip();
+    assert!(fabric::ping(&a, internet), "node -> internet by ICMP");
+    let seen = fabric::udp_echo(&a, Some(A.primary), internet).unwrap();
+    let public = f.public_ip(A.instance).expect("public IP");
+    assert_eq!(seen.map(|s| *s.ip()), Some(public), "echo sees the instance's public IP");
+
+    // An address EC2 assigned to the node but that is not its primary IP: no egress (the node
+    // must SNAT pods to its primary IP, as with a real IGW).
+    let pod = Ipv4Addr::new(10, 0, 1, 78);
+    fabric::run_in(&a, &["ip", "addr", "add", "10.0.1.78/32", "dev", "eth0"]).unwrap();
+    f.addresses_assigned(A.eni, A.mac, SUBNET, &[pod]);
+    assert!(fabric::ping_from(&a, pod, Ipv4Addr::new(10, 0, 1, 1)), "pod reaches the VPC");
+    assert_eq!(fabric::udp_echo(&a, Some(pod), internet).unwrap(), None, "un-SNATed egress");
+
+    // SNAT on the node (what the agent programs) makes it work again.
+    fabric::run_in(
+        &a,
+        &[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-s",
+            "10.0.1.78",
+            "-o",
+            "eth0",
+            "-j",
+            "SNAT",
+            "--to-source",
+            "10.0.1.10",
+        ],
+    )
+    .unwrap();
+    let seen = fabric::udp_echo(&a, Some(pod), internet).unwrap();
+    assert_eq!(seen.map(|s| *s.ip()), Some(public), "SNATed egress reaches the internet");
+    assert_eq!(f.hook_errors(), Vec::<String>::new());
+}
+
+/// Links of the root netns (names), read with `ip` (never sysfs).
+fn root_links() -> Vec<String> {
+    let out = std::process::Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+/// Live (non-zombie) children of this process.
+fn children() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(") ") else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1) == Some(&me.as_str()) && fields[0] != "Z" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn teardown_leaves_nothing_behind() {
+    let (_g, f) = setup();
+    let links_before = root_links();
+    subnets(&f);
+    let a = A.launch(&f);
+    B.launch(&f);
+    f.eni_attached(A.instance, "eni-0aaaaaaaaaaaaaa33", "02:00:0a:00:01:64", 1, SUBNET);
+    let pod = f.add_netns("pod-1").unwrap();
+    // A process in a node netns (as the runner would start an agent) and one tracked by spawn.
+    f.spawn(fabric::command_in(&a, "sleep").arg("600")).unwrap();
+    let mut untracked = fabric::command_in(&pod, "sleep").arg("600").spawn().unwrap();
+    let prefix = f.prefix().to_string();
+    let run_dir = f.run_dir().to_path_buf();
+    assert!(run_dir.exists());
+
+    f.instance_terminated(B.instance);
+    assert!(f.node_netns(B.instance).is_none());
+    drop(f);
+
+    // The untracked child was killed by teardown (it lived in a fabric netns): reap it.
+    let status = untracked.wait().unwrap();
+    assert!(!status.success(), "untracked process was ended: {status}");
+    let left: Vec<String> =
+        fabric::sh::list_netns().into_iter().filter(|n| n.starts_with(&prefix)).collect();
+    assert_eq!(left, Vec::<String>::new(), "namespaces left");
+    assert!(!run_dir.exists(), "run dir left: {}", run_dir.display());
+    let new_links: Vec<String> =
+        root_links().into_iter().filter(|l| !links_before.contains(l)).collect();
+    assert_eq!(new_links, Vec::<String>::new(), "links left in the root netns");
+    assert_eq!(children(), Vec::<i32>::new(), "child processes left");
+}
+
+#[test]
+fn cleanup_stale_removes_an_interrupted_run() {
+    assert!(nix::unistd::geteuid().is_root(), "the fabric tests need root: run them as root");
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Fake an interrupted run: a run dir whose owner is dead, a namespace with a process inside.
+    let (prefix, dir) = fabric::stale::claim_run_dir().unwrap();
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    dead.wait().unwrap();
+    std::fs::write(dir.join("owner"), format!("{} 1\n", dead.id())).unwrap();
+    let ns = format!("{prefix}-n-i-stale");
+    fabric::sh::run(&["ip", "netns", "add", &ns]).unwrap();
+    let mut sleeper = fabric::command_in(&ns, "sleep").arg("600").spawn().unwrap();
+    // Another namespace of that run, without processes.
+    let orphan = format!("{prefix}-vpc");
+    fabric::sh::run(&["ip", "netns", "add", &orphan]).unwrap();
+
+    let removed = fabric::cleanup_stale();
+    assert!(removed.contains(&ns) && removed.contains(&orphan), "removed {removed:?}");
+    assert!(!fabric::sh::list_netns().iter().any(|n| n.starts_with(&prefix)));
+    assert!(!dir.exists());
+    assert!(!sleeper.wait().unwrap().success(), "process in the stale netns ended");
+
+    // A live run (this process) is left alone.
+    let f = Fabric::new().unwrap();
+    fabric::cleanup_stale();
+    assert!(Path::new("/run/netns").join(f.vpc_netns()).exists());
+}
+
+#[test]
+fn libcni_driver_runs_a_chained_conflist_into_a_pod_netns() {
+    let (_g, f) = setup();
+    subnets(&f);
+    let node = A.launch(&f);
+    let bin = cnidriver::build(&cnidriver::default_build_dir()).expect("building the driver");
+    // Cached by source hash: a second build is free and returns the same binary.
+    assert_eq!(cnidriver::build(&cnidriver::default_build_dir()).unwrap(), bin);
+
+    let conf_dir = f.run_dir().join("net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let ipam_dir = f.run_dir().join("ipam");
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "e2e-bridge",
+        "plugins": [
+            {
+                "type": "bridge", "bridge": "cni0", "isGateway": true,
+                "ipam": {
+                    "type": "host-local", "dataDir": ipam_dir,
+                    "ranges": [[{"subnet": "172.31.99.0/24"}]],
+                    "routes": [{"dst": "0.0.0.0/0"}]
+                }
+            },
+            {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.accept_redirects": "0"}}
+        ]
+    });
+    std::fs::write(conf_dir.join("10-e2e.conflist"), conflist.to_string()).unwrap();
+    let driver = CniDriver {
+        bin,
+        conf_dir,
+        cni_bin_dirs: vec!["/usr/lib/cni".into()],
+        cache_dir: f.run_dir().join("cni-cache"),
+        network: "e2e-bridge".into(),
+        host_netns: Some(node.clone()),
+    };
+    let pod = f.add_netns("pod-1").unwrap();
+    let pod_path = Path::new(fabric::sh::NETNS_DIR).join(&pod);
+    let args = [("K8S_POD_NAMESPACE", "default"), ("K8S_POD_NAME", "web-0")];
+
+    let result = driver.add("ctr-1", &pod_path, "eth0", &args, None).expect("ADD");
+    let ip = result["ips"][0]["address"].as_str().expect("an IP in the result").to_string();
+    assert!(ip.starts_with("172.31.99."), "result {result}");
+    let pod_ip: Ipv4Addr = ip.split('/').next().unwrap().parse().unwrap();
+    assert!(fabric::ping(&node, pod_ip), "node -> pod over the bridge plugin's veth");
+    driver.check("ctr-1", &pod_path, "eth0", &args, None).expect("CHECK");
+    // The cache went to the run dir, not /var/lib/cni.
+    assert!(f.run_dir().join("cni-cache/results").exists());
+
+    driver.del("ctr-1", &pod_path, "eth0", &args, None).expect("DEL");
+    driver.del("ctr-1", &pod_path, "eth0", &args, None).expect("second DEL");
+    let eth0 = fabric::exec_in(&pod, &["ip", "link", "show", "eth0"]).unwrap();
+    assert!(!eth0.status.success(), "pod eth0 removed by DEL");
+    // An error comes back as an error, with the plugin's message.
+    let bad = CniDriver { network: "no-such-network".into(), ..driver.clone() };
+    let err = bad.add("ctr-2", &pod_path, "eth0", &args, None).unwrap_err();
+    assert!(format!("{err:#}").contains("no-such-network"), "{err:#}");
+}
