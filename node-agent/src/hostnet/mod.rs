@@ -38,3 +38,109 @@ pub fn host_veth_name(netns: &str, if_name: &str) -> String {
     let hex = hex::encode(h.finalize());
     format!("eni{}", &hex[..11])
 }
+
+pub mod fake;
+pub mod netlink;
+pub mod nft;
+pub mod sysctl;
+
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
+
+/// The pod gateway of the VPC CNI layout: link-local, answered by a permanent neighbour entry.
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// Rule priority: traffic to a pod uses the main table.
+pub const PRIO_TO_POD: u32 = 512;
+/// Rule priority: connmarked (NodePort / SNAT) traffic uses the main table.
+pub const PRIO_FWMARK: u32 = 1024;
+/// Rule priority: traffic from a secondary-ENI pod uses its ENI's table.
+pub const PRIO_FROM_POD: u32 = 1536;
+/// Rule priority: traffic from a secondary ENI's own address uses its table.
+pub const PRIO_FROM_ENI: u32 = 32765;
+/// The connmark / fwmark bit (VPC CNI's 0x80).
+pub const CONNMARK: u32 = 0x80;
+/// Main routing table.
+pub const MAIN_TABLE: u32 = 254;
+
+/// Node-wide settings: SNAT, CONNMARK, the fwmark rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// MAC of the primary ENI (device index 0), if the pool lists it.
+    pub primary_mac: Option<String>,
+    /// The node's primary IP (SNAT source; also finds the primary link if the MAC is unknown).
+    pub primary_ip: Ipv4Addr,
+    /// VPC CIDRs (never SNATed).
+    pub vpc_cidrs: Vec<Ipv4Net>,
+    /// Extra destinations never SNATed.
+    pub snat_exclude: Vec<Ipv4Net>,
+    /// SNAT is done elsewhere (NAT gateway): no SNAT rule.
+    pub external_snat: bool,
+}
+
+/// One secondary ENI to program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EniConfig {
+    /// ENI id (logs).
+    pub id: String,
+    /// MAC, lower case.
+    pub mac: String,
+    /// Route table (device index + 1).
+    pub table: u32,
+    /// Subnet.
+    pub subnet: Ipv4Net,
+    /// Subnet gateway.
+    pub gateway: Ipv4Addr,
+    /// The ENI's own address.
+    pub primary_ip: Option<Ipv4Addr>,
+    /// Link MTU.
+    pub mtu: u32,
+}
+
+/// One pod attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodConfig {
+    /// Path of the pod's netns (may be empty on DEL).
+    pub netns: String,
+    /// Interface name in the pod.
+    pub if_name: String,
+    /// Host side veth name.
+    pub host_if: String,
+    /// The pod address.
+    pub ip: Ipv4Addr,
+    /// The ENI's table (254 for the primary ENI: no from-pod rule).
+    pub table: u32,
+    /// Destinations that use the ENI table (VPC CIDRs); empty = everything (external SNAT).
+    pub from_rule_dsts: Vec<Ipv4Net>,
+    /// MTU of both veth ends.
+    pub mtu: u32,
+}
+
+/// What the wiring produced.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodWired {
+    /// MAC of the host side.
+    pub host_mac: String,
+    /// MAC of the pod side.
+    pub pod_mac: String,
+}
+
+/// Domain verbs the agent needs from the host. Implementations are synchronous; the agent calls
+/// them from blocking threads.
+pub trait HostNet: Send + Sync {
+    /// Sysctls, fwmark rule and the enipool nftables table. Idempotent.
+    fn setup_node(&self, cfg: &NodeConfig) -> Result<(), HostError>;
+    /// Find the ENI's link by MAC (retrying while it appears), MTU, up, table, rules. Idempotent.
+    fn setup_eni(&self, eni: &EniConfig) -> Result<(), HostError>;
+    /// Create the veth pair and program pod and host sides. Replaces a stale host veth.
+    fn setup_pod(&self, pod: &PodConfig) -> Result<PodWired, HostError>;
+    /// Re-program only the host side of an existing pod (restart): /32 route and rules.
+    fn ensure_pod_host(&self, pod: &PodConfig) -> Result<(), HostError>;
+    /// Remove everything for the pod. Best effort: collects errors, "already gone" is success.
+    fn teardown_pod(&self, pod: &PodConfig) -> Vec<HostError>;
+    /// Whether the pod's host side is in place; returns its MACs.
+    fn check_pod(&self, pod: &PodConfig) -> Result<PodWired, HostError>;
+    /// Names of all links in the host netns.
+    fn host_links(&self) -> Result<Vec<String>, HostError>;
+    /// Remove node-wide state (nft table, fwmark rule).
+    fn uninstall(&self) -> Vec<HostError>;
+}

@@ -1,0 +1,167 @@
+use super::*;
+use crate::hostnet::fake::FakeHost;
+use crate::testutil::*;
+use enipool_cni::proto::PROTOCOL_VERSION;
+
+fn cfg() -> CoreConfig {
+    CoreConfig { mtu: 9001, external_snat: false, leak_grace_seconds: 0 }
+}
+
+fn agent_at(path: &std::path::Path, host: Arc<FakeHost>) -> Agent {
+    let a = Agent::open(path, "boot", host, cfg(), Arc::new(Metrics::unregistered())).unwrap();
+    a.set_view(view(vec![
+        eni("eni-0", 0, &["10.0.0.20", "10.0.0.21"], &[]),
+        eni("eni-1", 1, &["10.0.0.30"], &["10.0.2.0/28"]),
+    ]));
+    a
+}
+
+fn req(cmd: Command, cid: &str) -> Request {
+    Request {
+        protocol: PROTOCOL_VERSION,
+        command: cmd,
+        container_id: cid.into(),
+        if_name: "eth0".into(),
+        netns: format!("/var/run/netns/{cid}"),
+        args: Default::default(),
+        mtu: None,
+        valid_attachments: Vec::new(),
+    }
+}
+
+fn ip_of(r: &Response) -> std::net::Ipv4Addr {
+    match r {
+        Response::Added(a) => a.ip,
+        other => panic!("expected Added, got {other:?}"),
+    }
+}
+
+#[test]
+fn add_is_idempotent_and_del_cools() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Arc::new(FakeHost::default());
+    let a = agent_at(&dir.path().join("s.redb"), host.clone());
+    let r1 = a.handle(req(Command::Add, "c1"));
+    assert_eq!(ip_of(&r1), "10.0.0.20".parse::<std::net::Ipv4Addr>().unwrap());
+    assert_eq!(ip_of(&a.handle(req(Command::Add, "c1"))), ip_of(&r1), "repeated ADD, same address");
+    assert!(matches!(a.handle(req(Command::Check, "c1")), Response::Added(_)));
+    assert_eq!(a.handle(req(Command::Del, "c1")), Response::Done { released: 0 });
+    assert_eq!(a.handle(req(Command::Del, "c1")), Response::Done { released: 0 }, "DEL twice");
+    assert_eq!(a.handle(req(Command::Del, "never")), Response::Done { released: 0 }, "DEL unknown");
+    assert!(a.state().cooling.contains_key(&"10.0.0.20".parse().unwrap()));
+    // Cooling: the next ADD gets another address.
+    assert_ne!(ip_of(&a.handle(req(Command::Add, "c2"))), ip_of(&r1));
+    match a.handle(req(Command::Check, "nope")) {
+        Response::Error(e) => assert_eq!(e.code, codes::UNKNOWN_CONTAINER),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn empty_pool_answers_try_again_and_raises_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Agent::open(
+        &dir.path().join("s.redb"),
+        "b",
+        Arc::new(FakeHost::default()),
+        cfg(),
+        Arc::new(Metrics::unregistered()),
+    )
+    .unwrap();
+    match a.handle(req(Command::Add, "c1")) {
+        Response::Error(e) => assert_eq!(e.code, codes::TRY_AGAIN_LATER),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.report().refused_adds, 1);
+    assert!(!a.status().ready);
+}
+
+#[test]
+fn failed_wiring_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Arc::new(FakeHost::default());
+    let a = agent_at(&dir.path().join("s.redb"), host.clone());
+    host.fail_setup_pod.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(a.handle(req(Command::Add, "c1")), Response::Error(_)));
+    let st = a.state();
+    assert!(st.allocations.is_empty());
+    host.fail_setup_pod.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        ip_of(&a.handle(req(Command::Add, "c1"))),
+        "10.0.0.20".parse::<std::net::Ipv4Addr>().unwrap()
+    );
+}
+
+#[test]
+fn gc_frees_what_the_runtime_no_longer_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent_at(&dir.path().join("s.redb"), Arc::new(FakeHost::default()));
+    for c in ["a", "b", "c"] {
+        ip_of(&a.handle(req(Command::Add, c)));
+    }
+    let mut gc = req(Command::Gc, "");
+    gc.valid_attachments = vec![Attachment { container_id: "b".into(), if_name: "eth0".into() }];
+    assert_eq!(a.handle(gc), Response::Done { released: 2 });
+    assert_eq!(a.state().allocations.len(), 1);
+}
+
+#[test]
+fn offers_never_include_addresses_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent_at(&dir.path().join("s.redb"), Arc::new(FakeHost::default()));
+    for c in ["a", "b"] {
+        ip_of(&a.handle(req(Command::Add, c)));
+    }
+    let mut v = (*a.view()).clone();
+    v.release_request = Some((1, 100, vec![]));
+    a.set_view(v);
+    let (rev, items) = a.report().offer.unwrap();
+    assert_eq!(rev, 1);
+    let st = a.state();
+    assert!(!items.is_empty());
+    for n in &items {
+        assert!(st.by_ip.keys().all(|ip| !n.contains(ip)), "{n} offered while in use");
+    }
+    // Offered items are never handed out: drain the pool.
+    let mut got = Vec::new();
+    for i in 0..40 {
+        if let Response::Added(r) = a.handle(req(Command::Add, &format!("x{i}"))) {
+            got.push(r.ip);
+        }
+    }
+    assert!(got.iter().all(|ip| items.iter().all(|n| !n.contains(ip))));
+}
+
+#[test]
+fn concurrent_storm_keeps_addresses_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Arc::new(agent_at(&dir.path().join("s.redb"), Arc::new(FakeHost::default())));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                for i in 0..30 {
+                    let cid = format!("c{}", (i * 7 + t) % 12);
+                    let cmd = if i % 3 == 2 { Command::Del } else { Command::Add };
+                    a.handle(req(cmd, &cid));
+                    if i % 10 == 0 {
+                        let mut v = (*a.view()).clone();
+                        v.release_request = Some((i + 1 + t * 100, 2, vec![]));
+                        a.set_view(v);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let st = a.state();
+    let ips: BTreeSet<_> = st.allocations.values().map(|x| x.ip).collect();
+    assert_eq!(ips.len(), st.allocations.len());
+    for n in st.offered.keys() {
+        assert!(ips.iter().all(|ip| !n.contains(ip)));
+    }
+}
+
+mod crash;

@@ -1,0 +1,95 @@
+//! A recording fake of [`HostNet`] for tests without root. It keeps the links it "created" and,
+//! optionally, persists them to a file so a crash test can see what a killed process wired.
+
+use super::{EniConfig, HostError, HostNet, NodeConfig, PodConfig, PodWired};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// The fake.
+#[derive(Default)]
+pub struct FakeHost {
+    /// Every call, in order, as a short string.
+    pub calls: Mutex<Vec<String>>,
+    links: Mutex<BTreeSet<String>>,
+    persist: Option<PathBuf>,
+    /// Make `setup_pod` fail (rollback tests).
+    pub fail_setup_pod: std::sync::atomic::AtomicBool,
+}
+
+impl FakeHost {
+    /// A fake whose links are persisted to `path` (and loaded from it if it exists).
+    pub fn persistent(path: PathBuf) -> Self {
+        let links = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        FakeHost { links: Mutex::new(links), persist: Some(path), ..Default::default() }
+    }
+
+    fn record(&self, s: String) {
+        self.calls.lock().unwrap().push(s);
+    }
+
+    fn save(&self, links: &BTreeSet<String>) {
+        if let Some(p) = &self.persist {
+            let tmp = p.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec(links).unwrap()).unwrap();
+            std::fs::rename(&tmp, p).unwrap();
+        }
+    }
+
+    /// Current links.
+    pub fn links(&self) -> BTreeSet<String> {
+        self.links.lock().unwrap().clone()
+    }
+}
+
+impl HostNet for FakeHost {
+    fn setup_node(&self, cfg: &NodeConfig) -> Result<(), HostError> {
+        self.record(format!("setup_node {}", cfg.primary_ip));
+        Ok(())
+    }
+    fn setup_eni(&self, eni: &EniConfig) -> Result<(), HostError> {
+        self.record(format!("setup_eni {} table {}", eni.id, eni.table));
+        Ok(())
+    }
+    fn setup_pod(&self, pod: &PodConfig) -> Result<PodWired, HostError> {
+        self.record(format!("setup_pod {} {}", pod.host_if, pod.ip));
+        if self.fail_setup_pod.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(HostError::NotFound(format!("netns {}", pod.netns)));
+        }
+        let mut l = self.links.lock().unwrap();
+        l.insert(pod.host_if.clone());
+        self.save(&l);
+        Ok(PodWired { host_mac: "02:00:00:00:00:01".into(), pod_mac: "02:00:00:00:00:02".into() })
+    }
+    fn ensure_pod_host(&self, pod: &PodConfig) -> Result<(), HostError> {
+        self.record(format!("ensure_pod_host {} {}", pod.host_if, pod.ip));
+        Ok(())
+    }
+    fn teardown_pod(&self, pod: &PodConfig) -> Vec<HostError> {
+        self.record(format!("teardown_pod {} {}", pod.host_if, pod.ip));
+        let mut l = self.links.lock().unwrap();
+        l.remove(&pod.host_if);
+        self.save(&l);
+        Vec::new()
+    }
+    fn check_pod(&self, pod: &PodConfig) -> Result<PodWired, HostError> {
+        if self.links.lock().unwrap().contains(&pod.host_if) {
+            Ok(PodWired {
+                host_mac: "02:00:00:00:00:01".into(),
+                pod_mac: "02:00:00:00:00:02".into(),
+            })
+        } else {
+            Err(HostError::NotFound(format!("link {}", pod.host_if)))
+        }
+    }
+    fn host_links(&self) -> Result<Vec<String>, HostError> {
+        Ok(self.links.lock().unwrap().iter().cloned().collect())
+    }
+    fn uninstall(&self) -> Vec<HostError> {
+        self.record("uninstall".into());
+        Vec::new()
+    }
+}

@@ -1,0 +1,125 @@
+//! Prometheus metrics (`enipool_agent_` prefix). Labels are commands, results and error
+//! categories — never pod or node names.
+
+use crate::agent::Report;
+use enipool_cni::proto::Command;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CniLabels {
+    cmd: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// All agent metrics.
+pub struct Metrics {
+    cni_requests: Family<CniLabels, Counter>,
+    add_seconds: Histogram,
+    del_seconds: Histogram,
+    available: Gauge,
+    in_use: Gauge,
+    cooling: Gauge,
+    offered: Gauge,
+    ready_enis: Gauge,
+    epoch: Gauge,
+    status_patches: Family<ResultLabel, Counter>,
+}
+
+fn latency() -> Histogram {
+    // 100 µs .. ~3 s: the hot path is a few netlink round trips and one fsync.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16))
+}
+
+impl Metrics {
+    /// Create the metrics and register them under `enipool_agent`.
+    pub fn new(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            cni_requests: Family::default(),
+            add_seconds: latency(),
+            del_seconds: latency(),
+            available: Gauge::default(),
+            in_use: Gauge::default(),
+            cooling: Gauge::default(),
+            offered: Gauge::default(),
+            ready_enis: Gauge::default(),
+            epoch: Gauge::default(),
+            status_patches: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("enipool_agent");
+        r.register("cni_requests", "CNI requests by command and result", m.cni_requests.clone());
+        r.register(
+            "cni_add_duration_seconds",
+            "CNI ADD latency in the agent",
+            m.add_seconds.clone(),
+        );
+        r.register(
+            "cni_del_duration_seconds",
+            "CNI DEL latency in the agent",
+            m.del_seconds.clone(),
+        );
+        r.register("pool_available_addresses", "Addresses allocatable now", m.available.clone());
+        r.register("pool_in_use_addresses", "Addresses assigned to sandboxes", m.in_use.clone());
+        r.register(
+            "pool_cooling_addresses",
+            "Freed addresses resting before reuse",
+            m.cooling.clone(),
+        );
+        r.register(
+            "pool_offered_items",
+            "Addresses/prefixes offered for release",
+            m.offered.clone(),
+        );
+        r.register("ready_enis", "ENIs programmed on the host", m.ready_enis.clone());
+        r.register("epoch", "Agent epoch (bumped every start)", m.epoch.clone());
+        r.register("status_patches", "status.agent patches by result", m.status_patches.clone());
+        m
+    }
+
+    /// Metrics not registered anywhere (tests).
+    pub fn unregistered() -> Metrics {
+        Metrics::new(&mut Registry::default())
+    }
+
+    /// Count a CNI request.
+    pub fn cni_request(&self, cmd: Command, result: &'static str, took: Duration) {
+        let cmd_s = match cmd {
+            Command::Add => "ADD",
+            Command::Del => "DEL",
+            Command::Check => "CHECK",
+            Command::Status => "STATUS",
+            Command::Gc => "GC",
+        };
+        self.cni_requests.get_or_create(&CniLabels { cmd: cmd_s, result }).inc();
+        match cmd {
+            Command::Add => self.add_seconds.observe(took.as_secs_f64()),
+            Command::Del => self.del_seconds.observe(took.as_secs_f64()),
+            _ => {}
+        }
+    }
+
+    /// Set the pool gauges.
+    pub fn set_pool(&self, r: &Report, offered: usize) {
+        self.available.set(r.available as i64);
+        self.in_use.set(r.in_use as i64);
+        self.cooling.set(r.cooling as i64);
+        self.offered.set(offered as i64);
+        self.ready_enis.set(r.ready_enis.len() as i64);
+        self.epoch.set(r.epoch as i64);
+    }
+
+    /// Count a status patch.
+    pub fn status_patch(&self, result: &'static str) {
+        self.status_patches.get_or_create(&ResultLabel { result }).inc();
+    }
+}
