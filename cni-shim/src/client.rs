@@ -1,0 +1,168 @@
+//! The shim's side of the agent protocol: one request, one response, under a hard deadline.
+//!
+//! `std` has no connect timeout for Unix sockets and a blocking `connect` can wait when the agent's
+//! accept backlog is full, so connecting happens on a helper thread the caller abandons at the
+//! deadline (the process exits right after). Reads and writes use socket timeouts recomputed from the
+//! one deadline, and the response is bounded by [`proto::MAX_MESSAGE_BYTES`].
+
+use crate::error::Error;
+use crate::proto::{self, Request, Response};
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Sends `request` to the agent at `socket` and returns its response, all within `timeout`.
+///
+/// Errors: [`Error::AgentNotRunning`] when the socket file is missing or nobody accepts on it,
+/// [`Error::AgentTimeout`] at the deadline, [`Error::AgentIo`] for a broken connection,
+/// [`Error::Decode`] for an oversized or malformed answer. A [`Response::Error`] is returned as
+/// `Ok`: classifying it is the caller's business.
+pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, Error> {
+    let deadline = Instant::now() + timeout;
+    let timed_out = || Error::AgentTimeout {
+        socket: socket.to_path_buf(),
+        timeout_ms: timeout.as_millis() as u64,
+    };
+    let io_err = |source: io::Error| {
+        if matches!(source.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+            timed_out()
+        } else {
+            Error::AgentIo { socket: socket.to_path_buf(), source }
+        }
+    };
+
+    let mut stream = connect(socket, timeout).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            Error::AgentNotRunning { socket: socket.to_path_buf(), source }
+        }
+        io::ErrorKind::TimedOut => timed_out(),
+        _ => Error::AgentIo { socket: socket.to_path_buf(), source },
+    })?;
+
+    let mut line = serde_json::to_vec(request).map_err(|e| Error::decode("agent request", e))?;
+    line.push(b'\n');
+    stream.set_write_timeout(Some(remaining(deadline).ok_or_else(timed_out)?)).map_err(io_err)?;
+    stream.write_all(&line).map_err(io_err)?;
+
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 4096];
+    loop {
+        stream
+            .set_read_timeout(Some(remaining(deadline).ok_or_else(timed_out)?))
+            .map_err(io_err)?;
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(e)),
+        };
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > proto::MAX_MESSAGE_BYTES {
+            return Err(Error::decode(
+                "agent response",
+                format!("larger than {} bytes", proto::MAX_MESSAGE_BYTES),
+            ));
+        }
+        if chunk[..n].contains(&b'\n') {
+            break;
+        }
+    }
+    let end = buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len());
+    if end == 0 {
+        return Err(Error::AgentIo {
+            socket: socket.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::UnexpectedEof, "agent closed without answering"),
+        });
+    }
+    serde_json::from_slice(&buf[..end]).map_err(|e| Error::decode("agent response", e))
+}
+
+fn remaining(deadline: Instant) -> Option<Duration> {
+    deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+}
+
+fn connect(socket: &Path, timeout: Duration) -> io::Result<UnixStream> {
+    // connect() on a Unix socket returns at once unless the agent's backlog is full; the helper
+    // thread bounds that case. Spawning it costs tens of microseconds, negligible next to exec.
+    let (tx, rx) = mpsc::sync_channel(1);
+    let path = socket.to_path_buf();
+    std::thread::Builder::new().name("agent-connect".into()).spawn(move || {
+        let _ = tx.send(UnixStream::connect(path));
+    })?;
+    match rx.recv_timeout(timeout) {
+        Ok(res) => res,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Command, PROTOCOL_VERSION};
+    use std::io::BufRead;
+    use std::os::unix::net::UnixListener;
+
+    fn req() -> Request {
+        Request {
+            protocol: PROTOCOL_VERSION,
+            command: Command::Del,
+            container_id: "c".into(),
+            if_name: "eth0".into(),
+            netns: String::new(),
+            args: Default::default(),
+            mtu: None,
+            valid_attachments: vec![],
+        }
+    }
+
+    fn serve(reply: &'static [u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut r = io::BufReader::new(s);
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let got: Request = serde_json::from_str(&line).unwrap();
+            assert_eq!(got.container_id, "c");
+            let mut s = r.into_inner();
+            s.write_all(reply).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        (dir, path)
+    }
+
+    #[test]
+    fn roundtrip() {
+        let (_d, path) = serve(b"{\"outcome\":\"done\",\"released\":0}\n");
+        let resp = call(&path, &req(), Duration::from_secs(2)).unwrap();
+        assert_eq!(resp, Response::Done { released: 0 });
+    }
+
+    #[test]
+    fn failures_are_classified() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing =
+            call(&dir.path().join("none.sock"), &req(), Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(missing, Error::AgentNotRunning { .. }), "{missing}");
+
+        // A socket file whose listener is gone: ECONNREFUSED.
+        let stale = dir.path().join("stale.sock");
+        drop(UnixListener::bind(&stale).unwrap());
+        let refused = call(&stale, &req(), Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(refused, Error::AgentNotRunning { .. }), "{refused}");
+
+        let (_d, silent) = serve(b"");
+        let err = call(&silent, &req(), Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(err, Error::AgentTimeout { .. }), "{err}");
+
+        let (_d2, junk) = serve(b"not json\n");
+        let err = call(&junk, &req(), Duration::from_secs(2)).unwrap_err();
+        assert_eq!(err.code(), crate::error::codes::DECODING_FAILURE, "{err}");
+    }
+}

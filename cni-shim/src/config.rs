@@ -1,0 +1,508 @@
+//! Parsing the runtime's input: the network config on stdin and the `CNI_*` environment.
+//!
+//! [`parse_invocation`] is the single entry point (also the fuzz target's): it never panics, and
+//! every rejection is an [`Error`] carrying the right CNI code. Stdin is read with a hard bound
+//! ([`MAX_STDIN_BYTES`]) before any parsing.
+
+use crate::error::Error;
+use crate::proto::{self, Attachment, Command};
+use crate::result::Dns;
+use crate::version;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Upper bound on the network config read from stdin.
+pub const MAX_STDIN_BYTES: usize = 1 << 20;
+
+/// Default agent timeout for ADD, DEL, CHECK and GC.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+/// STATUS never waits longer than this: the runtime polls it and a slow answer means "not ready".
+pub const STATUS_TIMEOUT_CAP_MS: u64 = 2_000;
+
+/// Capabilities whose runtimeConfig enipool would have to honour but cannot (it picks addresses and
+/// MACs itself); declaring one is rejected rather than silently ignored.
+const UNSUPPORTED_CAPABILITIES: &[&str] = &["ips", "mac", "ipRanges", "infinibandGUID", "deviceID"];
+
+/// The verb from `CNI_COMMAND`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// A verb forwarded to the agent.
+    Agent(Command),
+    /// VERSION, answered by the shim itself.
+    Version,
+}
+
+impl Verb {
+    /// Parses `CNI_COMMAND`.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        Ok(match s {
+            "ADD" => Verb::Agent(Command::Add),
+            "DEL" => Verb::Agent(Command::Del),
+            "CHECK" => Verb::Agent(Command::Check),
+            "STATUS" => Verb::Agent(Command::Status),
+            "GC" => Verb::Agent(Command::Gc),
+            "VERSION" => Verb::Version,
+            other => {
+                return Err(Error::env(
+                    "CNI_COMMAND",
+                    format!(
+                        "unknown verb {other:?}; expected ADD, DEL, CHECK, STATUS, GC or VERSION"
+                    ),
+                ))
+            }
+        })
+    }
+}
+
+/// The `CNI_*` environment for a forwarded verb.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CniEnv {
+    /// `CNI_CONTAINERID` (empty for STATUS/GC).
+    pub container_id: String,
+    /// `CNI_NETNS` (empty for DEL when unknown, STATUS, GC).
+    pub netns: String,
+    /// `CNI_IFNAME` (empty for STATUS/GC).
+    pub if_name: String,
+    /// `CNI_ARGS`, split into key/value pairs.
+    pub args: BTreeMap<String, String>,
+}
+
+/// The plugin's network config, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetConf {
+    /// `cniVersion`, one of [`version::SUPPORTED`].
+    pub cni_version: String,
+    /// Network name.
+    pub name: String,
+    /// `agentSocket`.
+    pub agent_socket: PathBuf,
+    /// `mtu` for the pod interface, if set.
+    pub mtu: Option<u32>,
+    /// `timeoutMs` as a duration.
+    pub timeout: Duration,
+    /// `delJournalDir`.
+    pub del_journal_dir: PathBuf,
+    /// `logFile`, if set.
+    pub log_file: Option<PathBuf>,
+    /// `prevResult`, unparsed (CHECK parses it strictly; DEL only passes through).
+    pub prev_result: Option<Value>,
+    /// `runtimeConfig` as given.
+    pub runtime_config: Map<String, Value>,
+    /// `dns`, echoed into the ADD result.
+    pub dns: Option<Dns>,
+    /// `cni.dev/valid-attachments` (GC).
+    pub valid_attachments: Vec<Attachment>,
+}
+
+/// A fully parsed invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Invocation {
+    /// VERSION, with the `cniVersion` the caller sent, if any.
+    Version(Option<String>),
+    /// A verb for the agent.
+    Plugin {
+        /// The verb.
+        command: Command,
+        /// The environment.
+        env: CniEnv,
+        /// The config (boxed: it dwarfs the VERSION variant).
+        conf: Box<NetConf>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawConf {
+    cni_version: String,
+    name: Option<String>,
+    #[serde(rename = "type")]
+    _plugin_type: Option<String>,
+    agent_socket: Option<PathBuf>,
+    mtu: Option<u32>,
+    timeout_ms: Option<u64>,
+    del_journal_dir: Option<PathBuf>,
+    log_file: Option<PathBuf>,
+    prev_result: Option<Value>,
+    ipam: Option<Value>,
+    #[serde(default)]
+    capabilities: BTreeMap<String, bool>,
+    #[serde(default)]
+    runtime_config: Map<String, Value>,
+    dns: Option<Dns>,
+    #[serde(rename = "cni.dev/valid-attachments", default)]
+    valid_attachments: Vec<RawAttachment>,
+}
+
+#[derive(Deserialize)]
+struct RawAttachment {
+    #[serde(rename = "containerID")]
+    container_id: String,
+    ifname: String,
+}
+
+/// Reads stdin up to [`MAX_STDIN_BYTES`]; more is a decoding failure, not a silent truncation.
+pub fn read_stdin(input: &mut dyn Read) -> Result<Vec<u8>, Error> {
+    let mut buf = Vec::new();
+    input.take(MAX_STDIN_BYTES as u64 + 1).read_to_end(&mut buf).map_err(|source| Error::Io {
+        context: "reading the network config from stdin".into(),
+        source,
+    })?;
+    if buf.len() > MAX_STDIN_BYTES {
+        return Err(Error::decode(
+            "network config on stdin",
+            format!("larger than the {MAX_STDIN_BYTES}-byte limit"),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Best-effort `cniVersion` from stdin, for stamping error objects before full parsing succeeds.
+pub fn sniff_version(stdin: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct V {
+        #[serde(rename = "cniVersion")]
+        cni_version: String,
+    }
+    serde_json::from_slice::<V>(stdin).ok().map(|v| v.cni_version)
+}
+
+/// Parses the whole invocation from an environment lookup and the bytes of stdin.
+pub fn parse_invocation(
+    var: &dyn Fn(&str) -> Option<String>,
+    stdin: &[u8],
+) -> Result<Invocation, Error> {
+    let verb = match var("CNI_COMMAND") {
+        Some(c) => Verb::parse(&c)?,
+        None => return Err(Error::env("CNI_COMMAND", "not set; the runtime must set it")),
+    };
+    let command = match verb {
+        Verb::Version => return parse_version_request(stdin).map(Invocation::Version),
+        Verb::Agent(c) => c,
+    };
+    let conf = parse_conf(stdin, command)?;
+    let env = parse_env(var, command)?;
+    Ok(Invocation::Plugin { command, env, conf: Box::new(conf) })
+}
+
+fn parse_version_request(stdin: &[u8]) -> Result<Option<String>, Error> {
+    if stdin.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let v: Value =
+        serde_json::from_slice(stdin).map_err(|e| Error::decode("VERSION request", e))?;
+    match v.get("cniVersion") {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Error::decode("VERSION request", "cniVersion is not a string")),
+    }
+}
+
+/// Parses and validates the network config for `command`.
+pub fn parse_conf(stdin: &[u8], command: Command) -> Result<NetConf, Error> {
+    let value: Value =
+        serde_json::from_slice(stdin).map_err(|e| Error::decode("network config on stdin", e))?;
+    let Some(obj) = value.as_object() else {
+        return Err(Error::decode("network config on stdin", "not a JSON object"));
+    };
+    match obj.get("cniVersion") {
+        Some(Value::String(v)) => version::check(v, command)?,
+        Some(_) => {
+            return Err(Error::decode("network config on stdin", "cniVersion is not a string"))
+        }
+        None => return Err(Error::InvalidConfig("cniVersion is missing".into())),
+    }
+    let raw: RawConf =
+        serde_json::from_value(value).map_err(|e| Error::decode("network config on stdin", e))?;
+    let name = raw.name.ok_or_else(|| Error::InvalidConfig("name is missing".into()))?;
+    if !valid_id(&name) {
+        return Err(Error::InvalidConfig(format!(
+            "name {name:?} must start with a letter or digit and contain only letters, digits, '_', '.' and '-'"
+        )));
+    }
+    if raw.ipam.is_some() {
+        return Err(Error::UnsupportedField {
+            field: "ipam".into(),
+            hint: "enipool allocates VPC addresses itself; remove the ipam section".into(),
+        });
+    }
+    for (cap, on) in &raw.capabilities {
+        if *on && UNSUPPORTED_CAPABILITIES.contains(&cap.as_str()) {
+            return Err(Error::UnsupportedField {
+                field: format!("capabilities.{cap}"),
+                hint: "enipool chooses addresses and MACs itself; remove this capability".into(),
+            });
+        }
+    }
+    if let Some(mtu) = raw.mtu {
+        if !(576..=9001).contains(&mtu) {
+            return Err(Error::InvalidConfig(format!("mtu {mtu} out of range 576..=9001")));
+        }
+    }
+    let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+    if !(1..=300_000).contains(&timeout_ms) {
+        return Err(Error::InvalidConfig(format!(
+            "timeoutMs {timeout_ms} out of range 1..=300000"
+        )));
+    }
+    let timeout_ms =
+        if command == Command::Status { timeout_ms.min(STATUS_TIMEOUT_CAP_MS) } else { timeout_ms };
+    let mut valid_attachments = Vec::with_capacity(raw.valid_attachments.len());
+    for a in raw.valid_attachments {
+        valid_attachments.push(Attachment { container_id: a.container_id, if_name: a.ifname });
+    }
+    Ok(NetConf {
+        cni_version: raw.cni_version,
+        name,
+        agent_socket: raw.agent_socket.unwrap_or_else(|| proto::DEFAULT_AGENT_SOCKET.into()),
+        mtu: raw.mtu,
+        timeout: Duration::from_millis(timeout_ms),
+        del_journal_dir: raw
+            .del_journal_dir
+            .unwrap_or_else(|| proto::DEFAULT_DEL_JOURNAL_DIR.into()),
+        log_file: raw.log_file,
+        prev_result: raw.prev_result,
+        runtime_config: raw.runtime_config,
+        dns: raw.dns,
+        valid_attachments,
+    })
+}
+
+/// Parses the `CNI_*` variables `command` needs.
+pub fn parse_env(var: &dyn Fn(&str) -> Option<String>, command: Command) -> Result<CniEnv, Error> {
+    if matches!(command, Command::Status | Command::Gc) {
+        return Ok(CniEnv::default());
+    }
+    let container_id =
+        var("CNI_CONTAINERID").ok_or_else(|| Error::env("CNI_CONTAINERID", "not set"))?;
+    if !valid_id(&container_id) {
+        return Err(Error::env(
+            "CNI_CONTAINERID",
+            "must start with a letter or digit and contain only letters, digits, '_', '.' and '-'",
+        ));
+    }
+    let if_name = var("CNI_IFNAME").ok_or_else(|| Error::env("CNI_IFNAME", "not set"))?;
+    if let Err(reason) = valid_if_name(&if_name) {
+        return Err(Error::env("CNI_IFNAME", reason));
+    }
+    let netns = var("CNI_NETNS").unwrap_or_default();
+    if netns.is_empty() && command != Command::Del {
+        return Err(Error::env(
+            "CNI_NETNS",
+            "not set; ADD and CHECK need the sandbox's netns path",
+        ));
+    }
+    let args = parse_args(&var("CNI_ARGS").unwrap_or_default())?;
+    Ok(CniEnv { container_id, netns, if_name, args })
+}
+
+/// Splits `CNI_ARGS` (`K=V;K2=V2`).
+pub fn parse_args(s: &str) -> Result<BTreeMap<String, String>, Error> {
+    let mut out = BTreeMap::new();
+    for pair in s.split(';').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            _ => return Err(Error::env("CNI_ARGS", format!("{pair:?} is not KEY=VALUE"))),
+        }
+    }
+    Ok(out)
+}
+
+/// Container IDs and network names: `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$` (as libcni validates them).
+pub fn valid_id(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Interface names: 1-15 bytes, not `.`/`..`, no `/`, `:` or whitespace (the kernel's rules).
+pub fn valid_if_name(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 15 {
+        return Err(format!("{s:?} must be 1 to 15 bytes long"));
+    }
+    if s == "." || s == ".." {
+        return Err(format!("{s:?} is not a valid interface name"));
+    }
+    if s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
+        return Err(format!("{s:?} must not contain '/', ':' or whitespace"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::codes::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    const ADD_ENV: &[(&str, &str)] = &[
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "abc123"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_NETNS", "/var/run/netns/x"),
+        ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web"),
+    ];
+
+    #[test]
+    fn full_config() {
+        let conf = br#"{"cniVersion":"1.0.0","name":"enipool","type":"enipool-cni",
+            "agentSocket":"/tmp/a.sock","mtu":9001,"timeoutMs":50,"delJournalDir":"/tmp/j",
+            "logFile":"/tmp/log","runtimeConfig":{"portMappings":[]},
+            "capabilities":{"portMappings":true},"dns":{"nameservers":["10.0.0.2"]}}"#;
+        let Invocation::Plugin { command, env, conf } =
+            parse_invocation(&env(ADD_ENV), conf).unwrap()
+        else {
+            panic!("not a plugin call")
+        };
+        assert_eq!(command, Command::Add);
+        assert_eq!(env.args["K8S_POD_NAME"], "web");
+        assert_eq!(conf.agent_socket, PathBuf::from("/tmp/a.sock"));
+        assert_eq!(conf.mtu, Some(9001));
+        assert_eq!(conf.timeout, Duration::from_millis(50));
+        assert_eq!(conf.dns.unwrap().nameservers, ["10.0.0.2"]);
+    }
+
+    #[test]
+    fn defaults() {
+        let conf = parse_conf(br#"{"cniVersion":"0.3.1","name":"n"}"#, Command::Add).unwrap();
+        assert_eq!(conf.agent_socket, PathBuf::from(proto::DEFAULT_AGENT_SOCKET));
+        assert_eq!(conf.del_journal_dir, PathBuf::from(proto::DEFAULT_DEL_JOURNAL_DIR));
+        assert_eq!(conf.timeout, Duration::from_millis(DEFAULT_TIMEOUT_MS));
+        let status = parse_conf(br#"{"cniVersion":"1.1.0","name":"n"}"#, Command::Status).unwrap();
+        assert_eq!(status.timeout, Duration::from_millis(STATUS_TIMEOUT_CAP_MS));
+    }
+
+    #[test]
+    fn config_rejections() {
+        let table: &[(&str, Command, u32)] = &[
+            ("", Command::Add, DECODING_FAILURE),
+            ("{", Command::Add, DECODING_FAILURE),
+            ("[]", Command::Add, DECODING_FAILURE),
+            (r#"{"name":"n"}"#, Command::Add, INVALID_NETWORK_CONFIG),
+            (r#"{"cniVersion":1,"name":"n"}"#, Command::Add, DECODING_FAILURE),
+            (r#"{"cniVersion":"0.2.0","name":"n"}"#, Command::Add, INCOMPATIBLE_VERSION),
+            (r#"{"cniVersion":"1.0.0","name":"n"}"#, Command::Gc, INCOMPATIBLE_VERSION),
+            (r#"{"cniVersion":"0.3.1","name":"n"}"#, Command::Check, INCOMPATIBLE_VERSION),
+            (r#"{"cniVersion":"1.0.0"}"#, Command::Add, INVALID_NETWORK_CONFIG),
+            (r#"{"cniVersion":"1.0.0","name":"a b"}"#, Command::Add, INVALID_NETWORK_CONFIG),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","mtu":70000}"#,
+                Command::Add,
+                INVALID_NETWORK_CONFIG,
+            ),
+            (r#"{"cniVersion":"1.0.0","name":"n","mtu":-1}"#, Command::Add, DECODING_FAILURE),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","timeoutMs":0}"#,
+                Command::Add,
+                INVALID_NETWORK_CONFIG,
+            ),
+            (r#"{"cniVersion":"1.0.0","name":"n","ipam":{}}"#, Command::Add, UNSUPPORTED_FIELD),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","capabilities":{"ips":true}}"#,
+                Command::Add,
+                UNSUPPORTED_FIELD,
+            ),
+        ];
+        for (input, cmd, code) in table {
+            let err = parse_conf(input.as_bytes(), *cmd).unwrap_err();
+            assert_eq!(err.code(), *code, "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn env_rejections() {
+        let conf = br#"{"cniVersion":"1.0.0","name":"n"}"#;
+        let table: &[(&[(&str, &str)], u32)] = &[
+            (&[], INVALID_ENV),
+            (&[("CNI_COMMAND", "FROB")], INVALID_ENV),
+            (&[("CNI_COMMAND", "ADD"), ("CNI_IFNAME", "eth0"), ("CNI_NETNS", "/n")], INVALID_ENV),
+            (
+                &[
+                    ("CNI_COMMAND", "ADD"),
+                    ("CNI_CONTAINERID", "../x"),
+                    ("CNI_IFNAME", "eth0"),
+                    ("CNI_NETNS", "/n"),
+                ],
+                INVALID_ENV,
+            ),
+            (&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c"), ("CNI_NETNS", "/n")], INVALID_ENV),
+            (
+                &[
+                    ("CNI_COMMAND", "ADD"),
+                    ("CNI_CONTAINERID", "c"),
+                    ("CNI_IFNAME", "a/b"),
+                    ("CNI_NETNS", "/n"),
+                ],
+                INVALID_ENV,
+            ),
+            (
+                &[
+                    ("CNI_COMMAND", "ADD"),
+                    ("CNI_CONTAINERID", "c"),
+                    ("CNI_IFNAME", "eth0123456789abc"),
+                ],
+                INVALID_ENV,
+            ),
+            (
+                &[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "eth0")],
+                INVALID_ENV,
+            ),
+            (
+                &[
+                    ("CNI_COMMAND", "ADD"),
+                    ("CNI_CONTAINERID", "c"),
+                    ("CNI_IFNAME", "eth0"),
+                    ("CNI_NETNS", "/n"),
+                    ("CNI_ARGS", "novalue"),
+                ],
+                INVALID_ENV,
+            ),
+        ];
+        for (vars, code) in table {
+            let err = parse_invocation(&env(vars), conf).unwrap_err();
+            assert_eq!(err.code(), *code, "{vars:?}: {err}");
+        }
+        // DEL tolerates a missing netns.
+        let del = [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "eth0")];
+        assert!(parse_invocation(&env(&del), conf).is_ok());
+    }
+
+    #[test]
+    fn gc_attachments_and_version_requests() {
+        let conf = br#"{"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}"#;
+        let Invocation::Plugin { conf, .. } =
+            parse_invocation(&env(&[("CNI_COMMAND", "GC")]), conf).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            conf.valid_attachments,
+            [Attachment { container_id: "a".into(), if_name: "eth0".into() }]
+        );
+        let v = env(&[("CNI_COMMAND", "VERSION")]);
+        assert_eq!(parse_invocation(&v, b"").unwrap(), Invocation::Version(None));
+        assert_eq!(
+            parse_invocation(&v, br#"{"cniVersion":"0.4.0"}"#).unwrap(),
+            Invocation::Version(Some("0.4.0".into()))
+        );
+        assert_eq!(parse_invocation(&v, b"{").unwrap_err().code(), DECODING_FAILURE);
+    }
+
+    #[test]
+    fn stdin_is_bounded() {
+        let big = vec![b' '; MAX_STDIN_BYTES + 10];
+        let err = read_stdin(&mut big.as_slice()).unwrap_err();
+        assert_eq!(err.code(), DECODING_FAILURE);
+        let ok = vec![b' '; MAX_STDIN_BYTES];
+        assert_eq!(read_stdin(&mut ok.as_slice()).unwrap().len(), MAX_STDIN_BYTES);
+    }
+}
