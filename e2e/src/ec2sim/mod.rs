@@ -14,6 +14,7 @@
 //! `server.rs` the axum server and the [`Ec2Sim`] handle, `hooks.rs` the VPC fabric observer.
 
 mod actions;
+mod describe;
 mod faults;
 pub mod hooks;
 mod lifecycle;
@@ -21,8 +22,11 @@ pub mod limits;
 mod ops;
 mod params;
 mod render;
+mod resources;
 mod server;
 pub mod state;
+#[cfg(test)]
+mod state_tests;
 mod xml;
 
 pub use faults::{ActionCounters, ErrorRule, FaultConfig, TokenBucketSpec};

@@ -66,101 +66,6 @@ fn bad(code: &str, msg: impl Into<String>) -> Error {
 }
 
 impl State {
-    /// Seeds a VPC.
-    pub fn create_vpc(&mut self, cidr: Ipv4Net, tags: Tags) -> String {
-        let id = self.new_id("vpc");
-        self.vpcs.insert(id.clone(), Vpc { id: id.clone(), cidr: cidr.trunc(), tags });
-        id
-    }
-
-    /// Seeds a subnet; it must lie inside its VPC and overlap no other subnet.
-    pub fn create_subnet(
-        &mut self,
-        vpc_id: &str,
-        cidr: Ipv4Net,
-        az: &str,
-        tags: Tags,
-    ) -> Result<String, Error> {
-        let cidr = cidr.trunc();
-        let vpc = self
-            .vpcs
-            .get(vpc_id)
-            .ok_or_else(|| not_found("InvalidVpcID.NotFound", "vpc ID", vpc_id))?;
-        if !vpc.cidr.contains(&cidr) || cidr.prefix_len() > 28 {
-            return Err(bad("InvalidSubnet.Range", format!("The CIDR '{cidr}' is invalid.")));
-        }
-        if self.subnets.values().any(|s| s.cidr.contains(&cidr) || cidr.contains(&s.cidr)) {
-            return Err(bad(
-                "InvalidSubnet.Conflict",
-                format!("The CIDR '{cidr}' conflicts with another subnet"),
-            ));
-        }
-        let id = self.new_id("subnet");
-        let s = Subnet {
-            id: id.clone(),
-            vpc_id: vpc_id.into(),
-            cidr,
-            az: az.into(),
-            tags,
-            used: Default::default(),
-        };
-        self.subnets.insert(id.clone(), s);
-        Ok(id)
-    }
-
-    /// Seeds a security group.
-    pub fn create_security_group(
-        &mut self,
-        vpc_id: &str,
-        name: &str,
-        tags: Tags,
-    ) -> Result<String, Error> {
-        if !self.vpcs.contains_key(vpc_id) {
-            return Err(not_found("InvalidVpcID.NotFound", "vpc ID", vpc_id));
-        }
-        let id = self.new_id("sg");
-        let g = SecurityGroup {
-            id: id.clone(),
-            vpc_id: vpc_id.into(),
-            name: name.into(),
-            description: name.into(),
-            tags,
-        };
-        self.groups.insert(id.clone(), g);
-        Ok(id)
-    }
-
-    /// Looks a ClientToken up: `Some(resources)` for a matching retry, an error for a mismatch.
-    pub fn check_token(
-        &self,
-        token: &str,
-        action: &str,
-        fingerprint: &str,
-    ) -> Result<Option<Vec<String>>, Error> {
-        match self.tokens.get(token) {
-            None => Ok(None),
-            Some(e) if e.action == action && e.fingerprint == fingerprint => {
-                Ok(Some(e.resources.clone()))
-            }
-            Some(_) => Err(bad(
-                "IdempotentParameterMismatch",
-                format!("The client token '{token}' was already used with different parameters."),
-            )),
-        }
-    }
-
-    /// Records what a call with a ClientToken produced.
-    pub fn remember_token(
-        &mut self,
-        token: &str,
-        action: &str,
-        fingerprint: &str,
-        resources: Vec<String>,
-    ) {
-        let e = TokenEntry { action: action.into(), fingerprint: fingerprint.into(), resources };
-        self.tokens.insert(token.into(), e);
-    }
-
     fn check_groups(&self, groups: &[String], vpc_id: &str) -> Result<(), Error> {
         for g in groups {
             match self.groups.get(g) {
@@ -550,37 +455,6 @@ impl State {
         let subnet_id = eni.subnet_id.clone();
         self.subnets.get_mut(&subnet_id).expect("ENI subnet exists").release(addrs);
         ev.push(event);
-        Ok(())
-    }
-
-    /// CreateTags (all resources must exist; nothing changes otherwise).
-    pub fn create_tags(&mut self, ids: &[String], tags: &Tags) -> Result<(), Error> {
-        for id in ids {
-            self.tags_mut(id)?;
-        }
-        for id in ids {
-            self.tags_mut(id)?.extend(tags.clone());
-        }
-        Ok(())
-    }
-
-    /// DeleteTags: a tag with a value only goes if the value matches; without a value it always goes.
-    pub fn delete_tags(
-        &mut self,
-        ids: &[String],
-        tags: &[(String, Option<String>)],
-    ) -> Result<(), Error> {
-        for id in ids {
-            self.tags_mut(id)?;
-        }
-        for id in ids {
-            let t = self.tags_mut(id)?;
-            for (k, v) in tags {
-                if v.is_none() || t.get(k) == v.as_ref() {
-                    t.remove(k);
-                }
-            }
-        }
         Ok(())
     }
 }

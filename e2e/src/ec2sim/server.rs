@@ -1,6 +1,7 @@
 //! The HTTP server (EC2 on `POST /`, JSON admin under `/admin`) and the [`Ec2Sim`] handle.
 
 use super::actions;
+use super::describe;
 use super::faults::{ActionCounters, FaultConfig, Faults, Verdict};
 use super::hooks::{FabricHook, HookEvent};
 use super::ops::RunReq;
@@ -197,7 +198,7 @@ async fn ec2(AxState(sh): AxState<Arc<Shared>>, body: Bytes) -> Response {
         })
     } else if describe {
         let view = sh.describe_view();
-        actions::describe(&view, &action, &p, &rid)
+        describe::describe(&view, &action, &p, &rid)
     } else {
         sh.with_state(|st, now, ev| actions::mutate(st, &action, &p, &rid, now, ev))
     };

@@ -49,7 +49,7 @@ async fn network_interface_filters() {
             .send()
             .await
             .unwrap()),
-        [primary.clone()]
+        std::slice::from_ref(&primary)
     );
     assert_eq!(ids(d().filters(f("attachment.status", "attached")).send().await.unwrap()).len(), 3);
     assert_eq!(ids(d().filters(f("status", "available")).send().await.unwrap()).len(), 1);
@@ -76,7 +76,7 @@ async fn network_interface_filters() {
     );
     assert_eq!(
         ids(d().filters(f("network-interface-id", &primary)).send().await.unwrap()),
-        [primary.clone()]
+        std::slice::from_ref(&primary)
     );
     assert!(ids(d().filters(f("subnet-id", &e.tiny)).send().await.unwrap()).is_empty());
     // The instance view lists its ENIs with their attachments.

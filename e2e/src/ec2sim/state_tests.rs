@@ -1,0 +1,136 @@
+//! Unit tests of the pure model: address accounting and the all-or-nothing rules, without HTTP.
+
+use super::ops::{CreateEniReq, RunReq};
+use super::state::*;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+fn seeded(cidr: &str) -> (State, String) {
+    let mut st = State {
+        timing: Timing {
+            attach: Duration::ZERO,
+            detach: Duration::from_secs(1),
+            terminate: Duration::from_secs(1),
+        },
+        ..Default::default()
+    };
+    let vpc = st.create_vpc("10.0.0.0/16".parse().unwrap(), Tags::new());
+    let subnet = st.create_subnet(&vpc, cidr.parse().unwrap(), "us-west-2a", Tags::new()).unwrap();
+    st.create_security_group(&vpc, "default", Tags::new()).unwrap();
+    (st, subnet)
+}
+
+fn run(st: &mut State, subnet: &str, itype: &str) -> String {
+    let req = RunReq {
+        instance_type: itype.into(),
+        count: 1,
+        subnet_id: subnet.into(),
+        delete_on_termination: true,
+        ..Default::default()
+    };
+    st.run_instances(&req, &mut Vec::new()).unwrap().1.remove(0)
+}
+
+#[test]
+fn reserved_addresses_and_available_count() {
+    let (mut st, sid) = seeded("10.0.1.0/28");
+    let s = st.subnets.get_mut(&sid).unwrap();
+    assert_eq!(s.available(), 11);
+    let ips = s.take_ips(11).unwrap();
+    assert_eq!(ips.first(), Some(&Ipv4Addr::new(10, 0, 1, 4)));
+    assert_eq!(ips.last(), Some(&Ipv4Addr::new(10, 0, 1, 14)));
+    assert_eq!(s.take_ips(1).unwrap_err().code(), "InsufficientFreeAddressesInSubnet");
+    s.release([Ipv4Addr::new(10, 0, 1, 9)]);
+    assert_eq!(s.take_ips(1).unwrap(), [Ipv4Addr::new(10, 0, 1, 9)]);
+}
+
+#[test]
+fn prefix_carving_skips_blocks_with_reserved_or_used_addresses() {
+    let (mut st, sid) = seeded("10.0.2.0/26");
+    let s = st.subnets.get_mut(&sid).unwrap();
+    s.take_exact(&[Ipv4Addr::new(10, 0, 2, 20)]).unwrap();
+    // Block .0 has reserved addresses, .16 has .20 in use, .48 has the broadcast: only .32 is free.
+    assert_eq!(s.take_prefixes(1).unwrap(), ["10.0.2.32/28".parse().unwrap()]);
+    assert_eq!(s.take_prefixes(1).unwrap_err().code(), "InsufficientCidrBlocks");
+    assert_eq!(s.available(), 59 - 1 - 16);
+    assert_eq!(
+        s.take_exact(&[Ipv4Addr::new(10, 0, 2, 33)]).unwrap_err().code(),
+        "InvalidIPAddress.InUse"
+    );
+    assert_eq!(
+        s.take_exact(&[Ipv4Addr::new(10, 0, 2, 63)]).unwrap_err().code(),
+        "InvalidParameterValue"
+    );
+}
+
+#[test]
+fn failed_create_allocates_nothing() {
+    let (mut st, sid) = seeded("10.0.3.0/28");
+    let before = st.subnets[&sid].available();
+    let req =
+        CreateEniReq { subnet_id: sid.clone(), secondary_count: Some(11), ..Default::default() };
+    assert_eq!(
+        st.create_eni(&req, &mut Vec::new()).unwrap_err().code(),
+        "InsufficientFreeAddressesInSubnet"
+    );
+    assert_eq!(st.subnets[&sid].available(), before);
+    assert!(st.enis.is_empty());
+}
+
+#[test]
+fn failed_launch_of_many_launches_none() {
+    let (mut st, sid) = seeded("10.0.4.0/28");
+    let req = RunReq {
+        instance_type: "m5.large".into(),
+        count: 3,
+        subnet_id: sid.clone(),
+        secondary_count: 3,
+        ..Default::default()
+    };
+    assert_eq!(
+        st.run_instances(&req, &mut Vec::new()).unwrap_err().code(),
+        "InsufficientFreeAddressesInSubnet"
+    );
+    assert!(st.instances.is_empty() && st.enis.is_empty());
+    assert_eq!(st.subnets[&sid].available(), 11);
+}
+
+#[test]
+fn timers_complete_detach_and_termination() {
+    let (mut st, sid) = seeded("10.0.5.0/24");
+    let inst = run(&mut st, &sid, "m5.large");
+    let eni = st
+        .create_eni(&CreateEniReq { subnet_id: sid.clone(), ..Default::default() }, &mut Vec::new())
+        .unwrap();
+    let t0 = Instant::now();
+    let att = st.attach(&eni, &inst, 1, t0, &mut Vec::new()).unwrap();
+    st.detach(&att, t0, &mut Vec::new()).unwrap();
+    assert_eq!(st.enis[&eni].status(), "detaching");
+    let mut ev = Vec::new();
+    assert!(!st.advance(t0 + Duration::from_millis(999), &mut ev));
+    assert!(st.advance(t0 + Duration::from_secs(1), &mut ev));
+    assert_eq!(st.enis[&eni].status(), "available");
+    assert_eq!(ev.len(), 1);
+    st.terminate(std::slice::from_ref(&inst), t0, &mut ev).unwrap();
+    assert_eq!(st.instances[&inst].state, InstanceState::ShuttingDown);
+    st.advance(t0 + Duration::from_secs(2), &mut ev);
+    assert_eq!(st.instances[&inst].state, InstanceState::Terminated);
+    assert_eq!(st.enis.len(), 1, "primary ENI deleted, the spare remains");
+    assert_eq!(st.subnets[&sid].available(), 251 - 1);
+}
+
+#[test]
+fn client_tokens() {
+    let (st, _) = seeded("10.0.6.0/24");
+    let mut st = st;
+    assert_eq!(st.check_token("t", "CreateNetworkInterface", "a=1").unwrap(), None);
+    st.remember_token("t", "CreateNetworkInterface", "a=1", vec!["eni-1".into()]);
+    assert_eq!(
+        st.check_token("t", "CreateNetworkInterface", "a=1").unwrap(),
+        Some(vec!["eni-1".into()])
+    );
+    assert_eq!(
+        st.check_token("t", "CreateNetworkInterface", "a=2").unwrap_err().code(),
+        "IdempotentParameterMismatch"
+    );
+}
