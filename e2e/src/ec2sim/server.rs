@@ -100,6 +100,11 @@ impl Shared {
         let mut ev = Vec::new();
         let out = {
             let mut inner = self.inner.lock().expect("state lock");
+            if !lag.is_zero() && inner.history.is_empty() {
+                // Lag just switched on: the state so far counts as old enough to be served.
+                let snap = Arc::new(inner.state.clone());
+                inner.history.push_back((now.checked_sub(lag).unwrap_or(now), snap));
+            }
             inner.state.advance(now, &mut ev);
             let out = f(&mut inner.state, now, &mut ev);
             if lag.is_zero() {

@@ -277,3 +277,11 @@ pub trait Ec2Api: Send + Sync + 'static {
         tags: &BTreeMap<String, String>,
     ) -> Ec2Result<()>;
 }
+
+// The aws-sdk-ec2 implementation and its parts.
+pub mod aws;
+pub mod classify;
+pub mod convert;
+pub mod limiter;
+pub mod metrics;
+pub mod types_table;

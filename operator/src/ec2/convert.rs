@@ -1,0 +1,189 @@
+//! SDK output types → enipool's domain types. Missing or unparseable fields become empty values
+//! rather than errors: a partial answer about one ENI must not fail a whole sync.
+
+use super::{Attachment, Eni, Instance, InstanceTypeInfo, SecurityGroup, Subnet};
+use aws_sdk_ec2::types as sdk;
+use ipnet::Ipv4Net;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+fn s(v: Option<&str>) -> String {
+    v.unwrap_or_default().to_owned()
+}
+
+fn ip(v: Option<&str>) -> Option<Ipv4Addr> {
+    v.and_then(|v| v.parse().ok())
+}
+
+/// Tags as a map.
+pub fn tags(tags: &[sdk::Tag]) -> BTreeMap<String, String> {
+    tags.iter().filter_map(|t| Some((t.key()?.to_owned(), s(t.value())))).collect()
+}
+
+fn groups(groups: &[sdk::GroupIdentifier]) -> Vec<String> {
+    groups.iter().filter_map(|g| g.group_id().map(str::to_owned)).collect()
+}
+
+/// An ENI. MAC lower case; secondary IPs are the private IPs not flagged primary.
+pub fn eni(n: &sdk::NetworkInterface) -> Eni {
+    let primary_ip = ip(n.private_ip_address()).or_else(|| {
+        n.private_ip_addresses()
+            .iter()
+            .find(|a| a.primary() == Some(true))
+            .and_then(|a| ip(a.private_ip_address()))
+    });
+    let secondary_ips = n
+        .private_ip_addresses()
+        .iter()
+        .filter(|a| a.primary() != Some(true))
+        .filter_map(|a| ip(a.private_ip_address()))
+        .filter(|a| Some(*a) != primary_ip)
+        .collect();
+    Eni {
+        id: s(n.network_interface_id()),
+        mac: s(n.mac_address()).to_ascii_lowercase(),
+        subnet_id: s(n.subnet_id()),
+        vpc_id: s(n.vpc_id()),
+        zone: s(n.availability_zone()),
+        status: n.status().map(|v| v.as_str().to_owned()).unwrap_or_default(),
+        attachment: n.attachment().map(attachment),
+        primary_ip,
+        secondary_ips,
+        prefixes: n
+            .ipv4_prefixes()
+            .iter()
+            .filter_map(|p| p.ipv4_prefix()?.parse::<Ipv4Net>().ok())
+            .collect(),
+        security_groups: groups(n.groups()),
+        tags: tags(n.tag_set()),
+        description: s(n.description()),
+    }
+}
+
+fn attachment(a: &sdk::NetworkInterfaceAttachment) -> Attachment {
+    Attachment {
+        id: s(a.attachment_id()),
+        instance_id: s(a.instance_id()),
+        device_index: a.device_index().unwrap_or_default(),
+        status: a.status().map(|v| v.as_str().to_owned()).unwrap_or_default(),
+        delete_on_termination: a.delete_on_termination().unwrap_or_default(),
+    }
+}
+
+/// An instance. The primary ENI is the one at device index 0 (network card 0).
+pub fn instance(i: &sdk::Instance) -> Instance {
+    let primary = i.network_interfaces().iter().find(|n| {
+        n.attachment().and_then(|a| a.device_index()) == Some(0)
+            && n.attachment().and_then(|a| a.network_card_index()).unwrap_or(0) == 0
+    });
+    let security_groups = match primary {
+        Some(p) if !p.groups().is_empty() => groups(p.groups()),
+        _ => groups(i.security_groups()),
+    };
+    Instance {
+        id: s(i.instance_id()),
+        instance_type: i.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+        zone: s(i.placement().and_then(|p| p.availability_zone())),
+        vpc_id: s(i.vpc_id()),
+        subnet_id: s(i.subnet_id()),
+        state: i
+            .state()
+            .and_then(|st| st.name())
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default(),
+        primary_eni: s(primary.and_then(|p| p.network_interface_id())),
+        primary_ip: ip(i.private_ip_address()),
+        security_groups,
+        tags: tags(i.tags()),
+    }
+}
+
+/// A subnet; `None` without a parseable IPv4 CIDR (IPv6-only subnets).
+pub fn subnet(v: &sdk::Subnet) -> Option<Subnet> {
+    Some(Subnet {
+        id: s(v.subnet_id()),
+        cidr: v.cidr_block()?.parse().ok()?,
+        zone: s(v.availability_zone()),
+        vpc_id: s(v.vpc_id()),
+        available_ips: v.available_ip_address_count().unwrap_or_default(),
+        tags: tags(v.tags()),
+    })
+}
+
+/// A security group.
+pub fn security_group(g: &sdk::SecurityGroup) -> SecurityGroup {
+    SecurityGroup { id: s(g.group_id()), vpc_id: s(g.vpc_id()), tags: tags(g.tags()) }
+}
+
+/// Network limits of an instance type; `None` when EC2 gave no network info.
+pub fn instance_type(t: &sdk::InstanceTypeInfo) -> Option<(String, InstanceTypeInfo)> {
+    let name = t.instance_type()?.as_str().to_owned();
+    let net = t.network_info()?;
+    Some((
+        name,
+        InstanceTypeInfo {
+            max_enis: net.maximum_network_interfaces()?,
+            ipv4_per_eni: net.ipv4_addresses_per_interface()?,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eni_conversion_splits_primary_and_secondary_and_lowercases_the_mac() {
+        let n = sdk::NetworkInterface::builder()
+            .network_interface_id("eni-1")
+            .mac_address("0A:1B:2C:3D:4E:5F")
+            .subnet_id("subnet-1")
+            .vpc_id("vpc-1")
+            .availability_zone("us-east-1a")
+            .status(sdk::NetworkInterfaceStatus::InUse)
+            .private_ip_address("10.0.1.10")
+            .private_ip_addresses(
+                sdk::NetworkInterfacePrivateIpAddress::builder()
+                    .primary(true)
+                    .private_ip_address("10.0.1.10")
+                    .build(),
+            )
+            .private_ip_addresses(
+                sdk::NetworkInterfacePrivateIpAddress::builder()
+                    .primary(false)
+                    .private_ip_address("10.0.1.11")
+                    .build(),
+            )
+            .ipv4_prefixes(
+                sdk::Ipv4PrefixSpecification::builder().ipv4_prefix("10.0.1.32/28").build(),
+            )
+            .attachment(
+                sdk::NetworkInterfaceAttachment::builder()
+                    .attachment_id("eni-attach-1")
+                    .instance_id("i-1")
+                    .device_index(1)
+                    .status(sdk::AttachmentStatus::Attached)
+                    .delete_on_termination(true)
+                    .build(),
+            )
+            .groups(sdk::GroupIdentifier::builder().group_id("sg-1").build())
+            .tag_set(sdk::Tag::builder().key("k").value("v").build())
+            .description("d")
+            .build();
+        let e = eni(&n);
+        assert_eq!(e.mac, "0a:1b:2c:3d:4e:5f");
+        assert_eq!(e.status, "in-use");
+        assert_eq!(e.primary_ip, Some(Ipv4Addr::new(10, 0, 1, 10)));
+        assert_eq!(e.secondary_ips, vec![Ipv4Addr::new(10, 0, 1, 11)]);
+        assert_eq!(e.prefixes, vec!["10.0.1.32/28".parse::<Ipv4Net>().unwrap()]);
+        let a = e.attachment.unwrap();
+        assert_eq!(
+            (a.id.as_str(), a.instance_id.as_str(), a.device_index),
+            ("eni-attach-1", "i-1", 1)
+        );
+        assert_eq!(a.status, "attached");
+        assert!(a.delete_on_termination);
+        assert_eq!(e.security_groups, vec!["sg-1".to_owned()]);
+        assert_eq!(e.tags.get("k").map(String::as_str), Some("v"));
+    }
+}
