@@ -2,5 +2,15 @@
 //! ENIs and addresses, and keeps each node's ENIPool a true record of them.
 #![forbid(unsafe_code)]
 
+pub mod capacity;
+pub mod conditions;
 pub mod ec2;
+pub mod error;
+pub mod journal;
 pub mod plan;
+pub mod reconcile;
+pub mod sync;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use error::{Error, Result};

@@ -1,0 +1,255 @@
+//! The operation journal (design invariant 6): every EC2 mutation is recorded in
+//! `status.operations` — and that status written — before the call is made. The operation id is
+//! the ClientToken of CreateNetworkInterface and is tagged on the ENI, so a restarted or new leader
+//! finishes or abandons each entry by looking at EC2 ([`replay`]) instead of leaking or duplicating
+//! an ENI.
+//!
+//! `Operation` has no field for a CreateENI's parameters, so they ride in `items`:
+//! `[subnet-id, sg-…, sg-…, ("prefixes")]` — enough to repeat the exact same request, whose
+//! ClientToken makes EC2 return the ENI it already created.
+
+use crate::ec2::{CreateEni, Ec2Api, Ec2Error, Ec2ErrorKind, Eni};
+use enipool_crds::{tags, Operation, OperationKind};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::collections::BTreeMap;
+
+/// Marker item: the CreateENI carries prefixes, not secondary addresses.
+const PREFIXES_MARKER: &str = "prefixes";
+/// After this many failed attempts an entry is abandoned (its ENI, if any, is deleted or left to GC).
+pub const MAX_ATTEMPTS: i32 = 5;
+/// Journal bound (the CRD allows 16).
+pub const MAX_OPERATIONS: usize = 16;
+
+/// Who new ENIs are created for (tags and attachment target).
+#[derive(Debug, Clone, Default)]
+pub struct Owner {
+    /// Cluster name.
+    pub cluster: String,
+    /// Node (= pool) name.
+    pub node: String,
+    /// Instance id.
+    pub instance_id: String,
+    /// Pool uid.
+    pub pool_uid: String,
+    /// Extra tags from the policy.
+    pub extra_tags: BTreeMap<String, String>,
+}
+
+/// A new journal entry.
+pub fn new_op(
+    kind: OperationKind,
+    eni_id: &str,
+    count: i32,
+    items: Vec<String>,
+    device_index: Option<i32>,
+    now: &Time,
+) -> Operation {
+    Operation {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind,
+        eni_id: eni_id.to_string(),
+        count,
+        items,
+        device_index,
+        started_at: now.clone(),
+        attempts: 0,
+        last_error: String::new(),
+    }
+}
+
+/// Items of a CreateENI entry.
+pub fn create_items(subnet_id: &str, security_groups: &[String], prefixes: bool) -> Vec<String> {
+    let mut items = vec![subnet_id.to_string()];
+    items.extend(security_groups.iter().cloned());
+    if prefixes {
+        items.push(PREFIXES_MARKER.to_string());
+    }
+    items
+}
+
+/// The CreateNetworkInterface request of an entry: deterministic, so a replay is the same request
+/// (creation time = journal time) and EC2's ClientToken idempotency returns the same ENI.
+pub fn create_request(op: &Operation, owner: &Owner) -> CreateEni {
+    let prefixes = op.items.iter().any(|i| i == PREFIXES_MARKER);
+    let mut t = owner.extra_tags.clone();
+    t.insert(tags::CLUSTER.into(), owner.cluster.clone());
+    t.insert(tags::NODE.into(), owner.node.clone());
+    t.insert(tags::INSTANCE_ID.into(), owner.instance_id.clone());
+    t.insert(tags::OWNER.into(), tags::OWNER_VALUE.into());
+    t.insert(tags::CREATED_AT.into(), op.started_at.0.to_string());
+    t.insert(tags::POOL_UID.into(), owner.pool_uid.clone());
+    t.insert(tags::OPERATION.into(), op.id.clone());
+    CreateEni {
+        subnet_id: op.items.first().cloned().unwrap_or_default(),
+        security_groups: op
+            .items
+            .iter()
+            .skip(1)
+            .filter(|i| *i != PREFIXES_MARKER)
+            .cloned()
+            .collect(),
+        secondary_ips: if prefixes { 0 } else { op.count },
+        prefixes: if prefixes { op.count } else { 0 },
+        tags: t,
+        description: format!("enipool {} {}", owner.cluster, owner.instance_id),
+        client_token: op.id.clone(),
+    }
+}
+
+/// Create (or find again, by ClientToken), attach at the entry's device index, and set
+/// DeleteOnTermination. Safe to repeat from any point. Returns the ENI id.
+pub async fn create_attach(
+    ec2: &dyn Ec2Api,
+    op: &mut Operation,
+    owner: &Owner,
+) -> Result<String, Ec2Error> {
+    let eni = ec2.create_eni(&create_request(op, owner)).await?;
+    op.eni_id = eni.id.clone();
+    attach(ec2, &eni, op.device_index.unwrap_or(1), &owner.instance_id).await?;
+    Ok(eni.id)
+}
+
+/// Attach an ENI to the instance if it is not attached yet, then set DeleteOnTermination.
+async fn attach(
+    ec2: &dyn Ec2Api,
+    eni: &Eni,
+    device_index: i32,
+    instance_id: &str,
+) -> Result<(), Ec2Error> {
+    let attachment_id = match eni.attachment.as_ref() {
+        Some(a) if a.instance_id == instance_id => {
+            if a.delete_on_termination {
+                return Ok(());
+            }
+            a.id.clone()
+        }
+        Some(a) => {
+            return Err(Ec2Error {
+                kind: Ec2ErrorKind::InUse,
+                action: "AttachNetworkInterface",
+                code: "InUse".into(),
+                message: format!("{} is attached to {}", eni.id, a.instance_id),
+            })
+        }
+        None => ec2.attach_eni(&eni.id, instance_id, device_index).await?,
+    };
+    ec2.set_delete_on_termination(&eni.id, &attachment_id, true).await
+}
+
+/// Outcome of replaying one entry.
+#[derive(Debug)]
+pub enum Replayed {
+    /// Finished or found done: drop the entry.
+    Done,
+    /// Nothing left to do and nothing to finish (e.g. a count-based assign whose effect the sync
+    /// will show): drop the entry.
+    Abandoned(&'static str),
+    /// Keep it (with attempts and last error updated) and try again later.
+    Keep(Ec2Error),
+}
+
+/// Finish or abandon one entry by looking at EC2. `attached` are the instance's ENIs from the sync.
+pub async fn replay_one(
+    ec2: &dyn Ec2Api,
+    op: &mut Operation,
+    owner: &Owner,
+    attached: &[Eni],
+) -> Replayed {
+    match op.kind {
+        OperationKind::CreateENI | OperationKind::AttachENI => {
+            // Already attached with our token tag: only DeleteOnTermination may be missing.
+            let found = attached.iter().find(|e| {
+                e.tags.get(tags::OPERATION) == Some(&op.id)
+                    || (!op.eni_id.is_empty() && e.id == op.eni_id)
+            });
+            let result = match (found, op.kind) {
+                (Some(eni), _) => {
+                    attach(ec2, eni, op.device_index.unwrap_or(1), &owner.instance_id).await
+                }
+                (None, OperationKind::CreateENI) => create_attach(ec2, op, owner).await.map(|_| ()),
+                (None, _) => match ec2.describe_enis(std::slice::from_ref(&op.eni_id)).await {
+                    Ok(v) if v.is_empty() => return Replayed::Abandoned("ENI no longer exists"),
+                    Ok(v) => {
+                        attach(ec2, &v[0], op.device_index.unwrap_or(1), &owner.instance_id).await
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match result {
+                Ok(()) => Replayed::Done,
+                // The instance cannot take it, or the token no longer matches: give up; an ENI left
+                // `available` is deleted here when known, else by GC after the grace.
+                Err(e) if op.attempts + 1 >= MAX_ATTEMPTS || !e.kind.is_retryable() => {
+                    if !op.eni_id.is_empty() && e.kind != Ec2ErrorKind::NotFound {
+                        let _ = ec2.delete_eni(&op.eni_id).await;
+                    }
+                    tracing::warn!(op = %op.id, error = %e, "abandoning CreateENI");
+                    Replayed::Abandoned("create could not be finished")
+                }
+                Err(e) => Replayed::Keep(e),
+            }
+        }
+        // Count-based and release calls: the per-node sync shows what EC2 did; the release
+        // handshake re-derives any unassign still needed from `status.releasing`.
+        OperationKind::AssignIPs
+        | OperationKind::AssignPrefixes
+        | OperationKind::UnassignIPs
+        | OperationKind::UnassignPrefixes => Replayed::Abandoned("sync shows the outcome"),
+        // Detach, then delete once EC2 reports the ENI `available`.
+        OperationKind::DetachENI | OperationKind::DeleteENI => {
+            let eni = match ec2.describe_enis(std::slice::from_ref(&op.eni_id)).await {
+                Ok(v) => v.into_iter().next(),
+                Err(e) => return Replayed::Keep(e),
+            };
+            let Some(eni) = eni else { return Replayed::Done };
+            let r = match eni.attachment.as_ref() {
+                Some(a) if a.status == "detaching" => return Replayed::Keep(transit(&eni.id)),
+                Some(a) => ec2.detach_eni(&a.id, false).await.and(Err(transit(&eni.id))),
+                None => ec2.delete_eni(&eni.id).await,
+            };
+            match r {
+                Ok(()) => Replayed::Done,
+                Err(e) if e.kind == Ec2ErrorKind::NotFound => Replayed::Done,
+                Err(e) => Replayed::Keep(e),
+            }
+        }
+    }
+}
+
+/// "Still detaching": keep the entry, look again next round.
+fn transit(eni: &str) -> Ec2Error {
+    Ec2Error {
+        kind: Ec2ErrorKind::Transient,
+        action: "DetachNetworkInterface",
+        code: "Detaching".into(),
+        message: format!("{eni} is detaching"),
+    }
+}
+
+/// Replay every entry; returns the entries to keep and the errors seen.
+pub async fn replay(
+    ec2: &dyn Ec2Api,
+    ops: Vec<Operation>,
+    owner: &Owner,
+    attached: &[Eni],
+) -> (Vec<Operation>, Vec<Ec2Error>) {
+    let mut keep = Vec::new();
+    let mut errors = Vec::new();
+    for mut op in ops {
+        match replay_one(ec2, &mut op, owner, attached).await {
+            Replayed::Done => {
+                tracing::info!(op = %op.id, kind = ?op.kind, "journal entry finished")
+            }
+            Replayed::Abandoned(why) => {
+                tracing::info!(op = %op.id, kind = ?op.kind, why, "journal entry dropped")
+            }
+            Replayed::Keep(e) => {
+                op.attempts += 1;
+                op.last_error = e.to_string();
+                errors.push(e);
+                keep.push(op);
+            }
+        }
+    }
+    (keep, errors)
+}

@@ -1,0 +1,154 @@
+//! EC2 → status (no I/O except [`SubnetCache::cidrs`]): the node's ENIs as EC2 reports them,
+//! adopting everything attached to the instance — addresses assigned at launch included — except
+//! ENIs carrying an excluded tag, which still occupy a device index and an ENI slot.
+
+use crate::ec2::{Ec2Api, Ec2Result, Eni, Instance, Query, Subnet};
+use crate::plan::EniView;
+use enipool_crds::{tags, EniState, EniStatus, InstanceInfo};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Subnets by id. A subnet's CIDR never changes, so it is described once per subnet.
+#[derive(Debug, Default)]
+pub struct SubnetCache {
+    subnets: Mutex<BTreeMap<String, Subnet>>,
+}
+
+impl SubnetCache {
+    /// The subnets with these ids, describing only unknown ones.
+    pub async fn get(
+        &self,
+        ec2: &dyn Ec2Api,
+        ids: &[String],
+    ) -> Ec2Result<BTreeMap<String, Subnet>> {
+        let missing: Vec<String> = {
+            let known = self.subnets.lock().expect("subnet cache lock");
+            let mut m: Vec<String> =
+                ids.iter().filter(|id| !known.contains_key(*id)).cloned().collect();
+            m.sort();
+            m.dedup();
+            m
+        };
+        if !missing.is_empty() {
+            let found = ec2.describe_subnets(&Query { ids: missing, ..Default::default() }).await?;
+            let mut known = self.subnets.lock().expect("subnet cache lock");
+            for s in found {
+                known.insert(s.id.clone(), s);
+            }
+        }
+        let known = self.subnets.lock().expect("subnet cache lock");
+        Ok(ids.iter().filter_map(|id| known.get(id).map(|s| (id.clone(), s.clone()))).collect())
+    }
+}
+
+/// Whether an ENI carries any of the excluded tags (empty value = any value).
+pub fn is_excluded(eni: &Eni, exclude: &BTreeMap<String, String>) -> bool {
+    exclude.iter().any(|(k, v)| eni.tags.get(k).is_some_and(|have| v.is_empty() || have == v))
+}
+
+/// Whether enipool created this ENI for this cluster (only those may be detached or deleted).
+pub fn is_managed(eni: &Eni, cluster: &str) -> bool {
+    eni.tags.get(tags::OWNER).is_some_and(|o| o == tags::OWNER_VALUE)
+        && eni.tags.get(tags::CLUSTER).is_some_and(|c| c == cluster)
+}
+
+fn state_of(eni: &Eni) -> EniState {
+    match eni.attachment.as_ref().map(|a| a.status.as_str()) {
+        Some("attaching") => EniState::Attaching,
+        Some("detaching") => EniState::Detaching,
+        Some(_) => EniState::Attached,
+        None => EniState::Detaching,
+    }
+}
+
+/// The published form of one ENI.
+pub fn eni_status(eni: &Eni, subnet_cidr: &str, cluster: &str) -> EniStatus {
+    let mut ips: Vec<String> = eni.secondary_ips.iter().map(|a| a.to_string()).collect();
+    ips.sort();
+    let mut prefixes: Vec<String> = eni.prefixes.iter().map(|p| p.to_string()).collect();
+    prefixes.sort();
+    EniStatus {
+        id: eni.id.clone(),
+        device_index: eni.attachment.as_ref().map(|a| a.device_index).unwrap_or(-1),
+        mac: eni.mac.clone(),
+        subnet_id: eni.subnet_id.clone(),
+        subnet_cidr: subnet_cidr.to_string(),
+        security_groups: eni.security_groups.clone(),
+        primary_ip: eni.primary_ip.map(|a| a.to_string()).unwrap_or_default(),
+        ips,
+        prefixes,
+        attachment_id: eni.attachment.as_ref().map(|a| a.id.clone()).unwrap_or_default(),
+        state: state_of(eni),
+        managed: is_managed(eni, cluster),
+    }
+}
+
+/// The planner's view of one ENI.
+pub fn eni_view(eni: &Eni, excluded: bool, cluster: &str) -> EniView {
+    EniView {
+        id: eni.id.clone(),
+        device_index: eni.attachment.as_ref().map(|a| a.device_index).unwrap_or(-1),
+        subnet_id: eni.subnet_id.clone(),
+        ips: eni.secondary_ips.len() as i32,
+        prefixes: eni.prefixes.len() as i32,
+        excluded,
+        managed: is_managed(eni, cluster),
+        attached: eni.attachment.as_ref().is_some_and(|a| a.status == "attached"),
+    }
+}
+
+/// What one per-node sync produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Synced {
+    /// Published ENIs (excluded ones left out), by device index.
+    pub enis: Vec<EniStatus>,
+    /// Planner view (excluded ones included).
+    pub views: Vec<EniView>,
+}
+
+/// Turn the instance's ENIs into status and planner views (pure).
+pub fn build(
+    enis: &[Eni],
+    subnets: &BTreeMap<String, Subnet>,
+    exclude: &BTreeMap<String, String>,
+    cluster: &str,
+) -> Synced {
+    let mut out = Synced::default();
+    for eni in enis {
+        let excluded = is_excluded(eni, exclude);
+        out.views.push(eni_view(eni, excluded, cluster));
+        if !excluded {
+            let cidr = subnets.get(&eni.subnet_id).map(|s| s.cidr.to_string()).unwrap_or_default();
+            out.enis.push(eni_status(eni, &cidr, cluster));
+        }
+    }
+    out.enis.sort_by_key(|e| e.device_index);
+    out.views.sort_by_key(|e| e.device_index);
+    out
+}
+
+/// Instance facts for `status.instance`. EC2's DescribeVpcs is not in [`Ec2Api`], so the VPC CIDRs
+/// come from `--vpc-cidrs` when set, else from the CIDRs of the subnets the node's ENIs are in.
+pub fn instance_info(
+    inst: &Instance,
+    vpc_cidrs: &[String],
+    subnets: &BTreeMap<String, Subnet>,
+) -> InstanceInfo {
+    let mut cidrs: Vec<String> = if vpc_cidrs.is_empty() {
+        subnets.values().filter(|s| s.vpc_id == inst.vpc_id).map(|s| s.cidr.to_string()).collect()
+    } else {
+        vpc_cidrs.to_vec()
+    };
+    cidrs.sort();
+    cidrs.dedup();
+    InstanceInfo {
+        instance_type: inst.instance_type.clone(),
+        zone: inst.zone.clone(),
+        vpc_id: inst.vpc_id.clone(),
+        subnet_id: inst.subnet_id.clone(),
+        primary_eni: inst.primary_eni.clone(),
+        primary_ip: inst.primary_ip.map(|a| a.to_string()).unwrap_or_default(),
+        vpc_cidrs: cidrs,
+        state: inst.state.clone(),
+    }
+}
