@@ -165,6 +165,21 @@ impl Error {
             Error::Journal { .. } => "the agent is down and the release could not be recorded; \
                 check the delJournalDir filesystem (space, permissions)"
                 .into(),
+            Error::Decode { what: "agent response", .. } => "the agent's answer did not parse; \
+                check that the shim and agent come from the same enipool release"
+                .into(),
+            Error::Decode { .. } | Error::InvalidConfig(_) | Error::UnsupportedField { .. } => {
+                "fix the enipool entry of the CNI network config (conflist) on this node".into()
+            }
+            Error::InvalidEnv { .. } => "the container runtime must set CNI_COMMAND, \
+                CNI_CONTAINERID, CNI_IFNAME and (except for DEL) CNI_NETNS per the CNI spec"
+                .into(),
+            Error::NotReady(_) => "the agent cannot hand out an address yet; check the node's \
+                ENIPool status and the agent's logs"
+                .into(),
+            Error::CheckMismatch(_) => "the pod's network does not match what the runtime \
+                recorded; recreate the pod sandbox"
+                .into(),
             other => match std::error::Error::source(other) {
                 Some(source) => source.to_string(),
                 None => String::new(),
