@@ -69,6 +69,17 @@ struct Inner {
     history: VecDeque<(Instant, Arc<State>)>,
 }
 
+impl Inner {
+    /// Snapshots the state for Describe lag, keeping the newest snapshot older than the lag
+    /// window and dropping anything before it.
+    fn record(&mut self, now: Instant, lag: Duration) {
+        self.history.push_back((now, Arc::new(self.state.clone())));
+        while self.history.len() > 1 && self.history[1].0 + lag <= now {
+            self.history.pop_front();
+        }
+    }
+}
+
 struct Shared {
     inner: Mutex<Inner>,
     faults: Mutex<Faults>,
@@ -110,17 +121,27 @@ impl Shared {
             if lag.is_zero() {
                 inner.history.clear();
             } else {
-                let snap = Arc::new(inner.state.clone());
-                inner.history.push_back((now, snap));
-                // Keep the newest snapshot older than the lag window; drop anything before it.
-                while inner.history.len() > 1 && inner.history[1].0 + lag <= now {
-                    inner.history.pop_front();
-                }
+                inner.record(now, lag);
             }
             out
         };
         self.deliver(ev);
         out
+    }
+
+    /// Applies due transitions; snapshots only when something changed, so an idle simulator with
+    /// lag on does not copy its state every tick.
+    fn tick(&self) {
+        let lag = self.lag();
+        let now = Instant::now();
+        let mut ev = Vec::new();
+        {
+            let mut inner = self.inner.lock().expect("state lock");
+            if inner.state.advance(now, &mut ev) && !lag.is_zero() {
+                inner.record(now, lag);
+            }
+        }
+        self.deliver(ev);
     }
 
     /// The state a Describe sees: as of `lag` ago when lag is on.
@@ -131,8 +152,7 @@ impl Shared {
         let view = {
             let mut inner = self.inner.lock().expect("state lock");
             if inner.state.advance(now, &mut ev) && !lag.is_zero() {
-                let snap = Arc::new(inner.state.clone());
-                inner.history.push_back((now, snap));
+                inner.record(now, lag);
             }
             if lag.is_zero() || inner.history.is_empty() {
                 Arc::new(inner.state.clone())
@@ -308,7 +328,7 @@ impl Ec2Sim {
             let mut iv = tokio::time::interval(tick);
             loop {
                 tokio::select! {
-                    _ = iv.tick() => ticker.with_state(|_, _, _| ()),
+                    _ = iv.tick() => ticker.tick(),
                     _ = rx2.wait_for(|s| *s) => break,
                 }
             }
