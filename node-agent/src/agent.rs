@@ -122,6 +122,11 @@ impl Agent {
         })
     }
 
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The host implementation.
     pub fn host(&self) -> &Arc<dyn HostNet> {
         &self.host

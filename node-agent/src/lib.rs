@@ -4,13 +4,17 @@
 
 pub mod agent;
 pub mod alloc;
+pub mod args;
 pub mod cni;
 pub mod error;
 pub mod fault;
 pub mod hostnet;
+pub mod http;
 pub mod journal;
+pub mod kube;
 pub mod metrics;
 pub mod pool;
+pub mod run;
 pub mod store;
 
 pub use error::{Error, Result};

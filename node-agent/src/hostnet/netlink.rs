@@ -1,1 +1,562 @@
+//! [`HostNet`] over rtnetlink. All netlink sockets live on one dedicated OS thread that entered the
+//! host netns (`--netns`) once; jobs are sent to it and run on its current-thread runtime. A pod's
+//! netns is entered only long enough to open a socket there, then the thread returns to the host
+//! netns. Never on a tokio worker: `setns` changes the calling thread.
+#![allow(unsafe_code)]
 
+use super::{EniConfig, HostError, HostNet, NodeConfig, PodConfig, PodWired};
+use super::{
+    CONNMARK, MAIN_TABLE, POD_GATEWAY, PRIO_FROM_ENI, PRIO_FROM_POD, PRIO_FWMARK, PRIO_TO_POD,
+};
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::neighbour::NeighbourState;
+use rtnetlink::packet_route::route::RouteScope;
+use rtnetlink::packet_route::rule::{RuleAttribute, RuleMessage};
+use rtnetlink::{Handle, IpVersion, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+type Job = Box<dyn FnOnce(&Ctx) + Send>;
+
+/// State of the netlink thread.
+pub struct Ctx {
+    rt: tokio::runtime::Runtime,
+    h: Handle,
+    host_ns: File,
+}
+
+/// The real host.
+pub struct NetlinkHost {
+    tx: mpsc::Sender<Job>,
+    netns: Option<PathBuf>,
+}
+
+fn nl(op: &'static str) -> impl FnOnce(rtnetlink::Error) -> HostError {
+    move |e| HostError::Netlink { op, msg: e.to_string() }
+}
+
+fn errno(e: &rtnetlink::Error) -> i32 {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => -m.raw_code(),
+        _ => 0,
+    }
+}
+
+/// Treat EEXIST as success (idempotent add).
+fn exist_ok(r: Result<(), rtnetlink::Error>, op: &'static str) -> Result<(), HostError> {
+    match r {
+        Err(e) if errno(&e) == libc_eexist() => Ok(()),
+        r => r.map_err(nl(op)),
+    }
+}
+
+/// Treat ENOENT/ESRCH/ENODEV as success (idempotent delete).
+fn gone_ok(r: Result<(), rtnetlink::Error>, op: &'static str) -> Result<(), HostError> {
+    match r {
+        Err(e) if [2, 3, 19].contains(&errno(&e)) => Ok(()),
+        r => r.map_err(nl(op)),
+    }
+}
+
+const fn libc_eexist() -> i32 {
+    17
+}
+
+fn setns(f: &File) -> Result<(), HostError> {
+    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| HostError::Io { op: "setns", source: e.into() })
+}
+
+fn open_ns(path: &Path) -> Result<File, HostError> {
+    File::open(path).map_err(|_| HostError::NotFound(format!("netns {}", path.display())))
+}
+
+impl NetlinkHost {
+    /// Start the netlink thread in `netns` (or the agent's own).
+    pub fn start(netns: Option<PathBuf>) -> Result<NetlinkHost, HostError> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let ns = netns.clone();
+        std::thread::Builder::new()
+            .name("enipool-netlink".into())
+            .spawn(move || {
+                let init = (|| -> Result<Ctx, HostError> {
+                    if let Some(p) = &ns {
+                        setns(&open_ns(p)?)?;
+                    }
+                    let host_ns = File::open("/proc/thread-self/ns/net")
+                        .map_err(|e| HostError::Io { op: "open own netns", source: e })?;
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| HostError::Io { op: "netlink runtime", source: e })?;
+                    let (conn, h, _) = rt
+                        .block_on(async { rtnetlink::new_connection() })
+                        .map_err(|e| HostError::Io { op: "netlink socket", source: e })?;
+                    rt.spawn(conn);
+                    Ok(Ctx { rt, h, host_ns })
+                })();
+                match init {
+                    Ok(ctx) => {
+                        let _ = ready_tx.send(Ok(()));
+                        while let Ok(job) = rx.recv() {
+                            job(&ctx);
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(|e| HostError::Io { op: "spawn netlink thread", source: e })?;
+        ready_rx.recv().map_err(|_| HostError::NotFound("netlink thread died".into()))??;
+        Ok(NetlinkHost { tx, netns })
+    }
+
+    /// Run `f` on the netlink thread and wait for it.
+    pub fn run<R: Send + 'static>(&self, f: impl FnOnce(&Ctx) -> R + Send + 'static) -> R {
+        let (tx, rx) = mpsc::channel();
+        self.tx
+            .send(Box::new(move |c: &Ctx| {
+                let _ = tx.send(f(c));
+            }))
+            .expect("netlink thread alive");
+        rx.recv().expect("netlink job answered")
+    }
+
+    /// The netns path the host lives in (for nft / sysctl).
+    pub fn netns(&self) -> Option<&Path> {
+        self.netns.as_deref()
+    }
+}
+
+impl Ctx {
+    /// Open a handle inside another netns (the pod's), then return to the host netns.
+    fn handle_in(&self, path: &Path) -> Result<Handle, HostError> {
+        let f = open_ns(path)?;
+        setns(&f)?;
+        let r = rtnetlink::new_connection();
+        setns(&self.host_ns)?;
+        let (conn, h, _) = r.map_err(|e| HostError::Io { op: "pod netlink socket", source: e })?;
+        self.rt.spawn(conn);
+        Ok(h)
+    }
+
+    /// Run a sysctl / nft step inside the host netns (this thread is already there).
+    pub fn block<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+}
+
+async fn links(h: &Handle) -> Result<Vec<LinkMessage>, HostError> {
+    h.link().get().execute().try_collect().await.map_err(nl("list links"))
+}
+
+fn name_of(l: &LinkMessage) -> Option<String> {
+    l.attributes.iter().find_map(|a| {
+        if let LinkAttribute::IfName(n) = a {
+            Some(n.clone())
+        } else {
+            None
+        }
+    })
+}
+
+fn mac_of(l: &LinkMessage) -> String {
+    l.attributes
+        .iter()
+        .find_map(|a| if let LinkAttribute::Address(m) = a { Some(m.clone()) } else { None })
+        .map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+        .unwrap_or_default()
+}
+
+async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>, HostError> {
+    match h.link().get().match_name(name.to_string()).execute().try_next().await {
+        Ok(l) => Ok(l),
+        Err(e) if errno(&e) == 19 => Ok(None),
+        Err(e) => Err(nl("get link")(e)),
+    }
+}
+
+async fn link_by_mac(h: &Handle, mac: &str) -> Result<Option<LinkMessage>, HostError> {
+    Ok(links(h).await?.into_iter().find(|l| mac_of(l).eq_ignore_ascii_case(mac)))
+}
+
+async fn set_up(h: &Handle, index: u32, mtu: u32) -> Result<(), HostError> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).mtu(mtu).up().build())
+        .execute()
+        .await
+        .map_err(nl("link up"))
+}
+
+async fn rules(h: &Handle) -> Result<Vec<RuleMessage>, HostError> {
+    h.rule().get(IpVersion::V4).execute().try_collect().await.map_err(nl("list rules"))
+}
+
+fn rule_has(r: &RuleMessage, a: &RuleAttribute) -> bool {
+    r.attributes.contains(a)
+}
+
+/// Add a rule unless an identical one exists.
+async fn ensure_rule(
+    h: &Handle,
+    prio: u32,
+    table: u32,
+    src: Option<(Ipv4Addr, u8)>,
+    dst: Option<(Ipv4Addr, u8)>,
+    mark: Option<u32>,
+) -> Result<(), HostError> {
+    let mut req = h.rule().add().v4().priority(prio).table_id(table);
+    if let Some((a, l)) = src {
+        req = req.source_prefix(a, l);
+    }
+    if let Some((a, l)) = dst {
+        req = req.destination_prefix(a, l);
+    }
+    if let Some(m) = mark {
+        req = req.fw_mark(m);
+        req.message_mut().attributes.push(RuleAttribute::FwMask(m));
+    }
+    exist_ok(req.execute().await, "add rule")
+}
+
+/// Delete the pod's rules (to-pod 512, from-pod 1536), whatever their destinations.
+async fn delete_pod_rules(h: &Handle, ip: Ipv4Addr) -> Vec<HostError> {
+    let mut errs = Vec::new();
+    let all = match rules(h).await {
+        Ok(r) => r,
+        Err(e) => return vec![e],
+    };
+    for r in all {
+        let to = rule_has(&r, &RuleAttribute::Priority(PRIO_TO_POD))
+            && rule_has(&r, &RuleAttribute::Destination(IpAddr::V4(ip)))
+            && r.header.dst_len == 32;
+        let from = rule_has(&r, &RuleAttribute::Priority(PRIO_FROM_POD))
+            && rule_has(&r, &RuleAttribute::Source(IpAddr::V4(ip)))
+            && r.header.src_len == 32;
+        if to || from {
+            if let Err(e) = gone_ok(h.rule().del(r).execute().await, "delete rule") {
+                errs.push(e);
+            }
+        }
+    }
+    errs
+}
+
+async fn pod_host_side(h: &Handle, pod: &PodConfig, index: u32) -> Result<(), HostError> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(pod.ip, 32)
+        .output_interface(index)
+        .scope(RouteScope::Link)
+        .build();
+    h.route().add(route).replace().execute().await.map_err(nl("pod /32 route"))?;
+    ensure_rule(h, PRIO_TO_POD, MAIN_TABLE, None, Some((pod.ip, 32)), None).await?;
+    if pod.table != MAIN_TABLE {
+        if pod.from_rule_dsts.is_empty() {
+            ensure_rule(h, PRIO_FROM_POD, pod.table, Some((pod.ip, 32)), None, None).await?;
+        }
+        for d in &pod.from_rule_dsts {
+            ensure_rule(
+                h,
+                PRIO_FROM_POD,
+                pod.table,
+                Some((pod.ip, 32)),
+                Some((d.network(), d.prefix_len())),
+                None,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+impl HostNet for NetlinkHost {
+    fn setup_node(&self, cfg: &NodeConfig) -> Result<(), HostError> {
+        let cfg2 = cfg.clone();
+        let primary = self.run(move |c| {
+            c.block(async {
+                ensure_rule(&c.h, PRIO_FWMARK, MAIN_TABLE, None, None, Some(CONNMARK)).await?;
+                let link = match &cfg2.primary_mac {
+                    Some(m) => link_by_mac(&c.h, m).await?,
+                    None => None,
+                };
+                let name = match link {
+                    Some(l) => name_of(&l),
+                    None => {
+                        // Fall back to the link carrying the node's primary IP.
+                        let addrs: Vec<_> = c.h.address().get().execute().try_collect().await.map_err(nl("list addresses"))?;
+                        let idx = addrs.iter().find(|a| {
+                            a.attributes.iter().any(|x| matches!(x, rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(ip)) if *ip == cfg2.primary_ip))
+                        }).map(|a| a.header.index);
+                        match idx {
+                            Some(i) => links(&c.h).await?.into_iter().find(|l| l.header.index == i).and_then(|l| name_of(&l)),
+                            None => None,
+                        }
+                    }
+                };
+                let name = name.ok_or_else(|| HostError::NotFound(format!("primary link ({})", cfg2.primary_ip)))?;
+                super::sysctl::write("net/ipv4/ip_forward", "1")?;
+                super::sysctl::write(&format!("net/ipv4/conf/{name}/rp_filter"), "2")?;
+                Ok::<_, HostError>(name)
+            })
+        })?;
+        let script = super::nft::render(cfg, &primary);
+        let s2 = script.clone();
+        self.run(move |_| super::nft::apply(&s2))
+    }
+
+    fn setup_eni(&self, eni: &EniConfig) -> Result<(), HostError> {
+        let eni = eni.clone();
+        self.run(move |c| {
+            c.block(async {
+                // The link can appear seconds after attach: retry for ~15 s.
+                let mut link = None;
+                for _ in 0..30 {
+                    link = link_by_mac(&c.h, &eni.mac).await?;
+                    if link.is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                let link = link.ok_or_else(|| {
+                    HostError::NotFound(format!("link with MAC {} ({})", eni.mac, eni.id))
+                })?;
+                let idx = link.header.index;
+                let name = name_of(&link).unwrap_or_default();
+                set_up(&c.h, idx, eni.mtu).await?;
+                super::sysctl::write(&format!("net/ipv4/conf/{name}/rp_filter"), "2")?;
+                if let Some(ip) = eni.primary_ip {
+                    exist_ok(
+                        c.h.address()
+                            .add(idx, IpAddr::V4(ip), eni.subnet.prefix_len())
+                            .execute()
+                            .await,
+                        "eni address",
+                    )?;
+                    // The kernel's connected route would send the whole subnet out this ENI from main.
+                    let connected = RouteMessageBuilder::<Ipv4Addr>::new()
+                        .destination_prefix(eni.subnet.network(), eni.subnet.prefix_len())
+                        .output_interface(idx)
+                        .scope(RouteScope::Link)
+                        .build();
+                    let _ = gone_ok(
+                        c.h.route().del(connected).execute().await,
+                        "delete connected route",
+                    );
+                    ensure_rule(&c.h, PRIO_FROM_ENI, eni.table, Some((ip, 32)), None, None).await?;
+                }
+                let gw = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(eni.gateway, 32)
+                    .output_interface(idx)
+                    .scope(RouteScope::Link)
+                    .table_id(eni.table)
+                    .build();
+                c.h.route().add(gw).replace().execute().await.map_err(nl("eni gateway route"))?;
+                let def = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(eni.gateway)
+                    .output_interface(idx)
+                    .table_id(eni.table)
+                    .build();
+                c.h.route().add(def).replace().execute().await.map_err(nl("eni default route"))
+            })
+        })
+    }
+
+    fn setup_pod(&self, pod: &PodConfig) -> Result<PodWired, HostError> {
+        let pod = pod.clone();
+        self.run(move |c| {
+            let ph = c.handle_in(Path::new(&pod.netns))?;
+            let pod_ns = open_ns(Path::new(&pod.netns))?;
+            c.block(async {
+                let h = &c.h;
+                if let Some(old) = link_by_name(h, &pod.host_if).await? {
+                    gone_ok(h.link().del(old.header.index).execute().await, "delete stale veth")?;
+                }
+                let peer = format!("{}p", pod.host_if);
+                exist_ok(
+                    h.link()
+                        .add(LinkVeth::new(&pod.host_if, &peer).mtu(pod.mtu).build())
+                        .execute()
+                        .await,
+                    "create veth",
+                )?;
+                let peer_l = link_by_name(h, &peer)
+                    .await?
+                    .ok_or_else(|| HostError::NotFound(peer.clone()))?;
+                use std::os::fd::AsRawFd;
+                h.link()
+                    .set(
+                        LinkUnspec::new_with_index(peer_l.header.index)
+                            .setns_by_fd(pod_ns.as_raw_fd())
+                            .build(),
+                    )
+                    .execute()
+                    .await
+                    .map_err(nl("move veth to pod"))?;
+                let host_l = link_by_name(h, &pod.host_if)
+                    .await?
+                    .ok_or_else(|| HostError::NotFound(pod.host_if.clone()))?;
+                set_up(h, host_l.header.index, pod.mtu).await?;
+                let host_mac = mac_of(&host_l);
+                // Pod side.
+                let pl = link_by_name(&ph, &peer)
+                    .await?
+                    .ok_or_else(|| HostError::NotFound(format!("{peer} in pod")))?;
+                let pi = pl.header.index;
+                ph.link()
+                    .set(
+                        LinkUnspec::new_with_index(pi)
+                            .name(pod.if_name.clone())
+                            .mtu(pod.mtu)
+                            .up()
+                            .build(),
+                    )
+                    .execute()
+                    .await
+                    .map_err(nl("pod link"))?;
+                exist_ok(
+                    ph.address().add(pi, IpAddr::V4(pod.ip), 32).execute().await,
+                    "pod address",
+                )?;
+                let gw = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(POD_GATEWAY, 32)
+                    .output_interface(pi)
+                    .scope(RouteScope::Link)
+                    .build();
+                ph.route().add(gw).replace().execute().await.map_err(nl("pod gateway route"))?;
+                let def = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(POD_GATEWAY)
+                    .output_interface(pi)
+                    .onlink()
+                    .build();
+                ph.route().add(def).replace().execute().await.map_err(nl("pod default route"))?;
+                let mac_bytes: Vec<u8> =
+                    host_mac.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
+                ph.neighbours()
+                    .add(pi, IpAddr::V4(POD_GATEWAY))
+                    .link_layer_address(&mac_bytes)
+                    .state(NeighbourState::Permanent)
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(nl("pod gateway neighbour"))?;
+                let pod_mac =
+                    link_by_name(&ph, &pod.if_name).await?.map(|l| mac_of(&l)).unwrap_or_default();
+                pod_host_side(h, &pod, host_l.header.index).await?;
+                Ok(PodWired { host_mac, pod_mac })
+            })
+        })
+    }
+
+    fn ensure_pod_host(&self, pod: &PodConfig) -> Result<(), HostError> {
+        let pod = pod.clone();
+        self.run(move |c| {
+            c.block(async {
+                let l = link_by_name(&c.h, &pod.host_if)
+                    .await?
+                    .ok_or_else(|| HostError::NotFound(pod.host_if.clone()))?;
+                pod_host_side(&c.h, &pod, l.header.index).await
+            })
+        })
+    }
+
+    fn teardown_pod(&self, pod: &PodConfig) -> Vec<HostError> {
+        let pod = pod.clone();
+        self.run(move |c| {
+            c.block(async {
+                let mut errs = Vec::new();
+                if !pod.ip.is_unspecified() {
+                    errs.extend(delete_pod_rules(&c.h, pod.ip).await);
+                    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                        .destination_prefix(pod.ip, 32)
+                        .build();
+                    // ESRCH/ENOENT: already gone with the veth.
+                    if let Err(e) =
+                        gone_ok(c.h.route().del(route).execute().await, "delete pod route")
+                    {
+                        errs.push(e);
+                    }
+                }
+                match link_by_name(&c.h, &pod.host_if).await {
+                    Ok(Some(l)) => {
+                        if let Err(e) =
+                            gone_ok(c.h.link().del(l.header.index).execute().await, "delete veth")
+                        {
+                            errs.push(e);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => errs.push(e),
+                }
+                errs
+            })
+        })
+    }
+
+    fn check_pod(&self, pod: &PodConfig) -> Result<PodWired, HostError> {
+        let pod = pod.clone();
+        self.run(move |c| {
+            let pod_mac = c
+                .handle_in(Path::new(&pod.netns))
+                .ok()
+                .and_then(|ph| {
+                    c.block(async {
+                        link_by_name(&ph, &pod.if_name).await.ok().flatten().map(|l| mac_of(&l))
+                    })
+                })
+                .ok_or_else(|| HostError::NotFound(format!("{} in {}", pod.if_name, pod.netns)))?;
+            c.block(async {
+                let l = link_by_name(&c.h, &pod.host_if)
+                    .await?
+                    .ok_or_else(|| HostError::NotFound(pod.host_if.clone()))?;
+                let rs = rules(&c.h).await?;
+                let has_to = rs.iter().any(|r| {
+                    rule_has(r, &RuleAttribute::Priority(PRIO_TO_POD))
+                        && rule_has(r, &RuleAttribute::Destination(IpAddr::V4(pod.ip)))
+                });
+                if !has_to {
+                    return Err(HostError::NotFound(format!(
+                        "rule to {} prio {PRIO_TO_POD}",
+                        pod.ip
+                    )));
+                }
+                Ok(PodWired { host_mac: mac_of(&l), pod_mac })
+            })
+        })
+    }
+
+    fn host_links(&self) -> Result<Vec<String>, HostError> {
+        self.run(|c| c.block(async { Ok(links(&c.h).await?.iter().filter_map(name_of).collect()) }))
+    }
+
+    fn uninstall(&self) -> Vec<HostError> {
+        self.run(|c| {
+            let mut errs = Vec::new();
+            if let Err(e) = super::nft::apply(super::nft::DELETE_SCRIPT) {
+                errs.push(e);
+            }
+            c.block(async {
+                if let Ok(rs) = rules(&c.h).await {
+                    for r in rs {
+                        if rule_has(&r, &RuleAttribute::Priority(PRIO_FWMARK))
+                            && rule_has(&r, &RuleAttribute::FwMark(CONNMARK))
+                        {
+                            if let Err(e) =
+                                gone_ok(c.h.rule().del(r).execute().await, "delete fwmark rule")
+                            {
+                                errs.push(e);
+                            }
+                        }
+                    }
+                }
+            });
+            errs
+        })
+    }
+}

@@ -1,0 +1,80 @@
+//! Command line (every flag also from `ENIPOOL_AGENT_<NAME>`).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ipnet::Ipv4Net;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The enipool node agent.
+#[derive(Debug, Parser)]
+#[command(name = "enipool-agent", version, about)]
+pub struct Args {
+    /// Name of this node (and of its ENIPool); from the downward API.
+    #[arg(long, env = "ENIPOOL_AGENT_NODE_NAME")]
+    pub node_name: String,
+    /// Unix socket the CNI shim connects to (created mode 0600).
+    #[arg(long, env = "ENIPOOL_AGENT_SOCKET", default_value = enipool_cni::proto::DEFAULT_AGENT_SOCKET)]
+    pub socket: PathBuf,
+    /// Directory of the durable allocation store.
+    #[arg(long, env = "ENIPOOL_AGENT_STATE_DIR", default_value = "/var/lib/enipool")]
+    pub state_dir: PathBuf,
+    /// Directory of the shim's DEL journal, drained at start.
+    #[arg(long, env = "ENIPOOL_AGENT_DEL_JOURNAL_DIR", default_value = enipool_cni::proto::DEFAULT_DEL_JOURNAL_DIR)]
+    pub del_journal_dir: PathBuf,
+    /// Address of `/metrics`, `/healthz`, `/readyz`.
+    #[arg(long, env = "ENIPOOL_AGENT_METRICS_ADDR", default_value = "0.0.0.0:61678")]
+    pub metrics_addr: SocketAddr,
+    /// Address of the introspection endpoint (keep it on loopback).
+    #[arg(long, env = "ENIPOOL_AGENT_INTROSPECTION_ADDR", default_value = "127.0.0.1:61679")]
+    pub introspection_addr: SocketAddr,
+    /// MTU of secondary ENIs and pod interfaces.
+    #[arg(long, env = "ENIPOOL_AGENT_MTU", default_value_t = 9001)]
+    pub mtu: u32,
+    /// SNAT is done outside the node (NAT gateway): no SNAT rule; secondary-ENI pods send all
+    /// traffic by their ENI.
+    #[arg(long, env = "ENIPOOL_AGENT_EXTERNAL_SNAT")]
+    pub external_snat: bool,
+    /// Destinations never SNATed besides the VPC CIDRs (comma separated).
+    #[arg(long, env = "ENIPOOL_AGENT_SNAT_EXCLUDE_CIDRS", value_delimiter = ',')]
+    pub snat_exclude_cidrs: Vec<Ipv4Net>,
+    /// Seconds an allocation without a host veth survives a restart before it is freed.
+    #[arg(long, env = "ENIPOOL_AGENT_LEAK_GRACE_SECONDS", default_value_t = 600)]
+    pub leak_grace_seconds: u64,
+    /// Debounce of `status.agent` publications, in milliseconds.
+    #[arg(long, env = "ENIPOOL_AGENT_PUBLISH_DEBOUNCE_MS", default_value_t = 1000)]
+    pub publish_debounce_ms: u64,
+    /// Network namespace to program as "the host" (default: the agent's own).
+    #[arg(long, env = "ENIPOOL_AGENT_NETNS")]
+    pub netns: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "ENIPOOL_AGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Subcommand (default: run the agent).
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Remove enipool's node-wide host state (nftables table `ip enipool`, fwmark rule) and exit.
+    Uninstall,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn verify_cli() {
+        use clap::CommandFactory;
+        super::Args::command().debug_assert();
+    }
+}
