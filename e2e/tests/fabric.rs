@@ -390,3 +390,114 @@ fn libcni_driver_passes_port_mappings_to_chained_portmap() {
     driver.del("ctr-web", &pod_path, "eth0", &POD_ARGS, Some(&ports)).expect("DEL");
     assert!(!reach(), "hostPort still forwarded after DEL");
 }
+
+/// The whole loop with the real simulator and the real SDK client: EC2 calls over HTTP drive the
+/// fabric through the hook, and reachability follows what EC2 says.
+#[test]
+fn the_simulator_drives_the_fabric() {
+    let (_g, f) = setup();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+    rt.unwrap().block_on(simulator_drives_the_fabric(f));
+}
+
+async fn simulator_drives_the_fabric(f: Fabric) {
+    use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_ec2::types::InstanceType;
+    use enipool_e2e::ec2sim::{Config, Ec2Sim, Timing};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let f = Arc::new(f);
+    let instant =
+        Timing { attach: Duration::ZERO, detach: Duration::ZERO, terminate: Duration::ZERO };
+    let sim = Ec2Sim::start(Config {
+        timing: instant,
+        fabric_hook: Some(f.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let vpc = sim.create_vpc("10.2.0.0/16", &[]).unwrap();
+    let s1 = sim.create_subnet(&vpc, "10.2.1.0/24", "us-west-2a", &[]).unwrap();
+    let s2 = sim.create_subnet(&vpc, "10.2.2.0/24", "us-west-2a", &[]).unwrap();
+    sim.create_security_group(&vpc, "default", &[]).unwrap();
+    for s in sim.subnets() {
+        f.add_subnet(&s.id, s.cidr).unwrap();
+    }
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let conf = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(sim.endpoint_url())
+        .region(Region::new("us-west-2"))
+        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "static"))
+        .load()
+        .await;
+    let ec2 = aws_sdk_ec2::Client::new(&conf);
+    let launch = |subnet: String| {
+        let ec2 = ec2.clone();
+        async move {
+            let out = ec2
+                .run_instances()
+                .image_id("ami-12345678")
+                .instance_type(InstanceType::M5Large)
+                .min_count(1)
+                .max_count(1)
+                .subnet_id(subnet)
+                .send()
+                .await
+                .expect("RunInstances");
+            let i = &out.instances()[0];
+            let eni = &i.network_interfaces()[0];
+            (
+                i.instance_id().unwrap().to_string(),
+                eni.network_interface_id().unwrap().to_string(),
+                i.private_ip_address().unwrap().parse::<Ipv4Addr>().unwrap(),
+            )
+        }
+    };
+    let (ia, eni_a, ip_a) = launch(s1).await;
+    let (ib, _, ip_b) = launch(s2).await;
+    let (a, b) = (f.node_netns(&ia).unwrap(), f.node_netns(&ib).unwrap());
+    assert_eq!(f.primary_ip(&ia), Some(ip_a));
+    let ping =
+        |ns: String, ip: Ipv4Addr| tokio::task::spawn_blocking(move || fabric::ping(&ns, ip));
+    assert!(ping(a.clone(), ip_b).await.unwrap(), "A -> B");
+
+    // A secondary IP EC2 assigns to A's ENI, configured on A the way a pod's would be.
+    let out = ec2
+        .assign_private_ip_addresses()
+        .network_interface_id(&eni_a)
+        .secondary_private_ip_address_count(1)
+        .send()
+        .await
+        .expect("AssignPrivateIpAddresses");
+    let pod: Ipv4Addr =
+        out.assigned_private_ip_addresses()[0].private_ip_address().unwrap().parse().unwrap();
+    fabric::run_in(&a, &["ip", "addr", "add", &format!("{pod}/32"), "dev", "eth0"]).unwrap();
+    assert!(ping(b.clone(), pod).await.unwrap(), "B -> secondary IP while EC2 assigns it");
+
+    ec2.unassign_private_ip_addresses()
+        .network_interface_id(&eni_a)
+        .private_ip_addresses(pod.to_string())
+        .send()
+        .await
+        .expect("UnassignPrivateIpAddresses");
+    assert!(!ping(b.clone(), pod).await.unwrap(), "B -> secondary IP after EC2 unassigned it");
+
+    // Egress leaves with the instance's public IP.
+    let (ns, inet) = (a.clone(), f.internet_host_ip());
+    let seen =
+        tokio::task::spawn_blocking(move || fabric::udp_echo(&ns, None, inet)).await.unwrap();
+    assert_eq!(seen.unwrap().map(|s| *s.ip()), f.public_ip(&ia));
+
+    ec2.terminate_instances().instance_ids(&ia).send().await.expect("TerminateInstances");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while f.node_netns(&ia).is_some() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(f.node_netns(&ia).is_none(), "terminated instance still has a node");
+    assert!(!Path::new(fabric::sh::NETNS_DIR).join(&a).exists(), "node netns left");
+    assert!(!ping(b, ip_a).await.unwrap(), "B -> terminated A");
+    assert_eq!(f.hook_errors(), Vec::<String>::new());
+    sim.shutdown().await;
+    f.teardown();
+}
