@@ -125,7 +125,13 @@ impl Drop for FakeAgent {
 
 /// Execs `bin` with exactly `env` (plus PATH) and `stdin`.
 pub fn exec(bin: &Path, env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    exec_args(bin, &[], env, stdin)
+}
+
+/// Like [`exec`], with arguments.
+pub fn exec_args(bin: &Path, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
     let mut child = Proc::new(bin)
+        .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(env.iter().copied())
