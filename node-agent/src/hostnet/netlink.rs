@@ -139,6 +139,8 @@ impl Ctx {
     /// Open a handle inside another netns (the pod's), then return to the host netns.
     fn handle_in(&self, path: &Path) -> Result<Handle, HostError> {
         let f = open_ns(path)?;
+        // The socket registers with the reactor: create it inside the runtime's context.
+        let _rt = self.rt.enter();
         setns(&f)?;
         let r = rtnetlink::new_connection();
         setns(&self.host_ns)?;
