@@ -313,7 +313,7 @@ async fn aws_ec2_happy_path_against_moto() {
     let before = eni.secondary_ips.clone();
     let assigned = ec2.assign_ips(&eni.id, 2).await.expect("assign_ips");
     assert!(assigned.len() >= 2, "{assigned:?}");
-    let now = ec2.describe_enis(&[eni.id.clone()]).await.expect("describe_enis");
+    let now = ec2.describe_enis(std::slice::from_ref(&eni.id)).await.expect("describe_enis");
     assert_eq!(now.len(), 1);
     let added: Vec<_> =
         now[0].secondary_ips.iter().filter(|ip| !before.contains(ip)).copied().collect();
@@ -322,7 +322,7 @@ async fn aws_ec2_happy_path_against_moto() {
         assert!(assigned.contains(ip), "{ip} not in the answer {assigned:?}");
     }
     ec2.unassign_ips(&eni.id, &added).await.expect("unassign_ips");
-    let now = ec2.describe_enis(&[eni.id.clone()]).await.unwrap();
+    let now = ec2.describe_enis(std::slice::from_ref(&eni.id)).await.unwrap();
     for ip in &added {
         assert!(!now[0].secondary_ips.contains(ip), "{ip} still on {:?}", now[0]);
     }
@@ -343,17 +343,19 @@ async fn aws_ec2_happy_path_against_moto() {
     assert_eq!(cluster.iter().map(|e| &e.id).collect::<Vec<_>>(), vec![&eni.id]);
     assert!(ec2.list_cluster_enis("another-cluster").await.unwrap().is_empty());
 
-    ec2.create_tags(&[eni.id.clone()], &map(&[("extra", "1")])).await.expect("create_tags");
-    let now = ec2.describe_enis(&[eni.id.clone()]).await.unwrap();
+    ec2.create_tags(std::slice::from_ref(&eni.id), &map(&[("extra", "1")]))
+        .await
+        .expect("create_tags");
+    let now = ec2.describe_enis(std::slice::from_ref(&eni.id)).await.unwrap();
     assert_eq!(now[0].tags.get("extra").map(String::as_str), Some("1"));
 
     // Detach (instant in moto) and delete.
     ec2.detach_eni(&attachment, false).await.expect("detach_eni");
-    let now = ec2.describe_enis(&[eni.id.clone()]).await.unwrap();
+    let now = ec2.describe_enis(std::slice::from_ref(&eni.id)).await.unwrap();
     assert_eq!(now[0].status, "available");
     assert!(now[0].attachment.is_none(), "{:?}", now[0]);
     ec2.delete_eni(&eni.id).await.expect("delete_eni");
-    assert!(ec2.describe_enis(&[eni.id.clone()]).await.unwrap().is_empty());
+    assert!(ec2.describe_enis(std::slice::from_ref(&eni.id)).await.unwrap().is_empty());
     assert!(ec2.list_cluster_enis("moto-cluster").await.unwrap().is_empty());
 
     // A real EC2 error code travels through classification.

@@ -70,10 +70,10 @@ where
         }
         SdkError::ResponseError(re) => {
             let status = re.raw().status().as_u16();
-            let kind = if status >= 500 || status < 400 {
-                Ec2ErrorKind::Transient
-            } else {
+            let kind = if (400..500).contains(&status) {
                 Ec2ErrorKind::InvalidRequest
+            } else {
+                Ec2ErrorKind::Transient
             };
             (
                 kind,
