@@ -171,6 +171,22 @@ pub fn sniff_version(stdin: &[u8]) -> Option<String> {
     serde_json::from_slice::<V>(stdin).ok().map(|v| v.cni_version)
 }
 
+/// The fuzz entry point: `data` is `KEY=VALUE` lines (the environment), a NUL byte, then stdin.
+///
+/// Shared by the cargo-fuzz target and the bounded fuzz test so both exercise exactly the same path:
+/// the bounded stdin read followed by [`parse_invocation`].
+pub fn parse_fuzz_input(data: &[u8]) -> Result<Invocation, Error> {
+    let (env_block, mut stdin) = match data.iter().position(|b| *b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let env_text = String::from_utf8_lossy(env_block);
+    let vars: Vec<(&str, &str)> = env_text.lines().filter_map(|l| l.split_once('=')).collect();
+    let lookup = |k: &str| vars.iter().rev().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+    let input = read_stdin(&mut stdin)?;
+    parse_invocation(&lookup, &input)
+}
+
 /// Parses the whole invocation from an environment lookup and the bytes of stdin.
 pub fn parse_invocation(
     var: &dyn Fn(&str) -> Option<String>,
