@@ -2,13 +2,20 @@
 //! ENIs and addresses, and keeps each node's ENIPool a true record of them.
 #![forbid(unsafe_code)]
 
+pub mod args;
 pub mod capacity;
 pub mod conditions;
+pub mod controller;
 pub mod ec2;
 pub mod error;
+pub mod gc;
+pub mod http;
 pub mod journal;
+pub mod leader;
+pub mod metrics;
 pub mod plan;
 pub mod reconcile;
+mod run;
 pub mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -604,7 +604,7 @@ pub async fn reconcile_pool(
         .into_iter()
         .next()
         .ok_or_else(|| Error::InstanceNotFound(input.instance_id.clone()))?;
-    let (limits, source) = shared.capacity.limits(shared.ec2.as_ref(), &inst.instance_type).await;
+    let (limits, source) = shared.capacity.limits(&inst.instance_type).await;
     let eff = settings::resolve(input.policy.as_ref(), input.overrides.as_ref(), limits, source);
     let owner = Owner {
         cluster: shared.cluster.clone(),

@@ -164,7 +164,7 @@ pub fn decide_release(input: &ReleaseInput<'_>) -> ReleaseDecision {
         .filter(|e| e.device_index >= input.eff.first_interface_index)
         .filter(|e| !e.ips.is_empty() || !e.prefixes.is_empty())
         .collect();
-    prefer.sort_by(|a, b| b.device_index.cmp(&a.device_index));
+    prefer.sort_by_key(|e| std::cmp::Reverse(e.device_index));
     let last = input.request.map(|r| r.revision).unwrap_or(0).max(input.released_revision);
     ReleaseDecision::Request(ReleaseRequest {
         revision: last + 1,

@@ -1,0 +1,94 @@
+//! Command-line flags (every one also an `ENIPOOL_OPERATOR_*` environment variable).
+
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// enipool-operator: keeps one ENIPool per Node provisioned with ENIs and addresses.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "enipool-operator", version)]
+pub struct Args {
+    /// Cluster name: tagged on every ENI enipool creates; scopes garbage collection.
+    #[arg(long, env = "ENIPOOL_OPERATOR_CLUSTER_NAME")]
+    pub cluster_name: String,
+    /// EC2 endpoint override (the EC2 simulator, moto).
+    #[arg(long, env = "ENIPOOL_OPERATOR_EC2_ENDPOINT")]
+    pub ec2_endpoint: Option<String>,
+    /// AWS region (default: the standard AWS configuration chain).
+    #[arg(long, env = "ENIPOOL_OPERATOR_REGION")]
+    pub region: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "ENIPOOL_OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "ENIPOOL_OPERATOR_LEASE_NAMESPACE", default_value = "kube-system")]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "ENIPOOL_OPERATOR_LEASE_NAME", default_value = "enipool-operator")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease (default: POD_NAME, else the hostname).
+    #[arg(long, env = "ENIPOOL_OPERATOR_IDENTITY")]
+    pub identity: Option<String>,
+    /// Lease duration in seconds.
+    #[arg(long, env = "ENIPOOL_OPERATOR_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// Mutating EC2 calls per second (account bucket before --budget-share; default: EC2's).
+    #[arg(long, env = "ENIPOOL_OPERATOR_MUTATE_QPS")]
+    pub mutate_qps: Option<f64>,
+    /// Mutating EC2 call burst.
+    #[arg(long, env = "ENIPOOL_OPERATOR_MUTATE_BURST")]
+    pub mutate_burst: Option<u32>,
+    /// Describe EC2 calls per second.
+    #[arg(long, env = "ENIPOOL_OPERATOR_DESCRIBE_QPS")]
+    pub describe_qps: Option<f64>,
+    /// Describe EC2 call burst.
+    #[arg(long, env = "ENIPOOL_OPERATOR_DESCRIBE_BURST")]
+    pub describe_burst: Option<u32>,
+    /// Fraction of the account's EC2 budget enipool may use (0 < share <= 1).
+    #[arg(long, env = "ENIPOOL_OPERATOR_BUDGET_SHARE", default_value_t = 0.5)]
+    pub budget_share: f64,
+    /// Seconds between leaked-ENI garbage collections.
+    #[arg(long, env = "ENIPOOL_OPERATOR_GC_INTERVAL_SECONDS", default_value_t = 300)]
+    pub gc_interval_seconds: u64,
+    /// An unattached tagged ENI older than this is leaked.
+    #[arg(long, env = "ENIPOOL_OPERATOR_LEAK_GRACE_SECONDS", default_value_t = 600)]
+    pub leak_grace_seconds: i64,
+    /// Periodic per-node resync.
+    #[arg(long, env = "ENIPOOL_OPERATOR_RESYNC_SECONDS", default_value_t = 60)]
+    pub resync_seconds: u64,
+    /// An agent report older than this sets AgentStale.
+    #[arg(long, env = "ENIPOOL_OPERATOR_AGENT_STALE_SECONDS", default_value_t = 120)]
+    pub agent_stale_seconds: i64,
+    /// Pools reconciled in parallel.
+    #[arg(long, env = "ENIPOOL_OPERATOR_WORKERS", default_value_t = 8)]
+    pub workers: u16,
+    /// VPC CIDRs published to agents (comma-separated); default: derived from subnet CIDRs, as
+    /// the EC2 interface has no DescribeVpcs.
+    #[arg(long, env = "ENIPOOL_OPERATOR_VPC_CIDRS", value_delimiter = ',')]
+    pub vpc_cidrs: Vec<String>,
+    /// Log format.
+    #[arg(long, env = "ENIPOOL_OPERATOR_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Args::command().debug_assert();
+        let a = Args::try_parse_from(["enipool-operator", "--cluster-name", "c"]).unwrap();
+        assert_eq!(a.metrics_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!((a.lease_duration_seconds, a.workers, a.resync_seconds), (15, 8, 60));
+    }
+}

@@ -1,0 +1,326 @@
+//! Kubernetes glue: the Node controller (every AWS Node gets its ENIPool; a pool deleted while its
+//! Node lives is recreated) and the ENIPool controller (dereference → validate → the EC2 half in
+//! `reconcile.rs` → status by SSA; finalizer cleanup). Both run on every replica so caches stay
+//! warm; only the Lease holder writes.
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::reconcile::{self, PoolInput, Shared, StatusSink};
+use enipool_crds::select::select_policy;
+use enipool_crds::{
+    ENIPool, ENIPoolPolicy, ENIPoolStatus, INSTANCE_TYPE_LABEL, OPERATOR_FIELD_MANAGER,
+    POLICY_LABEL, POOL_FINALIZER, ZONE_LABEL,
+};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How long a deleted pool waits for its instance to terminate before its finalizer is removed
+/// anyway (leftover ENIs then go to GC).
+const TERMINATION_WAIT: Duration = Duration::from_secs(3600);
+
+/// Shared by both controllers.
+pub struct Context {
+    /// EC2 side.
+    pub shared: Shared,
+    /// Client.
+    pub client: Client,
+    /// Leadership.
+    pub leader: watch::Receiver<bool>,
+    /// Nodes cache.
+    pub nodes: Store<Node>,
+    /// Policies cache.
+    pub policies: Store<ENIPoolPolicy>,
+    /// Pools cache.
+    pub pools: Store<ENIPool>,
+    /// Events.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl Context {
+    fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    fn pools_api(&self) -> Api<ENIPool> {
+        Api::all(self.client.clone())
+    }
+
+    async fn event(&self, pool: &ENIPool, warning: bool, reason: &str, note: String) {
+        let ev = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&ev, &pool.object_ref(&())).await {
+            tracing::debug!(%error, "publishing event failed");
+        }
+    }
+}
+
+/// `aws:///<az>/<instance-id>` → (az, instance id).
+pub fn parse_provider_id(id: &str) -> Option<(String, String)> {
+    let rest = id.strip_prefix("aws://")?;
+    let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let instance = parts.last().filter(|s| s.starts_with("i-"))?;
+    let az = if parts.len() >= 2 { parts[parts.len() - 2] } else { "" };
+    Some((az.to_string(), instance.to_string()))
+}
+
+/// The chosen policy of a node.
+fn choose_policy(
+    ctx: &Context,
+    node: &Node,
+    pinned: Option<&str>,
+) -> (String, Option<ENIPoolPolicy>) {
+    let policies: Vec<ENIPoolPolicy> = ctx.policies.state().iter().map(|p| (**p).clone()).collect();
+    let sel = select_policy(&policies, node.labels(), pinned);
+    let chosen = sel.chosen.and_then(|n| policies.into_iter().find(|p| p.name_any() == n));
+    (chosen.as_ref().map(|p| p.name_any()).unwrap_or_default(), chosen)
+}
+
+/// SSA of a pool's metadata and identity spec.
+async fn apply_pool(
+    ctx: &Context,
+    node: &Node,
+    instance_id: &str,
+    zone: &str,
+    policy: &str,
+) -> Result<()> {
+    let name = node.name_any();
+    let uid = node.uid().ok_or(Error::MissingField("node uid"))?;
+    let mut labels = serde_json::Map::new();
+    labels.insert(
+        ZONE_LABEL.into(),
+        json!(node.labels().get(ZONE_LABEL).cloned().unwrap_or_else(|| zone.to_string())),
+    );
+    if let Some(t) = node.labels().get(INSTANCE_TYPE_LABEL) {
+        labels.insert(INSTANCE_TYPE_LABEL.into(), json!(t));
+    }
+    if !policy.is_empty() {
+        labels.insert(POLICY_LABEL.into(), json!(policy));
+    }
+    let patch = json!({
+        "apiVersion": "enipool.io/v1alpha1",
+        "kind": "ENIPool",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            // blockOwnerDeletion false: a Node's deletion never waits for its pool.
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": false}],
+            "finalizers": [POOL_FINALIZER],
+        },
+        "spec": {"nodeName": name, "instanceID": instance_id},
+    });
+    let pp = PatchParams::apply(OPERATOR_FIELD_MANAGER).force();
+    ctx.pools_api()
+        .patch(&name, &pp, &Patch::Apply(&patch))
+        .await
+        .map_err(Error::kube("ApplyPool"))?;
+    Ok(())
+}
+
+/// Node controller: make sure every AWS Node has its pool.
+pub async fn reconcile_node(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
+    if !ctx.is_leader() || node.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let provider = node.spec.as_ref().and_then(|s| s.provider_id.clone()).unwrap_or_default();
+    let Some((zone, instance_id)) = parse_provider_id(&provider) else {
+        return Ok(Action::await_change()); // not an AWS node: not ours
+    };
+    let existing = ctx.pools.get(&ObjectRef::new(&node.name_any()));
+    if existing.as_ref().is_some_and(|p| p.meta().deletion_timestamp.is_none()) {
+        return Ok(Action::await_change());
+    }
+    if existing.is_some() {
+        return Ok(Action::requeue(Duration::from_secs(2))); // finalizing; recreate once it is gone
+    }
+    let (policy, _) = choose_policy(&ctx, &node, None);
+    apply_pool(&ctx, &node, &instance_id, &zone, &policy).await?;
+    tracing::info!(node = %node.name_any(), %instance_id, "created ENIPool");
+    Ok(Action::await_change())
+}
+
+/// Writes the operator part of the status by SSA on the status subresource.
+struct KubeSink {
+    api: Api<ENIPool>,
+    name: String,
+}
+
+#[async_trait::async_trait]
+impl StatusSink for KubeSink {
+    async fn write(&self, status: &ENIPoolStatus) -> Result<()> {
+        let patch =
+            json!({"apiVersion": "enipool.io/v1alpha1", "kind": "ENIPool", "status": status});
+        let pp = PatchParams::apply(OPERATOR_FIELD_MANAGER).force();
+        self.api
+            .patch_status(&self.name, &pp, &Patch::Apply(&patch))
+            .await
+            .map_err(Error::kube("PatchPoolStatus"))?;
+        Ok(())
+    }
+}
+
+/// Pool controller.
+pub async fn reconcile_pool(
+    guard: Arc<DeserializeGuard<ENIPool>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let pool = match &guard.0 {
+        Ok(p) => p,
+        Err(invalid) => {
+            tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error, "malformed ENIPool skipped");
+            return Ok(Action::await_change());
+        }
+    };
+    let resync = ctx.shared.resync;
+    if !ctx.is_leader() {
+        return Ok(Action::requeue(resync));
+    }
+    let started = Instant::now();
+    let name = pool.name_any();
+    let result = if pool.meta().deletion_timestamp.is_some() {
+        ctx.metrics.pool_state(&name, None);
+        finalize(pool, &ctx).await
+    } else {
+        reconcile_live(pool, &ctx).await
+    };
+    ctx.metrics.reconciled(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_live(pool: &ENIPool, ctx: &Context) -> Result<Action> {
+    let name = pool.name_any();
+    let Some(node) = ctx.nodes.get(&ObjectRef::new(&pool.spec.node_name)) else {
+        // The Node is gone: delete the pool so its finalizer cleans EC2 up.
+        ctx.pools_api()
+            .delete(&name, &DeleteParams::default())
+            .await
+            .map_err(Error::kube("DeletePool"))?;
+        return Ok(Action::await_change());
+    };
+    let pinned = pool.spec.policy_ref.as_ref().map(|r| r.name.as_str());
+    let (policy_name, policy) = choose_policy(ctx, &node, pinned);
+    if pool.labels().get(POLICY_LABEL).map(String::as_str).unwrap_or("") != policy_name {
+        let zone = pool.labels().get(ZONE_LABEL).cloned().unwrap_or_default();
+        apply_pool(ctx, &node, &pool.spec.instance_id, &zone, &policy_name).await?;
+    }
+    let input = PoolInput {
+        name: name.clone(),
+        uid: pool.uid().unwrap_or_default(),
+        generation: pool.meta().generation,
+        instance_id: pool.spec.instance_id.clone(),
+        policy_name,
+        policy: policy.map(|p| p.spec),
+        overrides: pool.spec.overrides.clone(),
+        paused: pool.spec.paused,
+        status: pool.status.clone().unwrap_or_default(),
+    };
+    let sink = KubeSink { api: ctx.pools_api(), name: name.clone() };
+    let out = reconcile::reconcile_pool(&ctx.shared, &input, &sink).await?;
+    for n in &out.notes {
+        ctx.event(pool, n.warning, n.reason, n.message.clone()).await;
+    }
+    let state = if pool.spec.paused {
+        "Paused"
+    } else if enipool_crds::summary::is_true(
+        &out.status.conditions,
+        enipool_crds::conditions::READY,
+    ) {
+        "Ready"
+    } else {
+        "NotReady"
+    };
+    ctx.metrics.pool_state(&name, Some(state));
+    Ok(Action::requeue(out.requeue))
+}
+
+/// Finalizer: a pool whose Node lives is just released (the Node controller recreates it and the
+/// new pool adopts the ENIs). Otherwise wait for the instance to terminate (bounded), delete the
+/// pool's leftover `available` ENIs, and remove the finalizer.
+async fn finalize(pool: &ENIPool, ctx: &Context) -> Result<Action> {
+    if !pool.finalizers().iter().any(|f| f == POOL_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let node_lives = ctx
+        .nodes
+        .get(&ObjectRef::new(&pool.spec.node_name))
+        .is_some_and(|n| n.meta().deletion_timestamp.is_none());
+    if !node_lives {
+        let ec2 = ctx.shared.ec2.as_ref();
+        let inst = ec2.describe_instances(std::slice::from_ref(&pool.spec.instance_id)).await?;
+        let alive = inst.first().is_some_and(|i| i.state != "terminated");
+        let waited = pool
+            .meta()
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0).as_secs())
+            .unwrap_or(0);
+        if alive && waited < TERMINATION_WAIT.as_secs() as i64 {
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+        let status = pool.status.clone().unwrap_or_default();
+        let mut ids: Vec<String> =
+            status.enis.iter().filter(|e| e.managed).map(|e| e.id.clone()).collect();
+        ids.extend(
+            status.operations.iter().filter(|o| !o.eni_id.is_empty()).map(|o| o.eni_id.clone()),
+        );
+        if !ids.is_empty() {
+            for eni in ec2.describe_enis(&ids).await? {
+                if eni.attachment.is_none() && crate::sync::is_managed(&eni, &ctx.shared.cluster) {
+                    if let Err(error) = ec2.delete_eni(&eni.id).await {
+                        tracing::warn!(eni_id = %eni.id, %error, "cleanup delete failed; GC will retry");
+                    }
+                }
+            }
+        }
+    }
+    let rest: Vec<String> =
+        pool.finalizers().iter().filter(|f| *f != POOL_FINALIZER).cloned().collect();
+    let patch =
+        json!({"metadata": {"finalizers": rest, "resourceVersion": pool.resource_version()}});
+    ctx.pools_api()
+        .patch(&pool.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::kube("RemoveFinalizer"))?;
+    Ok(Action::await_change())
+}
+
+/// Requeue policy: transient errors back off with jitter; permanent ones wait longer.
+pub fn error_policy<K>(_obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(error.category());
+    tracing::warn!(error = %error, category = error.category(), "reconcile failed");
+    let jitter = Duration::from_millis(rand::random_range(0..3000u64));
+    if error.is_transient() {
+        Action::requeue(Duration::from_secs(10) + jitter)
+    } else {
+        Action::requeue(Duration::from_secs(300) + jitter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_provider_id;
+
+    #[test]
+    fn provider_ids() {
+        let ok = |z: &str, i: &str| Some((z.to_string(), i.to_string()));
+        assert_eq!(parse_provider_id("aws:///us-east-1a/i-0abc123"), ok("us-east-1a", "i-0abc123"));
+        assert_eq!(parse_provider_id("aws:///i-0abc123"), ok("", "i-0abc123"));
+        assert_eq!(parse_provider_id("gce://p/z/n"), None);
+        assert_eq!(parse_provider_id("aws:///us-east-1a/"), None);
+    }
+}
