@@ -13,12 +13,17 @@ use std::sync::{Mutex, MutexGuard};
 /// The tests run one at a time: the teardown test counts this process's children and links.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn setup() -> (MutexGuard<'static, ()>, Fabric) {
+/// Fails (never skips) without root, then takes the serial lock.
+fn serial() -> MutexGuard<'static, ()> {
     assert!(
         nix::unistd::geteuid().is_root(),
         "the fabric tests need root (network namespaces, veths, nftables): run them as root"
     );
-    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn setup() -> (MutexGuard<'static, ()>, Fabric) {
+    let guard = serial();
     (guard, Fabric::new().expect("building the fabric"))
 }
 
@@ -249,8 +254,7 @@ fn teardown_leaves_nothing_behind() {
 
 #[test]
 fn cleanup_stale_removes_an_interrupted_run() {
-    assert!(nix::unistd::geteuid().is_root(), "the fabric tests need root: run them as root");
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     // Fake an interrupted run: a run dir whose owner is dead, a namespace with a process inside.
     let (prefix, dir) = fabric::stale::claim_run_dir().unwrap();
     let mut dead = std::process::Command::new("true").spawn().unwrap();
@@ -500,4 +504,50 @@ async fn simulator_drives_the_fabric(f: Fabric) {
     assert_eq!(f.hook_errors(), Vec::<String>::new());
     sim.shutdown().await;
     f.teardown();
+}
+
+/// `Fabric::teardown_on_signal`: a process holding a fabric gets SIGTERM and leaves nothing behind.
+/// The test re-runs its own binary as that process (selected by an environment variable).
+#[test]
+fn sigterm_tears_the_fabric_down() {
+    const CHILD: &str = "ENIPOOL_FABRIC_SIGNAL_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let f = std::sync::Arc::new(Fabric::new().unwrap());
+            f.add_subnet(SUBNET, "10.0.1.0/24".parse().unwrap()).unwrap();
+            A.launch(&f);
+            Fabric::teardown_on_signal(f.clone()).unwrap();
+            println!("PREFIX={}", f.prefix());
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        });
+        panic!("not interrupted");
+    }
+    let _g = serial();
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "sigterm_tears_the_fabric_down", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let prefix = stdout
+        .lines()
+        .map_while(Result::ok)
+        // libtest may print "test … ... " on the same line first.
+        .find_map(|l| l.split_once("PREFIX=").map(|(_, p)| p.trim().to_string()))
+        .expect("child reported its prefix");
+    assert!(fabric::sh::list_netns().iter().any(|n| n.starts_with(&prefix)));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "child exit: {status}");
+    let left: Vec<String> =
+        fabric::sh::list_netns().into_iter().filter(|n| n.starts_with(&prefix)).collect();
+    assert_eq!(left, Vec::<String>::new(), "namespaces left after SIGTERM");
+    assert!(!fabric::stale::run_dir(&prefix).exists(), "run dir left after SIGTERM");
 }

@@ -350,6 +350,24 @@ impl Fabric {
         }
     }
 
+    /// For the runner: on Ctrl-C or SIGTERM, tear the fabric down and exit with status 130.
+    /// Call it inside a tokio runtime (it spawns a task). Without it, an interrupted run leaves its
+    /// namespaces to the next run's [`cleanup_stale`].
+    pub fn teardown_on_signal(fabric: std::sync::Arc<Fabric>) -> Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::warn!("fabric: interrupted, tearing down");
+            let _ = tokio::task::spawn_blocking(move || fabric.teardown()).await;
+            std::process::exit(130);
+        });
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock leaves the registry usable for teardown.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
