@@ -104,6 +104,7 @@ fn nodes_reach_an_address_only_while_ec2_assigns_it() {
     assert_eq!(f.eni_addresses(A.eni), vec![A.primary, pod]);
 
     f.addresses_unassigned(A.eni, A.mac, SUBNET, &[pod]);
+    f.addresses_unassigned(A.eni, A.mac, SUBNET, &[pod]); // repeated: a no-op
     assert!(!fabric::ping(&b, pod), "B reached the pod address after unassign");
     assert!(!fabric::ping(&c, pod), "C reached the pod address after unassign");
     assert!(fabric::ping(&b, A.primary), "A's primary still reachable");

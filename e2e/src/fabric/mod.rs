@@ -129,6 +129,17 @@ struct Eni {
     attachment: Option<Attachment>,
 }
 
+impl Eni {
+    fn new(subnet_id: &str) -> Eni {
+        Eni {
+            subnet_id: subnet_id.to_string(),
+            primary_ip: None,
+            addrs: BTreeSet::new(),
+            attachment: None,
+        }
+    }
+}
+
 struct Attachment {
     instance_id: String,
     device_index: u32,
@@ -317,10 +328,11 @@ impl Fabric {
             return;
         }
         st.torn_down = true;
-        for child in &mut st.children {
-            terminate_child(child);
+        let pids: Vec<i32> = st.children.iter().map(|c| c.id() as i32).collect();
+        sh::terminate(&pids);
+        for mut child in std::mem::take(&mut st.children) {
+            let _ = child.wait();
         }
-        st.children.clear();
         if let Some(mut echo) = st.echo.take() {
             echo.stop();
         }
@@ -496,12 +508,7 @@ impl FabricHook for Fabric {
                 .netns
                 .clone();
             let bridge = self.bridge(st, subnet_id)?;
-            let eni = st.enis.entry(eni_id.to_string()).or_insert_with(|| Eni {
-                subnet_id: subnet_id.to_string(),
-                primary_ip: None,
-                addrs: BTreeSet::new(),
-                attachment: None,
-            });
+            let eni = st.enis.entry(eni_id.to_string()).or_insert_with(|| Eni::new(subnet_id));
             if eni.attachment.as_ref().is_some_and(|a| a.instance_id == instance_id) {
                 return Ok(());
             }
@@ -560,12 +567,7 @@ impl FabricHook for Fabric {
     fn addresses_assigned(&self, eni_id: &str, mac: &str, subnet_id: &str, addrs: &[Ipv4Addr]) {
         self.hook(&format!("addresses_assigned {eni_id} {addrs:?}"), |st| {
             let bridge = self.bridge(st, subnet_id)?;
-            let eni = st.enis.entry(eni_id.to_string()).or_insert_with(|| Eni {
-                subnet_id: subnet_id.to_string(),
-                primary_ip: None,
-                addrs: BTreeSet::new(),
-                attachment: None,
-            });
+            let eni = st.enis.entry(eni_id.to_string()).or_insert_with(|| Eni::new(subnet_id));
             if eni.primary_ip.is_none() {
                 eni.primary_ip = addrs.first().copied();
             }
@@ -593,23 +595,18 @@ impl FabricHook for Fabric {
         self.hook(&format!("addresses_unassigned {eni_id} {addrs:?}"), |st| {
             let bridge = self.bridge(st, subnet_id)?;
             let vpc = self.vpc_netns();
-            if let Some(eni) = st.enis.get_mut(eni_id) {
-                for a in addrs {
-                    eni.addrs.remove(a);
-                }
+            let Some(eni) = st.enis.get_mut(eni_id) else { return Ok(()) };
+            // Only what this fabric programmed (so a repeated call is a no-op).
+            let gone: Vec<Ipv4Addr> =
+                addrs.iter().copied().filter(|a| eni.addrs.remove(a)).collect();
+            for a in &gone {
+                sh::ip(&vpc, &["neigh", "del", &a.to_string(), "dev", &bridge])?;
             }
-            for a in addrs {
-                // Absent entries are fine (idempotent); anything else is reported.
-                if let Err(e) = sh::ip(&vpc, &["neigh", "del", &a.to_string(), "dev", &bridge]) {
-                    if !format!("{e:#}").contains("No such file") {
-                        return Err(e);
-                    }
-                }
-                // One element per command: deleting a missing element fails the whole command.
-                let _ = sh::nft(
+            if !gone.is_empty() {
+                sh::nft(
                     &vpc,
-                    &format!("delete element {NFT_BRIDGE} owned {{ {} }}\n", pairs(mac, &[*a])),
-                );
+                    &format!("delete element {NFT_BRIDGE} owned {{ {} }}\n", pairs(mac, &gone)),
+                )?;
             }
             Ok(())
         });
@@ -633,22 +630,6 @@ fn new_netns(name: &str) -> Result<()> {
 /// `ip1 . mac, ip2 . mac, …` for the `owned` set.
 fn pairs(mac: &str, addrs: &[Ipv4Addr]) -> String {
     addrs.iter().map(|a| format!("{a} . {mac}")).collect::<Vec<_>>().join(", ")
-}
-
-/// SIGTERM, up to 2 s grace, SIGKILL, reap.
-fn terminate_child(child: &mut Child) {
-    use nix::sys::signal::{kill, Signal};
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = kill(pid, Signal::SIGTERM);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while std::time::Instant::now() < deadline {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// The vpc netns' nftables: the VPC's source/destination check and ARP policy (table `bridge`),

@@ -137,32 +137,33 @@ pub fn netns_pids(netns: &str) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// Ends every process inside `netns` (SIGTERM, then SIGKILL after up to 2 s), then deletes the
-/// namespace (its links go with it). Best-effort: returns the first error but always tries both.
+/// Ends every process inside `netns` (see [`terminate`]), then deletes the namespace (its links go
+/// with it).
 pub fn delete_netns(netns: &str) -> Result<()> {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
     if !std::path::Path::new(NETNS_DIR).join(netns).exists() {
         return Ok(());
     }
-    let mut pids = netns_pids(netns);
-    if !pids.is_empty() {
-        for p in &pids {
-            let _ = kill(Pid::from_raw(*p), Signal::SIGTERM);
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while std::time::Instant::now() < deadline {
-            pids.retain(|p| process_alive(*p));
-            if pids.is_empty() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        for p in &pids {
-            let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
-        }
-    }
+    terminate(&netns_pids(netns));
     run(&["ip", "netns", "delete", netns]).map(drop)
+}
+
+/// SIGTERM to each process, up to 2 s for them to end, then SIGKILL to the rest. Zombies count as
+/// ended (their parent reaps them).
+pub fn terminate(pids: &[i32]) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let mut pids = pids.to_vec();
+    for p in &pids {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !pids.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        pids.retain(|p| process_alive(*p));
+    }
+    for p in &pids {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+    }
 }
 
 /// True if `pid` exists and is not a zombie.
