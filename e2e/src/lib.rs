@@ -4,6 +4,7 @@
 //! Each piece can be replaced by the real thing (`--kubeconfig`, `--ec2-endpoint`), so the scenarios
 //! run unchanged against a real cluster and real EC2.
 
+pub mod cluster;
 pub mod cnidriver;
 pub mod ec2sim;
 pub mod fabric;

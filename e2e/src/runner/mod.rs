@@ -5,6 +5,7 @@
 //! `--kubeconfig` and `--ec2-endpoint` replace the test platform's Kubernetes API and EC2 simulator
 //! with real ones, independently of each other.
 
+mod demo;
 mod scenarios;
 
 use clap::{Parser, Subcommand};
@@ -68,13 +69,7 @@ impl Cli {
                 ExitCode::SUCCESS
             }
             Command::Run { names } => run(&target, &names, Duration::from_secs(timeout_seconds)),
-            Command::Demo => {
-                eprintln!(
-                    "enipool-e2e demo: not built yet (the end-to-end issue builds it). \
-                     Run `enipool-e2e list` to see the scenarios that exist."
-                );
-                ExitCode::FAILURE
-            }
+            Command::Demo => demo::main(&target),
         }
     }
 }
@@ -90,13 +85,15 @@ fn run(target: &Target, names: &[String], timeout: Duration) -> ExitCode {
         .iter()
         .filter(|s| names.is_empty() || names.iter().any(|n| n == s.name))
         .collect();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    init_logging();
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
+    rt.block_on(async { teardown_on_signal() });
     let (mut passed, mut failed) = (0, 0);
     for s in selected {
         let started = Instant::now();
@@ -125,4 +122,36 @@ fn run(target: &Target, names: &[String], timeout: Duration) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The runtime the runner and demo use: the EC2 simulator and the Kubernetes API serve from it
+/// while scenario code waits on processes, so it gets a few more workers than cores.
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()
+}
+
+/// Logs of the runner itself (`ENIPOOL_E2E_LOG`, default warnings only) go to stderr.
+pub(crate) fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ENIPOOL_E2E_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// On Ctrl-C or SIGTERM: tear down every live cluster (processes, namespaces, run directories)
+/// and exit 130. Call inside the runtime.
+pub(crate) fn teardown_on_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+    let Ok(mut int) = signal(SignalKind::interrupt()) else { return };
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("\ninterrupted: tearing down (processes, network namespaces, temp files)...");
+        let _ = tokio::task::spawn_blocking(crate::cluster::teardown_all).await;
+        eprintln!("cleaned up.");
+        std::process::exit(130);
+    });
 }

@@ -1,0 +1,90 @@
+//! Failure diagnostics: the EC2 simulator's view, the pools as kubectl shows them, the pods,
+//! fabric errors and the tail of every process log. Synchronous, so `Drop` can use it too.
+
+use super::Cluster;
+use std::fmt::Write;
+
+impl Cluster {
+    /// A report of the whole platform's state.
+    pub fn diagnose(&self) -> String {
+        let mut out = String::new();
+        if let Some(sim) = &self.sim {
+            let st = sim.snapshot();
+            let _ = writeln!(out, "--- EC2 (simulator) ---");
+            for i in st.instances.values() {
+                let _ = writeln!(
+                    out,
+                    "instance {} {} {:?} primary {} ({})",
+                    i.id, i.instance_type, i.state, i.private_ip, i.primary_eni
+                );
+            }
+            for e in st.enis.values() {
+                let att = e.attachment.as_ref().map_or("available".to_string(), |a| {
+                    format!("{} idx {} {}", a.instance_id, a.device_index, a.state.as_str())
+                });
+                let _ = writeln!(
+                    out,
+                    "eni {} {} [{att}] primary {} secondary {} prefixes {:?}",
+                    e.id,
+                    e.subnet_id,
+                    e.primary_ip,
+                    e.secondary.len(),
+                    e.prefixes
+                );
+            }
+            for s in st.subnets.values() {
+                let _ = writeln!(out, "subnet {} {} available {}", s.id, s.cidr, s.available());
+            }
+            let counters: Vec<String> = sim
+                .counters()
+                .iter()
+                .map(|(k, v)| format!("{k}={}/{}thr/{}err", v.calls, v.throttled, v.errors))
+                .collect();
+            let _ = writeln!(out, "calls: {}", counters.join(" "));
+        }
+        let _ = writeln!(out, "--- kubectl get enipools -o wide ---");
+        let _ = writeln!(out, "{}", kubectl_or_err(self, &["get", "enipools", "-o", "wide"]));
+        let _ = writeln!(out, "--- kubectl get enipoolpolicies ---");
+        let _ =
+            writeln!(out, "{}", kubectl_or_err(self, &["get", "enipoolpolicies", "-o", "wide"]));
+        let _ = writeln!(out, "--- pools (yaml, operations and agent) ---");
+        let _ = writeln!(out, "{}", kubectl_or_err(self, &["get", "enipools", "-o", "yaml"]));
+        let _ = writeln!(out, "--- pods (kubelet) ---");
+        for p in self.pods() {
+            let _ = writeln!(out, "pod {} on {} ip {:?} netns {}", p.name, p.node, p.ip, p.netns);
+        }
+        let errs = self.fabric().hook_errors();
+        if !errs.is_empty() {
+            let _ = writeln!(out, "--- fabric hook errors ---\n{}", errs.join("\n"));
+        }
+        let exited = self.core.procs.exited();
+        if !exited.is_empty() {
+            let _ = writeln!(out, "--- exited processes: {exited:?}");
+        }
+        let _ = writeln!(out, "--- process logs (last 40 lines) ---");
+        out.push_str(&self.core.procs.log_tails(40));
+        for n in self.nodes() {
+            let log = n.dir.join("cni.log");
+            if log.exists() {
+                let _ = writeln!(out, "----- shim log {} -----", n.name);
+                out.push_str(&super::procs::tail(&log, 15));
+            }
+        }
+        out
+    }
+}
+
+fn kubectl_or_err(c: &Cluster, args: &[&str]) -> String {
+    match c.kubectl(args) {
+        Ok(s) => {
+            // Full YAML of many pools is long; keep the report readable.
+            let lines: Vec<&str> = s.lines().collect();
+            if lines.len() > 400 {
+                format!("{}\n... ({} more lines)", lines[..400].join("\n"), lines.len() - 400)
+            } else {
+                s
+            }
+        }
+        Err(e) => format!("({e:#})"),
+    }
+}

@@ -1,0 +1,471 @@
+//! The platform plays the cluster: EC2 simulator + VPC fabric + Kubernetes API, the CRDs and a
+//! policy, the operator (two replicas) and one agent per node as real processes, nodes that join
+//! (RunInstances, a Node object, the shim and conflist installed the way the chart's installer
+//! does), and a kubelet for pods (Pod object, sandbox netns, CNI ADD/DEL through libcni, pod IP in
+//! the Pod status).
+//!
+//! A [`Cluster`] tears everything down when it is finished or dropped (timeouts drop the scenario
+//! future), and on SIGINT/SIGTERM through [`teardown_all`]: processes first, then namespaces (links
+//! and nftables tables go with them), then the servers and the run directory.
+
+pub mod diag;
+pub mod kube;
+pub mod kubelet;
+pub mod node;
+pub mod procs;
+pub mod wait;
+
+use crate::cnidriver;
+use crate::ec2sim::{self, Ec2Sim, FaultConfig, Timing};
+use crate::fabric::Fabric;
+use anyhow::{bail, Context, Result};
+use enipool_crds::{ENIPool, ENIPoolPolicySpec};
+use procs::Supervisor;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+pub use kubelet::PodInfo;
+pub use node::NodeInfo;
+
+/// Region and zones of the simulated VPC.
+pub const REGION: &str = "us-west-2";
+/// Tag key the policies select subnets and security groups by.
+pub const ROLE_TAG: &str = "enipool-e2e/role";
+/// Namespace of the pods the kubelet runs.
+pub const POD_NAMESPACE: &str = "default";
+/// Namespace of the operator's Lease.
+pub const LEASE_NAMESPACE: &str = "kube-system";
+
+/// A subnet of the simulated VPC.
+#[derive(Debug, Clone)]
+pub struct SubnetSpec {
+    /// CIDR.
+    pub cidr: &'static str,
+    /// Availability zone.
+    pub az: &'static str,
+    /// Value of [`ROLE_TAG`] (`nodes`, `pods`, ...).
+    pub role: &'static str,
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Used in log lines and the cluster name.
+    pub name: String,
+    /// Nodes joined at start.
+    pub nodes: usize,
+    /// Instance type of the nodes.
+    pub instance_type: String,
+    /// Subnets; nodes are launched in the first one.
+    pub subnets: Vec<SubnetSpec>,
+    /// The `default` ENIPoolPolicy.
+    pub policy: ENIPoolPolicySpec,
+    /// Operator replicas.
+    pub operator_replicas: usize,
+    /// Attach/detach/terminate durations in the simulator.
+    pub timing: Timing,
+    /// Faults from the start.
+    pub faults: FaultConfig,
+    /// Extra operator flags (appended).
+    pub operator_args: Vec<String>,
+    /// Extra agent flags (appended).
+    pub agent_args: Vec<String>,
+    /// Print each bring-up step (the demo).
+    pub progress: bool,
+    /// Print diagnostics when dropped unfinished (off for the demo's Ctrl-C).
+    pub report_on_drop: bool,
+}
+
+impl Spec {
+    /// `nodes` nodes of type m5.large (3 ENIs × 10 addresses) in one /24, two operator replicas, and
+    /// a policy sized for quick tests: 2 warm IPs, batch 1, release after 10 s, 1 s cooldown.
+    pub fn new(name: &str, nodes: usize) -> Spec {
+        Spec {
+            name: name.to_string(),
+            nodes,
+            instance_type: "m5.large".into(),
+            subnets: vec![SubnetSpec { cidr: "10.0.0.0/24", az: "us-west-2a", role: "nodes" }],
+            policy: serde_json::from_value(serde_json::json!({
+                "mode": "SecondaryIP",
+                "sizing": {"warmIPs": 2, "batch": 1},
+                "release": {"enabled": true, "delaySeconds": 10},
+                "cooldownSeconds": 1,
+            }))
+            .expect("default policy"),
+            operator_replicas: 2,
+            timing: Timing {
+                attach: Duration::from_millis(300),
+                detach: Duration::from_secs(1),
+                terminate: Duration::from_secs(1),
+            },
+            faults: FaultConfig::default(),
+            operator_args: Vec::new(),
+            agent_args: Vec::new(),
+            progress: false,
+            report_on_drop: true,
+        }
+    }
+
+    /// Replaces the policy spec with the given JSON (an `ENIPoolPolicySpec`).
+    pub fn policy(mut self, spec: serde_json::Value) -> Spec {
+        self.policy = serde_json::from_value(spec).expect("policy spec");
+        self
+    }
+}
+
+/// Where the platform's binaries are: next to this executable (the workspace's target dir), or
+/// `ENIPOOL_E2E_BIN_DIR`.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    /// `enipool-operator`.
+    pub operator: PathBuf,
+    /// `enipool-agent`.
+    pub agent: PathBuf,
+    /// `enipool-cni`.
+    pub cni: PathBuf,
+}
+
+impl Bins {
+    /// Finds the three binaries or says how to build them.
+    pub fn locate() -> Result<Bins> {
+        let dir = match std::env::var_os("ENIPOOL_E2E_BIN_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => std::env::current_exe()?.parent().context("exe dir")?.to_path_buf(),
+        };
+        let find = |n: &str| -> Result<PathBuf> {
+            let p = dir.join(n);
+            if !p.is_file() {
+                bail!(
+                    "{} not found; build it first: cargo build -p enipool-operator -p enipool-agent \
+                     -p enipool-cni (or set ENIPOOL_E2E_BIN_DIR)",
+                    p.display()
+                );
+            }
+            Ok(p)
+        };
+        Ok(Bins {
+            operator: find("enipool-operator")?,
+            agent: find("enipool-agent")?,
+            cni: find("enipool-cni")?,
+        })
+    }
+}
+
+/// The parts that must go away at teardown, shared with the signal handler.
+pub struct Core {
+    /// Operator and agent processes.
+    pub procs: Supervisor,
+    /// The VPC fabric.
+    pub fabric: Arc<Fabric>,
+    torn_down: Mutex<bool>,
+}
+
+impl Core {
+    /// Stops processes, deletes namespaces and the run directory. Idempotent, synchronous.
+    pub fn teardown(&self) {
+        let mut done = self.torn_down.lock().unwrap_or_else(|e| e.into_inner());
+        if *done {
+            return;
+        }
+        *done = true;
+        self.procs.stop_all();
+        self.fabric.teardown();
+    }
+}
+
+static ACTIVE: Mutex<Vec<Weak<Core>>> = Mutex::new(Vec::new());
+
+/// Tears down every live cluster (the SIGINT/SIGTERM path).
+pub fn teardown_all() {
+    let cores: Vec<Arc<Core>> =
+        ACTIVE.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
+    for c in cores {
+        c.teardown();
+    }
+}
+
+/// A running platform cluster.
+pub struct Cluster {
+    /// The spec it was built from.
+    pub spec: Spec,
+    /// Cluster name (tags, `--cluster-name`).
+    pub name: String,
+    /// Processes and fabric.
+    pub core: Arc<Core>,
+    /// The EC2 simulator.
+    pub sim: Option<Arc<Ec2Sim>>,
+    /// The Kubernetes API.
+    pub kube: kube::KubeEnv,
+    /// Binaries.
+    pub bins: Bins,
+    /// The libcni driver binary.
+    pub cni_driver: PathBuf,
+    /// VPC id, subnet ids by role, security group id.
+    pub vpc_id: String,
+    /// Subnet ids, in spec order.
+    pub subnet_ids: Vec<String>,
+    /// Security group of the nodes.
+    pub sg_id: String,
+    nodes: Mutex<BTreeMap<String, NodeInfo>>,
+    pods: Mutex<BTreeMap<String, PodInfo>>,
+    ports: Mutex<u16>,
+    finished: bool,
+}
+
+impl Cluster {
+    /// Brings the whole platform up for `spec`: fails (with what is missing) against a real cluster
+    /// or EC2, which cannot host the fabric's fake nodes.
+    pub async fn up(target: &crate::runner::Target, spec: Spec) -> Result<Cluster> {
+        if target.kubeconfig.is_some() || target.ec2_endpoint.is_some() {
+            bail!(
+                "scenario needs the test platform's VPC fabric (nodes are network namespaces driven \
+                 by the EC2 simulator) and cannot run against a real cluster or EC2 \
+                 (--kubeconfig/--ec2-endpoint); run it without those flags"
+            );
+        }
+        let step = |msg: &str| {
+            if spec.progress {
+                eprintln!("==> {msg}");
+            }
+        };
+        let bins = Bins::locate()?;
+        step("building the VPC (network namespaces: a VPC router, an internet host)");
+        let stale = wait::blocking(procs::kill_stale_processes).await;
+        if !stale.is_empty() {
+            tracing::warn!(?stale, "killed processes of interrupted runs");
+        }
+        let fabric = Arc::new(wait::blocking(Fabric::new).await?);
+        let core = Arc::new(Core {
+            procs: Supervisor::default(),
+            fabric: fabric.clone(),
+            torn_down: Mutex::new(false),
+        });
+        ACTIVE.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&core));
+        // From here on a failure drops `core`, which tears the fabric down.
+        let mut guard = TeardownGuard(Some(core.clone()));
+        let run_dir = fabric.run_dir().to_path_buf();
+        let driver_dir = cnidriver::default_build_dir();
+        step("building the libcni driver (the container runtime's CNI client)");
+        let cni_driver = wait::blocking(move || cnidriver::build(&driver_dir)).await?;
+        step("starting the EC2 simulator");
+
+        let sim = Ec2Sim::start(ec2sim::Config {
+            timing: spec.timing,
+            faults: spec.faults.clone(),
+            fabric_hook: Some(fabric.clone()),
+            ..Default::default()
+        })
+        .await
+        .context("starting the EC2 simulator")?;
+        let vpc_id = sim.create_vpc("10.0.0.0/16", &[("Name", "enipool-e2e")])?;
+        let mut subnet_ids = Vec::new();
+        for s in &spec.subnets {
+            let id = sim.create_subnet(&vpc_id, s.cidr, s.az, &[(ROLE_TAG, s.role)])?;
+            let cidr = s.cidr.parse().context("subnet CIDR")?;
+            let f = fabric.clone();
+            let id2 = id.clone();
+            wait::blocking(move || f.add_subnet(&id2, cidr)).await?;
+            subnet_ids.push(id);
+        }
+        let sg_id = sim.create_security_group(&vpc_id, "nodes", &[(ROLE_TAG, "nodes")])?;
+
+        step("starting the Kubernetes API, installing the CRDs from crds/ and an ENIPoolPolicy");
+        let mut kube = kube::KubeEnv::start(None, &run_dir).await?;
+        let setup = async {
+            kube::ensure_namespaces(&kube.client, &[POD_NAMESPACE, LEASE_NAMESPACE]).await?;
+            kube::install_crds(&kube.client).await?;
+            kube::apply_policy(&kube.client, "default", &spec.policy).await
+        };
+        if let Err(e) = setup.await {
+            kube.shutdown().await;
+            return Err(e);
+        }
+        let name = format!("e2e-{}", fabric.prefix());
+        let c = Cluster {
+            name,
+            core,
+            sim: Some(Arc::new(sim)),
+            kube,
+            bins,
+            cni_driver,
+            vpc_id,
+            subnet_ids,
+            sg_id,
+            nodes: Mutex::new(BTreeMap::new()),
+            pods: Mutex::new(BTreeMap::new()),
+            ports: Mutex::new(0),
+            finished: false,
+            spec,
+        };
+        guard.0 = None;
+        let start = async {
+            c.step(&format!("starting enipool-operator ({} replicas)", c.spec.operator_replicas));
+            for i in 0..c.spec.operator_replicas {
+                c.start_operator(i)?;
+            }
+            for i in 0..c.spec.nodes {
+                c.step(&format!(
+                    "node {}/{}: launching an {} instance, registering the Node, installing the \
+                     CNI plugin, starting enipool-agent",
+                    i + 1,
+                    c.spec.nodes,
+                    c.spec.instance_type
+                ));
+                c.join_node().await?;
+            }
+            Ok::<(), anyhow::Error>(())
+        };
+        if let Err(e) = start.await {
+            return Err(c.finish(Err(e)).await.unwrap_err());
+        }
+        Ok(c)
+    }
+
+    /// Prints a bring-up step when the spec asks for progress.
+    pub fn step(&self, msg: &str) {
+        if self.spec.progress {
+            eprintln!("==> {msg}");
+        }
+    }
+
+    /// The run directory (removed at teardown).
+    pub fn run_dir(&self) -> &Path {
+        self.core.fabric.run_dir()
+    }
+
+    /// The fabric.
+    pub fn fabric(&self) -> &Arc<Fabric> {
+        &self.core.fabric
+    }
+
+    /// The simulator.
+    pub fn sim(&self) -> &Ec2Sim {
+        self.sim.as_ref().expect("simulator running")
+    }
+
+    /// The runner's Kubernetes client.
+    pub fn client(&self) -> &::kube::Client {
+        &self.kube.client
+    }
+
+    /// `kubectl` against the cluster (blocking; fine for short calls).
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        self.kube.kubectl(args)
+    }
+
+    /// A free 127.0.0.1 port for a process's HTTP endpoints.
+    pub fn free_port(&self) -> Result<u16> {
+        let mut last = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..100 {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let p = l.local_addr()?.port();
+            if p != *last {
+                *last = p;
+                return Ok(p);
+            }
+        }
+        bail!("no free port")
+    }
+
+    /// Joined nodes by name.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// One node.
+    pub fn node(&self, name: &str) -> Result<NodeInfo> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .with_context(|| format!("no node {name}"))
+    }
+
+    /// Running pods by name.
+    pub fn pods(&self) -> Vec<PodInfo> {
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// The ENIPool of a node.
+    pub async fn pool(&self, node: &str) -> Result<ENIPool> {
+        let api: ::kube::Api<ENIPool> = ::kube::Api::all(self.kube.client.clone());
+        api.get_opt(node).await?.with_context(|| format!("no ENIPool {node} yet"))
+    }
+
+    /// Ends the scenario: on error, prints diagnostics; then tears everything down. Returns `r`.
+    pub async fn finish(mut self, r: Result<()>) -> Result<()> {
+        let r = match r {
+            Ok(()) => self.check_health().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &r {
+            let report = self.diagnose();
+            eprintln!("===== diagnostics for {} ({e:#}) =====\n{report}", self.spec.name);
+        }
+        self.finished = true;
+        self.shutdown().await;
+        r
+    }
+
+    /// Checks that nothing went wrong behind the scenario's back: every process still runs (unless
+    /// the scenario stopped it) and the fabric mirrored every EC2 change.
+    async fn check_health(&self) -> Result<()> {
+        let exited = self.core.procs.exited();
+        if !exited.is_empty() {
+            bail!("processes exited during the scenario: {exited:?}");
+        }
+        let errs = self.fabric().hook_errors();
+        if !errs.is_empty() {
+            bail!("the VPC fabric could not mirror EC2: {errs:?}");
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) {
+        let core = self.core.clone();
+        wait::blocking(move || core.teardown()).await;
+        if let Some(sim) = self.sim.take() {
+            if let Ok(sim) = Arc::try_unwrap(sim) {
+                sim.shutdown().await;
+            }
+        }
+        self.kube.shutdown().await;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Dropped mid-scenario (timeout, panic): report what we can, synchronously.
+            if self.spec.report_on_drop {
+                eprintln!(
+                    "===== diagnostics for {} (scenario did not finish) =====\n{}",
+                    self.spec.name,
+                    self.diagnose()
+                );
+            }
+            self.core.teardown();
+            if let Some(sim) = self.sim.take() {
+                if let (Ok(sim), Ok(h)) =
+                    (Arc::try_unwrap(sim), tokio::runtime::Handle::try_current())
+                {
+                    h.spawn(sim.shutdown());
+                }
+            }
+        }
+    }
+}
+
+/// Tears the core down if bring-up fails before the [`Cluster`] exists.
+struct TeardownGuard(Option<Arc<Core>>);
+
+impl Drop for TeardownGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.teardown();
+        }
+    }
+}
