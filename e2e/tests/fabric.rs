@@ -261,6 +261,7 @@ fn cleanup_stale_removes_an_interrupted_run() {
     let mut dead = std::process::Command::new("true").spawn().unwrap();
     dead.wait().unwrap();
     std::fs::write(dir.join("owner"), format!("{} 1\n", dead.id())).unwrap();
+    assert!(!fabric::stale::run_is_live(&prefix));
     let ns = format!("{prefix}-n-i-stale");
     fabric::sh::run(&["ip", "netns", "add", &ns]).unwrap();
     let mut sleeper = fabric::command_in(&ns, "sleep").arg("600").spawn().unwrap();
@@ -276,6 +277,7 @@ fn cleanup_stale_removes_an_interrupted_run() {
 
     // A live run (this process) is left alone.
     let f = Fabric::new().unwrap();
+    assert!(fabric::stale::run_is_live(f.prefix()));
     fabric::cleanup_stale();
     assert!(Path::new("/run/netns").join(f.vpc_netns()).exists());
 }

@@ -78,6 +78,13 @@ pub fn claim_run_dir() -> Result<(String, PathBuf)> {
     anyhow::bail!("no free run prefix after 64 tries")
 }
 
+/// True while the process that owns run `prefix` is running (same pid and start time), or while
+/// its run directory is still being created. For other clean-up code (e.g. processes whose command
+/// line names a run directory) that must agree with [`cleanup_stale`] on what is stale.
+pub fn run_is_live(prefix: &str) -> bool {
+    owner_alive(&run_dir(prefix))
+}
+
 /// True if the run directory's owner process is still running.
 fn owner_alive(dir: &Path) -> bool {
     let Ok(owner) = std::fs::read_to_string(dir.join("owner")) else {
