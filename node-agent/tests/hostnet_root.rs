@@ -69,11 +69,8 @@ fn pod_on_primary_eni_is_wired_and_node_rules_are_idempotent() {
     let rules = sh("ip -n enip-t-node rule");
     assert_eq!(rules.matches("to 10.77.0.20 lookup main").count(), 1, "{rules}");
     assert_eq!(rules.matches("fwmark 0x80/0x80 lookup main").count(), 1, "{rules}");
-    // Real traffic pod ↔ node: KNOWN FAILING at the time of writing (see BENCHMARKS/report);
-    // run with ENIPOOL_TEST_TRAFFIC=1 to exercise it.
-    if std::env::var("ENIPOOL_TEST_TRAFFIC").is_ok() {
-        sh("ip netns exec enip-t-pod ping -c1 -W2 10.77.0.10");
-    }
+    // Real traffic pod ↔ node (the reply is routed by the to-pod rule 512).
+    sh("ip netns exec enip-t-pod ping -c1 -W2 10.77.0.10");
     host.check_pod(&p).unwrap();
     assert!(host.teardown_pod(&p).is_empty());
     assert!(host.teardown_pod(&p).is_empty(), "teardown twice: gone is success");

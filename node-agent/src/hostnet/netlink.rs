@@ -12,7 +12,7 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::packet_route::route::RouteScope;
-use rtnetlink::packet_route::rule::{RuleAttribute, RuleMessage};
+use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, IpVersion, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
@@ -214,7 +214,10 @@ async fn ensure_rule(
     dst: Option<(Ipv4Addr, u8)>,
     mark: Option<u32>,
 ) -> Result<(), HostError> {
-    let mut req = h.rule().add().v4().priority(prio).table_id(table);
+    // The builder leaves the action FR_ACT_UNSPEC ("lookup main none" in `ip rule`), which the
+    // kernel's fib4_rule_action answers with EINVAL: every lookup matching the rule fails (a pod
+    // could not even get a reply from its own node). Always say "to table".
+    let mut req = h.rule().add().v4().priority(prio).table_id(table).action(RuleAction::ToTable);
     if let Some((a, l)) = src {
         req = req.source_prefix(a, l);
     }
