@@ -164,7 +164,9 @@ pub fn apply(
     merge(&mut new, &body, schema);
     // Fields this manager dropped from its configuration, and nobody else owns, go away.
     let mut removed: Vec<_> = previously.difference(&owned).cloned().collect();
-    removed.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    // Shortest first: a dropped map-list item goes as a whole before its own fields would be
+    // removed one by one (which would first strip the key fields it is found by).
+    removed.sort_by_key(|p| p.len());
     for p in removed {
         let shared = entries
             .iter()

@@ -121,12 +121,49 @@ pub fn openapi_v3_index(reg: &Registry) -> Value {
     json!({"paths": paths})
 }
 
-/// `/openapi/v3/{path}`: a valid, empty OpenAPI document.
-pub fn openapi_v3_doc() -> Value {
-    json!({
+/// `/openapi/v3/{path}` (`api/v1` or `apis/{group}/{version}`): for each resource a PATCH
+/// operation tagged with its GVK and the query parameters the server understands (kubectl checks
+/// for `fieldValidation` there to choose server-side field validation), and for custom resources
+/// their openAPIV3Schema as a component (enough for `kubectl explain`). Built-in kinds have no
+/// schema here.
+pub fn openapi_v3_doc(reg: &Registry, group: &str, version: &str) -> Option<Value> {
+    let mut paths = serde_json::Map::new();
+    let mut schemas = serde_json::Map::new();
+    let prefix = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
+    for d in reg.all().iter().filter(|d| d.group == group) {
+        let Some(v) = d.version(version) else { continue };
+        let gvk = json!([{"group": group, "version": version, "kind": d.kind}]);
+        let params: Vec<Value> = ["dryRun", "fieldManager", "fieldValidation", "force"]
+            .iter()
+            .map(|n| json!({"name": n, "in": "query", "schema": {"type": "string"}, "uniqueItems": true}))
+            .collect();
+        let ns = if d.namespaced { "/namespaces/{namespace}" } else { "" };
+        let op = json!({
+            "operationId": format!("patch{}", d.kind),
+            "parameters": params,
+            "responses": {"200": {"description": "OK"}},
+            "x-kubernetes-action": "patch",
+            "x-kubernetes-group-version-kind": gvk[0].clone(),
+        });
+        paths.insert(format!("{prefix}{ns}/{}/{{name}}", d.plural), json!({"patch": op}));
+        if let Some(schema) = &v.schema {
+            let mut sc = schema.clone();
+            sc["x-kubernetes-group-version-kind"] = gvk;
+            let rev_group: Vec<&str> = group.split('.').rev().collect();
+            schemas.insert(format!("{}.{version}.{}", rev_group.join("."), d.kind), sc);
+        }
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": "v1.33.0"},
-        "paths": {},
-        "components": {"schemas": {}},
-    })
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }))
 }

@@ -144,7 +144,8 @@ fn route(shared: &Arc<Shared>, segs: &[&str], req: &Req) -> ApiResult<Routed> {
         ["openapi", "v3"] => {
             resp(shared.with_state(|st| discovery::openapi_v3_index(&st.registry)))
         }
-        ["openapi", "v3", ..] => resp(discovery::openapi_v3_doc()),
+        ["openapi", "v3", "api", v] => openapi_doc(shared, "", v),
+        ["openapi", "v3", "apis", g, v] => openapi_doc(shared, g, v),
         ["api", "v1"] => resp(
             shared.with_state(|st| discovery::resource_list(&st.registry, "", "v1")).expect("core"),
         ),
@@ -166,6 +167,15 @@ fn route(shared: &Arc<Shared>, segs: &[&str], req: &Req) -> ApiResult<Routed> {
             Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"))
         }
     }
+}
+
+fn openapi_doc(shared: &Shared, group: &str, version: &str) -> ApiResult<Routed> {
+    shared
+        .with_state(|st| discovery::openapi_v3_doc(&st.registry, group, version))
+        .map(|v| Routed::Response(json_response(StatusCode::OK, &v)))
+        .ok_or_else(|| {
+            ApiError::new(404, "NotFound", "the server could not find the requested resource")
+        })
 }
 
 fn target(shared: &Shared, group: &str, version: &str, rest: &[&str]) -> ApiResult<Target> {

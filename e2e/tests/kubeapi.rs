@@ -1,0 +1,13 @@
+//! Tests of the e2e Kubernetes API server (`enipool_e2e::kubeapi`), driven the way enipool and
+//! people drive a real one: `kube::Client`, kube-runtime's watcher, and `/usr/bin/kubectl`.
+
+#[path = "kubeapi/client.rs"]
+mod client;
+#[path = "kubeapi/common.rs"]
+mod common;
+#[path = "kubeapi/crd.rs"]
+mod crd;
+#[path = "kubeapi/kubectl.rs"]
+mod kubectl;
+#[path = "kubeapi/watch.rs"]
+mod watch;
