@@ -21,19 +21,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-/// CNI error codes (spec). TODO: use `enipool_cni::error::codes` once the shim exports it.
-pub mod codes {
-    /// Incompatible version.
-    pub const INCOMPATIBLE_VERSION: u32 = 1;
-    /// Unknown container.
-    pub const UNKNOWN_CONTAINER: u32 = 3;
-    /// I/O failure.
-    pub const IO_FAILURE: u32 = 5;
-    /// Invalid network config / request.
-    pub const INVALID_NETWORK_CONFIG: u32 = 7;
-    /// Try again later.
-    pub const TRY_AGAIN_LATER: u32 = 11;
-}
+/// CNI error codes, shared with the shim.
+pub use enipool_cni::error::codes;
 
 /// How long a refused ADD counts as pending demand (the runtime retries within seconds).
 const DEMAND_WINDOW: Duration = Duration::from_secs(60);
@@ -402,15 +391,30 @@ impl Agent {
     }
 
     /// DEL every journaled request the shim recorded while the agent was down.
+    /// Uses the shim's own journal reader, so both sides share one format; entries that cannot be
+    /// parsed are renamed `*.corrupt` by it and kept for a person to look at.
     pub fn drain_journal(&self, dir: &std::path::Path) -> usize {
+        let entries = match enipool_cni::journal::drain(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = &e as &dyn std::error::Error, "reading the DEL journal");
+                return 0;
+            }
+        };
         let mut n = 0;
-        for (path, req) in crate::journal::drain(dir) {
+        for (path, req) in entries {
+            if req.command != Command::Del {
+                tracing::warn!(path = %path.display(), command = ?req.command, "DEL journal entry is not a DEL; ignored");
+                continue;
+            }
             let resp = self.handle(req);
             if matches!(resp, Response::Error(_)) {
                 tracing::warn!(path = %path.display(), ?resp, "journaled DEL failed; kept for the next start");
                 continue;
             }
-            crate::journal::remove(&path);
+            if let Err(e) = enipool_cni::journal::remove(&path) {
+                tracing::warn!(path = %path.display(), error = &e as &dyn std::error::Error, "removing DEL journal entry");
+            }
             n += 1;
         }
         n

@@ -3,6 +3,7 @@
 
 use crate::agent::Agent;
 use crate::error::{Error, Result};
+use enipool_cni::error::codes;
 use enipool_cni::proto::{ErrorReply, Request, Response, MAX_MESSAGE_BYTES};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -52,7 +53,7 @@ async fn connection(stream: UnixStream, agent: Arc<Agent>) -> std::io::Result<()
                 .await
                 .unwrap_or_else(|e| bad(&format!("agent task failed: {e}"))),
             Err(e) => Response::Error(ErrorReply {
-                code: 6, // TODO: enipool_cni::error::codes::DECODING_FAILURE once exported.
+                code: codes::DECODING_FAILURE,
                 msg: format!("cannot decode request: {e}"),
                 details: String::new(),
             }),
@@ -65,5 +66,9 @@ async fn connection(stream: UnixStream, agent: Arc<Agent>) -> std::io::Result<()
 }
 
 fn bad(msg: &str) -> Response {
-    Response::Error(ErrorReply { code: 7, msg: msg.to_string(), details: String::new() })
+    Response::Error(ErrorReply {
+        code: codes::INVALID_NETWORK_CONFIG,
+        msg: msg.to_string(),
+        details: String::new(),
+    })
 }

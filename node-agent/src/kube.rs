@@ -1,15 +1,15 @@
-//! The agent's Kubernetes side, scoped to its own node: a watch on its ENIPool (field selector
-//! `metadata.name`) that programs ENIs and feeds the allocator, a watch on pods bound to the node
+//! The agent's Kubernetes side, scoped to its own node: watches on its ENIPool and its Node (field
+//! selector `metadata.name`) that program the node and ENIs and feed the allocator, a watch on pods bound to the node
 //! (pending demand), and the debounced server-side-apply publisher of `status.agent`.
 
 use crate::agent::{Agent, Report};
 use crate::error::{Error, Result};
-use crate::hostnet::{EniConfig, NodeConfig};
 use crate::pool::PoolView;
-use enipool_crds::{AgentStatus, ENIPool, Releasable, AGENT_FIELD_MANAGER};
+use crate::program::{HostSettings, Programmer};
+use enipool_crds::{AgentStatus, ENIPool, ENIPoolStatus, Releasable, AGENT_FIELD_MANAGER};
 use futures::StreamExt;
 use ipnet::Ipv4Net;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,90 +32,119 @@ pub struct KubeConfig {
     pub debounce: Duration,
 }
 
-/// Watch the node's ENIPool; program node and ENIs; hand the view to the agent. Returns when the
-/// watch stream ends (the caller exits: the DaemonSet restarts us).
+/// What the agent takes from its Node object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// The Node exists.
+    pub exists: bool,
+    /// Its first `InternalIP` (fallback SNAT source while the ENIPool lacks the primary IP).
+    pub internal_ip: Option<std::net::Ipv4Addr>,
+    /// `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+}
+
+/// Facts from a Node object.
+pub fn node_facts(n: &Node) -> NodeFacts {
+    NodeFacts {
+        exists: true,
+        internal_ip: n
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+            .and_then(|a| a.address.parse().ok()),
+        deleting: n.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+/// Watch the node's own ENIPool and Node, both by name (field selector `metadata.name`); program
+/// node and ENIs and hand the view to the agent whenever either changes. Returns when a watch
+/// stream ends (the caller exits: the DaemonSet restarts us).
 pub async fn watch_pool(
     client: kube::Client,
     agent: Arc<Agent>,
     cfg: KubeConfig,
     ready_tx: tokio::sync::watch::Sender<bool>,
 ) -> Result<()> {
-    let api: Api<ENIPool> = Api::all(client);
-    let wc = watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name));
-    let mut stream = watcher(api, wc).default_backoff().applied_objects().boxed();
-    let mut ready: BTreeSet<String> = BTreeSet::new();
-    let mut node_cfg: Option<NodeConfig> = None;
-    while let Some(ev) = stream.next().await {
-        let pool = match ev {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = &e as &dyn std::error::Error, "ENIPool watch");
-                continue;
-            }
-        };
-        let Some(status) = pool.status.as_ref() else { continue };
-        let view = PoolView::from_status(status, &BTreeSet::new());
-        // Node-wide programming, whenever its inputs change.
-        if let Some(primary_ip) = view.node_primary_ip {
-            let want = NodeConfig {
-                primary_mac: view.enis.iter().find(|e| e.device_index == 0).map(|e| e.mac.clone()),
-                primary_ip,
-                vpc_cidrs: view.vpc_cidrs.clone(),
-                snat_exclude: cfg.snat_exclude.clone(),
-                external_snat: cfg.external_snat,
-            };
-            if node_cfg.as_ref() != Some(&want) {
-                let host = agent.host().clone();
-                let w = want.clone();
-                match tokio::task::spawn_blocking(move || host.setup_node(&w)).await {
-                    Ok(Ok(())) => node_cfg = Some(want),
-                    Ok(Err(e)) => tracing::error!(
-                        error = &e as &dyn std::error::Error,
-                        "programming node networking"
-                    ),
-                    Err(e) => tracing::error!(%e, "node setup task"),
+    let by_name = || watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name));
+    let pools: Api<ENIPool> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client);
+    let mut pool_stream = watcher(pools, by_name()).default_backoff().boxed();
+    let mut node_stream = watcher(nodes, by_name()).default_backoff().boxed();
+    let settings = HostSettings {
+        mtu: cfg.mtu,
+        snat_exclude: cfg.snat_exclude.clone(),
+        external_snat: cfg.external_snat,
+    };
+    let programmer = Arc::new(std::sync::Mutex::new(Programmer::new(settings)));
+    let mut status: Option<ENIPoolStatus> = None;
+    let mut facts = NodeFacts::default();
+    let mut warned_missing = false;
+    loop {
+        tokio::select! {
+            ev = pool_stream.next() => match ev {
+                None => return Err(Error::InvalidRequest("ENIPool watch stream ended".into())),
+                Some(Err(e)) => {
+                    tracing::warn!(error = &e as &dyn std::error::Error, "ENIPool watch");
+                    continue;
                 }
-            }
+                Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
+                    if p.status.is_none() {
+                        tracing::info!(pool = %cfg.node_name, "ENIPool has no status yet (operator has not synced the node)");
+                    }
+                    status = p.status;
+                }
+                Some(Ok(watcher::Event::Delete(_))) => {
+                    // Keep serving the last view: pods in use keep their addresses (invariant 4).
+                    tracing::warn!(pool = %cfg.node_name, "ENIPool deleted; keeping the last view");
+                    continue;
+                }
+                Some(Ok(watcher::Event::Init)) => continue,
+                Some(Ok(watcher::Event::InitDone)) => {
+                    if status.is_none() && !warned_missing {
+                        warned_missing = true;
+                        tracing::warn!(pool = %cfg.node_name, "no ENIPool named after this node yet; waiting for the operator (STATUS answers not ready)");
+                    }
+                    continue;
+                }
+            },
+            ev = node_stream.next() => match ev {
+                None => return Err(Error::InvalidRequest("Node watch stream ended".into())),
+                Some(Err(e)) => {
+                    tracing::warn!(error = &e as &dyn std::error::Error, "Node watch");
+                    continue;
+                }
+                Some(Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n))) => {
+                    let f = node_facts(&n);
+                    if f == facts {
+                        continue;
+                    }
+                    if f.deleting && !facts.deleting {
+                        tracing::warn!(node = %cfg.node_name, "Node is being deleted");
+                    }
+                    tracing::info!(node = %cfg.node_name, internal_ip = ?f.internal_ip, "Node observed");
+                    facts = f;
+                }
+                Some(Ok(watcher::Event::Delete(_))) => {
+                    tracing::warn!(node = %cfg.node_name, "Node object deleted");
+                    facts = NodeFacts::default();
+                    continue;
+                }
+                Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => continue,
+            },
         }
-        // ENIs: the primary is the node's own link (never reconfigured); secondaries get a table.
-        ready.retain(|id| view.enis.iter().any(|e| e.id == *id && e.attached));
-        let todo: Vec<_> =
-            view.enis.iter().filter(|e| e.attached && !ready.contains(&e.id)).cloned().collect();
-        for e in &todo {
-            if e.device_index == 0 {
-                if node_cfg.is_some() {
-                    ready.insert(e.id.clone());
-                }
-                continue;
-            }
-            let (Some(subnet), Some(gateway)) = (e.subnet, e.gateway()) else { continue };
-            let ec = EniConfig {
-                id: e.id.clone(),
-                mac: e.mac.clone(),
-                table: e.table(),
-                subnet,
-                gateway,
-                primary_ip: e.primary_ip,
-                mtu: cfg.mtu,
-            };
-            let host = agent.host().clone();
-            match tokio::task::spawn_blocking(move || host.setup_eni(&ec)).await {
-                Ok(Ok(())) => {
-                    tracing::info!(eni = %e.id, table = e.table(), "ENI programmed");
-                    ready.insert(e.id.clone());
-                }
-                Ok(Err(err)) => {
-                    tracing::warn!(eni = %e.id, error = &err as &dyn std::error::Error, "ENI not programmed yet")
-                }
-                Err(err) => tracing::error!(%err, "ENI setup task"),
-            }
+        let Some(st) = status.as_ref() else { continue };
+        let view = PoolView::from_status(st, &BTreeSet::new());
+        let (a, p, fallback) = (agent.clone(), programmer.clone(), facts.internal_ip);
+        let r = tokio::task::spawn_blocking(move || {
+            p.lock().unwrap_or_else(|e| e.into_inner()).apply_to(&a, &view, fallback)
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::error!(%e, "host programming task");
         }
-        let a = agent.clone();
-        let v = PoolView::from_status(status, &ready);
-        let _ = tokio::task::spawn_blocking(move || a.set_view(v)).await;
         let _ = ready_tx.send(true);
     }
-    Err(Error::InvalidRequest("ENIPool watch stream ended".into()))
 }
 
 /// Watch pods bound to this node and count those still waiting for an address.

@@ -10,10 +10,10 @@ pub mod error;
 pub mod fault;
 pub mod hostnet;
 pub mod http;
-pub mod journal;
 pub mod kube;
 pub mod metrics;
 pub mod pool;
+pub mod program;
 pub mod run;
 pub mod store;
 

@@ -165,3 +165,21 @@ fn concurrent_storm_keeps_addresses_unique() {
 }
 
 mod crash;
+
+#[test]
+fn drains_the_shims_del_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Arc::new(FakeHost::default());
+    let a = agent_at(&dir.path().join("s.redb"), host);
+    let ip = ip_of(&a.handle(req(Command::Add, "c1")));
+    let jdir = dir.path().join("journal");
+    // Written by the shim's own code while the agent was "down".
+    enipool_cni::journal::record(&jdir, &req(Command::Del, "c1")).unwrap();
+    enipool_cni::journal::record(&jdir, &req(Command::Del, "unknown")).unwrap();
+    std::fs::write(jdir.join("bad@eth0.json"), b"{").unwrap();
+    assert_eq!(a.drain_journal(&jdir), 2);
+    assert!(a.state().allocations.is_empty());
+    assert!(a.state().cooling.contains_key(&ip));
+    assert!(enipool_cni::journal::drain(&jdir).unwrap().is_empty(), "processed entries removed");
+    assert!(jdir.join("bad@eth0.json.corrupt").exists(), "corrupt entry kept for a person");
+}

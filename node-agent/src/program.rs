@@ -1,0 +1,125 @@
+//! Programming the host from a pool view: the node-wide wiring (sysctls, fwmark rule, the
+//! `ip enipool` nftables table) and every attached secondary ENI (link by MAC, MTU, up, table
+//! device index + 1, rp_filter loose). One code path for the ENIPool watch, the restart reconcile
+//! and the tests: re-running it on an already programmed host changes nothing.
+
+use crate::agent::Agent;
+use crate::hostnet::{EniConfig, HostNet, NodeConfig};
+use crate::pool::PoolView;
+use ipnet::Ipv4Net;
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+/// Node-wide settings that do not come from the ENIPool (flags).
+#[derive(Debug, Clone, Default)]
+pub struct HostSettings {
+    /// MTU of secondary ENIs.
+    pub mtu: u32,
+    /// Extra SNAT exclusions.
+    pub snat_exclude: Vec<Ipv4Net>,
+    /// SNAT done outside the node.
+    pub external_snat: bool,
+}
+
+/// What has been programmed so far (kept across pool updates so unchanged ENIs are not redone).
+#[derive(Debug, Default)]
+pub struct Programmer {
+    settings: HostSettings,
+    node: Option<NodeConfig>,
+    ready: BTreeSet<String>,
+}
+
+impl Programmer {
+    /// A programmer that has done nothing yet (a fresh start re-programs everything).
+    pub fn new(settings: HostSettings) -> Programmer {
+        Programmer { settings, node: None, ready: BTreeSet::new() }
+    }
+
+    /// ENIs programmed on this host.
+    pub fn ready(&self) -> &BTreeSet<String> {
+        &self.ready
+    }
+
+    /// Program what `view` needs and is not programmed yet; returns the ENIs ready now. Blocking
+    /// (netlink, nft): call from a blocking thread. `fallback_primary_ip` (the Node's InternalIP)
+    /// is used when the ENIPool does not name the node's primary IP yet.
+    pub fn apply(
+        &mut self,
+        host: &dyn HostNet,
+        view: &PoolView,
+        fallback_primary_ip: Option<Ipv4Addr>,
+    ) -> &BTreeSet<String> {
+        if let Some(primary_ip) = view.node_primary_ip.or(fallback_primary_ip) {
+            let want = NodeConfig {
+                primary_mac: view.enis.iter().find(|e| e.device_index == 0).map(|e| e.mac.clone()),
+                primary_ip,
+                vpc_cidrs: view.vpc_cidrs.clone(),
+                snat_exclude: self.settings.snat_exclude.clone(),
+                external_snat: self.settings.external_snat,
+            };
+            if self.node.as_ref() != Some(&want) {
+                match host.setup_node(&want) {
+                    Ok(()) => {
+                        tracing::info!(primary_ip = %want.primary_ip, vpc_cidrs = ?want.vpc_cidrs, external_snat = want.external_snat, "node networking programmed");
+                        self.node = Some(want);
+                    }
+                    Err(e) => tracing::error!(
+                        error = &e as &dyn std::error::Error,
+                        "programming node networking"
+                    ),
+                }
+            }
+        } else {
+            tracing::warn!("the ENIPool does not name the node's primary IP yet: node networking (SNAT) not programmed");
+        }
+        // The primary ENI is the node's own link (never reconfigured); secondaries get a table.
+        self.ready.retain(|id| view.enis.iter().any(|e| e.id == *id && e.attached));
+        let todo: Vec<_> = view
+            .enis
+            .iter()
+            .filter(|e| e.attached && !self.ready.contains(&e.id))
+            .cloned()
+            .collect();
+        for e in &todo {
+            if e.device_index == 0 {
+                if self.node.is_some() {
+                    self.ready.insert(e.id.clone());
+                }
+                continue;
+            }
+            let (Some(subnet), Some(gateway)) = (e.subnet, e.gateway()) else {
+                tracing::warn!(eni = %e.id, "ENI without subnet CIDR: not programmed");
+                continue;
+            };
+            let ec = EniConfig {
+                id: e.id.clone(),
+                mac: e.mac.clone(),
+                table: e.table(),
+                subnet,
+                gateway,
+                primary_ip: e.primary_ip,
+                mtu: self.settings.mtu,
+            };
+            match host.setup_eni(&ec) {
+                Ok(()) => {
+                    tracing::info!(eni = %e.id, mac = %e.mac, table = e.table(), "ENI programmed");
+                    self.ready.insert(e.id.clone());
+                }
+                Err(err) => {
+                    tracing::warn!(eni = %e.id, mac = %e.mac, error = &err as &dyn std::error::Error, "ENI not programmed yet")
+                }
+            }
+        }
+        &self.ready
+    }
+
+    /// Program the host for `view` and hand the agent the view with ENI readiness filled in.
+    pub fn apply_to(&mut self, agent: &Agent, view: &PoolView, fallback: Option<Ipv4Addr>) {
+        let ready = self.apply(agent.host().as_ref(), view, fallback).clone();
+        let mut v = view.clone();
+        for e in &mut v.enis {
+            e.ready = ready.contains(&e.id);
+        }
+        agent.set_view(v);
+    }
+}
