@@ -45,6 +45,8 @@ fn scope(t: &Target, sub: &str, applied: &Value) -> Value {
 }
 
 /// Server-side apply of `applied` by `manager` to the object at `t` (created when missing).
+// The arguments are the request's parameters one for one; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn apply(
     st: &mut State,
     t: &Target,
@@ -150,7 +152,7 @@ pub fn apply(
                 detail.join("\n")
             ),
         );
-        e.details = Some((name.to_string(), t.def.group.clone(), t.def.plural.clone()));
+        e.details = Some(Box::new((name.to_string(), t.def.group.clone(), t.def.plural.clone())));
         e.causes = causes;
         return Err(e);
     }

@@ -26,7 +26,7 @@ pub struct ApiError {
     /// `Status.message`.
     pub message: String,
     /// `details.name`/`group`/`kind`, when the error concerns one object.
-    pub details: Option<(String, String, String)>,
+    pub details: Option<Box<(String, String, String)>>,
     /// `details.causes`.
     pub causes: Vec<Cause>,
 }
@@ -46,14 +46,16 @@ impl ApiError {
     /// 404 NotFound for `resource.group "name"`, worded like the apiserver.
     pub fn not_found(group_resource: &str, name: &str) -> Self {
         let mut e = Self::new(404, "NotFound", format!("{group_resource} \"{name}\" not found"));
-        e.details = Some((name.to_string(), group_of(group_resource), kind_of(group_resource)));
+        e.details =
+            Some(Box::new((name.to_string(), group_of(group_resource), kind_of(group_resource))));
         e
     }
     /// 409 AlreadyExists.
     pub fn already_exists(group_resource: &str, name: &str) -> Self {
         let mut e =
             Self::new(409, "AlreadyExists", format!("{group_resource} \"{name}\" already exists"));
-        e.details = Some((name.to_string(), group_of(group_resource), kind_of(group_resource)));
+        e.details =
+            Some(Box::new((name.to_string(), group_of(group_resource), kind_of(group_resource))));
         e
     }
     /// 409 Conflict for an optimistic-concurrency failure (stale resourceVersion / uid).
@@ -63,7 +65,8 @@ impl ApiError {
             "Conflict",
             format!("Operation cannot be fulfilled on {group_resource} \"{name}\": {why}"),
         );
-        e.details = Some((name.to_string(), group_of(group_resource), kind_of(group_resource)));
+        e.details =
+            Some(Box::new((name.to_string(), group_of(group_resource), kind_of(group_resource))));
         e
     }
     /// 422 Invalid with one cause per message (`"path: text"` messages are split on the first ": ").
@@ -82,7 +85,7 @@ impl ApiError {
         let joined =
             if errors.len() == 1 { errors[0].clone() } else { format!("[{}]", errors.join(", ")) };
         let mut e = Self::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {joined}"));
-        e.details = Some((name.to_string(), String::new(), kind.to_string()));
+        e.details = Some(Box::new((name.to_string(), String::new(), kind.to_string())));
         e.causes = causes;
         e
     }
@@ -112,7 +115,7 @@ impl ApiError {
         });
         if self.details.is_some() || !self.causes.is_empty() {
             let mut d = json!({});
-            if let Some((name, group, kind)) = &self.details {
+            if let Some((name, group, kind)) = self.details.as_deref() {
                 d["name"] = json!(name);
                 if !group.is_empty() {
                     d["group"] = json!(group);

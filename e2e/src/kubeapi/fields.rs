@@ -153,7 +153,7 @@ fn walk(v: &Value, schema: Schema, path: &mut Path, name: &str, out: &mut FieldS
     }
 }
 
-fn find_item<'v>(items: &'v [Value], elem: &str) -> Option<usize> {
+fn find_item(items: &[Value], elem: &str) -> Option<usize> {
     if let Some(k) = elem.strip_prefix("k:") {
         let key: Value = serde_json::from_str(k).ok()?;
         let km = key.as_object()?;

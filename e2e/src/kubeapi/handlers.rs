@@ -75,7 +75,10 @@ async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Respon
     let res = route(&shared, &segs, &req);
     match res {
         Ok(Routed::Response(r)) => r,
-        Ok(Routed::Watch(t, w)) => watch::serve(shared, t, w),
+        Ok(Routed::Watch(tw)) => {
+            let (t, w) = *tw;
+            watch::serve(shared, t, w)
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -121,7 +124,7 @@ impl Req {
 
 enum Routed {
     Response(Response),
-    Watch(Target, watch::WatchParams),
+    Watch(Box<(Target, watch::WatchParams)>),
 }
 
 fn route(shared: &Arc<Shared>, segs: &[&str], req: &Req) -> ApiResult<Routed> {
@@ -209,7 +212,7 @@ fn target(shared: &Shared, group: &str, version: &str, rest: &[&str]) -> ApiResu
     }
     if let Some(s) = &sub {
         let has = def.version(version).is_some_and(|v| v.status_subresource);
-        if !(s == "status" && has) && !(s == "finalize" && def.plural == "namespaces") {
+        if !((s == "status" && has) || (s == "finalize" && def.plural == "namespaces")) {
             return Err(not_found());
         }
     }
@@ -232,7 +235,7 @@ fn resource(
         let v = if req.wants_table() && v.get("kind").is_some_and(|k| k != "Status") {
             table::table(
                 &t,
-                &[v.clone()],
+                std::slice::from_ref(&v),
                 req.q("includeObject").unwrap_or("Metadata"),
                 json!({"resourceVersion": v["metadata"]["resourceVersion"]}),
                 true,
@@ -250,7 +253,7 @@ fn resource(
         (&Method::GET, None) => {
             if req.flag("watch") {
                 let w = watch::WatchParams::from_query(&req.query, &t, req.wants_table())?;
-                return Ok(Routed::Watch(t, w));
+                return Ok(Routed::Watch(Box::new((t, w))));
             }
             let v = shared.with_state(|st| list(st, &t, req))?;
             Ok(Routed::Response(json_response(StatusCode::OK, &v)))

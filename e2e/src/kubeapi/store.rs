@@ -167,13 +167,13 @@ impl Store {
         self.compacted = self.rv;
     }
 
-    /// Events with `rv > after`, or `Err(())` when some of them were compacted away.
-    pub fn events_after(&self, after: u64) -> Result<impl Iterator<Item = &Event>, ()> {
+    /// Events with `rv > after`, or None when some of them were compacted away.
+    pub fn events_after(&self, after: u64) -> Option<impl Iterator<Item = &Event>> {
         if after < self.compacted {
-            return Err(());
+            return None;
         }
         // The log is sorted by rv: skip the prefix with binary search.
         let start = self.log.partition_point(|e| e.rv <= after);
-        Ok(self.log.range(start..))
+        Some(self.log.range(start..))
     }
 }

@@ -84,7 +84,7 @@ fn step_bracket<'v>(cur: Vec<&'v Value>, inner: &str) -> Vec<&'v Value> {
                     Some(w) => match x {
                         Value::String(s) => s == w,
                         Value::Null => false,
-                        other => other.to_string() == w,
+                        other => serde_json::to_string(other).is_ok_and(|s| s == w),
                     },
                     None => !x.is_null(),
                 }

@@ -171,8 +171,8 @@ async fn run(
         let batch: Result<Vec<(&'static str, Value)>, u64> = {
             let st = shared.lock();
             let r = match st.store.events_after(cursor) {
-                Err(()) => Err(cursor),
-                Ok(evs) => {
+                None => Err(cursor),
+                Some(evs) => {
                     let mut v = Vec::new();
                     for e in evs.filter(|e| in_scope(&t, &e.key)) {
                         let new_m = w.matches(&e.obj);
