@@ -404,6 +404,16 @@ impl Cluster {
         if let Err(e) = &r {
             let report = self.diagnose();
             eprintln!("===== diagnostics for {} ({e:#}) =====\n{report}", self.spec.name);
+            // For debugging by hand: keep the failed cluster up for a while.
+            if let Some(secs) =
+                std::env::var("ENIPOOL_E2E_PAUSE_ON_FAIL").ok().and_then(|s| s.parse().ok())
+            {
+                eprintln!(
+                    "ENIPOOL_E2E_PAUSE_ON_FAIL: keeping the cluster for {secs}s (KUBECONFIG={})",
+                    self.kube.kubeconfig.display()
+                );
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+            }
         }
         self.finished = true;
         self.shutdown().await;

@@ -1,14 +1,244 @@
 //! kubectl: CRDs served, `kubectl get enipools` columns, GitOps `kubectl apply` of a policy.
 
+use super::{all_pools_ready, basic::pods_on, with_cluster, SETTLE};
+use crate::cluster::{kube as k, wait, Cluster, Spec};
 use crate::runner::Target;
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Context, Result};
+use std::collections::BTreeMap;
 
-pub async fn crds_served(_t: Target) -> Result<()> {
-    bail!("not written yet")
+/// Runs against the platform's API or a real cluster (`--kubeconfig`): nothing here needs nodes.
+pub async fn crds_served(t: Target) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("enipool-e2e-crds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let r = async {
+        let mut env = k::KubeEnv::start(t.kubeconfig.as_deref(), &dir).await?;
+        let r = async {
+            k::install_crds(&env.client).await?;
+            for (crd, kind) in [
+                ("enipools.enipool.io", "ENIPool"),
+                ("enipoolpolicies.enipool.io", "ENIPoolPolicy"),
+            ] {
+                let out = env.kubectl(&["get", "crd", crd, "-o", "jsonpath={.spec.names.kind}"])?;
+                ensure!(out.trim() == kind, "CRD {crd} serves kind {out:?}");
+            }
+            let cols = env.kubectl(&[
+                "get",
+                "crd",
+                "enipools.enipool.io",
+                "-o",
+                "jsonpath={.spec.versions[0].additionalPrinterColumns[*].name}",
+            ])?;
+            for c in [
+                "Node",
+                "Instance",
+                "Type",
+                "Mode",
+                "ENIs",
+                "Allocated",
+                "In-Use",
+                "Available",
+                "Target",
+                "Ready",
+            ] {
+                ensure!(
+                    cols.split_whitespace().any(|x| x == c),
+                    "printer column {c} missing: {cols}"
+                );
+            }
+            // Both kinds list (empty or not) through kubectl's discovery.
+            env.kubectl(&["get", "enipools"])?;
+            env.kubectl(&["get", "enipoolpolicies"])?;
+            Ok(())
+        }
+        .await;
+        env.shutdown().await;
+        r
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    r
 }
-pub async fn get_enipools(_t: Target) -> Result<()> {
-    bail!("not written yet")
+
+/// Parses kubectl's table output into rows of column → value.
+fn table(out: &str) -> Result<(Vec<String>, Vec<BTreeMap<String, String>>)> {
+    let mut lines = out.lines();
+    let header: Vec<String> = lines
+        .next()
+        .context("empty kubectl output")?
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let rows = lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| header.iter().cloned().zip(l.split_whitespace().map(String::from)).collect())
+        .collect();
+    Ok((header, rows))
 }
-pub async fn gitops_apply(_t: Target) -> Result<()> {
-    bail!("not written yet")
+
+/// Secondary addresses EC2 has on the instance's attached ENIs (the truth ALLOCATED must match).
+fn ec2_allocated(c: &Cluster, instance: &str) -> usize {
+    let st = c.sim().snapshot();
+    st.enis
+        .values()
+        .filter(|e| e.attachment.as_ref().is_some_and(|a| a.instance_id == instance))
+        .map(|e| e.secondary.len() + e.prefixes.len() * 16)
+        .sum()
+}
+
+pub async fn get_enipools(t: Target) -> Result<()> {
+    with_cluster(&t, Spec::new("kubectl-get-enipools", 2), |c| {
+        Box::pin(async move {
+            all_pools_ready(c).await?;
+            let nodes = c.nodes();
+            pods_on(c, "a", &nodes[0].name, 3).await?;
+            pods_on(c, "b", &nodes[1].name, 1).await?;
+            let expect_in_use = [(nodes[0].name.clone(), 3), (nodes[1].name.clone(), 1)];
+            wait::poll("kubectl get enipools to show the right numbers", SETTLE, || async {
+                let out = c.kubectl(&["get", "enipools"])?;
+                let (header, rows) = table(&out)?;
+                let want = [
+                    "NAME",
+                    "NODE",
+                    "INSTANCE",
+                    "TYPE",
+                    "MODE",
+                    "ENIS",
+                    "ALLOCATED",
+                    "IN-USE",
+                    "AVAILABLE",
+                    "TARGET",
+                    "READY",
+                    "AGE",
+                ];
+                ensure!(header == want, "columns {header:?}, want {want:?}");
+                ensure!(rows.len() == 2, "{} rows:\n{out}", rows.len());
+                for (node, in_use) in &expect_in_use {
+                    let n = c.node(node)?;
+                    let row = rows
+                        .iter()
+                        .find(|r| r["NAME"] == *node)
+                        .with_context(|| format!("no row {node}"))?;
+                    let pool = c.pool(node).await?;
+                    let st = pool.status.context("status")?;
+                    let allocated = ec2_allocated(c, &n.instance_id);
+                    let enis = st.enis.len();
+                    let target = st.target.map(|t| t.ips).unwrap_or(-1);
+                    let num = |k: &str| {
+                        row[k].parse::<i64>().with_context(|| format!("{k}={:?}", row[k]))
+                    };
+                    ensure!(
+                        row["NODE"] == *node && row["INSTANCE"] == n.instance_id,
+                        "identity: {row:?}"
+                    );
+                    ensure!(
+                        row["TYPE"] == "m5.large" && row["MODE"] == "SecondaryIP",
+                        "type/mode: {row:?}"
+                    );
+                    ensure!(
+                        row["ENIS"] == format!("{enis}/3"),
+                        "ENIS {} with {enis} ENIs of 3",
+                        row["ENIS"]
+                    );
+                    ensure!(
+                        num("ALLOCATED")? == allocated as i64,
+                        "ALLOCATED {} but EC2 holds {allocated}",
+                        row["ALLOCATED"]
+                    );
+                    ensure!(
+                        num("IN-USE")? == *in_use,
+                        "IN-USE {} with {in_use} pods",
+                        row["IN-USE"]
+                    );
+                    ensure!(
+                        num("AVAILABLE")? == allocated as i64 - in_use,
+                        "AVAILABLE {} with {allocated} allocated and {in_use} in use",
+                        row["AVAILABLE"]
+                    );
+                    ensure!(
+                        num("TARGET")? == target as i64,
+                        "TARGET {} vs status {target}",
+                        row["TARGET"]
+                    );
+                    // warmIPs 2 above the pods, batch 1.
+                    ensure!(
+                        target as i64 == in_use + 2,
+                        "target {target} for {in_use} pods + 2 warm"
+                    );
+                    ensure!(row["READY"] == "True", "READY {}", row["READY"]);
+                }
+                let wide = c.kubectl(&["get", "enipools", "-o", "wide"])?;
+                let (wh, wrows) = table(&wide)?;
+                for col in ["ZONE", "POLICY", "PENDING-PODS", "RELEASING", "LAST-SYNC", "REASON"] {
+                    ensure!(wh.iter().any(|h| h == col), "-o wide lacks {col}: {wh:?}");
+                }
+                for r in &wrows {
+                    ensure!(
+                        r["ZONE"] == "us-west-2a" && r["POLICY"] == "default",
+                        "wide row {r:?}"
+                    );
+                    ensure!(r["PENDING-PODS"] == "0" && r["RELEASING"] == "0", "wide row {r:?}");
+                }
+                Ok(())
+            })
+            .await
+        })
+    })
+    .await
+}
+
+/// Waits until the pool's target and EC2's allocation of the single node equal `n`.
+async fn converge_to(c: &Cluster, n: i32) -> Result<()> {
+    let node = c.nodes()[0].clone();
+    wait::poll(&format!("target and EC2 allocation at {n}"), SETTLE, || async {
+        let pool = c.pool(&node.name).await?;
+        let target = pool.status.as_ref().and_then(|s| s.target.as_ref()).map(|t| t.ips);
+        let allocated = ec2_allocated(c, &node.instance_id);
+        ensure!(
+            target == Some(n) && allocated == n as usize,
+            "target {target:?}, EC2 holds {allocated}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+pub async fn gitops_apply(t: Target) -> Result<()> {
+    let spec = Spec::new("gitops-policy-apply", 1).policy(serde_json::json!({
+        "mode": "SecondaryIP", "sizing": {"warmIPs": 2, "batch": 1},
+        "release": {"enabled": true, "delaySeconds": 5}, "cooldownSeconds": 1,
+    }));
+    with_cluster(&t, spec, |c| {
+        Box::pin(async move {
+            all_pools_ready(c).await?;
+            converge_to(c, 2).await?;
+            // The repository's manifest changes; the GitOps tool runs kubectl apply.
+            let repo = c.run_dir().join("gitops");
+            std::fs::create_dir_all(&repo)?;
+            let file = repo.join("policy.yaml");
+            let mut policy = c.spec.policy.clone();
+            policy.sizing.warm_ips = Some(6);
+            std::fs::write(&file, k::policy_manifest("default", &policy)?)?;
+            let f = file.display().to_string();
+            c.kubectl(&["apply", "-f", &f])?;
+            converge_to(c, 6).await?;
+            // And back down (release after the 5 s delay).
+            policy.sizing.warm_ips = Some(3);
+            std::fs::write(&file, k::policy_manifest("default", &policy)?)?;
+            c.kubectl(&["apply", "-f", &f])?;
+            converge_to(c, 3).await?;
+            // An invalid change is refused by the API with the CRD's message; nothing moves.
+            policy.mode = enipool_crds::IpMode::Prefix;
+            policy.sizing.batch = Some(5);
+            std::fs::write(&file, k::policy_manifest("default", &policy)?)?;
+            match c.kubectl(&["apply", "-f", &f]) {
+                Ok(out) => bail!("an invalid policy was accepted: {out}"),
+                Err(e) => ensure!(
+                    format!("{e:#}").contains("multiple of 16"),
+                    "unexpected refusal: {e:#}"
+                ),
+            }
+            converge_to(c, 3).await
+        })
+    })
+    .await
 }

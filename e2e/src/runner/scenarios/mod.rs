@@ -165,11 +165,6 @@ pub(crate) fn eni_of(pool: &ENIPool, ip: Ipv4Addr) -> Option<EniStatus> {
         .cloned()
 }
 
-/// Addresses a pool holds for pods (secondary IPs + prefix addresses).
-pub(crate) fn allocated(pool: &ENIPool) -> i32 {
-    pool.status.as_ref().and_then(|s| s.summary.as_ref()).map_or(0, |s| s.allocated)
-}
-
 /// Pings between every pair of pods (both directions).
 pub(crate) async fn mesh_ping(c: &Cluster, pods: &[String]) -> Result<()> {
     for a in pods {
