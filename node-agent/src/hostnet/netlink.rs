@@ -11,7 +11,7 @@ use super::{
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::neighbour::NeighbourState;
-use rtnetlink::packet_route::route::RouteScope;
+use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, IpVersion, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::fs::File;
@@ -344,16 +344,16 @@ impl HostNet for NetlinkHost {
                             .await,
                         "eni address",
                     )?;
-                    // The kernel's connected route would send the whole subnet out this ENI from main.
+                    // The kernel's connected route would send the whole subnet out this ENI from
+                    // main. It is `proto kernel`: the kernel only deletes a route whose protocol
+                    // matches (the builder's default, static, never matched).
                     let connected = RouteMessageBuilder::<Ipv4Addr>::new()
                         .destination_prefix(eni.subnet.network(), eni.subnet.prefix_len())
                         .output_interface(idx)
                         .scope(RouteScope::Link)
+                        .protocol(RouteProtocol::Kernel)
                         .build();
-                    let _ = gone_ok(
-                        c.h.route().del(connected).execute().await,
-                        "delete connected route",
-                    );
+                    gone_ok(c.h.route().del(connected).execute().await, "delete connected route")?;
                     ensure_rule(&c.h, PRIO_FROM_ENI, eni.table, Some((ip, 32)), None, None).await?;
                 }
                 let gw = RouteMessageBuilder::<Ipv4Addr>::new()
