@@ -23,10 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// How long a deleted pool waits for its instance to terminate before its finalizer is removed
-/// anyway (leftover ENIs then go to GC).
-const TERMINATION_WAIT: Duration = Duration::from_secs(3600);
-
 /// Shared by both controllers.
 pub struct Context {
     /// EC2 side.
@@ -35,21 +31,48 @@ pub struct Context {
     pub client: Client,
     /// Leadership.
     pub leader: watch::Receiver<bool>,
-    /// Nodes cache.
-    pub nodes: Store<Node>,
-    /// Policies cache.
-    pub policies: Store<ENIPoolPolicy>,
-    /// Pools cache.
-    pub pools: Store<ENIPool>,
+    /// Nodes cache (the Node controller's store).
+    pub nodes: Store<DeserializeGuard<Node>>,
+    /// Policies cache (the policy controller's store).
+    pub policies: Store<DeserializeGuard<ENIPoolPolicy>>,
+    /// Pools cache (the pool controller's store).
+    pub pools: Store<DeserializeGuard<ENIPool>>,
     /// Events.
     pub recorder: Recorder,
     /// Metrics.
     pub metrics: Metrics,
+    /// How long a deleted pool waits for its instance to terminate before its finalizer is
+    /// removed anyway (leftover ENIs then go to GC).
+    pub termination_wait: Duration,
+}
+
+/// The object behind a guard, `None` when it did not deserialize.
+pub fn valid<K>(g: &DeserializeGuard<K>) -> Option<&K> {
+    g.0.as_ref().ok()
 }
 
 impl Context {
-    fn is_leader(&self) -> bool {
+    pub(crate) fn is_leader(&self) -> bool {
         *self.leader.borrow()
+    }
+
+    /// A Node from the cache (`None` when absent or malformed).
+    pub(crate) fn node(&self, name: &str) -> Option<Node> {
+        self.nodes.get(&ObjectRef::new(name)).and_then(|g| valid(&g).cloned())
+    }
+
+    /// Every well-formed policy in the cache.
+    pub(crate) fn valid_policies(&self) -> Vec<ENIPoolPolicy> {
+        self.policies.state().iter().filter_map(|g| valid(g).cloned()).collect()
+    }
+
+    /// Every well-formed pool in the cache, and whether some pool was malformed.
+    pub(crate) fn valid_pools(&self) -> (Vec<Arc<ENIPool>>, bool) {
+        let all = self.pools.state();
+        let ok: Vec<Arc<ENIPool>> =
+            all.iter().filter_map(|g| valid(g).cloned().map(Arc::new)).collect();
+        let malformed = ok.len() != all.len();
+        (ok, malformed)
     }
 
     fn pools_api(&self) -> Api<ENIPool> {
@@ -85,7 +108,7 @@ fn choose_policy(
     node: &Node,
     pinned: Option<&str>,
 ) -> (String, Option<ENIPoolPolicy>) {
-    let policies: Vec<ENIPoolPolicy> = ctx.policies.state().iter().map(|p| (**p).clone()).collect();
+    let policies = ctx.valid_policies();
     let sel = select_policy(&policies, node.labels(), pinned);
     let chosen = sel.chosen.and_then(|n| policies.into_iter().find(|p| p.name_any() == n));
     (chosen.as_ref().map(|p| p.name_any()).unwrap_or_default(), chosen)
@@ -132,8 +155,17 @@ async fn apply_pool(
     Ok(())
 }
 
-/// Node controller: make sure every AWS Node has its pool.
-pub async fn reconcile_node(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
+/// Node controller: make sure every AWS Node has its pool, labelled with the policy its labels
+/// select (a label change re-labels the pool, which wakes the pool controller: Nodes are watched
+/// once, here).
+pub async fn reconcile_node(
+    guard: Arc<DeserializeGuard<Node>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let Some(node) = valid(&guard) else {
+        tracing::warn!(name = ?guard.name_any(), "malformed Node skipped");
+        return Ok(Action::await_change());
+    };
     if !ctx.is_leader() || node.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -142,14 +174,20 @@ pub async fn reconcile_node(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action
         return Ok(Action::await_change()); // not an AWS node: not ours
     };
     let existing = ctx.pools.get(&ObjectRef::new(&node.name_any()));
-    if existing.as_ref().is_some_and(|p| p.meta().deletion_timestamp.is_none()) {
+    if let Some(g) = existing.as_ref().filter(|p| p.meta().deletion_timestamp.is_none()) {
+        let Some(pool) = valid(g) else { return Ok(Action::await_change()) };
+        let pinned = pool.spec.policy_ref.as_ref().map(|r| r.name.as_str());
+        let (policy, _) = choose_policy(&ctx, node, pinned);
+        if pool.labels().get(POLICY_LABEL).map(String::as_str).unwrap_or("") != policy {
+            apply_pool(&ctx, node, &pool.spec.instance_id, &zone, &policy).await?;
+        }
         return Ok(Action::await_change());
     }
     if existing.is_some() {
         return Ok(Action::requeue(Duration::from_secs(2))); // finalizing; recreate once it is gone
     }
-    let (policy, _) = choose_policy(&ctx, &node, None);
-    apply_pool(&ctx, &node, &instance_id, &zone, &policy).await?;
+    let (policy, _) = choose_policy(&ctx, node, None);
+    apply_pool(&ctx, node, &instance_id, &zone, &policy).await?;
     tracing::info!(node = %node.name_any(), %instance_id, "created ENIPool");
     Ok(Action::await_change())
 }
@@ -163,8 +201,12 @@ struct KubeSink {
 #[async_trait::async_trait]
 impl StatusSink for KubeSink {
     async fn write(&self, status: &ENIPoolStatus) -> Result<()> {
-        let patch =
-            json!({"apiVersion": "enipool.io/v1alpha1", "kind": "ENIPool", "status": status});
+        let patch = json!({
+            "apiVersion": "enipool.io/v1alpha1",
+            "kind": "ENIPool",
+            "metadata": {"name": self.name},
+            "status": status,
+        });
         let pp = PatchParams::apply(OPERATOR_FIELD_MANAGER).force();
         self.api
             .patch_status(&self.name, &pp, &Patch::Apply(&patch))
@@ -204,7 +246,7 @@ pub async fn reconcile_pool(
 
 async fn reconcile_live(pool: &ENIPool, ctx: &Context) -> Result<Action> {
     let name = pool.name_any();
-    let Some(node) = ctx.nodes.get(&ObjectRef::new(&pool.spec.node_name)) else {
+    let Some(node) = ctx.node(&pool.spec.node_name) else {
         // The Node is gone: delete the pool so its finalizer cleans EC2 up.
         ctx.pools_api()
             .delete(&name, &DeleteParams::default())
@@ -255,10 +297,8 @@ async fn finalize(pool: &ENIPool, ctx: &Context) -> Result<Action> {
     if !pool.finalizers().iter().any(|f| f == POOL_FINALIZER) {
         return Ok(Action::await_change());
     }
-    let node_lives = ctx
-        .nodes
-        .get(&ObjectRef::new(&pool.spec.node_name))
-        .is_some_and(|n| n.meta().deletion_timestamp.is_none());
+    let node_lives =
+        ctx.node(&pool.spec.node_name).is_some_and(|n| n.meta().deletion_timestamp.is_none());
     if !node_lives {
         let ec2 = ctx.shared.ec2.as_ref();
         let inst = ec2.describe_instances(std::slice::from_ref(&pool.spec.instance_id)).await?;
@@ -269,8 +309,8 @@ async fn finalize(pool: &ENIPool, ctx: &Context) -> Result<Action> {
             .as_ref()
             .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0).as_secs())
             .unwrap_or(0);
-        if alive && waited < TERMINATION_WAIT.as_secs() as i64 {
-            return Ok(Action::requeue(Duration::from_secs(30)));
+        if alive && waited < ctx.termination_wait.as_secs() as i64 {
+            return Ok(Action::requeue(ctx.shared.resync.min(Duration::from_secs(30))));
         }
         let status = pool.status.clone().unwrap_or_default();
         let mut ids: Vec<String> =
@@ -297,6 +337,17 @@ async fn finalize(pool: &ENIPool, ctx: &Context) -> Result<Action> {
         .await
         .map_err(Error::kube("RemoveFinalizer"))?;
     Ok(Action::await_change())
+}
+
+/// One GC run (leader only). Skipped while a pool is malformed: its ENIs and journal cannot be
+/// read, so they could not be protected.
+pub async fn gc_once(ctx: &Context, grace_secs: i64) -> Vec<String> {
+    let (pools, malformed) = ctx.valid_pools();
+    if malformed {
+        tracing::warn!("GC skipped: a malformed ENIPool's ENIs cannot be told apart from leaks");
+        return vec![];
+    }
+    crate::gc::run_once(ctx.shared.ec2.as_ref(), &ctx.shared.cluster, &pools, grace_secs).await
 }
 
 /// Requeue policy: transient errors back off with jitter; permanent ones wait longer.

@@ -68,35 +68,29 @@ pub async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, ku
     }
 }
 
-/// Run the election forever, publishing leadership on the returned channel.
-pub fn spawn(
-    client: Client,
-    cfg: LeaseConfig,
-) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = watch::channel(false);
+/// Run the election forever, publishing leadership on `tx`. A future, not a task: whoever drives
+/// it stops renewing when it is dropped (a crashed replica), so the Lease expires.
+pub async fn run(client: Client, cfg: LeaseConfig, tx: watch::Sender<bool>) {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
-    let task = tokio::spawn(async move {
-        let mut last_ok = tokio::time::Instant::now();
-        loop {
-            match try_acquire(&api, &cfg).await {
-                Ok(leader) => {
-                    last_ok = tokio::time::Instant::now();
-                    if *tx.borrow() != leader {
-                        tracing::info!(leader, identity = %cfg.identity, "leadership changed");
-                    }
-                    tx.send_replace(leader);
+    let mut last_ok = tokio::time::Instant::now();
+    loop {
+        match try_acquire(&api, &cfg).await {
+            Ok(leader) => {
+                last_ok = tokio::time::Instant::now();
+                if *tx.borrow() != leader {
+                    tracing::info!(leader, identity = %cfg.identity, "leadership changed");
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "lease renewal failed");
-                    // Step down before another replica can consider the lease expired.
-                    if last_ok.elapsed() > cfg.duration * 2 / 3 && *tx.borrow() {
-                        tracing::warn!("stepping down: lease not renewed");
-                        tx.send_replace(false);
-                    }
+                tx.send_replace(leader);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "lease renewal failed");
+                // Step down before another replica can consider the lease expired.
+                if last_ok.elapsed() > cfg.duration * 2 / 3 && *tx.borrow() {
+                    tracing::warn!("stepping down: lease not renewed");
+                    tx.send_replace(false);
                 }
             }
-            tokio::time::sleep(cfg.duration / 3).await;
         }
-    });
-    (rx, task)
+        tokio::time::sleep(cfg.duration / 3).await;
+    }
 }

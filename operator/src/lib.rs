@@ -14,6 +14,7 @@ pub mod journal;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
+pub mod policy_status;
 pub mod reconcile;
 mod run;
 pub mod sync;
@@ -21,3 +22,4 @@ pub mod sync;
 pub mod testing;
 
 pub use error::{Error, Result};
+pub use run::{Operator, OperatorConfig, OperatorHandle};

@@ -64,6 +64,16 @@ impl Memory {
         m.keys().cloned().collect()
     }
 
+    /// Subnets where prefixes are not requested right now (no aligned /28 left).
+    pub fn no_cidr_subnets(&self, now: Timestamp) -> BTreeSet<String> {
+        self.no_cidr_now(now)
+    }
+
+    /// Subnet states as last seen by pool reconciles.
+    pub fn subnet_states(&self) -> BTreeMap<String, SubnetState> {
+        self.subnet_states.lock().expect("memory lock").clone()
+    }
+
     fn note_subnet(&self, id: &str, zone: &str, available: i32, exhausted: bool, now: &Time) {
         let mut m = self.subnet_states.lock().expect("memory lock");
         m.insert(

@@ -1,5 +1,10 @@
-//! Process wiring: telemetry, EC2 client, leader election, watch caches, the two controllers, GC,
-//! and the HTTP endpoints.
+//! Process wiring: leader election, the three controllers (Node, ENIPool, ENIPoolPolicy) whose
+//! watch stores double as the caches, GC, and the HTTP endpoints.
+//!
+//! [`Operator::start`] is the library entry point: it takes a kube client and an [`Ec2Api`], so the
+//! e2e tests and the benchmark run replicas in process (and kill one with
+//! [`OperatorHandle::abort`]). Everything runs inside one task: aborting it drops the Lease
+//! renewal, the controllers and the HTTP server together, as a crashed process would.
 
 use crate::args::{Args, LogFormat};
 use crate::capacity::CapacityCache;
@@ -10,6 +15,7 @@ use crate::ec2::Ec2Api;
 use crate::http::{self, Health};
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::policy_status;
 use crate::reconcile::{Memory, Shared};
 use crate::sync::SubnetCache;
 use enipool_crds::{ENIPool, ENIPoolPolicy};
@@ -18,13 +24,15 @@ use k8s_openapi::api::core::v1::Node;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, ResourceExt};
 use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 fn init_tracing(format: LogFormat) {
     let filter =
@@ -36,198 +44,351 @@ fn init_tracing(format: LogFormat) {
     };
 }
 
-impl Args {
-    /// Run the operator until a watch or the lease task ends.
-    pub async fn run(self) -> anyhow::Result<()> {
-        let Self {
-            cluster_name,
-            ec2_endpoint,
-            region,
-            metrics_addr,
-            lease_namespace,
-            lease_name,
-            identity,
-            lease_duration_seconds,
-            mutate_qps,
-            mutate_burst,
-            describe_qps,
-            describe_burst,
-            budget_share,
-            gc_interval_seconds,
-            leak_grace_seconds,
-            resync_seconds,
-            agent_stale_seconds,
-            workers,
-            vpc_cidrs,
-            log_format,
-        } = self;
-        init_tracing(log_format);
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), cluster = %cluster_name, "starting enipool-operator");
+/// Everything the operator needs besides its kube client and EC2 (the flags, resolved).
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    /// Cluster name (ENI tags, GC scope).
+    pub cluster: String,
+    /// Lease namespace.
+    pub lease_namespace: String,
+    /// Lease name.
+    pub lease_name: String,
+    /// This replica's identity in the Lease.
+    pub identity: String,
+    /// Lease duration (renewed every third of it).
+    pub lease_duration: Duration,
+    /// Periodic per-node resync (also the policy status refresh).
+    pub resync: Duration,
+    /// Time between GC runs.
+    pub gc_interval: Duration,
+    /// An unattached tagged ENI older than this is leaked.
+    pub leak_grace_secs: i64,
+    /// An agent report older than this sets AgentStale.
+    pub agent_stale_secs: i64,
+    /// Pools reconciled in parallel.
+    pub workers: u16,
+    /// VPC CIDRs published to agents (empty = derived from subnets).
+    pub vpc_cidrs: Vec<String>,
+    /// Address of /metrics, /healthz, /readyz (`None` = not served).
+    pub metrics_addr: Option<SocketAddr>,
+    /// How long a deleted pool waits for its instance to terminate before its finalizer goes.
+    pub termination_wait: Duration,
+}
 
-        let mut registry = Registry::default();
-        let ec2_metrics = Ec2Metrics::default();
-        ec2_metrics.register(registry.sub_registry_with_prefix("enipool"));
+impl OperatorConfig {
+    /// The flag defaults for `cluster`, with a random identity.
+    pub fn new(cluster: &str) -> Self {
+        OperatorConfig {
+            cluster: cluster.into(),
+            lease_namespace: "kube-system".into(),
+            lease_name: "enipool-operator".into(),
+            identity: format!("enipool-operator-{}", uuid::Uuid::new_v4()),
+            lease_duration: Duration::from_secs(15),
+            resync: Duration::from_secs(60),
+            gc_interval: Duration::from_secs(300),
+            leak_grace_secs: 600,
+            agent_stale_secs: 120,
+            workers: 8,
+            vpc_cidrs: vec![],
+            metrics_addr: None,
+            termination_wait: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The running operator.
+pub struct Operator;
+
+/// Handle of an operator started with [`Operator::start`].
+pub struct OperatorHandle {
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    leader: watch::Receiver<bool>,
+    health: Arc<Health>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl OperatorHandle {
+    /// Whether this replica holds the Lease now.
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    /// Whether the watch caches have synced (`/readyz`).
+    pub fn is_ready(&self) -> bool {
+        self.health.ready.load(Ordering::Relaxed)
+    }
+
+    /// Kill the replica at once, as a crash would: in-flight EC2 calls and writes are dropped and
+    /// the Lease is no longer renewed.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+
+    /// Graceful stop: controllers finish in-flight reconciles, then the task ends.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) if e.is_cancelled() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the task has ended (aborted, failed or shut down).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+impl Operator {
+    /// Start a replica on the current runtime. `registry` receives the operator's metrics (the
+    /// caller registers the EC2 client's metrics in it beforehand, as [`Args::run`] does).
+    pub fn start(
+        cfg: OperatorConfig,
+        client: Client,
+        ec2: Arc<dyn Ec2Api>,
+        registry: Registry,
+    ) -> OperatorHandle {
+        let (leader_tx, leader_rx) = watch::channel(false);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut registry = registry;
         let metrics = Metrics::new(&mut registry);
-        let mut cfg =
-            AwsEc2Config { region, budget_share, metrics: ec2_metrics, ..Default::default() };
-        if let Some(q) = describe_qps {
-            cfg.describe.qps = q;
-        }
-        if let Some(b) = describe_burst {
-            cfg.describe.burst = b;
-        }
-        if let Some(q) = mutate_qps {
-            cfg.mutate.qps = q;
-        }
-        if let Some(b) = mutate_burst {
-            cfg.mutate.burst = b;
-        }
-        // A simulator endpoint without credentials in the environment gets the dummy pair.
-        if ec2_endpoint.is_some() && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-            cfg.static_credentials = Some(StaticCredentials::test());
-        }
-        cfg.endpoint_url = ec2_endpoint;
-        let ec2: Arc<dyn Ec2Api> = Arc::new(AwsEc2::new(cfg).await?);
-
-        let client = Client::try_default().await?;
-        let identity = identity
-            .or_else(|| std::env::var("POD_NAME").ok())
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| format!("enipool-operator-{}", uuid::Uuid::new_v4()));
-        let (leader_rx, lease_task) = leader::spawn(
-            client.clone(),
-            LeaseConfig {
-                namespace: lease_namespace,
-                name: lease_name,
-                identity: identity.clone(),
-                duration: Duration::from_secs(lease_duration_seconds.max(3)),
-            },
-        );
-
-        // Watch caches (kept warm on standbys too).
-        let (nodes, nodes_w) = reflector::store::<Node>();
-        let node_watch = reflector::reflector(
-            nodes_w,
-            watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
-        )
-        .default_backoff()
-        .for_each(|_| futures::future::ready(()));
-        let (policies, pol_w) = reflector::store::<ENIPoolPolicy>();
-        let pol_watch = reflector::reflector(
-            pol_w,
-            watcher(Api::<ENIPoolPolicy>::all(client.clone()), watcher::Config::default()),
-        )
-        .default_backoff()
-        .for_each(|_| futures::future::ready(()));
-        let (pools, pool_w) = reflector::store::<ENIPool>();
-        let pool_watch = reflector::reflector(
-            pool_w,
-            watcher(Api::<ENIPool>::all(client.clone()), watcher::Config::default()),
-        )
-        .default_backoff()
-        .for_each(|_| futures::future::ready(()));
-
-        let shared = Shared {
-            ec2: ec2.clone(),
-            cluster: cluster_name.clone(),
-            vpc_cidrs,
-            agent_stale_secs: agent_stale_seconds,
-            resync: Duration::from_secs(resync_seconds.max(5)),
-            capacity: CapacityCache::new(ec2.clone()),
-            subnets: SubnetCache::default(),
-            memory: Memory::default(),
-        };
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter { controller: "enipool-operator".into(), instance: Some(identity) },
-        );
-        let ctx = Arc::new(Context {
-            shared,
-            client: client.clone(),
-            leader: leader_rx.clone(),
-            nodes: nodes.clone(),
-            policies: policies.clone(),
-            pools: pools.clone(),
-            recorder,
-            metrics,
-        });
         let health = Arc::new(Health { registry, ready: false.into() });
-        tokio::spawn(http::serve(metrics_addr, health.clone()));
-        {
-            let (n, p, q, h) = (nodes.clone(), policies.clone(), pools.clone(), health.clone());
-            tokio::spawn(async move {
-                let _ =
-                    tokio::join!(n.wait_until_ready(), p.wait_until_ready(), q.wait_until_ready());
-                h.ready.store(true, Ordering::Relaxed);
-                tracing::info!("caches synced");
-            });
-        }
+        let task =
+            tokio::spawn(run(cfg, client, ec2, metrics, leader_tx, health.clone(), shutdown_rx));
+        OperatorHandle { task, leader: leader_rx, health, shutdown }
+    }
+}
 
-        // Becoming leader re-reconciles everything (journal replay happens in each reconcile).
-        let became_leader = || leadership_gained(leader_rx.clone());
-        let cc = ControllerConfig::default().concurrency(workers.max(1));
-        let node_ctrl =
-            Controller::new(Api::<Node>::all(client.clone()), watcher::Config::default())
-                .owns(
-                    Api::<DeserializeGuard<ENIPool>>::all(client.clone()),
-                    watcher::Config::default(),
-                )
-                .with_config(cc.clone())
-                .reconcile_all_on(became_leader())
-                .run(controller::reconcile_node, controller::error_policy, ctx.clone())
-                .for_each(|_| futures::future::ready(()));
-        let pool_store = pools.clone();
-        let pool_ctrl = Controller::new(
-            Api::<DeserializeGuard<ENIPool>>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-        )
-        .watches(Api::<Node>::all(client.clone()), watcher::Config::default(), |n: Node| {
-            Some(ObjectRef::new(&n.name_any()))
-        })
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+async fn run(
+    cfg: OperatorConfig,
+    client: Client,
+    ec2: Arc<dyn Ec2Api>,
+    metrics: Metrics,
+    leader_tx: watch::Sender<bool>,
+    health: Arc<Health>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let leader_rx = leader_tx.subscribe();
+    let lease = leader::run(
+        client.clone(),
+        LeaseConfig {
+            namespace: cfg.lease_namespace.clone(),
+            name: cfg.lease_name.clone(),
+            identity: cfg.identity.clone(),
+            duration: cfg.lease_duration,
+        },
+        leader_tx,
+    );
+
+    // Controllers; their watch stores are the caches (one watch per kind and purpose).
+    // DeserializeGuard: a malformed object is skipped and reported, it never stops a cache syncing.
+    let cc = ControllerConfig::default().concurrency(cfg.workers.max(1));
+    let node_ctrl = Controller::new(
+        Api::<DeserializeGuard<Node>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<DeserializeGuard<ENIPool>>::all(client.clone()), watcher::Config::default())
+    .with_config(cc.clone());
+    let pool_ctrl = Controller::new(
+        Api::<DeserializeGuard<ENIPool>>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(cc.clone());
+    let policy_ctrl = Controller::new(
+        Api::<DeserializeGuard<ENIPoolPolicy>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(ControllerConfig::default().concurrency(2));
+    let (nodes, pools, policies) = (node_ctrl.store(), pool_ctrl.store(), policy_ctrl.store());
+
+    let shared = Shared {
+        ec2: ec2.clone(),
+        cluster: cfg.cluster.clone(),
+        vpc_cidrs: cfg.vpc_cidrs.clone(),
+        agent_stale_secs: cfg.agent_stale_secs,
+        resync: cfg.resync,
+        capacity: CapacityCache::new(ec2.clone()),
+        subnets: SubnetCache::default(),
+        memory: Memory::default(),
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter { controller: "enipool-operator".into(), instance: Some(cfg.identity.clone()) },
+    );
+    let ctx = Arc::new(Context {
+        shared,
+        client: client.clone(),
+        leader: leader_rx.clone(),
+        nodes: nodes.clone(),
+        policies: policies.clone(),
+        pools: pools.clone(),
+        recorder,
+        metrics,
+        termination_wait: cfg.termination_wait,
+    });
+
+    let http = {
+        let health = health.clone();
+        let addr = cfg.metrics_addr;
+        async move {
+            match addr {
+                Some(a) => http::serve(a, health).await,
+                None => futures::future::pending().await,
+            }
+        }
+    };
+    let ready = {
+        let (n, p, q, h) = (nodes.clone(), policies.clone(), pools.clone(), health.clone());
+        async move {
+            let _ = tokio::join!(n.wait_until_ready(), p.wait_until_ready(), q.wait_until_ready());
+            h.ready.store(true, Ordering::Relaxed);
+            tracing::info!("caches synced");
+            futures::future::pending::<()>().await
+        }
+    };
+
+    // Becoming leader re-reconciles everything (journal replay happens in each reconcile).
+    let became_leader = || leadership_gained(leader_rx.clone());
+    let stop = || wait_true(shutdown.clone());
+    let node_ctrl = node_ctrl
+        .reconcile_all_on(became_leader())
+        .graceful_shutdown_on(stop())
+        .run(controller::reconcile_node, controller::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+    let pool_store = pools.clone();
+    let pool_ctrl = pool_ctrl
         .watches(
-            Api::<ENIPoolPolicy>::all(client.clone()),
+            Api::<DeserializeGuard<ENIPoolPolicy>>::all(client.clone()),
             watcher::Config::default(),
-            move |_p: ENIPoolPolicy| {
+            move |_p: DeserializeGuard<ENIPoolPolicy>| {
                 pool_store.state().iter().map(|p| ObjectRef::new(&p.name_any())).collect::<Vec<_>>()
             },
         )
-        .with_config(cc)
         .reconcile_all_on(became_leader())
-        .shutdown_on_signal()
+        .graceful_shutdown_on(stop())
         .run(controller::reconcile_pool, controller::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
+    let policy_ctrl = policy_ctrl
+        .reconcile_all_on(became_leader())
+        .graceful_shutdown_on(stop())
+        .run(policy_status::reconcile_policy, controller::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
 
-        let gc = {
-            let ctx = ctx.clone();
-            async move {
-                let mut tick =
-                    tokio::time::interval(Duration::from_secs(gc_interval_seconds.max(10)));
-                loop {
-                    tick.tick().await;
-                    if *ctx.leader.borrow() {
-                        let all = ctx.pools.state();
-                        crate::gc::run_once(
-                            ctx.shared.ec2.as_ref(),
-                            &ctx.shared.cluster,
-                            &all,
-                            leak_grace_seconds,
-                        )
-                        .await;
-                    }
+    let gc = {
+        let ctx = ctx.clone();
+        let (interval, grace) = (cfg.gc_interval, cfg.leak_grace_secs);
+        async move {
+            let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if *ctx.leader.borrow() {
+                    controller::gc_once(&ctx, grace).await;
                 }
             }
-        };
-        tokio::select! {
-            _ = pool_ctrl => tracing::info!("pool controller stopped"),
-            _ = node_ctrl => tracing::warn!("node controller stopped"),
-            _ = node_watch => anyhow::bail!("node watch ended"),
-            _ = pol_watch => anyhow::bail!("policy watch ended"),
-            _ = pool_watch => anyhow::bail!("pool watch ended"),
-            _ = gc => {},
-            r = lease_task => anyhow::bail!("lease task ended: {r:?}"),
         }
-        Ok(())
+    };
+    tokio::select! {
+        _ = pool_ctrl => tracing::info!("pool controller stopped"),
+        _ = node_ctrl => tracing::info!("node controller stopped"),
+        _ = policy_ctrl => tracing::info!("policy controller stopped"),
+        r = http => anyhow::bail!("HTTP endpoints stopped: {r:?}"),
+        _ = ready => {},
+        _ = gc => {},
+        _ = lease => anyhow::bail!("lease task ended"),
     }
+    Ok(())
+}
+
+impl Args {
+    /// The operator configuration these flags describe.
+    pub fn operator_config(&self) -> OperatorConfig {
+        let identity = self
+            .identity
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("enipool-operator-{}", uuid::Uuid::new_v4()));
+        OperatorConfig {
+            cluster: self.cluster_name.clone(),
+            lease_namespace: self.lease_namespace.clone(),
+            lease_name: self.lease_name.clone(),
+            identity,
+            lease_duration: Duration::from_secs(self.lease_duration_seconds.max(3)),
+            resync: Duration::from_secs(self.resync_seconds.max(5)),
+            gc_interval: Duration::from_secs(self.gc_interval_seconds.max(10)),
+            leak_grace_secs: self.leak_grace_seconds,
+            agent_stale_secs: self.agent_stale_seconds,
+            workers: self.workers,
+            vpc_cidrs: self.vpc_cidrs.clone(),
+            metrics_addr: Some(self.metrics_addr),
+            termination_wait: Duration::from_secs(3600),
+        }
+    }
+
+    /// Run the operator until SIGTERM/Ctrl-C (graceful) or until a watch or the lease task ends.
+    pub async fn run(self) -> anyhow::Result<()> {
+        init_tracing(self.log_format);
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), cluster = %self.cluster_name, "starting enipool-operator");
+        let mut registry = Registry::default();
+        let ec2_metrics = Ec2Metrics::default();
+        ec2_metrics.register(registry.sub_registry_with_prefix("enipool"));
+        let mut aws = AwsEc2Config {
+            region: self.region.clone(),
+            budget_share: self.budget_share,
+            metrics: ec2_metrics,
+            ..Default::default()
+        };
+        if let Some(q) = self.describe_qps {
+            aws.describe.qps = q;
+        }
+        if let Some(b) = self.describe_burst {
+            aws.describe.burst = b;
+        }
+        if let Some(q) = self.mutate_qps {
+            aws.mutate.qps = q;
+        }
+        if let Some(b) = self.mutate_burst {
+            aws.mutate.burst = b;
+        }
+        // A simulator endpoint without credentials in the environment gets the dummy pair.
+        if self.ec2_endpoint.is_some() && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            aws.static_credentials = Some(StaticCredentials::test());
+        }
+        aws.endpoint_url = self.ec2_endpoint.clone();
+        let ec2: Arc<dyn Ec2Api> = Arc::new(AwsEc2::new(aws).await?);
+        let client = Client::try_default().await?;
+        let (leader_tx, _) = watch::channel(false);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("signal received; finishing in-flight reconciles");
+            let _ = shutdown.send(true);
+        });
+        let metrics = Metrics::new(&mut registry);
+        let health = Arc::new(Health { registry, ready: false.into() });
+        run(self.operator_config(), client, ec2, metrics, leader_tx, health, shutdown_rx).await
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// A stream yielding `()` each time this replica gains leadership.
