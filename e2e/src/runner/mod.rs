@@ -6,6 +6,7 @@
 //! with real ones, independently of each other.
 
 mod demo;
+pub mod flags;
 mod scenarios;
 
 use clap::{Parser, Subcommand};

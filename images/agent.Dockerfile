@@ -1,0 +1,19 @@
+# enipool-agent. Runs as root with host networking: it programs netlink routes and rules, nftables
+# and /proc/sys/net on the node and enters pod network namespaces (see the chart's
+# agent.securityContext), so a non-root user would only need the same privileges back.
+# It execs `nft -f -` to apply its nftables table atomically, hence Debian's nftables package
+# rather than distroless. No AWS SDK credentials are ever configured in this image.
+# Build from the repository root:  docker build -f images/agent.Dockerfile -t enipool-agent .
+FROM rust:1.95.0-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p enipool-agent \
+ && cp target/release/enipool-agent /enipool-agent
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends nftables \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /enipool-agent /usr/local/bin/enipool-agent
+EXPOSE 61678
+ENTRYPOINT ["/usr/local/bin/enipool-agent"]
