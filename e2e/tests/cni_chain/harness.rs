@@ -939,9 +939,12 @@ impl Env {
                 out.push_str(&format!("--- {}\n{o}", argv.join(" ")));
             }
             if let Some(a) = &n.agent {
-                for path in ["/v1/allocations", "/v1/enis", "/readyz"] {
-                    let r = http_get(a.introspection, path)
-                        .or_else(|_| http_get(a.metrics, path))
+                for (addr, path) in [
+                    (a.introspection, "/v1/allocations"),
+                    (a.introspection, "/v1/enis"),
+                    (a.metrics, "/readyz"),
+                ] {
+                    let r = http_get(addr, path)
                         .map(|(c, b)| format!("{c} {b}"))
                         .unwrap_or_else(|e| format!("{e:#}"));
                     out.push_str(&format!("--- GET {path}\n{r}\n"));
