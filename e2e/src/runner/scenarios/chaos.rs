@@ -243,10 +243,19 @@ pub async fn throttling_storm(t: Target) -> Result<()> {
     let bucket = |capacity, refill_per_sec| TokenBucketSpec { capacity, refill_per_sec };
     spec.faults = FaultConfig {
         throttle: [
-            ("Mutate*".to_string(), bucket(4.0, 2.0)),
-            ("Describe*".to_string(), bucket(8.0, 4.0)),
+            ("Mutate*".to_string(), bucket(2.0, 0.5)),
+            ("Describe*".to_string(), bucket(3.0, 1.0)),
         ]
         .into(),
+        // On top, a third of all calls answered RequestLimitExceeded: the storm.
+        errors: vec![crate::ec2sim::ErrorRule {
+            action: None,
+            code: "RequestLimitExceeded".into(),
+            status: 0,
+            probability: 0.3,
+            count: None,
+            html: false,
+        }],
         ..Default::default()
     };
     with_cluster(&t, spec, |c| {
@@ -255,9 +264,9 @@ pub async fn throttling_storm(t: Target) -> Result<()> {
             let started = Instant::now();
             let before = c.sim().counters();
             // A burst on every node at once: new ENIs everywhere.
-            for n in c.nodes() {
+            for (k, n) in c.nodes().iter().enumerate() {
                 for i in 0..12 {
-                    c.create_pod(&format!("{}-{i}", &n.instance_id[2..8]), &n.name).await?;
+                    c.create_pod(&format!("n{k}-{i}"), &n.name).await?;
                 }
             }
             for p in c.pods() {
@@ -276,10 +285,11 @@ pub async fn throttling_storm(t: Target) -> Result<()> {
             for (k, v) in &after {
                 let b = before.get(k).copied().unwrap_or_default();
                 total += v.calls - b.calls;
-                throttled += v.throttled - b.throttled;
+                throttled += (v.throttled - b.throttled) + (v.injected - b.injected);
             }
             // The operator paces itself: throttled calls stay a minority, no retry storm.
-            ensure!(total > 0, "no EC2 calls at all");
+            println!("    {throttled} of {total} EC2 calls throttled; converged in {took:.1?}");
+            ensure!(throttled > 0, "the storm never throttled a call ({total} calls): not a storm");
             if throttled * 2 > total {
                 bail!("{throttled} of {total} EC2 calls throttled: the operator does not back off");
             }
