@@ -11,7 +11,8 @@
 //! DEL idempotent) and the host-wiring part of issue 5 (pods on the primary and a secondary ENI,
 //! pod to pod across nodes, SNATed egress with the reply, secondary-ENI pods leaving by their ENI's
 //! table, agent restart leaving rules unchanged with pods still reachable), plus release offers
-//! never naming an address in use.
+//! never naming an address in use and a DEL made while the agent is down (journaled by the shim,
+//! drained by the restarted agent).
 //!
 //! CHECK: libcni's CHECK runs every plugin of the list. Debian's portmap (1.1.1) CHECK is broken
 //! on IPv4-only hosts (containernetworking/plugins#819), so CHECK of enipool + tuning goes through
@@ -454,5 +455,37 @@ fn release_offer_never_includes_in_use_addresses() {
     // The pods in use are untouched.
     assert_ping(&a.netns, x1.ip, "node a -> x1");
     assert_ping(&a.netns, x2.ip, "node a -> x2");
+    assert_no_hook_errors(&env);
+}
+
+/// A DEL while the agent is down succeeds through the whole chain (the shim journals it) and the
+/// restarted agent drains the journal: wiring and allocation gone, the address reusable.
+#[test]
+fn del_while_agent_down_is_journaled_and_drained() {
+    let env = Env::new();
+    let a = env.launch(spec("a", 0, 2, None));
+    let caps =
+        json!({"portMappings": [{"hostPort": 8083, "containerPort": 80, "protocol": "tcp"}]});
+    let p = add(&env, &a, "gone", Some(&caps));
+    let veth = host_if(&env, &a, &p);
+    let epoch = env.pool(&a).unwrap()["status"]["agent"]["epoch"].as_i64().expect("epoch");
+
+    env.kill_agent(&a);
+    a.driver
+        .del(&p.container_id, &p.path, "eth0", &p.args(), Some(&caps))
+        .unwrap_or_else(|e| panic!("DEL with the agent down: {e:#}"));
+    let journal = a.dir.join("journal");
+    let entries = std::fs::read_dir(&journal).unwrap().count();
+    assert_eq!(entries, 1, "one journaled DEL in {}", journal.display());
+
+    env.restart_agent(&a);
+    env.wait_agent_ready(&a, 1, Some(epoch)).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(env.allocation_of(&a, &p.container_id), None, "journaled DEL not applied");
+    let host = fabric::exec_in(&a.netns, &["ip", "link", "show", &veth]).unwrap();
+    assert!(!host.status.success(), "host veth {veth} still there after the drained DEL");
+    let rules = sh_in(&a.netns, &["ip", "rule"]);
+    assert!(!rules.contains(&p.ip.to_string()), "rules of the deleted pod left:\n{rules}");
+    assert_eq!(std::fs::read_dir(&journal).unwrap().count(), 0, "journal not emptied");
+    wait_in_use(&env, &a, 0);
     assert_no_hook_errors(&env);
 }
