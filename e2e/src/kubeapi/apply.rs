@@ -176,6 +176,22 @@ pub fn apply(
             .any(|(i, e)| Some(i) != mine_idx && e.fields.iter().any(|q| q.starts_with(&p)));
         if !shared {
             fields::remove_at(&mut new, &p);
+            // An object field left empty by the removal goes too when nobody else owns anything
+            // under it (the real server tracks the parent's ownership; without this an emptied
+            // object with required fields stays as `{}` and fails validation).
+            for n in (1..p.len()).rev() {
+                let parent = &p[..n];
+                let empty = parent.last().is_some_and(|e| e.starts_with("f:"))
+                    && fields::get_at(&new, parent)
+                        .is_some_and(|v| v.as_object().is_some_and(|m| m.is_empty()));
+                let owned_elsewhere = entries.iter().enumerate().any(|(i, e)| {
+                    Some(i) != mine_idx && e.fields.iter().any(|q| q.starts_with(parent))
+                }) || owned.iter().any(|q| q.starts_with(parent));
+                if !empty || owned_elsewhere {
+                    break;
+                }
+                fields::remove_at(&mut new, parent);
+            }
         }
     }
     match mine_idx {
