@@ -38,8 +38,10 @@ pub fn init_tracing() {
 
 pub struct Env {
     pub sim: Ec2Sim,
+    #[allow(dead_code)] // kept alive for the test
     pub kube: KubeApi,
     pub client: Client,
+    #[allow(dead_code)]
     pub vpc: String,
     /// 10.0.0.0/20.
     pub subnet: String,
