@@ -59,8 +59,11 @@ pub async fn crds_served(t: Target) -> Result<()> {
     r
 }
 
-/// Parses kubectl's table output into rows of column → value.
-fn table(out: &str) -> Result<(Vec<String>, Vec<BTreeMap<String, String>>)> {
+/// One row of a kubectl table: column → value.
+type Row = BTreeMap<String, String>;
+
+/// Parses kubectl's table output into its header and rows.
+fn table(out: &str) -> Result<(Vec<String>, Vec<Row>)> {
     let mut lines = out.lines();
     let header: Vec<String> = lines
         .next()
