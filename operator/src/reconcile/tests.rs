@@ -1,8 +1,9 @@
 //! Reconcile against the in-memory EC2 fake: the call counts and safety properties of the issue.
 
 use super::*;
+use crate::ec2::Ec2ErrorKind;
 use crate::testing::FakeEc2;
-use enipool_crds::{AgentStatus, Releasable, ReleaseSettings, Sizing};
+use enipool_crds::{AgentStatus, IpMode, OperationKind, Releasable, ReleaseSettings, Sizing};
 
 /// Records every status write with the number of EC2 mutations made before it.
 struct Sink {

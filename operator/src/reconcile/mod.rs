@@ -1,0 +1,299 @@
+//! The EC2 half of a pool reconcile, testable without a Kubernetes client: observe EC2 (I/O) →
+//! replay the journal (I/O) → plan (no I/O, `plan::*`) → act, journaled (I/O) → report (the new
+//! status). Status is written through a [`StatusSink`] — before each batch of EC2 mutations (the
+//! journal) and once at the end — so the kube glue in `controller.rs` only supplies the sink.
+
+use crate::capacity::CapacityCache;
+use crate::conditions::{self, Round};
+use crate::ec2::{Ec2Api, Eni, Instance};
+use crate::error::{Error, Result};
+use crate::journal::{self, Owner};
+use crate::plan::{self, Demand};
+use crate::sync::{self, SubnetCache, Synced};
+use enipool_crds::settings::{self, EffectiveSettings};
+use enipool_crds::{ENIPoolPolicySpec, ENIPoolStatus, PoolOverrides, SubnetState, Target};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a subnet that answered `InsufficientCidrBlocks` gets /32s instead of prefixes (the VPC
+/// CNI waits 120 s before trying that subnet again).
+pub(super) const NO_CIDR_COOLDOWN_SECS: i64 = 120;
+
+/// Process-wide state the pool reconciles share.
+pub struct Shared {
+    /// EC2.
+    pub ec2: Arc<dyn Ec2Api>,
+    /// Cluster name (tags, GC scope).
+    pub cluster: String,
+    /// `--vpc-cidrs` (empty = derive from subnets).
+    pub vpc_cidrs: Vec<String>,
+    /// Agent report older than this is stale.
+    pub agent_stale_secs: i64,
+    /// Periodic resync.
+    pub resync: Duration,
+    /// Instance-type limits.
+    pub capacity: CapacityCache,
+    /// Subnet CIDRs.
+    pub subnets: SubnetCache,
+    /// Per-node memory that may be lost on failover (losing it only delays a release).
+    pub memory: Memory,
+}
+
+/// In-memory hints; none is needed for safety.
+#[derive(Debug, Default)]
+pub struct Memory {
+    /// Pool → when the current excess was first seen.
+    excess_since: Mutex<HashMap<String, Timestamp>>,
+    /// Subnet → until when prefixes are not requested there.
+    no_cidr: Mutex<HashMap<String, Timestamp>>,
+    /// Subnet states as last seen (for policy status).
+    pub subnet_states: Mutex<BTreeMap<String, SubnetState>>,
+}
+
+impl Memory {
+    fn no_cidr_now(&self, now: Timestamp) -> BTreeSet<String> {
+        let mut m = self.no_cidr.lock().expect("memory lock");
+        m.retain(|_, until| *until > now);
+        m.keys().cloned().collect()
+    }
+
+    /// Subnets where prefixes are not requested right now (no aligned /28 left).
+    pub fn no_cidr_subnets(&self, now: Timestamp) -> BTreeSet<String> {
+        self.no_cidr_now(now)
+    }
+
+    /// Subnet states as last seen by pool reconciles.
+    pub fn subnet_states(&self) -> BTreeMap<String, SubnetState> {
+        self.subnet_states.lock().expect("memory lock").clone()
+    }
+
+    fn note_subnet(&self, id: &str, zone: &str, available: i32, exhausted: bool, now: &Time) {
+        let mut m = self.subnet_states.lock().expect("memory lock");
+        m.insert(
+            id.to_string(),
+            SubnetState {
+                id: id.into(),
+                zone: zone.into(),
+                available_ips: available,
+                exhausted,
+                last_checked: Some(now.clone()),
+            },
+        );
+    }
+}
+
+/// What the reconcile knows about one pool (from the ENIPool, its Node and the chosen policy).
+#[derive(Debug, Clone, Default)]
+pub struct PoolInput {
+    /// Pool (= node) name.
+    pub name: String,
+    /// Pool uid.
+    pub uid: String,
+    /// Pool generation.
+    pub generation: Option<i64>,
+    /// Instance id.
+    pub instance_id: String,
+    /// Chosen policy name ("" = defaults).
+    pub policy_name: String,
+    /// Chosen policy.
+    pub policy: Option<ENIPoolPolicySpec>,
+    /// Per-node overrides.
+    pub overrides: Option<PoolOverrides>,
+    /// `spec.paused`.
+    pub paused: bool,
+    /// Current status (the agent part included, read-only).
+    pub status: ENIPoolStatus,
+}
+
+/// Writes the operator's part of a pool status (SSA; the agent part is never sent).
+#[async_trait::async_trait]
+pub trait StatusSink: Send + Sync {
+    /// Write.
+    async fn write(&self, status: &ENIPoolStatus) -> Result<()>;
+}
+
+/// Something worth an Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// Warning (else Normal).
+    pub warning: bool,
+    /// Stable reason.
+    pub reason: &'static str,
+    /// Human text.
+    pub message: String,
+}
+
+/// Result of one reconcile.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The status as written.
+    pub status: ENIPoolStatus,
+    /// When to look again.
+    pub requeue: Duration,
+    /// Events to publish.
+    pub notes: Vec<Note>,
+}
+
+/// The operator's fields only: what SSA sends.
+pub fn operator_part(s: &ENIPoolStatus) -> ENIPoolStatus {
+    ENIPoolStatus { agent: None, ..s.clone() }
+}
+
+struct Node<'a> {
+    shared: &'a Shared,
+    input: &'a PoolInput,
+    inst: Instance,
+    eff: EffectiveSettings,
+    owner: Owner,
+    st: ENIPoolStatus,
+    views: Vec<plan::EniView>,
+    now: Time,
+    round: Round,
+    notes: Vec<Note>,
+}
+
+impl Node<'_> {
+    fn ec2(&self) -> &dyn Ec2Api {
+        self.shared.ec2.as_ref()
+    }
+
+    /// Per-node sync (I/O): the instance's ENIs into status; bumps `revision` when they changed.
+    async fn sync(&mut self) -> Result<Vec<Eni>> {
+        let enis = match self.ec2().describe_instance_enis(&self.inst.id).await {
+            Ok(e) => e,
+            Err(e) => {
+                self.round.sync_error = Some(e.to_string());
+                self.round.note_error(&e);
+                return Err(e.into());
+            }
+        };
+        let ids: Vec<String> =
+            enis.iter().map(|e| e.subnet_id.clone()).chain([self.inst.subnet_id.clone()]).collect();
+        let subnets = self.shared.subnets.get(self.ec2(), &ids).await?;
+        let exclude = self
+            .input
+            .policy
+            .as_ref()
+            .map(|p| p.eni.exclude_interface_tags.clone())
+            .unwrap_or_default();
+        let Synced { enis: published, views } =
+            sync::build(&enis, &subnets, &exclude, &self.shared.cluster);
+        if published != self.st.enis {
+            self.st.enis = published;
+            self.st.revision += 1;
+        }
+        self.views = views;
+        self.st.instance = Some(sync::instance_info(&self.inst, &self.shared.vpc_cidrs, &subnets));
+        self.round.synced = true;
+        Ok(enis)
+    }
+
+    async fn write(&self, sink: &dyn StatusSink) -> Result<()> {
+        sink.write(&operator_part(&self.st)).await
+    }
+}
+
+pub(super) fn note(warning: bool, reason: &'static str, message: String) -> Note {
+    Note { warning, reason, message }
+}
+
+/// Reconcile one pool against EC2 and return the status written.
+pub async fn reconcile_pool(
+    shared: &Shared,
+    input: &PoolInput,
+    sink: &dyn StatusSink,
+) -> Result<Outcome> {
+    let now = Time(Timestamp::now());
+    let before = operator_part(&input.status);
+    let inst = shared
+        .ec2
+        .describe_instances(std::slice::from_ref(&input.instance_id))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::InstanceNotFound(input.instance_id.clone()))?;
+    let (limits, source) = shared.capacity.limits(&inst.instance_type).await;
+    let eff = settings::resolve(input.policy.as_ref(), input.overrides.as_ref(), limits, source);
+    let owner = Owner {
+        cluster: shared.cluster.clone(),
+        node: input.name.clone(),
+        instance_id: inst.id.clone(),
+        pool_uid: input.uid.clone(),
+        extra_tags: input.policy.as_ref().map(|p| p.eni.extra_tags.clone()).unwrap_or_default(),
+    };
+    let mut n = Node {
+        shared,
+        input,
+        inst,
+        eff,
+        owner,
+        st: input.status.clone(),
+        views: vec![],
+        now: now.clone(),
+        round: Round::new(shared.resync),
+        notes: vec![],
+    };
+    n.st.effective = Some(n.eff.clone());
+    n.st.policy = Some(input.policy_name.clone());
+    n.st.observed_generation = input.generation;
+
+    let running = n.inst.state == "running";
+    if let Ok(attached) = n.sync().await {
+        if !input.status.operations.is_empty() && running && !input.paused {
+            let (keep, errors) =
+                journal::replay(n.ec2(), input.status.operations.clone(), &n.owner, &attached)
+                    .await;
+            errors.iter().filter(|e| e.code != "Detaching").for_each(|e| n.round.note_error(e));
+            if keep.len() != n.st.operations.len() || keep != n.st.operations {
+                n.st.operations = keep;
+                let _ = n.sync().await;
+            }
+        }
+    }
+    let agent = input.status.agent.as_ref();
+    let demand = Demand {
+        in_use: agent.map(|a| a.in_use).unwrap_or(0),
+        pending_pods: agent.map(|a| a.pending_pods).unwrap_or(0),
+    };
+    let target = plan::compute_target(&n.eff, demand);
+    n.st.target = Some(Target { ips: target.ips, reason: target.reason.into() });
+    let mut missing = 0;
+    if n.round.synced && running && !input.paused {
+        n.release(sink, target.ips).await?;
+        if !n.round.stop_mutations() {
+            missing = n.grow(sink, target.ips).await?;
+        }
+        if !n.round.stop_mutations() {
+            n.release_empty(sink, missing > 0).await?;
+        }
+    }
+    if !n.st.operations.is_empty() {
+        n.round.wake_in(Duration::from_secs(5));
+    }
+    conditions::apply(&mut n.st, &n.round, &n.eff, target, missing, shared.agent_stale_secs, &now);
+    n.st.summary = Some(enipool_crds::summary::summarize(&n.st));
+    n.notes.extend(conditions::notes(&before.conditions, &n.st.conditions));
+
+    let mut after = operator_part(&n.st);
+    after.last_ec2_sync = before.last_ec2_sync.clone();
+    let stale_sync =
+        before.last_ec2_sync.as_ref().is_none_or(|t| now.0.duration_since(t.0).as_secs() > 600);
+    if after != before || (stale_sync && n.round.synced) {
+        if n.round.synced {
+            n.st.last_ec2_sync = Some(now.clone());
+        }
+        n.write(sink).await?;
+    }
+    if let Some(e) = n.round.sync_error.clone() {
+        tracing::warn!(pool = %input.name, error = %e, "EC2 sync failed; mutations blocked for this node");
+    }
+    Ok(Outcome { requeue: n.round.requeue(), status: n.st, notes: n.notes })
+}
+
+mod grow;
+mod release;
+#[cfg(test)]
+mod tests;
