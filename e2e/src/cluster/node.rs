@@ -63,42 +63,23 @@ fn operator_env(c: &Cluster) -> Vec<(String, OsString)> {
 }
 
 impl Cluster {
-    /// Starts operator replica `i` (`operator-<i>`), with the chart's flags plus test timings.
+    /// Starts operator replica `i` (`operator-<i>`): the chart's flags ([`crate::runner::flags`])
+    /// with test timings.
     pub fn start_operator(&self, i: usize) -> Result<u32> {
-        let metrics = self.free_port()?;
-        let mut args: Vec<String> = [
-            "--cluster-name",
-            &self.name,
-            "--ec2-endpoint",
-            &self.sim().endpoint_url(),
-            "--region",
-            REGION,
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
-            "--lease-namespace",
-            super::LEASE_NAMESPACE,
-            "--lease-name",
-            "enipool-operator",
-            "--identity",
-            &format!("operator-{i}"),
-            "--lease-duration-seconds",
-            "6",
-            "--resync-seconds",
-            "10",
-            "--gc-interval-seconds",
-            "10",
-            "--leak-grace-seconds",
-            "20",
-            "--agent-stale-seconds",
-            "60",
-            "--workers",
-            "4",
-            "--log-format",
-            "text",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        use crate::runner::flags::{operator_args, OperatorFlags};
+        let mut f = OperatorFlags::new(&self.name, &format!("operator-{i}"));
+        f.ec2_endpoint = Some(self.sim().endpoint_url());
+        f.region = Some(REGION.into());
+        f.metrics_addr = format!("127.0.0.1:{}", self.free_port()?);
+        f.lease_namespace = super::LEASE_NAMESPACE.into();
+        // Test timings: quick failover, resync, GC and staleness.
+        f.lease_duration_seconds = 6;
+        f.resync_seconds = 10;
+        f.gc_interval_seconds = 10;
+        f.leak_grace_seconds = 20;
+        f.agent_stale_seconds = 60;
+        f.workers = 4;
+        let mut args = operator_args(&f);
         args.extend(self.spec.operator_args.iter().cloned());
         let spec = ProcSpec {
             program: self.bins.operator.clone(),
@@ -172,14 +153,13 @@ impl Cluster {
         let conflist = serde_json::json!({
             "cniVersion": "1.0.0",
             "name": NETWORK_NAME,
-            "disableCheck": false,
             "plugins": [
                 {
                     "type": "enipool-cni",
                     "agentSocket": dir.join("run/cni.sock"),
                     "mtu": MTU,
-                    "timeoutMs": 10000,
                     "delJournalDir": dir.join("del-journal"),
+                    // Not in the chart's conflist: the shim's log, for failure reports.
                     "logFile": dir.join("cni.log"),
                 },
                 {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
@@ -241,32 +221,19 @@ impl Cluster {
         if self.core.procs.names().contains(&n.agent) {
             return self.core.procs.restart(&n.agent);
         }
-        let (metrics, intro) = (self.free_port()?, self.free_port()?);
+        use crate::runner::flags::{agent_args, AgentFlags};
         let d = |s: &str| n.dir.join(s).display().to_string();
-        let mut args: Vec<String> = vec![
-            "--node-name".into(),
-            n.name.clone(),
-            "--socket".into(),
-            d("run/cni.sock"),
-            "--state-dir".into(),
-            d("state"),
-            "--del-journal-dir".into(),
-            d("del-journal"),
-            "--metrics-addr".into(),
-            format!("127.0.0.1:{metrics}"),
-            "--introspection-addr".into(),
-            format!("127.0.0.1:{intro}"),
-            "--mtu".into(),
-            MTU.to_string(),
-            "--leak-grace-seconds".into(),
-            "30".into(),
-            "--publish-debounce-ms".into(),
-            "200".into(),
-            "--netns".into(),
-            n.netns_path().display().to_string(),
-            "--log-format".into(),
-            "text".into(),
-        ];
+        let mut f = AgentFlags::new(&n.name);
+        f.socket = d("run/cni.sock");
+        f.state_dir = d("state");
+        f.del_journal_dir = d("del-journal");
+        f.metrics_addr = format!("127.0.0.1:{}", self.free_port()?);
+        f.introspection_addr = format!("127.0.0.1:{}", self.free_port()?);
+        f.mtu = MTU;
+        f.leak_grace_seconds = 30;
+        f.publish_debounce_ms = 200;
+        f.netns = Some(n.netns_path().display().to_string());
+        let mut args = agent_args(&f);
         args.extend(self.spec.agent_args.iter().cloned());
         let env = vec![
             ("KUBECONFIG".into(), self.kube.kubeconfig.clone().into()),
