@@ -35,7 +35,9 @@ pub async fn run(args: Args) -> Result<()> {
         log_format: _,
         command,
     } = args;
-    let host = Arc::new(NetlinkHost::start(netns)?);
+    let host = Arc::new(NetlinkHost::start(netns.clone()).inspect_err(|e| {
+        tracing::error!(netns = ?netns, error = e as &dyn std::error::Error, "cannot start the netlink thread in the host netns");
+    })?);
     if let Some(Cmd::Uninstall) = command {
         let errs = tokio::task::spawn_blocking(move || host.uninstall()).await.unwrap_or_default();
         for e in &errs {
@@ -43,7 +45,19 @@ pub async fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %node_name, "starting enipool-agent");
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node = %node_name,
+        host_netns = %netns.as_deref().map_or("<own>".into(), |p| p.display().to_string()),
+        socket = %socket.display(),
+        state_dir = %state_dir.display(),
+        del_journal_dir = %del_journal_dir.display(),
+        metrics = %metrics_addr,
+        introspection = %introspection_addr,
+        mtu,
+        external_snat,
+        "starting enipool-agent"
+    );
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let core = CoreConfig { mtu, external_snat, leak_grace_seconds };
@@ -63,7 +77,10 @@ pub async fn run(args: Args) -> Result<()> {
         tokio::spawn(crate::kube::watch_pool(client.clone(), agent.clone(), kcfg, ready_tx));
     // Wait for the first ENIPool (ENIs programmed) before reconciling and serving, so a restart
     // never answers ADD from an empty view; do not wait forever (STATUS says why meanwhile).
-    let _ = tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)).await;
+    tracing::info!(pool = %node_name, "waiting for this node's ENIPool and Node (up to 60 s)");
+    if tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)).await.is_err() {
+        tracing::warn!(pool = %node_name, "no usable ENIPool after 60 s; serving anyway (ADD answers try-again-later until it arrives)");
+    }
     let a = agent.clone();
     let jdir = del_journal_dir.clone();
     let drained = tokio::task::spawn_blocking(move || a.drain_journal(&jdir)).await.unwrap_or(0);

@@ -1,0 +1,321 @@
+//! CNI ADD+DEL latency and throughput through the REAL shim binary, against the agent core with a
+//! warm pool, compared with Debian's `bridge` + `host-local` driven the same way in the same run.
+//! Needs root: it creates network namespaces `enipb-*` (removed on exit, also on panic).
+//!
+//! ```sh
+//! cargo build --release -p enipool-cni --bin enipool-cni
+//! cargo build --release -p enipool-agent --example bench_cni
+//! target/release/examples/bench_cni [PAIRS] [CONCURRENCY]     # default 1000 1
+//! ```
+//! The shim is `ENIPOOL_CNI_BIN` or `target/release/enipool-cni`; Debian's plugins are taken from
+//! `CNI_PLUGIN_DIR` (default `/usr/lib/cni`). Every plugin is exec'd as a runtime does: `CNI_*`
+//! env, the network config on stdin, from a thread inside the "node" netns. The agent core runs
+//! in this process (store on disk with fsync, netlink thread in the node netns, the CNI socket
+//! server on a 2-worker tokio runtime), so the RSS printed is the agent core plus this harness.
+
+use enipool_agent::agent::{Agent, CoreConfig};
+use enipool_agent::hostnet::netlink::NetlinkHost;
+use enipool_agent::metrics::Metrics;
+use enipool_agent::pool::{EniView, PoolView};
+use enipool_agent::program::{HostSettings, Programmer};
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const NODE: &str = "enipb-node";
+const VPC: &str = "enipb-vpc";
+
+struct Netns(String);
+impl Netns {
+    fn new(name: &str) -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        sh(&format!("ip netns add {name} && ip -n {name} link set lo up"));
+        Netns(name.into())
+    }
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.0)
+    }
+}
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+fn sh(cmd: &str) {
+    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn rss_kib() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let get = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (get("VmRSS:"), get("VmHWM:"))
+}
+
+/// One exec of a CNI plugin; returns the time from spawn to exit.
+fn exec(bin: &Path, cmd: &str, cid: &str, netns: &str, conf: &str) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut child = Command::new(bin)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", std::env::var("CNI_PLUGIN_DIR").unwrap_or("/usr/lib/cni".into()))
+        .env("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={cid}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+    child.stdin.take().unwrap().write_all(conf.as_bytes()).map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let took = start.elapsed();
+    if out.status.success() {
+        Ok(took)
+    } else {
+        Err(format!(
+            "{cmd} {cid}: {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+struct Run {
+    add: Vec<Duration>,
+    del: Vec<Duration>,
+    wall: Duration,
+    errors: Vec<String>,
+}
+
+/// `pairs` ADD+DEL pairs split over `conc` workers, each with its own pod netns, each worker a
+/// thread inside the node netns (exec'd plugins inherit it).
+fn drive(name: &str, bin: &Path, conf: &str, pairs: usize, conc: usize) -> Run {
+    let pods: Vec<Netns> = (0..conc).map(|w| Netns::new(&format!("enipb-{name}-{w}"))).collect();
+    let start = Instant::now();
+    let results: Vec<(Vec<Duration>, Vec<Duration>, Vec<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(w, pod)| {
+                let netns = pod.path();
+                s.spawn(move || {
+                    let f = std::fs::File::open(format!("/var/run/netns/{NODE}")).unwrap();
+                    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                    let (mut add, mut del, mut errs) = (Vec::new(), Vec::new(), Vec::new());
+                    let n = pairs / conc + usize::from(w < pairs % conc);
+                    for i in 0..n {
+                        let cid = format!("{name}-{w}-{i:06}");
+                        match exec(bin, "ADD", &cid, &netns, conf) {
+                            Ok(t) => add.push(t),
+                            Err(e) => errs.push(e),
+                        }
+                        match exec(bin, "DEL", &cid, &netns, conf) {
+                            Ok(t) => del.push(t),
+                            Err(e) => errs.push(e),
+                        }
+                    }
+                    (add, del, errs)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let wall = start.elapsed();
+    let mut run = Run { add: vec![], del: vec![], wall, errors: vec![] };
+    for (a, d, e) in results {
+        run.add.extend(a);
+        run.del.extend(d);
+        run.errors.extend(e);
+    }
+    run
+}
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i].as_secs_f64() * 1e3
+}
+
+fn report(name: &str, r: &mut Run, pairs: usize) -> f64 {
+    let p50a = pct(&mut r.add, 0.50);
+    println!(
+        "{name:<22} ADD p50 {:>7.2} ms  p99 {:>7.2} ms | DEL p50 {:>7.2} ms  p99 {:>7.2} ms | {:>6.1} pairs/s | errors {}",
+        p50a,
+        pct(&mut r.add, 0.99),
+        pct(&mut r.del, 0.50),
+        pct(&mut r.del, 0.99),
+        pairs as f64 / r.wall.as_secs_f64(),
+        r.errors.len()
+    );
+    for e in r.errors.iter().take(3) {
+        println!("  error: {e}");
+    }
+    p50a
+}
+
+fn main() {
+    assert!(nix::unistd::Uid::effective().is_root(), "needs root (network namespaces)");
+    let pairs: usize = std::env::args().nth(1).map(|s| s.parse().expect("PAIRS")).unwrap_or(1000);
+    let conc: usize =
+        std::env::args().nth(2).map(|s| s.parse().expect("CONCURRENCY")).unwrap_or(1).max(1);
+    let shim = std::env::var_os("ENIPOOL_CNI_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().unwrap().parent().unwrap().join("enipool-cni")
+    });
+    assert!(shim.exists(), "{} not found: build it or set ENIPOOL_CNI_BIN", shim.display());
+    let plugins = PathBuf::from(std::env::var("CNI_PLUGIN_DIR").unwrap_or("/usr/lib/cni".into()));
+
+    // The node: eth0 = primary ENI (a veth whose peer sits in a "vpc" netns).
+    let node = Netns::new(NODE);
+    let _vpc = Netns::new(VPC);
+    sh(&format!(
+        "ip -n {NODE} link add eth0 address 02:00:00:88:00:00 type veth peer name n0 netns {VPC} && \
+         ip -n {NODE} addr add 10.88.0.10/16 dev eth0 && ip -n {NODE} link set eth0 up && \
+         ip -n {VPC} link set n0 up"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+
+    // The agent core, warm: one primary ENI with 64 /28 prefixes (1024 addresses), programmed.
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let host = Arc::new(NetlinkHost::start(Some(node.path().into())).unwrap());
+    let cfg = CoreConfig { mtu: 9001, external_snat: false, leak_grace_seconds: 600 };
+    let agent = Arc::new(
+        Agent::open(
+            &dir.path().join("allocations.redb"),
+            "bench",
+            host,
+            cfg,
+            Arc::new(Metrics::unregistered()),
+        )
+        .unwrap(),
+    );
+    let view = PoolView {
+        enis: vec![EniView {
+            id: "eni-bench0".into(),
+            device_index: 0,
+            mac: "02:00:00:88:00:00".into(),
+            subnet: Some("10.88.0.0/16".parse().unwrap()),
+            primary_ip: Some("10.88.0.10".parse().unwrap()),
+            ips: vec![],
+            prefixes: (0..64u32)
+                .map(|i| {
+                    ipnet::Ipv4Net::new(
+                        std::net::Ipv4Addr::new(10, 88, 16 + (i / 16) as u8, ((i % 16) * 16) as u8),
+                        28,
+                    )
+                    .unwrap()
+                })
+                .collect(),
+            attached: true,
+            ready: false,
+        }],
+        node_primary_ip: Some("10.88.0.10".parse().unwrap()),
+        vpc_cidrs: vec!["10.88.0.0/16".parse().unwrap()],
+        // Short cooldown so 1024 addresses sustain any run length (the cooldown's length does not
+        // change the work per request).
+        cooldown_seconds: 2,
+        revision: 1,
+        ..Default::default()
+    };
+    Programmer::new(HostSettings { mtu: 9001, ..Default::default() }).apply_to(&agent, &view, None);
+    let socket = dir.path().join("cni.sock");
+    let listener = {
+        let _g = rt.enter();
+        enipool_agent::cni::bind(&socket).unwrap()
+    };
+    rt.spawn(enipool_agent::cni::serve(listener, agent.clone()));
+    let (rss0, _) = rss_kib();
+
+    let enipool_conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "enipool", "type": "enipool-cni",
+        "agentSocket": socket, "mtu": 9001,
+        "delJournalDir": dir.path().join("del-journal"),
+    })
+    .to_string();
+    let bridge_conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "benchbr", "type": "bridge", "bridge": "cni0",
+        "isGateway": true, "ipMasq": false, "mtu": 9001,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/16"}]],
+                 "dataDir": dir.path().join("host-local")},
+    })
+    .to_string();
+
+    println!(
+        "bench_cni: {pairs} ADD+DEL pairs, concurrency {conc}, shim {}, plugins {}",
+        shim.display(),
+        plugins.display()
+    );
+    // Warm-up (page cache, bridge creation), not measured.
+    let _ = drive("warm-e", &shim, &enipool_conf, 20, 1);
+    let _ = drive("warm-b", &plugins.join("bridge"), &bridge_conf, 20, 1);
+    let mut e = drive("enipool", &shim, &enipool_conf, pairs, conc);
+    let mut b = drive("bridge", &plugins.join("bridge"), &bridge_conf, pairs, conc);
+    // Breakdown: the same ADD+DEL straight into the core (no exec, no socket).
+    let mut core = Run { add: vec![], del: vec![], wall: Duration::ZERO, errors: vec![] };
+    {
+        let pod = Netns::new("enipb-core-0");
+        let start = Instant::now();
+        for i in 0..pairs.min(200) {
+            for cmd in [enipool_cni::proto::Command::Add, enipool_cni::proto::Command::Del] {
+                let req = enipool_cni::proto::Request {
+                    protocol: enipool_cni::proto::PROTOCOL_VERSION,
+                    command: cmd,
+                    container_id: format!("core-{i}"),
+                    if_name: "eth0".into(),
+                    netns: pod.path(),
+                    args: Default::default(),
+                    mtu: None,
+                    valid_attachments: vec![],
+                };
+                let t = Instant::now();
+                let r = agent.handle(req);
+                let took = t.elapsed();
+                if let enipool_cni::proto::Response::Error(e) = r {
+                    core.errors.push(e.msg);
+                } else if cmd == enipool_cni::proto::Command::Add {
+                    core.add.push(took);
+                } else {
+                    core.del.push(took);
+                }
+            }
+        }
+        core.wall = start.elapsed();
+    }
+    let (rss, hwm) = rss_kib();
+    println!();
+    report("agent core, no exec", &mut core, pairs.min(200));
+    let pe = report("enipool (shim+agent)", &mut e, pairs);
+    let pb = report("bridge+host-local", &mut b, pairs);
+    println!(
+        "enipool ADD p50 / bridge ADD p50 = {:.2}; agent core RSS {:.1} MiB (peak {:.1} MiB, {:.1} MiB before the runs)",
+        pe / pb,
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0,
+        rss0 as f64 / 1024.0
+    );
+    let st = agent.state();
+    println!("allocations left: {}, cooling: {}", st.allocations.len(), st.cooling.len());
+    drop(agent);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    if !e.errors.is_empty() || !b.errors.is_empty() {
+        std::process::exit(1);
+    }
+}
