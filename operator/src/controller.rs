@@ -236,6 +236,7 @@ pub async fn reconcile_pool(
     let name = pool.name_any();
     let result = if pool.meta().deletion_timestamp.is_some() {
         ctx.metrics.pool_state(&name, None);
+        ctx.shared.memory.forget(&name);
         finalize(pool, &ctx).await
     } else {
         reconcile_live(pool, &ctx).await
@@ -271,8 +272,12 @@ async fn reconcile_live(pool: &ENIPool, ctx: &Context) -> Result<Action> {
         paused: pool.spec.paused,
         status: pool.status.clone().unwrap_or_default(),
     };
+    if let Some(left) = ctx.shared.memory.quiet_for(&name, &input) {
+        return Ok(Action::requeue(left)); // our own status write came back: nothing to do
+    }
     let sink = KubeSink { api: ctx.pools_api(), name: name.clone() };
     let out = reconcile::reconcile_pool(&ctx.shared, &input, &sink).await?;
+    ctx.shared.memory.left_quiet(&name, &input, &out);
     for n in &out.notes {
         ctx.event(pool, n.warning, n.reason, n.message.clone()).await;
     }

@@ -51,6 +51,59 @@ pub struct Memory {
     no_cidr: Mutex<HashMap<String, Timestamp>>,
     /// Subnet states as last seen (for policy status).
     pub subnet_states: Mutex<BTreeMap<String, SubnetState>>,
+    /// Pool → (fingerprint of the inputs it was left in, until when nothing needs doing).
+    quiet: Mutex<HashMap<String, (u64, std::time::Instant)>>,
+}
+
+/// What a reconcile decides on (spec, policy, agent report, the operator's own ENIs, journal and
+/// release state), without timestamps and conditions. Equal fingerprints before the requeue
+/// deadline mean the only change since the last round was that round's own status write.
+pub fn fingerprint(input: &PoolInput, status: &ENIPoolStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let text = serde_json::to_string(&(
+        input.generation,
+        &input.policy_name,
+        &input.policy,
+        &input.overrides,
+        input.paused,
+        &status.agent,
+        &status.enis,
+        &status.operations,
+        &status.release_request,
+        &status.releasing,
+        status.released_revision,
+        status.revision,
+    ))
+    .unwrap_or_default();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+impl Memory {
+    /// Time left before `pool` needs EC2 again, when its inputs are exactly as the last round
+    /// left them (a watch event of our own write); `None` = reconcile now.
+    pub fn quiet_for(&self, pool: &str, input: &PoolInput) -> Option<Duration> {
+        if !input.status.operations.is_empty() {
+            return None;
+        }
+        let m = self.quiet.lock().expect("memory lock");
+        let (fp, until) = m.get(pool)?;
+        let left = until.checked_duration_since(std::time::Instant::now())?;
+        (*fp == fingerprint(input, &input.status)).then_some(left)
+    }
+
+    /// Remember how a round left `pool` and when it wants to look again.
+    pub fn left_quiet(&self, pool: &str, input: &PoolInput, out: &Outcome) {
+        let fp = fingerprint(input, &out.status);
+        let until = std::time::Instant::now() + out.requeue;
+        self.quiet.lock().expect("memory lock").insert(pool.to_string(), (fp, until));
+    }
+
+    /// Forget a pool (deleted).
+    pub fn forget(&self, pool: &str) {
+        self.quiet.lock().expect("memory lock").remove(pool);
+    }
 }
 
 impl Memory {
