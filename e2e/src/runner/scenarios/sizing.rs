@@ -166,7 +166,8 @@ pub async fn scale_down(t: Target) -> Result<()> {
             let pods = burst(c, "big", &n.name, 14).await?;
             pool_ready(c, &n.name).await?;
             let (enis, high, _) = ec2_view(c, &n.instance_id);
-            ensure!(enis == 2 && high >= 14, "before scale-down: {enis} ENIs, {high} addresses");
+            // (How many ENIs the burst took is scale-up-new-eni's business; here: more than one.)
+            ensure!(enis >= 2 && high >= 14, "before scale-down: {enis} ENIs, {high} addresses");
             let t0 = Instant::now();
             for p in &pods {
                 c.delete_pod(p).await?;
@@ -175,7 +176,7 @@ pub async fn scale_down(t: Target) -> Result<()> {
             while t0.elapsed() < Duration::from_secs(delay - 3) {
                 let (e, a, _) = ec2_view(c, &n.instance_id);
                 ensure!(
-                    e == 2 && a == high,
+                    e >= enis && a >= high,
                     "released early ({:?} after the pods went): {e} ENIs, {a} addresses",
                     t0.elapsed()
                 );
