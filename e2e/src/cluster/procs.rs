@@ -218,7 +218,7 @@ pub fn tail(path: &Path, n: usize) -> String {
 }
 
 /// Kills processes left by runs whose runner died without tearing down: any process whose command
-/// line names a run directory (`/tmp/enipool-e2e-ep…/`) that no longer exists or whose owner is gone.
+/// line or environment names a run directory (`/tmp/enipool-e2e-ep…/`) that no longer exists or whose owner is gone.
 /// Call before [`crate::fabric::Fabric::new`] (which removes the stale directories themselves).
 pub fn kill_stale_processes() -> Vec<i32> {
     let mut killed = Vec::new();
@@ -231,7 +231,15 @@ pub fn kill_stale_processes() -> Vec<i32> {
         if pid == me {
             continue;
         }
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        // Only the platform's own processes (enipool-agent, enipool-operator, ...): never a shell
+        // that happens to have a run directory in its environment.
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if !comm.starts_with("enipool-") {
+            continue;
+        }
+        // The agents name the run directory in their flags, the operators in KUBECONFIG.
+        let mut cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        cmdline.extend(std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default());
         let cmdline = String::from_utf8_lossy(&cmdline);
         let Some(at) = cmdline.find("/tmp/enipool-e2e-ep") else { continue };
         let prefix = &cmdline[at + "/tmp/enipool-e2e-".len()..];
