@@ -62,6 +62,15 @@ impl KubeEnv {
         }
     }
 
+    /// Moves the platform's API server (if any) out, for shutting it down elsewhere.
+    pub fn take_local(&mut self) -> KubeEnv {
+        KubeEnv {
+            kubeconfig: self.kubeconfig.clone(),
+            client: self.client.clone(),
+            local: self.local.take(),
+        }
+    }
+
     /// Runs `kubectl` against this API; stdout, or an error with stderr.
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {
         kubectl(&self.kubeconfig, args)

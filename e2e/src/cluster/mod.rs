@@ -272,7 +272,13 @@ impl Cluster {
         let sg_id = sim.create_security_group(&vpc_id, "nodes", &[(ROLE_TAG, "nodes")])?;
 
         step("starting the Kubernetes API, installing the CRDs from crds/ and an ENIPoolPolicy");
-        let mut kube = kube::KubeEnv::start(None, &run_dir).await?;
+        let mut kube = match kube::KubeEnv::start(None, &run_dir).await {
+            Ok(k) => k,
+            Err(e) => {
+                sim.shutdown().await;
+                return Err(e);
+            }
+        };
         let setup = async {
             kube::ensure_namespaces(&kube.client, &[POD_NAMESPACE, LEASE_NAMESPACE]).await?;
             kube::install_crds(&kube.client).await?;
@@ -280,6 +286,7 @@ impl Cluster {
         };
         if let Err(e) = setup.await {
             kube.shutdown().await;
+            sim.shutdown().await;
             return Err(e);
         }
         let name = format!("e2e-{}", fabric.prefix());
@@ -458,12 +465,13 @@ impl Drop for Cluster {
                 );
             }
             self.core.teardown();
-            if let Some(sim) = self.sim.take() {
-                if let (Ok(sim), Ok(h)) =
-                    (Arc::try_unwrap(sim), tokio::runtime::Handle::try_current())
-                {
+            // The servers stop on the runtime (they are async); the runtime outlives us.
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                if let Some(Ok(sim)) = self.sim.take().map(Arc::try_unwrap) {
                     h.spawn(sim.shutdown());
                 }
+                let mut kube = self.kube.take_local();
+                h.spawn(async move { kube.shutdown().await });
             }
         }
     }
