@@ -44,7 +44,7 @@ async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Respon
         .unwrap_or_else(|| "system:anonymous".into());
     if let Ok(mut users) = shared.users.lock() {
         if !users.contains(&user) {
-            users.push(user);
+            users.push(user.clone());
         }
     }
     let query: Query = parts
@@ -63,6 +63,13 @@ async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Respon
         Err(e) => return ApiError::bad_request(format!("reading body: {e}")).into_response(),
     };
     let path = parts.uri.path().to_string();
+    let audit = super::audit::AuditRecord::from_request(
+        &user,
+        &parts.method,
+        &path,
+        query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    shared.audit.record(audit.clone());
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let req = Req {
         method: parts.method.clone(),
@@ -74,7 +81,10 @@ async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Respon
     };
     let res = route(&shared, &segs, &req);
     match res {
-        Ok(Routed::Response(r)) => r,
+        Ok(Routed::Response(r)) => {
+            shared.audit.responded(&audit, r.status());
+            r
+        }
         Ok(Routed::Watch(tw)) => {
             let (t, w) = *tw;
             watch::serve(shared, t, w)

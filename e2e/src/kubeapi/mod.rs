@@ -11,11 +11,13 @@
 //!
 //! Departures from the real apiserver are documented next to the code that makes them
 //! (`gc.rs`, `patch.rs`, `apply.rs`, `fields.rs`, `schema.rs`, `resources.rs`, `handlers.rs`).
-//! The main ones: no authentication/authorization (bearer tokens are only mapped to user names),
+//! The main ones: no authentication/authorization (bearer tokens are only mapped to user names;
+//! every request is recorded as the authorizer would see it, [`KubeApi::audit`]),
 //! no admission webhooks, no graceful pod deletion (pods go at once), no protobuf, no aggregated
 //! discovery, built-in kinds are not schema-validated.
 
 mod apply;
+pub mod audit;
 mod discovery;
 pub mod error;
 pub mod fields;
@@ -38,6 +40,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::watch as tokio_watch;
 
+pub use audit::AuditRecord;
 pub use error::ApiError;
 pub use schema::validate_object;
 
@@ -87,6 +90,8 @@ pub(crate) struct Shared {
     addr: SocketAddr,
     /// User names of requests seen, most recent last (for later admission-policy emulation).
     users: Mutex<Vec<String>>,
+    /// Every request as the authorizer sees it.
+    audit: audit::AuditLog,
 }
 
 impl Shared {
@@ -163,6 +168,7 @@ impl KubeApi {
             config,
             addr,
             users: Mutex::new(Vec::new()),
+            audit: audit::AuditLog::default(),
         });
         let router = handlers::router(shared.clone());
         let mut stop = shared.stopping.subscribe();
@@ -220,6 +226,17 @@ impl KubeApi {
     /// User names of the requests served so far (from bearer tokens; `system:anonymous` without).
     pub fn users(&self) -> Vec<String> {
         self.shared.users.lock().map(|u| u.clone()).unwrap_or_default()
+    }
+
+    /// Every request served so far as (user, verb, apiGroup, resource, subresource, namespace,
+    /// name), in arrival order; see [`audit`] for how verbs are derived.
+    pub fn audit(&self) -> Vec<AuditRecord> {
+        self.shared.audit.snapshot()
+    }
+
+    /// Forget the audit records so far.
+    pub fn clear_audit(&self) {
+        self.shared.audit.clear();
     }
 
     /// Stop serving; open watches end.
