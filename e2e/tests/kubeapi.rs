@@ -1,6 +1,8 @@
 //! Tests of the e2e Kubernetes API server (`enipool_e2e::kubeapi`), driven the way enipool and
 //! people drive a real one: `kube::Client`, kube-runtime's watcher, and `/usr/bin/kubectl`.
 
+#[path = "kubeapi/audit.rs"]
+mod audit;
 #[path = "kubeapi/client.rs"]
 mod client;
 #[path = "kubeapi/common.rs"]
