@@ -201,7 +201,9 @@ mod tests {
 
     #[test]
     fn verbs_follow_the_apiserver() {
-        let cases: &[(Method, &str, &[(&str, &str)], (&str, &str, &str, &str, &str, &str))] = &[
+        type Attrs<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, &'a str);
+        type Case<'a> = (Method, &'a str, &'a [(&'a str, &'a str)], Attrs<'a>);
+        let cases: &[Case] = &[
             (Method::GET, "/api/v1/nodes", &[], ("list", "", "nodes", "", "", "")),
             (
                 Method::GET,
