@@ -27,6 +27,11 @@ use std::time::{Duration, Instant};
 
 const NODE: &str = "enipb-node";
 const VPC: &str = "enipb-vpc";
+/// Pod netns per worker, used in turn. A runtime gives every sandbox a new netns; reusing ONE
+/// netns per worker (as this harness did first) also reuses the host veth name (it is derived
+/// from the netns and the ifname) at once, so every ADD had to delete the previous pod's veth
+/// itself (~20 ms) instead of leaving it to the agent's batched reaper.
+const NS_PER_WORKER: usize = 8;
 
 struct Netns(String);
 impl Netns {
@@ -104,14 +109,16 @@ struct Run {
 /// `pairs` ADD+DEL pairs split over `conc` workers, each with its own pod netns, each worker a
 /// thread inside the node netns (exec'd plugins inherit it).
 fn drive(name: &str, bin: &Path, conf: &str, pairs: usize, conc: usize) -> Run {
-    let pods: Vec<Netns> = (0..conc).map(|w| Netns::new(&format!("enipb-{name}-{w}"))).collect();
+    let pods: Vec<Vec<Netns>> = (0..conc)
+        .map(|w| (0..NS_PER_WORKER).map(|k| Netns::new(&format!("enipb-{name}-{w}-{k}"))).collect())
+        .collect();
     let start = Instant::now();
     let results: Vec<(Vec<Duration>, Vec<Duration>, Vec<String>)> = std::thread::scope(|s| {
         let handles: Vec<_> = pods
             .iter()
             .enumerate()
-            .map(|(w, pod)| {
-                let netns = pod.path();
+            .map(|(w, pods)| {
+                let netns: Vec<String> = pods.iter().map(Netns::path).collect();
                 s.spawn(move || {
                     let f = std::fs::File::open(format!("/var/run/netns/{NODE}")).unwrap();
                     nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
@@ -119,11 +126,12 @@ fn drive(name: &str, bin: &Path, conf: &str, pairs: usize, conc: usize) -> Run {
                     let n = pairs / conc + usize::from(w < pairs % conc);
                     for i in 0..n {
                         let cid = format!("{name}-{w}-{i:06}");
-                        match exec(bin, "ADD", &cid, &netns, conf) {
+                        let netns = &netns[i % NS_PER_WORKER];
+                        match exec(bin, "ADD", &cid, netns, conf) {
                             Ok(t) => add.push(t),
                             Err(e) => errs.push(e),
                         }
-                        match exec(bin, "DEL", &cid, &netns, conf) {
+                        match exec(bin, "DEL", &cid, netns, conf) {
                             Ok(t) => del.push(t),
                             Err(e) => errs.push(e),
                         }
@@ -271,7 +279,8 @@ fn main() {
     // Breakdown: the same ADD+DEL straight into the core (no exec, no socket).
     let mut core = Run { add: vec![], del: vec![], wall: Duration::ZERO, errors: vec![] };
     {
-        let pod = Netns::new("enipb-core-0");
+        let pods: Vec<Netns> =
+            (0..NS_PER_WORKER).map(|k| Netns::new(&format!("enipb-core-{k}"))).collect();
         let start = Instant::now();
         for i in 0..pairs.min(200) {
             for cmd in [enipool_cni::proto::Command::Add, enipool_cni::proto::Command::Del] {
@@ -280,7 +289,7 @@ fn main() {
                     command: cmd,
                     container_id: format!("core-{i}"),
                     if_name: "eth0".into(),
-                    netns: pod.path(),
+                    netns: pods[i % NS_PER_WORKER].path(),
                     args: Default::default(),
                     mtu: None,
                     valid_attachments: vec![],

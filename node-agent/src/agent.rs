@@ -420,10 +420,16 @@ impl Agent {
         n
     }
 
-    /// Restart reconcile: allocations whose host veth exists are re-programmed (host side);
+    /// Restart reconcile: torn-down veths are deleted; allocations whose host veth exists are
+    /// re-programmed (host side);
     /// the others become leak candidates freed after the grace (unless the runtime DELs or
     /// re-ADDs them first).
     pub fn reconcile_host(&self) -> Result<()> {
+        // Veths a DEL tore down before the last exit but did not delete yet (a crash between the
+        // DEL's reply and the reaper): delete them first, so they count as absent below.
+        if let Err(e) = self.host.reap_links() {
+            tracing::warn!(error = &e as &dyn std::error::Error, "deleting torn-down veths");
+        }
         let links: BTreeSet<String> = self.host.host_links()?.into_iter().collect();
         let view = self.view();
         let allocs: Vec<Allocation> =

@@ -73,7 +73,21 @@ fn pod_on_primary_eni_is_wired_and_node_rules_are_idempotent() {
     sh("ip netns exec enip-t-pod ping -c1 -W2 10.77.0.10");
     host.check_pod(&p).unwrap();
     assert!(host.teardown_pod(&p).is_empty());
+    assert!(!host.host_links().unwrap().contains(&p.host_if), "torn down: not listed");
+    assert!(host.check_pod(&p).is_err(), "torn down: not wired");
+    // A quick re-ADD of the same netns + ifname (same host veth name) while the torn-down veth
+    // may still wait for the reaper: the old one is deleted first, the new one works.
+    host.setup_pod(&p).unwrap();
+    sh("ip netns exec enip-t-pod ping -c1 -W2 10.77.0.10");
+    host.check_pod(&p).unwrap();
+    assert!(host.teardown_pod(&p).is_empty());
     assert!(host.teardown_pod(&p).is_empty(), "teardown twice: gone is success");
+    // The reaper deletes it shortly; reap_links (restart) deletes it at once.
+    host.reap_links().unwrap();
+    let links = sh("ip -n enip-t-node -o link");
+    assert!(!links.contains(&p.host_if), "veth left after reap: {links}");
+    let pod_links = sh("ip -n enip-t-pod -o link");
+    assert!(!pod_links.contains("eth0"), "pod end left after reap: {pod_links}");
     let rules = sh("ip -n enip-t-node rule");
     assert!(!rules.contains("10.77.0.20"), "{rules}");
     assert!(host.uninstall().is_empty());

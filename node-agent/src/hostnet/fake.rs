@@ -1,5 +1,7 @@
 //! A recording fake of [`HostNet`] for tests without root. It keeps the links it "created" and,
-//! optionally, persists them to a file so a crash test can see what a killed process wired.
+//! optionally, persists them to a file so a crash test can see what a killed process wired. Like
+//! the real host, teardown only marks a veth ("doomed"); it is deleted by `reap_links` or by the
+//! next `setup_pod` of the same name (the fake has no background reaper).
 
 use super::{EniConfig, HostError, HostNet, NodeConfig, PodConfig, PodWired};
 use std::collections::BTreeSet;
@@ -11,10 +13,17 @@ use std::sync::Mutex;
 pub struct FakeHost {
     /// Every call, in order, as a short string.
     pub calls: Mutex<Vec<String>>,
-    links: Mutex<BTreeSet<String>>,
+    links: Mutex<Links>,
     persist: Option<PathBuf>,
     /// Make `setup_pod` fail (rollback tests).
     pub fail_setup_pod: std::sync::atomic::AtomicBool,
+}
+
+/// Live and doomed (torn down, not reaped) links.
+#[derive(Default, Clone, serde::Serialize, serde::Deserialize)]
+struct Links {
+    live: BTreeSet<String>,
+    doomed: BTreeSet<String>,
 }
 
 impl FakeHost {
@@ -31,7 +40,7 @@ impl FakeHost {
         self.calls.lock().unwrap().push(s);
     }
 
-    fn save(&self, links: &BTreeSet<String>) {
+    fn save(&self, links: &Links) {
         if let Some(p) = &self.persist {
             let tmp = p.with_extension("tmp");
             std::fs::write(&tmp, serde_json::to_vec(links).unwrap()).unwrap();
@@ -39,9 +48,14 @@ impl FakeHost {
         }
     }
 
-    /// Current links.
+    /// Current links (not torn down).
     pub fn links(&self) -> BTreeSet<String> {
-        self.links.lock().unwrap().clone()
+        self.links.lock().unwrap().live.clone()
+    }
+
+    /// Links torn down and not deleted yet.
+    pub fn doomed(&self) -> BTreeSet<String> {
+        self.links.lock().unwrap().doomed.clone()
     }
 }
 
@@ -60,7 +74,8 @@ impl HostNet for FakeHost {
             return Err(HostError::NotFound(format!("netns {}", pod.netns)));
         }
         let mut l = self.links.lock().unwrap();
-        l.insert(pod.host_if.clone());
+        l.doomed.remove(&pod.host_if);
+        l.live.insert(pod.host_if.clone());
         self.save(&l);
         Ok(PodWired { host_mac: "02:00:00:00:00:01".into(), pod_mac: "02:00:00:00:00:02".into() })
     }
@@ -71,12 +86,21 @@ impl HostNet for FakeHost {
     fn teardown_pod(&self, pod: &PodConfig) -> Vec<HostError> {
         self.record(format!("teardown_pod {} {}", pod.host_if, pod.ip));
         let mut l = self.links.lock().unwrap();
-        l.remove(&pod.host_if);
+        if l.live.remove(&pod.host_if) {
+            l.doomed.insert(pod.host_if.clone());
+        }
         self.save(&l);
         Vec::new()
     }
+    fn reap_links(&self) -> Result<(), HostError> {
+        self.record("reap_links".into());
+        let mut l = self.links.lock().unwrap();
+        l.doomed.clear();
+        self.save(&l);
+        Ok(())
+    }
     fn check_pod(&self, pod: &PodConfig) -> Result<PodWired, HostError> {
-        if self.links.lock().unwrap().contains(&pod.host_if) {
+        if self.links.lock().unwrap().live.contains(&pod.host_if) {
             Ok(PodWired {
                 host_mac: "02:00:00:00:00:01".into(),
                 pod_mac: "02:00:00:00:00:02".into(),
@@ -86,7 +110,7 @@ impl HostNet for FakeHost {
         }
     }
     fn host_links(&self) -> Result<Vec<String>, HostError> {
-        Ok(self.links.lock().unwrap().iter().cloned().collect())
+        Ok(self.links.lock().unwrap().live.iter().cloned().collect())
     }
     fn uninstall(&self) -> Vec<HostError> {
         self.record("uninstall".into());

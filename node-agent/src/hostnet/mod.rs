@@ -136,7 +136,13 @@ pub trait HostNet: Send + Sync {
     /// Re-program only the host side of an existing pod (restart): /32 route and rules.
     fn ensure_pod_host(&self, pod: &PodConfig) -> Result<(), HostError>;
     /// Remove everything for the pod. Best effort: collects errors, "already gone" is success.
+    /// Routes and rules are gone when it returns; the host veth may only be marked for deletion
+    /// (no longer listed by [`HostNet::host_links`], deleted soon after, or by the next
+    /// `setup_pod` of the same name, or by [`HostNet::reap_links`]).
     fn teardown_pod(&self, pod: &PodConfig) -> Vec<HostError>;
+    /// Delete every veth a teardown marked and not deleted yet (restart reconcile: a crash
+    /// between a DEL's reply and the deletion). Synchronous.
+    fn reap_links(&self) -> Result<(), HostError>;
     /// Whether the pod's host side is in place; returns its MACs.
     fn check_pod(&self, pod: &PodConfig) -> Result<PodWired, HostError>;
     /// Names of all links in the host netns.
