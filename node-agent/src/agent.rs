@@ -27,6 +27,16 @@ pub use enipool_cni::error::codes;
 /// How long a refused ADD counts as pending demand (the runtime retries within seconds).
 const DEMAND_WINDOW: Duration = Duration::from_secs(60);
 
+/// The key a refused ADD is remembered under: the pod when the runtime names it, else the
+/// container. Runtimes retry a failed sandbox with a NEW container id, so keying by container would
+/// count one waiting pod once per retry and keep the demand after the pod got its address.
+fn demand_key(req: &enipool_cni::proto::Request) -> String {
+    match (req.args.get("K8S_POD_NAMESPACE"), req.args.get("K8S_POD_NAME")) {
+        (Some(ns), Some(name)) if !name.is_empty() => format!("pod:{ns}/{name}"),
+        _ => format!("container:{}", req.container_id),
+    }
+}
+
 /// Settings the core needs.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -249,7 +259,7 @@ impl Agent {
             let now = now_secs();
             let Some(p) = alloc::pick(&view, &st, now) else {
                 drop(st);
-                self.refused.lock().unwrap().insert(req.container_id.clone(), Instant::now());
+                self.refused.lock().unwrap().insert(demand_key(req), Instant::now());
                 self.urgent.notify_one();
                 return Err(Error::PoolEmpty);
             };
@@ -272,7 +282,7 @@ impl Agent {
             a
         };
         crate::fault::point("add-after-commit");
-        self.refused.lock().unwrap().remove(&req.container_id);
+        self.refused.lock().unwrap().remove(&demand_key(req));
         let mut pod = self.pod_config(&a, &view);
         pod.mtu = mtu;
         match self.host.setup_pod(&pod) {
@@ -496,7 +506,16 @@ impl Agent {
             }
         }
         self.free_leaks()?;
-        self.refused.lock().unwrap().retain(|_, t| t.elapsed() < DEMAND_WINDOW);
+        let expired = {
+            let mut refused = self.refused.lock().unwrap();
+            let before = refused.len();
+            refused.retain(|_, t| t.elapsed() < DEMAND_WINDOW);
+            refused.len() != before
+        };
+        if expired {
+            // The published pending count fell: tell the operator so the target can shrink.
+            self.changed.notify_one();
+        }
         self.update_gauges();
         Ok(())
     }

@@ -77,6 +77,36 @@ fn empty_pool_answers_try_again_and_raises_demand() {
 }
 
 #[test]
+fn retried_sandboxes_of_one_pod_count_as_one_demand_and_clear_on_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Arc::new(FakeHost::default());
+    let a = Agent::open(
+        &dir.path().join("s.redb"),
+        "b",
+        host,
+        cfg(),
+        Arc::new(Metrics::unregistered()),
+    )
+    .unwrap();
+    let pod_req = |cid: &str, name: &str| {
+        let mut r = req(Command::Add, cid);
+        r.args.insert("K8S_POD_NAMESPACE".into(), "default".into());
+        r.args.insert("K8S_POD_NAME".into(), name.into());
+        r
+    };
+    // The runtime retries a failed sandbox with a new container id each time.
+    for cid in ["s1", "s2", "s3"] {
+        assert!(matches!(a.handle(pod_req(cid, "web-0")), Response::Error(_)));
+    }
+    assert!(matches!(a.handle(pod_req("t1", "web-1")), Response::Error(_)));
+    assert_eq!(a.report().refused_adds, 2, "two pods wait, however often they were retried");
+    // Addresses arrive; web-0's next sandbox succeeds and its demand is gone.
+    a.set_view(view(vec![eni("eni-0", 0, &["10.0.0.20", "10.0.0.21"], &[])]));
+    ip_of(&a.handle(pod_req("s4", "web-0")));
+    assert_eq!(a.report().refused_adds, 1, "only web-1 still waits");
+}
+
+#[test]
 fn failed_wiring_rolls_back() {
     let dir = tempfile::tempdir().unwrap();
     let host = Arc::new(FakeHost::default());
