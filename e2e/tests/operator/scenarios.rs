@@ -270,7 +270,7 @@ async fn killed_mid_create_then_restarted_no_duplicate_no_leak() {
     assert_eq!(enis(&p), 2);
     let st = env.sim.snapshot();
     let tagged: Vec<_> =
-        st.enis.values().filter(|e| e.tags.get(enipool_crds::tags::CLUSTER).is_some()).collect();
+        st.enis.values().filter(|e| e.tags.contains_key(enipool_crds::tags::CLUSTER)).collect();
     assert_eq!(tagged.len(), 1, "exactly one created ENI: {tagged:?}");
     assert!(
         tagged[0].attachment.as_ref().is_some_and(|a| a.instance_id == inst),
