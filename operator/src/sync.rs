@@ -93,7 +93,13 @@ pub fn eni_view(eni: &Eni, excluded: bool, cluster: &str) -> EniView {
         prefixes: eni.prefixes.len() as i32,
         excluded,
         managed: is_managed(eni, cluster),
-        attached: eni.attachment.as_ref().is_some_and(|a| a.status == "attached"),
+        // An ENI still attaching is filled too: EC2 assigns addresses to it whatever its
+        // attachment state, and skipping it made the planner create yet another ENI while the
+        // first was in transit (the agent only hands out addresses once it sees the link).
+        attached: eni
+            .attachment
+            .as_ref()
+            .is_some_and(|a| a.status == "attached" || a.status == "attaching"),
     }
 }
 
@@ -150,5 +156,35 @@ pub fn instance_info(
         primary_ip: inst.primary_ip.map(|a| a.to_string()).unwrap_or_default(),
         vpc_cidrs: cidrs,
         state: inst.state.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ec2::Attachment;
+
+    fn eni_in(status: &str) -> Eni {
+        Eni {
+            id: "eni-1".into(),
+            attachment: Some(Attachment {
+                id: "eni-attach-1".into(),
+                instance_id: "i-1".into(),
+                device_index: 1,
+                status: status.into(),
+                delete_on_termination: true,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn attaching_enis_are_filled_and_detaching_ones_are_not() {
+        let fillable = |status: &str| eni_view(&eni_in(status), false, "c").attached;
+        assert!(fillable("attached"));
+        assert!(fillable("attaching"), "an ENI in transit is filled, not duplicated");
+        assert!(!fillable("detaching"));
+        assert!(!fillable("detached"));
+        assert!(!eni_view(&Eni::default(), false, "c").attached, "unattached ENI");
     }
 }

@@ -29,7 +29,8 @@ pub struct EniView {
     pub excluded: bool,
     /// Created by enipool (only these may be detached and deleted).
     pub managed: bool,
-    /// Attachment state is `attached` (others are in transit and not filled).
+    /// Attached or attaching to this instance, so it can take addresses (a detaching ENI is on its
+    /// way out and never filled).
     pub attached: bool,
 }
 
