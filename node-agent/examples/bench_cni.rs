@@ -31,7 +31,7 @@ const VPC: &str = "enipb-vpc";
 /// netns per worker (as this harness did first) also reuses the host veth name (it is derived
 /// from the netns and the ifname) at once, so every ADD had to delete the previous pod's veth
 /// itself (~20 ms) instead of leaving it to the agent's batched reaper.
-const NS_PER_WORKER: usize = 8;
+const NS_PER_WORKER: usize = 32;
 
 struct Netns(String);
 impl Netns {
@@ -143,6 +143,15 @@ fn drive(name: &str, bin: &Path, conf: &str, pairs: usize, conc: usize) -> Run {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let wall = start.elapsed();
+    // Veths still in the node netns when the last DEL was answered (enipool deletes them in the
+    // background) and 1 s later: a reaper that fell behind would show here. Counted before the
+    // pod netns are removed (that would delete the pairs by itself).
+    let left_now = node_veths();
+    std::thread::sleep(Duration::from_secs(1));
+    println!(
+        "{name}: veths left in the node netns: {left_now} at the end, {} 1 s later",
+        node_veths()
+    );
     let mut run = Run { add: vec![], del: vec![], wall, errors: vec![] };
     for (a, d, e) in results {
         run.add.extend(a);
@@ -150,6 +159,13 @@ fn drive(name: &str, bin: &Path, conf: &str, pairs: usize, conc: usize) -> Run {
         run.errors.extend(e);
     }
     run
+}
+
+/// Veth links in the node netns other than the harness's own uplink.
+fn node_veths() -> usize {
+    let out = Command::new("ip").args(["-n", NODE, "-o", "link", "show", "type", "veth"]).output();
+    let out = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+    out.lines().filter(|l| !l.contains(": eth0@")).count()
 }
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {

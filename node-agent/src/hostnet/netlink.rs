@@ -156,6 +156,9 @@ impl NetlinkHost {
                     while reap_rx.recv().is_ok() {
                         // Coalesce: every mark made before this point is in this batch; a mark
                         // made during the delete sends another wake-up and gets the next batch.
+                        // No extra wait to grow batches: measured, 20 or 100 ms of gathering
+                        // made bigger deletes that hold the RTNL longer and stall ADDs (p99 ADD
+                        // 5 -> 30 ms, conc-1 pairs/s 240 -> 90-180).
                         while reap_rx.try_recv().is_ok() {}
                         if let Err(e) = ctx.block(reap(&ctx.h)) {
                             tracing::warn!(
