@@ -10,7 +10,7 @@
 //! The shim is `ENIPOOL_CNI_BIN` or `target/release/enipool-cni`; Debian's plugins are taken from
 //! `CNI_PLUGIN_DIR` (default `/usr/lib/cni`). Every plugin is exec'd as a runtime does: `CNI_*`
 //! env, the network config on stdin, from a thread inside the "node" netns. The agent core runs
-//! in this process (store on disk with fsync, netlink thread in the node netns, the CNI socket
+//! in this process (store on disk with fsync, netlink workers in the node netns, the CNI socket
 //! server on a 2-worker tokio runtime), so the RSS printed is the agent core plus this harness.
 
 use enipool_agent::agent::{Agent, CoreConfig};
