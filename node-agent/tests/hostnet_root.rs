@@ -88,6 +88,16 @@ fn pod_on_primary_eni_is_wired_and_node_rules_are_idempotent() {
     assert!(!links.contains(&p.host_if), "veth left after reap: {links}");
     let pod_links = sh("ip -n enip-t-pod -o link");
     assert!(!pod_links.contains("eth0"), "pod end left after reap: {pod_links}");
+    // A veth marked by a DEL of a previous agent that died before its reaper ran (the mark is
+    // kernel state): not listed, and the restart's reap_links deletes it.
+    sh(&format!(
+        "ip -n enip-t-node link add eni00deadbeef group {} type veth peer name eth9 netns enip-t-pod",
+        enipool_agent::hostnet::netlink::REAP_GROUP
+    ));
+    assert!(!host.host_links().unwrap().contains(&"eni00deadbeef".to_string()));
+    host.reap_links().unwrap();
+    let links = sh("ip -n enip-t-node -o link");
+    assert!(!links.contains("eni00deadbeef"), "marked veth left after reap: {links}");
     let rules = sh("ip -n enip-t-node rule");
     assert!(!rules.contains("10.77.0.20"), "{rules}");
     assert!(host.uninstall().is_empty());
