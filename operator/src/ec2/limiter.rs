@@ -105,7 +105,11 @@ impl Default for AimdConfig {
     fn default() -> Self {
         Self {
             decrease_factor: 0.5,
-            min_fraction: 1.0 / 32.0,
+            // 1/8, not lower: recovery needs a quiet period, which a sustained partial storm never
+            // gives, so a lower floor left the operator crawling (0.3 describe/s starved a joining
+            // node for over a minute in the throttling-storm scenario). EC2's own buckets still
+            // refuse what is over budget and those calls back off.
+            min_fraction: 1.0 / 8.0,
             increase_fraction: 0.1,
             quiet_period: Duration::from_secs(10),
             decrease_holdoff: Duration::from_secs(2),

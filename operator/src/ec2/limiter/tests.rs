@@ -28,7 +28,7 @@ fn aimd_halves_once_per_holdoff_and_stops_at_the_floor() {
         t += cfg.decrease_holdoff;
         a.on_throttle(t);
     }
-    assert_eq!(a.rate(), 8.0 / 32.0, "floor = configured × min_fraction");
+    assert_eq!(a.rate(), 8.0 / 8.0, "floor = configured × min_fraction");
     assert!(!a.on_throttle(t + cfg.decrease_holdoff), "at the floor: no change");
 }
 
