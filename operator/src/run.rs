@@ -24,8 +24,8 @@ use k8s_openapi::api::core::v1::Node;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::reflector::{self, reflector, ObjectRef};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
@@ -33,6 +33,32 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// Drops what no reader of a cached object uses: `managedFields` (large with several SSA
+/// managers) and the last-applied annotation.
+fn trim_meta<K: kube::Resource>(o: &mut K) {
+    let m = o.meta_mut();
+    m.managed_fields = None;
+    if let Some(a) = m.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// A cached Node keeps its metadata (name, uid, labels, deletion) and `spec.providerID`: that is
+/// all the operator reads. Status (images, conditions, addresses…) and annotations go.
+fn trim_node(g: &mut DeserializeGuard<Node>) {
+    trim_meta(g);
+    kube::Resource::meta_mut(g).annotations = None;
+    if let Ok(n) = g.0.as_mut() {
+        n.status = None;
+        if let Some(s) = n.spec.as_mut() {
+            *s = k8s_openapi::api::core::v1::NodeSpec {
+                provider_id: s.provider_id.take(),
+                ..Default::default()
+            };
+        }
+    }
+}
 
 fn init_tracing(format: LogFormat) {
     let filter =
@@ -187,24 +213,49 @@ async fn run(
 
     // Controllers; their watch stores are the caches (one watch per kind and purpose).
     // DeserializeGuard: a malformed object is skipped and reported, it never stops a cache syncing.
+    // The stores keep trimmed objects (see `trim_node`, `trim_meta`): `managedFields` and Node
+    // status are most of an object's size and nothing here reads them.
     let cc = ControllerConfig::default().concurrency(cfg.workers.max(1));
-    let node_ctrl = Controller::new(
-        Api::<DeserializeGuard<Node>>::all(client.clone()),
-        watcher::Config::default(),
+    let (nodes, node_writer) = reflector::store();
+    let node_ctrl = Controller::for_stream(
+        reflector(
+            node_writer,
+            watcher(Api::<DeserializeGuard<Node>>::all(client.clone()), watcher::Config::default())
+                .modify(trim_node),
+        )
+        .applied_objects(),
+        nodes.clone(),
     )
     .owns(Api::<DeserializeGuard<ENIPool>>::all(client.clone()), watcher::Config::default())
     .with_config(cc.clone());
-    let pool_ctrl = Controller::new(
-        Api::<DeserializeGuard<ENIPool>>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
+    let (pools, pool_writer) = reflector::store();
+    let pool_ctrl = Controller::for_stream(
+        reflector(
+            pool_writer,
+            watcher(
+                Api::<DeserializeGuard<ENIPool>>::all(client.clone()),
+                watcher::Config::default().any_semantic(),
+            )
+            .modify(trim_meta::<DeserializeGuard<ENIPool>>),
+        )
+        .applied_objects(),
+        pools.clone(),
     )
     .with_config(cc.clone());
-    let policy_ctrl = Controller::new(
-        Api::<DeserializeGuard<ENIPoolPolicy>>::all(client.clone()),
-        watcher::Config::default(),
+    let (policies, policy_writer) = reflector::store();
+    let policy_ctrl = Controller::for_stream(
+        reflector(
+            policy_writer,
+            watcher(
+                Api::<DeserializeGuard<ENIPoolPolicy>>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .modify(trim_meta::<DeserializeGuard<ENIPoolPolicy>>),
+        )
+        .applied_objects(),
+        policies.clone(),
     )
     .with_config(ControllerConfig::default().concurrency(2));
-    let (nodes, pools, policies) = (node_ctrl.store(), pool_ctrl.store(), policy_ctrl.store());
 
     let shared = Shared {
         ec2: ec2.clone(),
