@@ -81,6 +81,32 @@ impl Cluster {
         Ok(())
     }
 
+    /// Runs a Pod someone else created in [`POD_NAMESPACE`] and bound (`spec.nodeName`) to one of
+    /// this platform's nodes, as a real kubelet runs the Pods it finds: sandbox netns, CNI ADD,
+    /// status. The platform's real-cluster stand-in ([`Cluster::delete_pod`] tears it down).
+    pub async fn run_existing_pod(&self, name: &str) -> Result<PodInfo> {
+        let api: Api<Pod> = Api::namespaced(self.kube.client.clone(), POD_NAMESPACE);
+        let pod = api.get(name).await.with_context(|| format!("reading Pod {name}"))?;
+        let node = pod
+            .spec
+            .and_then(|s| s.node_name)
+            .with_context(|| format!("Pod {name} is not bound to a node"))?;
+        self.node(&node)?;
+        let f = self.fabric().clone();
+        let suffix = format!("p-{name}");
+        let netns = wait::blocking(move || f.add_netns(&suffix)).await?;
+        let info = PodInfo {
+            name: name.to_string(),
+            node,
+            netns,
+            container_id: new_container_id(),
+            ip: None,
+            uid: pod.metadata.uid.unwrap_or_default(),
+        };
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), info);
+        self.start_sandbox(name).await
+    }
+
     /// CNI ADD for a created pod (again, after a failure: like the kubelet, DEL the failed
     /// sandbox first, then ADD a new one). Records the IP in the Pod status.
     pub async fn start_sandbox(&self, name: &str) -> Result<PodInfo> {

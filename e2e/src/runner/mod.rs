@@ -26,6 +26,10 @@ pub struct Cli {
     /// Use this EC2 endpoint (or, with "aws", the standard AWS settings) instead of the simulator.
     #[arg(long, env = "ENIPOOL_E2E_EC2_ENDPOINT", global = true)]
     pub ec2_endpoint: Option<String>,
+    /// The real cluster's `--cluster-name` (its ENI tags); read from the operator's Deployment
+    /// when not given.
+    #[arg(long, env = "ENIPOOL_E2E_CLUSTER_NAME", global = true)]
+    pub cluster_name: Option<String>,
     /// Per-scenario time limit in seconds.
     #[arg(long, env = "ENIPOOL_E2E_TIMEOUT", default_value_t = 300, global = true)]
     pub timeout_seconds: u64,
@@ -49,19 +53,21 @@ pub enum Command {
 }
 
 /// Where the scenarios run: the platform's pieces or real ones.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Target {
     /// A real cluster's kubeconfig, if given.
     pub kubeconfig: Option<PathBuf>,
     /// A real EC2 endpoint, if given.
     pub ec2_endpoint: Option<String>,
+    /// The real cluster's name, if given.
+    pub cluster_name: Option<String>,
 }
 
 impl Cli {
     /// Run the command; the exit code says whether everything passed.
     pub fn main(self) -> ExitCode {
-        let Cli { kubeconfig, ec2_endpoint, timeout_seconds, command } = self;
-        let target = Target { kubeconfig, ec2_endpoint };
+        let Cli { kubeconfig, ec2_endpoint, cluster_name, timeout_seconds, command } = self;
+        let target = Target { kubeconfig, ec2_endpoint, cluster_name };
         match command {
             Command::List => {
                 for s in SCENARIOS {
