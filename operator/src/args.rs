@@ -74,6 +74,14 @@ pub struct Args {
     /// the EC2 interface has no DescribeVpcs.
     #[arg(long, env = "ENIPOOL_OPERATOR_VPC_CIDRS", value_delimiter = ',')]
     pub vpc_cidrs: Vec<String>,
+    /// Only Nodes matching this label selector get an ENIPool (Kubernetes selector syntax, e.g.
+    /// `enipool.io/managed=true` or `pool in (a,b)`); empty: every Node with an AWS providerID.
+    /// For moving node groups from another CNI one at a time. A pool that exists when its Node
+    /// stops matching is left as it is (still managed, never deleted for a label change); delete
+    /// it by hand to hand the node over: its finalizer releases it without touching EC2 while the
+    /// Node lives, and it is not recreated.
+    #[arg(long, env = "ENIPOOL_OPERATOR_NODE_SELECTOR")]
+    pub node_selector: Option<String>,
     /// Log format.
     #[arg(long, env = "ENIPOOL_OPERATOR_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -90,5 +98,24 @@ mod tests {
         let a = Args::try_parse_from(["enipool-operator", "--cluster-name", "c"]).unwrap();
         assert_eq!(a.metrics_addr.to_string(), "0.0.0.0:8080");
         assert_eq!((a.lease_duration_seconds, a.workers, a.resync_seconds), (15, 8, 60));
+        assert_eq!(a.node_selector, None);
+    }
+
+    #[test]
+    fn node_selector_flag_and_empty_means_every_node() {
+        let a = Args::try_parse_from([
+            "enipool-operator",
+            "--cluster-name=c",
+            "--node-selector=enipool.io/managed=true,pool in (a,b)",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.operator_config().node_selector.as_deref(),
+            Some("enipool.io/managed=true,pool in (a,b)")
+        );
+        // A chart that renders the flag with an empty value selects every Node.
+        let a = Args::try_parse_from(["enipool-operator", "--cluster-name=c", "--node-selector="])
+            .unwrap();
+        assert_eq!(a.operator_config().node_selector, None);
     }
 }

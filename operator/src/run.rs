@@ -99,6 +99,9 @@ pub struct OperatorConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// How long a deleted pool waits for its instance to terminate before its finalizer goes.
     pub termination_wait: Duration,
+    /// Label selector of the Nodes that get a pool (`None`: every Node). See
+    /// [`Args::node_selector`] for what happens to a pool whose Node stops matching.
+    pub node_selector: Option<String>,
 }
 
 impl OperatorConfig {
@@ -118,6 +121,7 @@ impl OperatorConfig {
             vpc_cidrs: vec![],
             metrics_addr: None,
             termination_wait: Duration::from_secs(3600),
+            node_selector: None,
         }
     }
 }
@@ -216,18 +220,42 @@ async fn run(
     // The stores keep trimmed objects (see `trim_node`, `trim_meta`): `managedFields` and Node
     // status are most of an object's size and nothing here reads them.
     let cc = ControllerConfig::default().concurrency(cfg.workers.max(1));
-    let (nodes, node_writer) = reflector::store();
+    check_node_selector(&client, cfg.node_selector.as_deref()).await?;
+    // The Node controller sees only the selected Nodes (the API server filters the watch), so it
+    // creates pools for those only, also when it reconciles everything on becoming leader.
+    let node_watch = match &cfg.node_selector {
+        Some(s) => watcher::Config::default().labels(s),
+        None => watcher::Config::default(),
+    };
+    let (selected_nodes, node_writer) = reflector::store();
     let node_ctrl = Controller::for_stream(
         reflector(
             node_writer,
-            watcher(Api::<DeserializeGuard<Node>>::all(client.clone()), watcher::Config::default())
+            watcher(Api::<DeserializeGuard<Node>>::all(client.clone()), node_watch)
                 .modify(trim_node),
         )
         .applied_objects(),
-        nodes.clone(),
+        selected_nodes.clone(),
     )
     .owns(Api::<DeserializeGuard<ENIPool>>::all(client.clone()), watcher::Config::default())
     .with_config(cc.clone());
+    // Everything else asks "does this pool's Node still exist?" and must see every Node: a Node
+    // that merely stops matching the selector is not gone, and its pool must not be deleted (nor
+    // its ENIs cleaned up) for a label change. With a selector that takes a second, unfiltered
+    // watch; without one the controller's store already holds every Node.
+    let (nodes, all_nodes_watch) = match &cfg.node_selector {
+        None => (selected_nodes.clone(), futures::future::Either::Left(futures::future::pending())),
+        Some(_) => {
+            let (store, writer) = reflector::store();
+            let api = Api::<DeserializeGuard<Node>>::all(client.clone());
+            let stream = reflector(
+                writer,
+                watcher(api, watcher::Config::default()).default_backoff().modify(trim_node),
+            )
+            .for_each(|_| futures::future::ready(()));
+            (store, futures::future::Either::Right(stream))
+        }
+    };
     let (pools, pool_writer) = reflector::store();
     let pool_ctrl = Controller::for_stream(
         reflector(
@@ -295,8 +323,14 @@ async fn run(
     };
     let ready = {
         let (n, p, q, h) = (nodes.clone(), policies.clone(), pools.clone(), health.clone());
+        let s = selected_nodes.clone();
         async move {
-            let _ = tokio::join!(n.wait_until_ready(), p.wait_until_ready(), q.wait_until_ready());
+            let _ = tokio::join!(
+                n.wait_until_ready(),
+                s.wait_until_ready(),
+                p.wait_until_ready(),
+                q.wait_until_ready()
+            );
             h.ready.store(true, Ordering::Relaxed);
             tracing::info!("caches synced");
             futures::future::pending::<()>().await
@@ -351,6 +385,7 @@ async fn run(
         r = http => anyhow::bail!("HTTP endpoints stopped: {r:?}"),
         _ = ready => {},
         _ = gc => {},
+        _ = all_nodes_watch => anyhow::bail!("the Node watch ended"),
         _ = lease => anyhow::bail!("lease task ended"),
     }
     Ok(())
@@ -379,6 +414,12 @@ impl Args {
             vpc_cidrs: self.vpc_cidrs.clone(),
             metrics_addr: Some(self.metrics_addr),
             termination_wait: Duration::from_secs(3600),
+            node_selector: self
+                .node_selector
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from),
         }
     }
 
@@ -424,6 +465,26 @@ impl Args {
         let metrics = Metrics::new(&mut registry);
         let health = Arc::new(Health { registry, ready: false.into() });
         run(self.operator_config(), client, ec2, metrics, leader_tx, health, shutdown_rx).await
+    }
+}
+
+/// Fails at start on a selector the API server refuses (a watch with it would only retry the same
+/// error forever, and no pool would ever be made). Other errors are left to the watches' retries.
+async fn check_node_selector(client: &Client, selector: Option<&str>) -> anyhow::Result<()> {
+    let Some(sel) = selector else { return Ok(()) };
+    let lp = kube::api::ListParams::default().labels(sel).limit(1);
+    match Api::<Node>::all(client.clone()).list_metadata(&lp).await {
+        Err(kube::Error::Api(e)) if e.code == 400 => {
+            anyhow::bail!("--node-selector {sel:?} is not a valid label selector: {}", e.message)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not check --node-selector yet; the Node watch retries");
+            Ok(())
+        }
+        Ok(_) => {
+            tracing::info!(node_selector = sel, "managing only the Nodes this selector matches");
+            Ok(())
+        }
     }
 }
 
