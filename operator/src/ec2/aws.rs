@@ -19,6 +19,7 @@ use aws_sdk_ec2::types::{
     Filter, InstanceType, NetworkInterfaceAttachmentChanges, ResourceType, Tag, TagSpecification,
 };
 use aws_sdk_ec2::Client;
+use enipool_crds::tags;
 use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -287,57 +288,78 @@ impl AwsEc2 {
             .await
     }
 
-    async fn describe_enis_where(&self, filters: Vec<Filter>) -> Ec2Result<Vec<Eni>> {
-        const ACTION: &str = "DescribeNetworkInterfaces";
-        let mut out = Vec::new();
+    /// Every page of one Describe call, collected. `page(token)` sends the request for one page
+    /// (`None` for the first, then the previous answer's NextToken); `items` and `next_token`
+    /// read an answer. Each page goes through [`Self::send`] on its own: a limiter token, a
+    /// metered attempt and the retry of a retryable failure per page, so a throttle on page 7
+    /// re-sends page 7, not the whole listing. The SDK's `into_paginator()` cannot do this: it
+    /// sends the requests itself (the next one before it is asked for) and ends at the first
+    /// error.
+    async fn describe_pages<O, E, T, C, F, Fut>(
+        &self,
+        action: &'static str,
+        page: F,
+        items: impl Fn(&O) -> Vec<T>,
+        next_token: impl Fn(&O) -> Option<&str>,
+    ) -> Ec2Result<C>
+    where
+        C: Default + Extend<T>,
+        F: Fn(Option<String>) -> Fut,
+        Fut: Future<Output = Result<O, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let mut out = C::default();
         let mut token: Option<String> = None;
         loop {
-            let req = self
-                .client
-                .describe_network_interfaces()
-                .set_filters(Some(filters.clone()))
-                .max_results(PAGE_SIZE)
-                .set_next_token(token.clone());
-            let page = self
-                .send(ACTION, ApiClass::Describe, Retry::Idempotent, || req.clone().send())
+            let answer = self
+                .send(action, ApiClass::Describe, Retry::Idempotent, || page(token.clone()))
                 .await?;
-            out.extend(page.network_interfaces().iter().map(convert::eni));
-            token = next(page.next_token());
+            out.extend(items(&answer));
+            // EC2 ends a listing with no token or an empty one.
+            token = next_token(&answer).filter(|t| !t.is_empty()).map(str::to_owned);
             if token.is_none() {
                 return Ok(out);
             }
         }
+    }
+
+    async fn describe_enis_where(&self, filters: Vec<Filter>) -> Ec2Result<Vec<Eni>> {
+        self.describe_pages(
+            "DescribeNetworkInterfaces",
+            |token| {
+                self.client
+                    .describe_network_interfaces()
+                    .set_filters(Some(filters.clone()))
+                    .max_results(PAGE_SIZE)
+                    .set_next_token(token)
+                    .send()
+            },
+            |page| page.network_interfaces().iter().map(convert::eni).collect(),
+            |page| page.next_token(),
+        )
+        .await
     }
 
     async fn describe_types_once(
         &self,
         types: &[String],
     ) -> Ec2Result<BTreeMap<String, InstanceTypeInfo>> {
-        const ACTION: &str = "DescribeInstanceTypes";
-        let mut out = BTreeMap::new();
-        let mut token: Option<String> = None;
-        loop {
-            let req = self
-                .client
-                .describe_instance_types()
-                .set_instance_types(Some(
-                    types.iter().map(|t| InstanceType::from(t.as_str())).collect(),
-                ))
-                .set_next_token(token.clone());
-            let page = self
-                .send(ACTION, ApiClass::Describe, Retry::Idempotent, || req.clone().send())
-                .await?;
-            out.extend(page.instance_types().iter().filter_map(convert::instance_type));
-            token = next(page.next_token());
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+        let types: Vec<InstanceType> =
+            types.iter().map(|t| InstanceType::from(t.as_str())).collect();
+        self.describe_pages(
+            "DescribeInstanceTypes",
+            |token| {
+                self.client
+                    .describe_instance_types()
+                    .set_instance_types(Some(types.clone()))
+                    .set_next_token(token)
+                    .send()
+            },
+            |page| page.instance_types().iter().filter_map(convert::instance_type).collect(),
+            |page| page.next_token(),
+        )
+        .await
     }
-}
-
-fn next(token: Option<&str>) -> Option<String> {
-    token.filter(|t| !t.is_empty()).map(str::to_owned)
 }
 
 fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Filter {
@@ -345,6 +367,11 @@ fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Fi
         .name(name)
         .set_values(Some(values.into_iter().map(Into::into).collect()))
         .build()
+}
+
+/// The filter name that matches a tag's value.
+fn tag_filter(key: &str) -> String {
+    format!("tag:{key}")
 }
 
 /// Filters of a subnet / security-group [`Query`]. Ids go through a filter (not `SubnetIds` /
@@ -366,7 +393,7 @@ fn query_filters(q: &Query, id_filter: &str, with_zone: bool) -> Vec<Filter> {
         if v.is_empty() {
             f.push(filter("tag-key", [k.clone()]));
         } else {
-            f.push(filter(&format!("tag:{k}"), [v.clone()]));
+            f.push(filter(&tag_filter(k), [v.clone()]));
         }
     }
     f
@@ -379,32 +406,31 @@ fn sdk_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
 #[async_trait::async_trait]
 impl Ec2Api for AwsEc2 {
     async fn describe_instances(&self, ids: &[String]) -> Ec2Result<Vec<Instance>> {
-        const ACTION: &str = "DescribeInstances";
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         // A filter, not InstanceIds: one unknown id must not fail the batch.
         let filters = vec![filter("instance-id", ids.iter().cloned())];
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let req = self
-                .client
-                .describe_instances()
-                .set_filters(Some(filters.clone()))
-                .max_results(PAGE_SIZE)
-                .set_next_token(token.clone());
-            let page = self
-                .send(ACTION, ApiClass::Describe, Retry::Idempotent, || req.clone().send())
-                .await?;
-            out.extend(
-                page.reservations().iter().flat_map(|r| r.instances()).map(convert::instance),
-            );
-            token = next(page.next_token());
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+        self.describe_pages(
+            "DescribeInstances",
+            |token| {
+                self.client
+                    .describe_instances()
+                    .set_filters(Some(filters.clone()))
+                    .max_results(PAGE_SIZE)
+                    .set_next_token(token)
+                    .send()
+            },
+            |page| {
+                page.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .map(convert::instance)
+                    .collect()
+            },
+            |page| page.next_token(),
+        )
+        .await
     }
 
     async fn describe_instance_types(
@@ -441,49 +467,39 @@ impl Ec2Api for AwsEc2 {
     }
 
     async fn describe_subnets(&self, query: &Query) -> Ec2Result<Vec<Subnet>> {
-        const ACTION: &str = "DescribeSubnets";
-        let filters = query_filters(query, "subnet-id", true);
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let req = self
-                .client
-                .describe_subnets()
-                .set_filters(Some(filters.clone()).filter(|f| !f.is_empty()))
-                .max_results(PAGE_SIZE)
-                .set_next_token(token.clone());
-            let page = self
-                .send(ACTION, ApiClass::Describe, Retry::Idempotent, || req.clone().send())
-                .await?;
-            out.extend(page.subnets().iter().filter_map(convert::subnet));
-            token = next(page.next_token());
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+        let filters = Some(query_filters(query, "subnet-id", true)).filter(|f| !f.is_empty());
+        self.describe_pages(
+            "DescribeSubnets",
+            |token| {
+                self.client
+                    .describe_subnets()
+                    .set_filters(filters.clone())
+                    .max_results(PAGE_SIZE)
+                    .set_next_token(token)
+                    .send()
+            },
+            |page| page.subnets().iter().filter_map(convert::subnet).collect(),
+            |page| page.next_token(),
+        )
+        .await
     }
 
     async fn describe_security_groups(&self, query: &Query) -> Ec2Result<Vec<SecurityGroup>> {
-        const ACTION: &str = "DescribeSecurityGroups";
-        let filters = query_filters(query, "group-id", false);
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let req = self
-                .client
-                .describe_security_groups()
-                .set_filters(Some(filters.clone()).filter(|f| !f.is_empty()))
-                .max_results(PAGE_SIZE)
-                .set_next_token(token.clone());
-            let page = self
-                .send(ACTION, ApiClass::Describe, Retry::Idempotent, || req.clone().send())
-                .await?;
-            out.extend(page.security_groups().iter().map(convert::security_group));
-            token = next(page.next_token());
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+        let filters = Some(query_filters(query, "group-id", false)).filter(|f| !f.is_empty());
+        self.describe_pages(
+            "DescribeSecurityGroups",
+            |token| {
+                self.client
+                    .describe_security_groups()
+                    .set_filters(filters.clone())
+                    .max_results(PAGE_SIZE)
+                    .set_next_token(token)
+                    .send()
+            },
+            |page| page.security_groups().iter().map(convert::security_group).collect(),
+            |page| page.next_token(),
+        )
+        .await
     }
 
     async fn describe_instance_enis(&self, instance_id: &str) -> Ec2Result<Vec<Eni>> {
@@ -499,8 +515,7 @@ impl Ec2Api for AwsEc2 {
     }
 
     async fn list_cluster_enis(&self, cluster: &str) -> Ec2Result<Vec<Eni>> {
-        let key = format!("tag:{}", enipool_crds::tags::CLUSTER);
-        self.describe_enis_where(vec![filter(&key, [cluster])]).await
+        self.describe_enis_where(vec![filter(&tag_filter(tags::CLUSTER), [cluster])]).await
     }
 
     async fn create_eni(&self, r: &CreateEni) -> Ec2Result<Eni> {
@@ -702,6 +717,71 @@ mod tests {
     #[test]
     fn sdk_retries_are_a_single_attempt() {
         assert_eq!(AwsEc2Config::sdk_retry_config().max_attempts(), 1);
+    }
+
+    /// The pagination every Describe call uses: all pages in order, each page its own limited,
+    /// metered and retried call (a failed page is re-sent with its own token, the listing is
+    /// not restarted), and an empty NextToken ends the listing as a missing one does.
+    #[tokio::test(start_paused = true)]
+    async fn pages_are_followed_and_a_failed_page_is_retried_alone() {
+        use aws_sdk_ec2::operation::describe_subnets::{
+            DescribeSubnetsError, DescribeSubnetsOutput,
+        };
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Mutex;
+        let config = AwsEc2Config::default();
+        let sdk = aws_sdk_ec2::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-west-2"))
+            .build();
+        let ec2 = AwsEc2::from_client(Client::from_conf(sdk), &config).unwrap();
+        // Page i answers item i and the token of page i + 1; the last token is "".
+        let tokens = [None, Some("p1"), Some("p2")];
+        let next = ["p1", "p2", ""];
+        let sent = Mutex::new(Vec::new());
+        let failed_once = AtomicBool::new(false);
+        let got: Vec<String> = ec2
+            .describe_pages(
+                "DescribeSubnets",
+                |token: Option<String>| {
+                    sent.lock().unwrap().push(token.clone());
+                    let i = tokens.iter().position(|t| t.map(str::to_owned) == token).unwrap();
+                    let answer = if i == 1 && !failed_once.swap(true, Ordering::SeqCst) {
+                        Err(SdkError::<DescribeSubnetsError, HttpResponse>::timeout_error("slow"))
+                    } else {
+                        Ok(DescribeSubnetsOutput::builder()
+                            .subnets(
+                                aws_sdk_ec2::types::Subnet::builder()
+                                    .subnet_id(format!("s{i}"))
+                                    .build(),
+                            )
+                            .next_token(next[i])
+                            .build())
+                    };
+                    std::future::ready(answer)
+                },
+                |page| {
+                    page.subnets().iter().filter_map(|s| s.subnet_id().map(str::to_owned)).collect()
+                },
+                |page| page.next_token(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(got, ["s0", "s1", "s2"]);
+        let sent = sent.into_inner().unwrap();
+        let want = [None, Some("p1"), Some("p1"), Some("p2")].map(|t| t.map(str::to_owned));
+        assert_eq!(sent, want, "page 2 re-sent alone after its timeout");
+        let calls = |result| {
+            config
+                .metrics
+                .calls
+                .get_or_create(&super::super::metrics::CallLabels {
+                    action: "DescribeSubnets",
+                    result,
+                })
+                .get()
+        };
+        assert_eq!((calls("ok"), calls("Transient")), (3, 1), "one metered attempt per request");
     }
 
     #[test]
