@@ -4,14 +4,11 @@
 
 use super::classify::{self, from_sdk};
 use super::convert;
-use super::limiter::{AimdConfig, ApiClass, Backoff, Ec2Limiter, RateConfig, Retry, RetryPolicy};
-use super::metrics::Ec2Metrics;
+use super::limiter::{ApiClass, Ec2Limiter, Retry};
 use super::{
     CreateEni, Ec2Api, Ec2ErrorKind, Ec2Result, Eni, Instance, InstanceTypeInfo, Query,
     SecurityGroup, Subnet,
 };
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
@@ -24,7 +21,9 @@ use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::Ipv4Addr;
-use std::time::Duration;
+
+mod config;
+pub use config::{AwsEc2Config, AwsEc2ConfigError, StaticCredentials};
 
 /// Page size for paginated Describe calls (EC2 allows 5..=1000).
 const PAGE_SIZE: i32 = 1000;
@@ -37,163 +36,6 @@ const TYPES_PER_CALL: usize = 100;
 pub fn install_crypto_provider() {
     // Err means a provider is already installed: exactly what we want.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
-/// Fixed credentials (the EC2 simulator / moto, or an explicit key pair). Production uses the
-/// standard chain (env, web identity / IRSA, pod identity, IMDS).
-#[derive(Clone)]
-pub struct StaticCredentials {
-    /// Access key id.
-    pub access_key_id: String,
-    /// Secret access key.
-    pub secret_access_key: String,
-    /// Session token, if any.
-    pub session_token: Option<String>,
-}
-
-impl StaticCredentials {
-    /// The dummy pair simulators accept.
-    pub fn test() -> Self {
-        Self { access_key_id: "test".into(), secret_access_key: "test".into(), session_token: None }
-    }
-}
-
-impl std::fmt::Debug for StaticCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StaticCredentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &"<redacted>")
-            .finish()
-    }
-}
-
-/// Configuration of [`AwsEc2`].
-#[derive(Debug, Clone)]
-pub struct AwsEc2Config {
-    /// Region; `None` = the standard chain (`AWS_REGION`, profile, IMDS).
-    pub region: Option<String>,
-    /// Endpoint override (the EC2 simulator, moto); `None` = the real regional endpoint.
-    pub endpoint_url: Option<String>,
-    /// Fixed credentials; `None` = the standard credential chain.
-    pub static_credentials: Option<StaticCredentials>,
-    /// The account's describe bucket (before [`budget_share`](Self::budget_share)).
-    pub describe: RateConfig,
-    /// The account's mutate bucket (before [`budget_share`](Self::budget_share)).
-    pub mutate: RateConfig,
-    /// Fraction of the account budget enipool may use (`0 < share <= 1`): other tools (the VPC
-    /// resource controller, Karpenter, Terraform, ...) spend from the same buckets.
-    pub budget_share: f64,
-    /// AIMD parameters of both limiters.
-    pub aimd: AimdConfig,
-    /// Attempts per call (first included) for retryable errors.
-    pub max_attempts: u32,
-    /// Backoff after transient errors.
-    pub transient_backoff: Backoff,
-    /// Backoff after `RequestLimitExceeded`.
-    pub throttled_backoff: Backoff,
-    /// TCP/TLS connect timeout.
-    pub connect_timeout: Duration,
-    /// Timeout of one attempt (request sent → response read).
-    pub attempt_timeout: Duration,
-    /// Where calls, latencies, throttles and the limiter rate are recorded.
-    pub metrics: Ec2Metrics,
-}
-
-impl Default for AwsEc2Config {
-    fn default() -> Self {
-        let retry = RetryPolicy::default();
-        Self {
-            region: None,
-            endpoint_url: None,
-            static_credentials: None,
-            describe: RateConfig::EC2_DESCRIBE,
-            mutate: RateConfig::EC2_MUTATE,
-            budget_share: 0.5,
-            aimd: AimdConfig::default(),
-            max_attempts: retry.max_attempts,
-            transient_backoff: retry.transient,
-            throttled_backoff: retry.throttled,
-            connect_timeout: Duration::from_secs(5),
-            attempt_timeout: Duration::from_secs(30),
-            metrics: Ec2Metrics::default(),
-        }
-    }
-}
-
-impl AwsEc2Config {
-    /// The describe bucket enipool uses (account bucket × share).
-    pub fn describe_rate(&self) -> RateConfig {
-        self.describe.share(self.budget_share)
-    }
-
-    /// The mutate bucket enipool uses (account bucket × share).
-    pub fn mutate_rate(&self) -> RateConfig {
-        self.mutate.share(self.budget_share)
-    }
-
-    fn validate(&self) -> Result<(), AwsEc2ConfigError> {
-        if !(self.budget_share > 0.0 && self.budget_share <= 1.0) {
-            return Err(AwsEc2ConfigError::BudgetShare(self.budget_share));
-        }
-        for (class, r) in [("describe", self.describe_rate()), ("mutate", self.mutate_rate())] {
-            if !r.is_valid() {
-                return Err(AwsEc2ConfigError::Rate { class, qps: r.qps, burst: r.burst });
-            }
-        }
-        if self.max_attempts == 0 {
-            return Err(AwsEc2ConfigError::MaxAttempts);
-        }
-        Ok(())
-    }
-
-    fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: self.max_attempts,
-            transient: self.transient_backoff,
-            throttled: self.throttled_backoff,
-        }
-    }
-
-    /// SDK retries are set explicitly to ONE attempt: [`Ec2Limiter::call`] is the only retrier.
-    /// With the SDK's default (standard mode, 3 attempts, retrying 500/503) a throttled request
-    /// would be re-sent by the SDK behind our limiter's back — two limiters stacked, up to 3 × our
-    /// attempts per call, and AIMD never seeing the throttles it must react to.
-    fn sdk_retry_config() -> RetryConfig {
-        RetryConfig::standard().with_max_attempts(1)
-    }
-
-    fn sdk_timeout_config(&self) -> TimeoutConfig {
-        TimeoutConfig::builder()
-            .connect_timeout(self.connect_timeout)
-            .operation_attempt_timeout(self.attempt_timeout)
-            // One attempt, so the operation timeout equals the attempt timeout.
-            .operation_timeout(self.attempt_timeout)
-            .build()
-    }
-}
-
-/// Why [`AwsEc2::new`] refused a configuration.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum AwsEc2ConfigError {
-    /// No region configured or discoverable.
-    #[error("no AWS region: configure one or set AWS_REGION (IMDS supplies it on EC2)")]
-    NoRegion,
-    /// `budget_share` outside (0, 1].
-    #[error("EC2 budget share must be in (0, 1], got {0}")]
-    BudgetShare(f64),
-    /// A rate that allows nothing.
-    #[error("invalid EC2 {class} rate: {qps}/s, burst {burst}")]
-    Rate {
-        /// API class.
-        class: &'static str,
-        /// Effective requests per second.
-        qps: f64,
-        /// Effective burst.
-        burst: u32,
-    },
-    /// `max_attempts` of 0.
-    #[error("EC2 max_attempts must be at least 1")]
-    MaxAttempts,
 }
 
 /// [`Ec2Api`] over aws-sdk-ec2.
@@ -701,111 +543,4 @@ impl Ec2Api for AwsEc2 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_budget_is_half_the_account_buckets() {
-        let c = AwsEc2Config::default();
-        assert_eq!(c.describe_rate(), RateConfig { qps: 10.0, burst: 50 });
-        assert_eq!(c.mutate_rate(), RateConfig { qps: 2.5, burst: 25 });
-        assert_eq!(c.validate(), Ok(()));
-        let bad = AwsEc2Config { budget_share: 0.0, ..AwsEc2Config::default() };
-        assert_eq!(bad.validate(), Err(AwsEc2ConfigError::BudgetShare(0.0)));
-    }
-
-    #[test]
-    fn sdk_retries_are_a_single_attempt() {
-        assert_eq!(AwsEc2Config::sdk_retry_config().max_attempts(), 1);
-    }
-
-    /// The pagination every Describe call uses: all pages in order, each page its own limited,
-    /// metered and retried call (a failed page is re-sent with its own token, the listing is
-    /// not restarted), and an empty NextToken ends the listing as a missing one does.
-    #[tokio::test(start_paused = true)]
-    async fn pages_are_followed_and_a_failed_page_is_retried_alone() {
-        use aws_sdk_ec2::operation::describe_subnets::{
-            DescribeSubnetsError, DescribeSubnetsOutput,
-        };
-        use std::sync::atomic::{AtomicBool, Ordering};
-        use std::sync::Mutex;
-        let config = AwsEc2Config::default();
-        let sdk = aws_sdk_ec2::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-west-2"))
-            .build();
-        let ec2 = AwsEc2::from_client(Client::from_conf(sdk), &config).unwrap();
-        // Page i answers item i and the token of page i + 1; the last token is "".
-        let tokens = [None, Some("p1"), Some("p2")];
-        let next = ["p1", "p2", ""];
-        let sent = Mutex::new(Vec::new());
-        let failed_once = AtomicBool::new(false);
-        let got: Vec<String> = ec2
-            .describe_pages(
-                "DescribeSubnets",
-                |token: Option<String>| {
-                    sent.lock().unwrap().push(token.clone());
-                    let i = tokens.iter().position(|t| t.map(str::to_owned) == token).unwrap();
-                    let answer = if i == 1 && !failed_once.swap(true, Ordering::SeqCst) {
-                        Err(SdkError::<DescribeSubnetsError, HttpResponse>::timeout_error("slow"))
-                    } else {
-                        Ok(DescribeSubnetsOutput::builder()
-                            .subnets(
-                                aws_sdk_ec2::types::Subnet::builder()
-                                    .subnet_id(format!("s{i}"))
-                                    .build(),
-                            )
-                            .next_token(next[i])
-                            .build())
-                    };
-                    std::future::ready(answer)
-                },
-                |page| {
-                    page.subnets().iter().filter_map(|s| s.subnet_id().map(str::to_owned)).collect()
-                },
-                |page| page.next_token(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(got, ["s0", "s1", "s2"]);
-        let sent = sent.into_inner().unwrap();
-        let want = [None, Some("p1"), Some("p1"), Some("p2")].map(|t| t.map(str::to_owned));
-        assert_eq!(sent, want, "page 2 re-sent alone after its timeout");
-        let calls = |result| {
-            config
-                .metrics
-                .calls
-                .get_or_create(&super::super::metrics::CallLabels {
-                    action: "DescribeSubnets",
-                    result,
-                })
-                .get()
-        };
-        assert_eq!((calls("ok"), calls("Transient")), (3, 1), "one metered attempt per request");
-    }
-
-    #[test]
-    fn query_filters_cover_ids_vpc_zone_and_tags() {
-        let q = Query {
-            ids: vec!["subnet-1".into()],
-            vpc_id: Some("vpc-1".into()),
-            zone: Some("us-east-1a".into()),
-            tags: [("role".to_owned(), "pods".to_owned()), ("any".to_owned(), String::new())]
-                .into_iter()
-                .collect(),
-        };
-        let got: Vec<(String, Vec<String>)> = query_filters(&q, "subnet-id", true)
-            .iter()
-            .map(|f| (f.name().unwrap().to_owned(), f.values().to_vec()))
-            .collect();
-        let want: Vec<(String, Vec<String>)> = vec![
-            ("subnet-id".into(), vec!["subnet-1".into()]),
-            ("vpc-id".into(), vec!["vpc-1".into()]),
-            ("availability-zone".into(), vec!["us-east-1a".into()]),
-            ("tag-key".into(), vec!["any".into()]),
-            ("tag:role".into(), vec!["pods".into()]),
-        ];
-        assert_eq!(got, want);
-        assert_eq!(query_filters(&q, "group-id", false).len(), 4, "no zone for groups");
-    }
-}
+mod tests;
