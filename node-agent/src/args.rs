@@ -7,11 +7,12 @@ use std::path::PathBuf;
 
 /// The enipool node agent.
 #[derive(Debug, Parser)]
-#[command(name = "enipool-agent", version, about)]
+// A subcommand runs without the agent's required flags (`sysctl-init` needs no node name).
+#[command(name = "enipool-agent", version, about, subcommand_negates_reqs = true)]
 pub struct Args {
-    /// Name of this node (and of its ENIPool); from the downward API.
-    #[arg(long, env = "ENIPOOL_AGENT_NODE_NAME")]
-    pub node_name: String,
+    /// Name of this node (and of its ENIPool); from the downward API. Required to run the agent.
+    #[arg(long, env = "ENIPOOL_AGENT_NODE_NAME", required = true)]
+    pub node_name: Option<String>,
     /// Unix socket the CNI shim connects to (created mode 0600).
     #[arg(long, env = "ENIPOOL_AGENT_SOCKET", default_value = enipool_cni::proto::DEFAULT_AGENT_SOCKET)]
     pub socket: PathBuf,
@@ -68,6 +69,10 @@ pub enum LogFormat {
 pub enum Cmd {
     /// Remove enipool's node-wide host state (nftables table `ip enipool`, fwmark rule) and exit.
     Uninstall,
+    /// Set the host-wide sysctls the agent needs (`net.ipv4.ip_forward=1`) where they differ,
+    /// and exit. Writes `/proc/sys`: run it privileged (the chart's init container), so that the
+    /// agent itself runs with capabilities only.
+    SysctlInit,
 }
 
 #[cfg(test)]
@@ -76,5 +81,20 @@ mod tests {
     fn verify_cli() {
         use clap::CommandFactory;
         super::Args::command().debug_assert();
+    }
+
+    #[test]
+    fn node_name_is_required_only_to_run_the_agent() {
+        use super::{Args, Cmd};
+        use clap::Parser;
+        assert!(Args::try_parse_from(["enipool-agent"]).is_err());
+        let a = Args::try_parse_from(["enipool-agent", "--node-name=n"]).unwrap();
+        assert_eq!(a.node_name.as_deref(), Some("n"));
+        assert!(a.command.is_none());
+        let a =
+            Args::try_parse_from(["enipool-agent", "--log-format=json", "sysctl-init"]).unwrap();
+        assert!(matches!(a.command, Some(Cmd::SysctlInit)));
+        let a = Args::try_parse_from(["enipool-agent", "uninstall"]).unwrap();
+        assert!(matches!(a.command, Some(Cmd::Uninstall)));
     }
 }

@@ -20,7 +20,12 @@ async fn main() -> std::process::ExitCode {
                 category = e.category(),
                 "agent failed"
             );
-            let _ = std::fs::write("/dev/termination-log", e.to_string());
+            // Only where the kubelet provides the file: never create one in a host's /dev.
+            if let Ok(mut f) =
+                std::fs::OpenOptions::new().write(true).truncate(true).open("/dev/termination-log")
+            {
+                let _ = std::io::Write::write_all(&mut f, e.to_string().as_bytes());
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -17,7 +17,7 @@ fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-/// Run the agent (or the uninstall subcommand).
+/// Run the agent (or a subcommand).
 pub async fn run(args: Args) -> Result<()> {
     let Args {
         node_name,
@@ -35,6 +35,14 @@ pub async fn run(args: Args) -> Result<()> {
         log_format: _,
         command,
     } = args;
+    if let Some(Cmd::SysctlInit) = command {
+        // Before the netlink workers: it needs none, only /proc/sys in the host netns.
+        let written = crate::hostnet::sysctl::init(netns.as_deref())?;
+        let names: Vec<String> =
+            written.iter().map(|s| format!("{}={}", s.name(), s.value)).collect();
+        tracing::info!(written = ?names, "host-wide sysctls in place");
+        return Ok(());
+    }
     let host = Arc::new(NetlinkHost::start(netns.clone()).inspect_err(|e| {
         tracing::error!(netns = ?netns, error = e as &dyn std::error::Error, "cannot start the netlink thread in the host netns");
     })?);
@@ -45,6 +53,12 @@ pub async fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
+    // Fail at start, with the sysctl, its value and the fix in the termination message, rather
+    // than serve pods a node that does not forward.
+    host.run(|_| crate::hostnet::sysctl::ensure(crate::hostnet::sysctl::HOST_WIDE))?;
+    // clap requires it unless a subcommand is given, and every subcommand returned above.
+    let node_name = node_name
+        .ok_or_else(|| Error::InvalidRequest("--node-name is required to run the agent".into()))?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         node = %node_name,

@@ -17,6 +17,22 @@ pub enum HostError {
     /// nft failed.
     #[error("nft: {0}")]
     Nft(String),
+    /// A host-wide sysctl differs from what enipool needs and writing it failed.
+    #[error(
+        "sysctl {name} is {current} but enipool needs {want}, and writing it failed ({source}): {}",
+        sysctl::hint(source)
+    )]
+    Sysctl {
+        /// Dotted name (`net.ipv4.ip_forward`).
+        name: String,
+        /// The value enipool needs.
+        want: &'static str,
+        /// The value found (or `unreadable`).
+        current: String,
+        /// Why the write failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// Local I/O.
     #[error("{op}: {source}")]
     Io {
@@ -39,6 +55,7 @@ pub fn host_veth_name(netns: &str, if_name: &str) -> String {
     format!("eni{}", &hex[..11])
 }
 
+pub mod devconf;
 pub mod fake;
 pub mod netlink;
 pub mod nft;
@@ -61,6 +78,15 @@ pub const PRIO_FROM_ENI: u32 = 32765;
 pub const CONNMARK: u32 = 0x80;
 /// Main routing table.
 pub const MAIN_TABLE: u32 = 254;
+
+/// The Linux capabilities the agent needs once `sysctl-init` has set the host-wide sysctls:
+/// NET_ADMIN for links, addresses, routes, rules, neighbours, per-link devconf and nftables;
+/// SYS_ADMIN for `setns` into pod network namespaces. Not NET_RAW (no raw or packet socket, only
+/// netlink and `nft`), nor SYS_PTRACE (pod netns paths are the runtime's bind mounts under
+/// /run/netns, opened without the ptrace check of `/proc/<pid>/ns`). The chart grants exactly
+/// these (e2e/tests/chart.rs compares) and tests/unprivileged_root.rs runs the agent with only
+/// these and a read-only `/proc/sys`.
+pub const CAPABILITIES: &[&str] = &["NET_ADMIN", "SYS_ADMIN"];
 
 /// Node-wide settings: SNAT, CONNMARK, the fwmark rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +153,8 @@ pub struct PodWired {
 /// Domain verbs the agent needs from the host. Implementations are synchronous; the agent calls
 /// them from blocking threads.
 pub trait HostNet: Send + Sync {
-    /// Sysctls, fwmark rule and the enipool nftables table. Idempotent.
+    /// Host-wide sysctls (checked, written only if they differ), rp_filter of the primary link,
+    /// fwmark rule and the enipool nftables table. Idempotent.
     fn setup_node(&self, cfg: &NodeConfig) -> Result<(), HostError>;
     /// Find the ENI's link by MAC (retrying while it appears), MTU, up, table, rules. Idempotent.
     fn setup_eni(&self, eni: &EniConfig) -> Result<(), HostError>;

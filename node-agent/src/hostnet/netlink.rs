@@ -190,7 +190,7 @@ impl NetlinkHost {
         rx.recv().expect("netlink job answered")
     }
 
-    /// The netns path the host lives in (for nft / sysctl).
+    /// The netns path the host lives in.
     pub fn netns(&self) -> Option<&Path> {
         self.netns.as_deref()
     }
@@ -210,7 +210,7 @@ impl Ctx {
         Ok(h)
     }
 
-    /// Run a sysctl / nft step inside the host netns (this thread is already there).
+    /// Run a netlink / sysctl / nft step inside the host netns (this thread is already there).
     pub fn block<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
@@ -352,8 +352,8 @@ impl HostNet for NetlinkHost {
                     Some(m) => link_by_mac(&c.h, m).await?,
                     None => None,
                 };
-                let name = match link {
-                    Some(l) => name_of(&l),
+                let link = match link {
+                    Some(l) => Some(l),
                     None => {
                         // Fall back to the link carrying the node's primary IP.
                         let addrs: Vec<_> = c.h.address().get().execute().try_collect().await.map_err(nl("list addresses"))?;
@@ -361,14 +361,17 @@ impl HostNet for NetlinkHost {
                             a.attributes.iter().any(|x| matches!(x, rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(ip)) if *ip == cfg2.primary_ip))
                         }).map(|a| a.header.index);
                         match idx {
-                            Some(i) => links(&c.h).await?.into_iter().find(|l| l.header.index == i).and_then(|l| name_of(&l)),
+                            Some(i) => links(&c.h).await?.into_iter().find(|l| l.header.index == i),
                             None => None,
                         }
                     }
                 };
-                let name = name.ok_or_else(|| HostError::NotFound(format!("primary link ({})", cfg2.primary_ip)))?;
-                super::sysctl::write("net/ipv4/ip_forward", "1")?;
-                super::sysctl::write(&format!("net/ipv4/conf/{name}/rp_filter"), "2")?;
+                let (index, name) = link
+                    .and_then(|l| Some((l.header.index, name_of(&l)?)))
+                    .ok_or_else(|| HostError::NotFound(format!("primary link ({})", cfg2.primary_ip)))?;
+                // Read first, write only what differs (sysctl-init normally did it already).
+                super::sysctl::ensure(super::sysctl::HOST_WIDE)?;
+                super::devconf::set_rp_filter_loose(&c.h, index).await?;
                 Ok::<_, HostError>(name)
             })
         })?;
@@ -394,9 +397,8 @@ impl HostNet for NetlinkHost {
                     HostError::NotFound(format!("link with MAC {} ({})", eni.mac, eni.id))
                 })?;
                 let idx = link.header.index;
-                let name = name_of(&link).unwrap_or_default();
                 set_up(&c.h, idx, eni.mtu).await?;
-                super::sysctl::write(&format!("net/ipv4/conf/{name}/rp_filter"), "2")?;
+                super::devconf::set_rp_filter_loose(&c.h, idx).await?;
                 if let Some(ip) = eni.primary_ip {
                     exist_ok(
                         c.h.address()
