@@ -1,8 +1,10 @@
 //! The operator, in process, against the EC2 simulator and the test Kubernetes API: node join,
 //! scale up and down through the agent protocol, exhaustion, throttling, crash replay, failover,
-//! node deletion and GitOps edits of policies. The agent is played by the test (SSA of
-//! `status.agent` under the agent's field manager).
+//! node deletion (and the finalizer's tag-based cleanup) and GitOps edits of policies. The agent
+//! is played by the test (SSA of `status.agent` under the agent's field manager).
 
+#[path = "operator/finalizer.rs"]
+mod finalizer;
 #[path = "operator/harness.rs"]
 mod harness;
 #[path = "operator/scenarios.rs"]

@@ -1,7 +1,7 @@
 //! Kubernetes glue: the Node controller (every AWS Node gets its ENIPool; a pool deleted while its
 //! Node lives is recreated) and the ENIPool controller (dereference → validate → the EC2 half in
-//! `reconcile.rs` → status by SSA; finalizer cleanup). Both run on every replica so caches stay
-//! warm; only the Lease holder writes.
+//! `reconcile.rs` → status by SSA; the finalizer in `finalizer.rs`). Both run on every replica so
+//! caches stay warm; only the Lease holder writes.
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -75,7 +75,7 @@ impl Context {
         (ok, malformed)
     }
 
-    fn pools_api(&self) -> Api<ENIPool> {
+    pub(crate) fn pools_api(&self) -> Api<ENIPool> {
         Api::all(self.client.clone())
     }
 
@@ -237,7 +237,7 @@ pub async fn reconcile_pool(
     let result = if pool.meta().deletion_timestamp.is_some() {
         ctx.metrics.pool_state(&name, None);
         ctx.shared.memory.forget(&name);
-        finalize(pool, &ctx).await
+        crate::finalizer::finalize(pool, &ctx).await
     } else {
         reconcile_live(pool, &ctx).await
     };
@@ -293,55 +293,6 @@ async fn reconcile_live(pool: &ENIPool, ctx: &Context) -> Result<Action> {
     };
     ctx.metrics.pool_state(&name, Some(state));
     Ok(Action::requeue(out.requeue))
-}
-
-/// Finalizer: a pool whose Node lives is just released (the Node controller recreates it and the
-/// new pool adopts the ENIs). Otherwise wait for the instance to terminate (bounded), delete the
-/// pool's leftover `available` ENIs, and remove the finalizer.
-async fn finalize(pool: &ENIPool, ctx: &Context) -> Result<Action> {
-    if !pool.finalizers().iter().any(|f| f == POOL_FINALIZER) {
-        return Ok(Action::await_change());
-    }
-    let node_lives =
-        ctx.node(&pool.spec.node_name).is_some_and(|n| n.meta().deletion_timestamp.is_none());
-    if !node_lives {
-        let ec2 = ctx.shared.ec2.as_ref();
-        let inst = ec2.describe_instances(std::slice::from_ref(&pool.spec.instance_id)).await?;
-        let alive = inst.first().is_some_and(|i| i.state != "terminated");
-        let waited = pool
-            .meta()
-            .deletion_timestamp
-            .as_ref()
-            .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0).as_secs())
-            .unwrap_or(0);
-        if alive && waited < ctx.termination_wait.as_secs() as i64 {
-            return Ok(Action::requeue(ctx.shared.resync.min(Duration::from_secs(30))));
-        }
-        let status = pool.status.clone().unwrap_or_default();
-        let mut ids: Vec<String> =
-            status.enis.iter().filter(|e| e.managed).map(|e| e.id.clone()).collect();
-        ids.extend(
-            status.operations.iter().filter(|o| !o.eni_id.is_empty()).map(|o| o.eni_id.clone()),
-        );
-        if !ids.is_empty() {
-            for eni in ec2.describe_enis(&ids).await? {
-                if eni.attachment.is_none() && crate::sync::is_managed(&eni, &ctx.shared.cluster) {
-                    if let Err(error) = ec2.delete_eni(&eni.id).await {
-                        tracing::warn!(eni_id = %eni.id, %error, "cleanup delete failed; GC will retry");
-                    }
-                }
-            }
-        }
-    }
-    let rest: Vec<String> =
-        pool.finalizers().iter().filter(|f| *f != POOL_FINALIZER).cloned().collect();
-    let patch =
-        json!({"metadata": {"finalizers": rest, "resourceVersion": pool.resource_version()}});
-    ctx.pools_api()
-        .patch(&pool.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(Error::kube("RemoveFinalizer"))?;
-    Ok(Action::await_change())
 }
 
 /// One GC run (leader only). Skipped while a pool is malformed: its ENIs and journal cannot be

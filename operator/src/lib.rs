@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod controller;
 pub mod ec2;
 pub mod error;
+pub mod finalizer;
 pub mod gc;
 pub mod http;
 pub mod journal;

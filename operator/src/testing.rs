@@ -352,6 +352,19 @@ impl Ec2Api for FakeEc2 {
             .collect())
     }
 
+    async fn list_leftover_enis(&self, cluster: &str, instance_id: &str) -> Ec2Result<Vec<Eni>> {
+        let mut s = self.state.lock().expect("lock");
+        s.enter("DescribeNetworkInterfaces")?;
+        let (c, i) = (enipool_crds::tags::CLUSTER, enipool_crds::tags::INSTANCE_ID);
+        Ok(s.enis
+            .values()
+            .filter(|e| e.status == "available")
+            .filter(|e| e.tags.get(c).is_some_and(|v| v == cluster))
+            .filter(|e| e.tags.get(i).is_some_and(|v| v == instance_id))
+            .cloned()
+            .collect())
+    }
+
     async fn create_eni(&self, req: &CreateEni) -> Ec2Result<Eni> {
         const A: &str = "CreateNetworkInterface";
         let mut s = self.state.lock().expect("lock");

@@ -360,6 +360,15 @@ impl Ec2Api for AwsEc2 {
         self.describe_enis_where(vec![filter(&tag_filter(tags::CLUSTER), [cluster])]).await
     }
 
+    async fn list_leftover_enis(&self, cluster: &str, instance_id: &str) -> Ec2Result<Vec<Eni>> {
+        self.describe_enis_where(vec![
+            filter(&tag_filter(tags::CLUSTER), [cluster]),
+            filter(&tag_filter(tags::INSTANCE_ID), [instance_id]),
+            filter("status", ["available"]),
+        ])
+        .await
+    }
+
     async fn create_eni(&self, r: &CreateEni) -> Ec2Result<Eni> {
         const ACTION: &str = "CreateNetworkInterface";
         let mut req = self

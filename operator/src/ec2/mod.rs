@@ -242,6 +242,9 @@ pub trait Ec2Api: Send + Sync + 'static {
     async fn describe_enis(&self, ids: &[String]) -> Ec2Result<Vec<Eni>>;
     /// Every ENI tagged with this cluster's name, all pages (garbage collection only).
     async fn list_cluster_enis(&self, cluster: &str) -> Ec2Result<Vec<Eni>>;
+    /// The `available` ENIs tagged with this cluster's name and created for `instance_id` (its
+    /// instance-id tag), all pages: what a deleted node may have left behind (the finalizer).
+    async fn list_leftover_enis(&self, cluster: &str, instance_id: &str) -> Ec2Result<Vec<Eni>>;
     /// CreateNetworkInterface with addresses, tags and a ClientToken.
     async fn create_eni(&self, req: &CreateEni) -> Ec2Result<Eni>;
     /// AttachNetworkInterface; returns the attachment id.

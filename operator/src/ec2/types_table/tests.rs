@@ -51,6 +51,9 @@ impl Ec2Api for Types {
     async fn list_cluster_enis(&self, _: &str) -> Ec2Result<Vec<Eni>> {
         unimplemented!()
     }
+    async fn list_leftover_enis(&self, _: &str, _: &str) -> Ec2Result<Vec<Eni>> {
+        unimplemented!()
+    }
     async fn create_eni(&self, _: &CreateEni) -> Ec2Result<Eni> {
         unimplemented!()
     }

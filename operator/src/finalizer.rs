@@ -1,0 +1,239 @@
+//! The ENIPool finalizer. A pool deleted while its Node lives is only released (the Node
+//! controller recreates it and the new pool adopts the ENIs). A pool whose Node is gone waits,
+//! at most `termination_wait`, for its instance to terminate, deletes the `available` ENIs the
+//! node left behind, and removes the finalizer.
+//!
+//! Leftovers are found two ways: the ENIs the pool's status and journal name, and the ENIs EC2
+//! lists with this cluster's tag and the pool's instance tag (every ENI the operator creates
+//! carries both, from the CreateNetworkInterface call itself). The second way catches an ENI that
+//! was created but never recorded — the operator stopped between the create and the status write
+//! and the journal entry was lost — when its node goes, instead of after GC's leak grace.
+//!
+//! The finalizer never holds a Node: the pool's owner reference does not block the Node's
+//! deletion, and past `termination_wait` an EC2 failure no longer holds the pool either (what is
+//! left is GC's).
+
+use crate::controller::Context;
+use crate::ec2::{Ec2Api, Ec2ErrorKind, Ec2Result, Eni};
+use crate::error::Result;
+use crate::sync::is_managed;
+use enipool_crds::{ENIPool, ENIPoolStatus, POOL_FINALIZER};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Finalizer of a pool being deleted (I/O: EC2, then the finalizer patch).
+pub(crate) async fn finalize(pool: &ENIPool, ctx: &Context) -> Result<Action> {
+    if !pool.finalizers().iter().any(|f| f == POOL_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let node_lives =
+        ctx.node(&pool.spec.node_name).is_some_and(|n| n.meta().deletion_timestamp.is_none());
+    if !node_lives {
+        let waited = pool
+            .meta()
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0).as_secs())
+            .unwrap_or(0);
+        let overdue = waited >= ctx.termination_wait.as_secs() as i64;
+        let ec2 = ctx.shared.ec2.as_ref();
+        let instance = &pool.spec.instance_id;
+        match ec2.describe_instances(std::slice::from_ref(instance)).await {
+            Ok(found) if !overdue && found.first().is_some_and(|i| i.state != "terminated") => {
+                return Ok(Action::requeue(ctx.shared.resync.min(Duration::from_secs(30))));
+            }
+            Ok(_) => {}
+            Err(e) if !overdue => return Err(e.into()),
+            Err(error) => {
+                tracing::warn!(pool = %pool.name_any(), %error, "instance state unknown past the termination wait; cleaning up anyway");
+            }
+        }
+        let status = pool.status.clone().unwrap_or_default();
+        match delete_leftovers(ec2, &ctx.shared.cluster, instance, &status).await {
+            Ok(_) => {}
+            Err(e) if !overdue => return Err(e.into()),
+            Err(error) => {
+                tracing::warn!(pool = %pool.name_any(), %error, "leftover ENIs not listed past the termination wait; GC will find them");
+            }
+        }
+    }
+    let rest: Vec<String> =
+        pool.finalizers().iter().filter(|f| *f != POOL_FINALIZER).cloned().collect();
+    let patch =
+        json!({"metadata": {"finalizers": rest, "resourceVersion": pool.resource_version()}});
+    ctx.pools_api()
+        .patch(&pool.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(crate::Error::kube("RemoveFinalizer"))?;
+    Ok(Action::await_change())
+}
+
+/// ENI ids the pool's status and journal name (no I/O).
+pub fn recorded_enis(status: &ENIPoolStatus) -> Vec<String> {
+    let managed = status.enis.iter().filter(|e| e.managed).map(|e| e.id.clone());
+    let journaled =
+        status.operations.iter().filter(|o| !o.eni_id.is_empty()).map(|o| o.eni_id.clone());
+    managed.chain(journaled).collect()
+}
+
+/// Whether the finalizer may delete `eni` (no I/O): created by enipool for this cluster (the
+/// tags, compared exactly: EC2 tag filters take wildcards) and `available`, never an ENI that is
+/// attached or on its way to or from an instance.
+pub fn deletable(eni: &Eni, cluster: &str) -> bool {
+    is_managed(eni, cluster) && eni.status == "available" && eni.attachment.is_none()
+}
+
+/// Deletes what a deleted node left behind: the deletable ENIs among those its pool recorded and
+/// those EC2 lists as created for its instance (I/O). Returns the ids deleted. A failed listing is
+/// an error (nothing is deleted); a failed delete is logged and left to GC.
+pub async fn delete_leftovers(
+    ec2: &dyn Ec2Api,
+    cluster: &str,
+    instance_id: &str,
+    status: &ENIPoolStatus,
+) -> Ec2Result<Vec<String>> {
+    let recorded = recorded_enis(status);
+    let mut found: BTreeMap<String, Eni> = BTreeMap::new();
+    if !recorded.is_empty() {
+        found.extend(ec2.describe_enis(&recorded).await?.into_iter().map(|e| (e.id.clone(), e)));
+    }
+    // An empty instance id would select ENIs whose instance tag is empty: not this node's.
+    if !instance_id.is_empty() {
+        let tagged = ec2.list_leftover_enis(cluster, instance_id).await?;
+        found.extend(tagged.into_iter().map(|e| (e.id.clone(), e)));
+    }
+    let mut deleted = Vec::new();
+    for eni in found.values().filter(|e| deletable(e, cluster)) {
+        match ec2.delete_eni(&eni.id).await {
+            Ok(()) => {
+                tracing::info!(eni_id = %eni.id, %instance_id, "deleted a deleted node's leftover ENI");
+                deleted.push(eni.id.clone());
+            }
+            Err(e) if e.kind == Ec2ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(eni_id = %eni.id, %error, "cleanup delete failed; GC will retry");
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ec2::CreateEni;
+    use crate::testing::FakeEc2;
+    use enipool_crds::{tags, EniStatus, Operation, OperationKind};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    /// A journal entry naming `eni_id` (empty: a create that has no ENI yet).
+    fn op(eni_id: &str) -> Operation {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        crate::journal::new_op(OperationKind::CreateENI, eni_id, 1, vec![], None, &now)
+    }
+
+    fn tagged(cluster: &str, instance: &str, owner: bool) -> CreateEni {
+        let mut t: BTreeMap<String, String> = [
+            (tags::CLUSTER, cluster),
+            (tags::NODE, "node-a"),
+            (tags::INSTANCE_ID, instance),
+            (tags::CREATED_AT, "2026-01-01T00:00:00Z"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        if owner {
+            t.insert(tags::OWNER.into(), tags::OWNER_VALUE.into());
+        }
+        CreateEni {
+            subnet_id: "subnet-a".into(),
+            secondary_ips: 1,
+            tags: t,
+            client_token: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
+        }
+    }
+
+    async fn create(fake: &FakeEc2, req: CreateEni) -> String {
+        fake.create_eni(&req).await.expect("create").id
+    }
+
+    fn ids(fake: &FakeEc2) -> Vec<String> {
+        fake.enis().into_iter().map(|e| e.id).collect()
+    }
+
+    /// The safety table: only this cluster's, this instance's (or recorded), available ENIs go.
+    #[tokio::test]
+    async fn deletes_unrecorded_leftovers_of_the_instance_and_nothing_else() {
+        let fake = FakeEc2::new();
+        fake.launch("i-1", "m5.large", 0);
+        fake.launch("i-2", "m5.large", 0);
+        let lost = create(&fake, tagged("c", "i-1", true)).await;
+        let recorded = create(&fake, tagged("c", "i-old", true)).await;
+        let journaled = create(&fake, tagged("c", "i-old", true)).await;
+        let other_cluster = create(&fake, tagged("other", "i-1", true)).await;
+        let not_ours = create(&fake, tagged("c", "i-1", false)).await;
+        let other_instance = create(&fake, tagged("c", "i-2", true)).await;
+        let in_use = create(&fake, tagged("c", "i-1", true)).await;
+        fake.attach_eni(&in_use, "i-2", 1).await.expect("attach");
+        // Recorded, but attached (the listing by id returns it whatever its state).
+        let recorded_in_use = create(&fake, tagged("c", "i-old", true)).await;
+        fake.attach_eni(&recorded_in_use, "i-2", 2).await.expect("attach");
+        let recorded_foreign = create(&fake, tagged("other", "i-old", true)).await;
+        let status = ENIPoolStatus {
+            enis: [&recorded, &recorded_in_use, &recorded_foreign]
+                .map(|id| EniStatus { id: id.clone(), managed: true, ..Default::default() })
+                .to_vec(),
+            operations: vec![op(&journaled)],
+            ..Default::default()
+        };
+        let before = ids(&fake);
+        fake.reset_calls();
+
+        let mut deleted = delete_leftovers(&fake, "c", "i-1", &status).await.expect("cleanup");
+        deleted.sort();
+        let mut want = vec![lost, recorded, journaled];
+        want.sort();
+        assert_eq!(deleted, want);
+        let deletes = fake.calls().iter().filter(|c| **c == "DeleteNetworkInterface").count();
+        assert_eq!(deletes, want.len(), "no delete even tried on an in-use or foreign ENI");
+        let left: Vec<String> = before.into_iter().filter(|id| !want.contains(id)).collect();
+        assert_eq!(ids(&fake), left, "everything else is still there");
+        for kept in
+            [other_cluster, not_ours, other_instance, in_use, recorded_in_use, recorded_foreign]
+        {
+            assert!(left.contains(&kept), "{kept} kept");
+        }
+        // Run again (the finalizer is retried): nothing more to do.
+        let again = delete_leftovers(&fake, "c", "i-1", &status).await.expect("cleanup");
+        assert!(again.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_listing_deletes_nothing() {
+        let fake = FakeEc2::new();
+        let lost = create(&fake, tagged("c", "i-1", true)).await;
+        fake.fail_next("DescribeNetworkInterfaces", Ec2ErrorKind::Throttled);
+        let err = delete_leftovers(&fake, "c", "i-1", &ENIPoolStatus::default()).await;
+        assert_eq!(err.map_err(|e| e.kind), Err(Ec2ErrorKind::Throttled));
+        assert!(ids(&fake).contains(&lost));
+        assert_eq!(fake.mutations(), vec!["CreateNetworkInterface"]);
+    }
+
+    #[test]
+    fn recorded_enis_are_managed_status_enis_and_journal_enis() {
+        let status = ENIPoolStatus {
+            enis: vec![
+                EniStatus { id: "eni-primary".into(), managed: false, ..Default::default() },
+                EniStatus { id: "eni-1".into(), managed: true, ..Default::default() },
+            ],
+            operations: vec![op("eni-2"), op("")],
+            ..Default::default()
+        };
+        assert_eq!(recorded_enis(&status), ["eni-1", "eni-2"]);
+    }
+}
