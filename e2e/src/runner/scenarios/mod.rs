@@ -5,6 +5,7 @@
 mod basic;
 mod chaos;
 mod kubectl;
+mod real;
 mod sizing;
 
 use super::Target;
@@ -100,6 +101,16 @@ pub static SCENARIOS: &[Scenario] = &[
         "ec2-throttling-storm",
         "under an EC2 throttling storm the pools converge within the call budget",
         chaos::throttling_storm
+    ),
+    scenario!(
+        "pools-match-ec2",
+        "every pool's ENIs and addresses are in EC2 where it says, none held twice, no leaked ENI, pod IPs from their node's pool (real clusters too)",
+        real::pools_match_ec2
+    ),
+    scenario!(
+        "pod-gets-vpc-ip",
+        "a Pod pinned to a node gets an address EC2 assigned to the node's ENIs, and gives it back when deleted (real clusters too)",
+        real::pod_gets_vpc_ip
     ),
 ];
 
