@@ -1,6 +1,8 @@
-# enipool-agent. Runs as root with host networking: it programs netlink routes and rules, nftables
-# and /proc/sys/net on the node and enters pod network namespaces (see the chart's
-# agent.securityContext), so a non-root user would only need the same privileges back.
+# enipool-agent. Runs as root with host networking: it programs netlink routes and rules and
+# nftables on the node and enters pod network namespaces (the chart grants NET_ADMIN and SYS_ADMIN
+# only; see agent.privileged), so a non-root user would only need the same capabilities back.
+# The same image, as `enipool-agent sysctl-init`, is the chart's privileged init container (it
+# needs no shell).
 # It execs `nft -f -` to apply its nftables table atomically, hence Debian's nftables package
 # rather than distroless. No AWS SDK credentials are ever configured in this image.
 # Build from the repository root:  docker build -f images/agent.Dockerfile -t enipool-agent .

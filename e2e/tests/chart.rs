@@ -124,6 +124,23 @@ fn container<'a>(workload: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no container {name}"))
 }
 
+fn init_container<'a>(workload: &'a Value, name: &str) -> Option<&'a Value> {
+    workload["spec"]["template"]["spec"]["initContainers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+}
+
+/// `hostnet::CAPABILITIES` of node-agent/src/hostnet/mod.rs: what the agent's root test
+/// (node-agent/tests/unprivileged_root.rs) proves it runs with (this crate does not link the agent).
+fn agent_capabilities() -> Vec<String> {
+    let src = std::fs::read_to_string(root().join("node-agent/src/hostnet/mod.rs")).unwrap();
+    let line = src
+        .lines()
+        .find(|l| l.starts_with("pub const CAPABILITIES: &[&str] = &["))
+        .expect("pub const CAPABILITIES in node-agent/src/hostnet/mod.rs");
+    line.split('"').skip(1).step_by(2).map(str::to_string).collect()
+}
+
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| a.iter().map(|s| s.as_str().expect("string").to_string()).collect())
@@ -459,8 +476,7 @@ fn agent_daemonset_shape_and_no_aws_credentials() {
         assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
         assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
         assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
-        let init = &spec["initContainers"][0];
-        assert_eq!(init["name"], "install-cni");
+        let init = init_container(ds, "install-cni").expect("install-cni init container");
         assert_ne!(init["securityContext"]["privileged"], true);
         assert_eq!(init["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
         // No AWS credentials of any kind: env, IRSA/Pod Identity annotations, mounted files.
@@ -517,9 +533,70 @@ fn agent_daemonset_shape_and_no_aws_credentials() {
             }
             // A loopback metrics address: the probes must go to loopback too.
             assert_eq!(c["livenessProbe"]["httpGet"]["host"], "127.0.0.1");
-            assert_eq!(c["securityContext"]["privileged"], false);
         }
     }
+}
+
+#[test]
+fn agent_runs_unprivileged_after_a_privileged_sysctl_init() {
+    // Default: the privileged part is a run-to-completion init container, first (so a node that
+    // cannot forward never gets the conflist), running the agent image's binary, no shell.
+    let docs = render(&Values::File("default-values.yaml")).unwrap();
+    let ds = find(&docs, "DaemonSet", &format!("{RELEASE}-agent"));
+    let names: Vec<&str> = ds["spec"]["template"]["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["sysctl-init", "install-cni"]);
+    let agent = container(ds, "agent");
+    let init = init_container(ds, "sysctl-init").unwrap();
+    assert_eq!(init["image"], agent["image"], "sysctl-init is the agent image");
+    assert!(init["command"].is_null(), "the image's entrypoint is enipool-agent: no shell");
+    assert_eq!(strings(&init["args"]), ["--log-format=json", "sysctl-init"]);
+    let args_rs = std::fs::read_to_string(root().join("node-agent/src/args.rs")).unwrap();
+    assert!(args_rs.contains("    SysctlInit,"), "enipool-agent has no sysctl-init subcommand");
+    assert_eq!(init["securityContext"]["privileged"], true, "it writes /proc/sys");
+    assert!(init["volumeMounts"].is_null(), "sysctl-init needs no host path");
+    // The agent: not privileged, exactly the capabilities its root test runs it with.
+    let caps = agent_capabilities();
+    assert_eq!(caps, ["NET_ADMIN", "SYS_ADMIN"], "review the chart's docs if this changes");
+    assert_eq!(
+        agent["securityContext"],
+        json!({"privileged": false, "readOnlyRootFilesystem": true,
+               "capabilities": {"drop": ["ALL"], "add": caps}}),
+        "the agent container's securityContext"
+    );
+    let spec = &ds["spec"]["template"]["spec"];
+    assert!(spec["hostPID"].is_null() && spec["hostIPC"].is_null());
+    // Pod netns bind mounts made after the agent started: HostToContainer, the propagation a
+    // non-privileged container may have (Bidirectional needs privileged).
+    let netns = agent["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/run/netns")
+        .unwrap();
+    assert_eq!(netns["mountPropagation"], "HostToContainer");
+
+    // agent.privileged=true: the old shape, the agent sets the sysctl itself.
+    let docs = render(&Values::File("custom-values.yaml")).unwrap();
+    let ds = find(&docs, "DaemonSet", "netpool-agent");
+    assert!(init_container(ds, "sysctl-init").is_none());
+    assert_eq!(container(ds, "agent")["securityContext"], json!({"privileged": true}));
+
+    // The old free-form value is gone: an upgrade that still sets it fails instead of being
+    // silently ignored.
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", RELEASE]).arg(chart()).args([
+        "--set",
+        "clusterName=c",
+        "--set",
+        "agent.securityContext.privileged=true",
+    ]);
+    let (ok, _, err) = run(&mut cmd, None).unwrap();
+    assert!(!ok && err.contains("securityContext"), "{err}");
 }
 
 #[test]
@@ -549,7 +626,7 @@ fn install_cni_script_installs_plugin_and_conflist() {
     let docs = render(&Values::File("default-values.yaml")).unwrap();
     let cm = find(&docs, "ConfigMap", &format!("{RELEASE}-cni"));
     let ds = find(&docs, "DaemonSet", &format!("{RELEASE}-agent"));
-    let init = &ds["spec"]["template"]["spec"]["initContainers"][0];
+    let init = init_container(ds, "install-cni").expect("install-cni init container");
     let env: BTreeMap<String, String> = init["env"]
         .as_array()
         .unwrap()
