@@ -70,3 +70,36 @@ async fn finalizer_deletes_unrecorded_enis_tagged_for_the_instance() {
     assert!(enis.contains_key(&busy), "an in-use ENI is never deleted");
     op.abort();
 }
+
+/// EC2 answering nothing but errors does not hold a deleted node's pool forever: past the
+/// termination wait the finalizer goes (what is left is GC's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ec2_failures_hold_the_pool_no_longer_than_the_termination_wait() {
+    use enipool_e2e::ec2sim::{ErrorRule, FaultConfig};
+    let env = env().await;
+    let mut cfg = env.config("op-a");
+    cfg.termination_wait = Duration::from_secs(3);
+    let op = env.start_with(cfg, env.ec2(None).await);
+    env.join("node-a", "m5.large", &env.subnet).await;
+    env.wait_pool("node-a", "Ready", T, is_ready).await;
+    let down = |action: &str| ErrorRule {
+        action: Some(action.into()),
+        code: "InternalError".into(),
+        status: 0,
+        probability: 1.0,
+        count: None,
+        html: false,
+    };
+    env.sim.set_faults(FaultConfig {
+        errors: vec![down("DescribeInstances"), down("DescribeNetworkInterfaces")],
+        ..Default::default()
+    });
+    env.delete_node("node-a").await;
+    wait_for("pool finalized despite EC2 failing", T, || async {
+        env.pool("node-a").await.is_none().then_some(())
+    })
+    .await;
+    let c = env.sim.counters();
+    assert!(c["DescribeInstances"].injected > 0, "the finalizer met the failures: {c:?}");
+    op.abort();
+}
