@@ -20,6 +20,8 @@
 
 #[path = "common/chart_rbac.rs"]
 mod chart_rbac;
+#[path = "common/teardown.rs"]
+mod teardown;
 
 use chart_rbac::Grant;
 use enipool_crds::{ENIPool, INSTANCE_TYPE_LABEL, ZONE_LABEL};
@@ -80,20 +82,7 @@ impl Drop for Bench {
         if std::thread::panicking() {
             eprintln!("===== rbac_audit: process logs =====\n{}", self.procs.log_tails(60));
         }
-        self.procs.stop_all();
-        self.fabric.teardown();
-        let (sim, kube) = (self.sim.take(), self.kube.take());
-        self.rt.block_on(async {
-            let stop = async {
-                if let Some(k) = kube {
-                    k.shutdown().await;
-                }
-                if let Some(s) = sim {
-                    s.shutdown().await;
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(10), stop).await;
-        });
+        teardown::teardown(&self.rt, &self.procs, &self.fabric, self.kube.take(), self.sim.take());
     }
 }
 

@@ -6,6 +6,9 @@
 //! Everything is torn down by `Drop` (agents, namespaces, servers), also when a test panics; a
 //! panicking test first prints diagnostics (agent logs, host rules, allocations, pool status).
 
+#[path = "../common/teardown.rs"]
+mod teardown;
+
 use anyhow::{bail, Context, Result};
 use enipool_crds::settings::{CapacitySource, InstanceLimits};
 use enipool_crds::{ENIPool, ENIPoolSpec, OPERATOR_FIELD_MANAGER};
@@ -188,20 +191,7 @@ struct Base {
 
 impl Drop for Base {
     fn drop(&mut self) {
-        self.procs.stop_all();
-        self.fabric.teardown();
-        let (sim, kube) = (self.sim.take(), self.kube.take());
-        self.rt.block_on(async {
-            let stop = async {
-                if let Some(k) = kube {
-                    k.shutdown().await;
-                }
-                if let Some(s) = sim {
-                    s.shutdown().await;
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(10), stop).await;
-        });
+        teardown::teardown(&self.rt, &self.procs, &self.fabric, self.kube.take(), self.sim.take());
     }
 }
 
