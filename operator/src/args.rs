@@ -76,10 +76,11 @@ pub struct Args {
     pub vpc_cidrs: Vec<String>,
     /// Only Nodes matching this label selector get an ENIPool (Kubernetes selector syntax, e.g.
     /// `enipool.io/managed=true` or `pool in (a,b)`); empty: every Node with an AWS providerID.
-    /// For moving node groups from another CNI one at a time. A pool that exists when its Node
-    /// stops matching is left as it is (still managed, never deleted for a label change); delete
-    /// it by hand to hand the node over: its finalizer releases it without touching EC2 while the
-    /// Node lives, and it is not recreated.
+    /// For moving node groups from another CNI one at a time, or for two installations sharing a
+    /// cluster. Pools of other Nodes are left alone (no EC2 call, no status write, no deletion),
+    /// also a pool whose Node stops matching: it keeps its ENIs and addresses, unmanaged, until the
+    /// Node matches again or the pool is deleted by hand (its finalizer then releases it without
+    /// touching EC2 while the Node lives). Policies get status only when a selected Node uses them.
     #[arg(long, env = "ENIPOOL_OPERATOR_NODE_SELECTOR")]
     pub node_selector: Option<String>,
     /// Log format.

@@ -6,6 +6,8 @@
 //! [`OperatorHandle::abort`]). Everything runs inside one task: aborting it drops the Lease
 //! renewal, the controllers and the HTTP server together, as a crashed process would.
 
+mod scope;
+
 use crate::args::{Args, LogFormat};
 use crate::capacity::CapacityCache;
 use crate::controller::{self, Context};
@@ -15,7 +17,6 @@ use crate::ec2::Ec2Api;
 use crate::http::{self, Health};
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
-use crate::policy_status;
 use crate::reconcile::{Memory, Shared};
 use crate::sync::SubnetCache;
 use enipool_crds::{ENIPool, ENIPoolPolicy};
@@ -220,7 +221,7 @@ async fn run(
     // The stores keep trimmed objects (see `trim_node`, `trim_meta`): `managedFields` and Node
     // status are most of an object's size and nothing here reads them.
     let cc = ControllerConfig::default().concurrency(cfg.workers.max(1));
-    check_node_selector(&client, cfg.node_selector.as_deref()).await?;
+    scope::check_selector(&client, cfg.node_selector.as_deref()).await?;
     // The Node controller sees only the selected Nodes (the API server filters the watch), so it
     // creates pools for those only, also when it reconciles everything on becoming leader.
     let node_watch = match &cfg.node_selector {
@@ -239,23 +240,10 @@ async fn run(
     )
     .owns(Api::<DeserializeGuard<ENIPool>>::all(client.clone()), watcher::Config::default())
     .with_config(cc.clone());
-    // Everything else asks "does this pool's Node still exist?" and must see every Node: a Node
-    // that merely stops matching the selector is not gone, and its pool must not be deleted (nor
-    // its ENIs cleaned up) for a label change. With a selector that takes a second, unfiltered
-    // watch; without one the controller's store already holds every Node.
-    let (nodes, all_nodes_watch) = match &cfg.node_selector {
-        None => (selected_nodes.clone(), futures::future::Either::Left(futures::future::pending())),
-        Some(_) => {
-            let (store, writer) = reflector::store();
-            let api = Api::<DeserializeGuard<Node>>::all(client.clone());
-            let stream = reflector(
-                writer,
-                watcher(api, watcher::Config::default()).default_backoff().modify(trim_node),
-            )
-            .for_each(|_| futures::future::ready(()));
-            (store, futures::future::Either::Right(stream))
-        }
-    };
+    // Pools and policies are scoped to the selected Nodes (`scope`), with a cache of every Node.
+    let (scope, all_nodes_watch) =
+        scope::Scope::start(&client, cfg.node_selector.is_some(), selected_nodes.clone());
+    let nodes = scope.all_nodes();
     let (pools, pool_writer) = reflector::store();
     let pool_ctrl = Controller::for_stream(
         reflector(
@@ -356,12 +344,23 @@ async fn run(
         )
         .reconcile_all_on(became_leader())
         .graceful_shutdown_on(stop())
-        .run(controller::reconcile_pool, controller::error_policy, ctx.clone())
+        .run(
+            {
+                let scope = scope.clone();
+                move |pool, ctx| scope::reconcile_pool(scope.clone(), pool, ctx)
+            },
+            controller::error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| futures::future::ready(()));
     let policy_ctrl = policy_ctrl
         .reconcile_all_on(became_leader())
         .graceful_shutdown_on(stop())
-        .run(policy_status::reconcile_policy, controller::error_policy, ctx.clone())
+        .run(
+            move |policy, ctx| scope::reconcile_policy(scope.clone(), policy, ctx),
+            controller::error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| futures::future::ready(()));
 
     let gc = {
@@ -465,26 +464,6 @@ impl Args {
         let metrics = Metrics::new(&mut registry);
         let health = Arc::new(Health { registry, ready: false.into() });
         run(self.operator_config(), client, ec2, metrics, leader_tx, health, shutdown_rx).await
-    }
-}
-
-/// Fails at start on a selector the API server refuses (a watch with it would only retry the same
-/// error forever, and no pool would ever be made). Other errors are left to the watches' retries.
-async fn check_node_selector(client: &Client, selector: Option<&str>) -> anyhow::Result<()> {
-    let Some(sel) = selector else { return Ok(()) };
-    let lp = kube::api::ListParams::default().labels(sel).limit(1);
-    match Api::<Node>::all(client.clone()).list_metadata(&lp).await {
-        Err(kube::Error::Api(e)) if e.code == 400 => {
-            anyhow::bail!("--node-selector {sel:?} is not a valid label selector: {}", e.message)
-        }
-        Err(error) => {
-            tracing::warn!(%error, "could not check --node-selector yet; the Node watch retries");
-            Ok(())
-        }
-        Ok(_) => {
-            tracing::info!(node_selector = sel, "managing only the Nodes this selector matches");
-            Ok(())
-        }
     }
 }
 
