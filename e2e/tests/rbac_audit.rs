@@ -18,6 +18,8 @@
 //! Needs root (the fabric's namespaces and the agent's host programming), `helm`, and a current
 //! `target/debug/enipool-agent` (`cargo build -p enipool-agent`). Everything is torn down by Drop.
 
+#[path = "common/binaries.rs"]
+mod binaries;
 #[path = "common/chart_rbac.rs"]
 mod chart_rbac;
 #[path = "common/teardown.rs"]
@@ -39,7 +41,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// Release and namespace the chart is rendered with (the ServiceAccounts live there).
 const RELEASE: &str = "enipool";
@@ -97,43 +99,11 @@ impl Bench {
 
 /// `target/debug/enipool-agent`, refusing one older than its sources.
 fn agent_binary() -> PathBuf {
-    let root = chart_rbac::root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let p = target.join("debug/enipool-agent");
-    let built = std::fs::metadata(&p)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|e| panic!("{} missing ({e}): cargo build -p enipool-agent", p.display()));
-    for src in ["node-agent/src", "cni-shim/src", "crds/src"] {
-        if let Some((f, t)) = newest_file(&root.join(src)) {
-            assert!(
-                t <= built,
-                "{} is older than {}: rebuild with `cargo build -p enipool-agent`",
-                p.display(),
-                f.display()
-            );
-        }
-    }
-    p
-}
-
-fn newest_file(dir: &Path) -> Option<(PathBuf, SystemTime)> {
-    let mut best: Option<(PathBuf, SystemTime)> = None;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let (p, Ok(m)) = (e.path(), e.metadata()) else { continue };
-            if m.is_dir() {
-                stack.push(p);
-            } else if let Ok(t) = m.modified() {
-                if best.as_ref().is_none_or(|(_, b)| t > *b) {
-                    best = Some((p, t));
-                }
-            }
-        }
-    }
-    best
+    binaries::fresh_binary(
+        "enipool-agent",
+        &["node-agent/src", "cni-shim/src", "crds/src"],
+        "cargo build -p enipool-agent",
+    )
 }
 
 fn token_client(url: &str, token: &str) -> kube::Client {

@@ -6,6 +6,8 @@
 //! Everything is torn down by `Drop` (agents, namespaces, servers), also when a test panics; a
 //! panicking test first prints diagnostics (agent logs, host rules, allocations, pool status).
 
+#[path = "../common/binaries.rs"]
+mod binaries;
 #[path = "../common/teardown.rs"]
 mod teardown;
 
@@ -26,7 +28,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// The VPC of every test.
 pub const VPC_CIDR: &str = "10.0.0.0/16";
@@ -124,60 +126,18 @@ impl Bins {
     /// dependencies of this crate, so `cargo test` does not build them) and fails loudly when they
     /// are missing or older than their sources: a stale agent would test yesterday's code.
     fn locate() -> Bins {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-        let dir = std::env::var_os("ENIPOOL_E2E_BIN_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| target.join("debug"));
         let build = "cargo build -p enipool-agent -p enipool-cni";
-        let find = |name: &str, srcs: &[&str]| -> PathBuf {
-            let p = dir.join(name);
-            let meta = std::fs::metadata(&p).unwrap_or_else(|e| {
-                panic!("{} missing ({e}); build it first: {build}", p.display())
-            });
-            let built = meta.modified().expect("mtime");
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            for src in srcs {
-                if let Some((newest, t)) = newest_file(&root.join(src)) {
-                    assert!(
-                        t <= built,
-                        "{} is older than {} (changed after the last build): rebuild with `{build}`",
-                        p.display(),
-                        newest.display()
-                    );
-                }
-            }
-            p
-        };
-        let agent = find("enipool-agent", &["node-agent/src", "cni-shim/src", "crds/src"]);
-        let cni = find("enipool-cni", &["cni-shim/src"]);
+        let agent = binaries::fresh_binary(
+            "enipool-agent",
+            &["node-agent/src", "cni-shim/src", "crds/src"],
+            build,
+        );
+        let cni = binaries::fresh_binary("enipool-cni", &["cni-shim/src"], build);
         let driver = cnidriver::build(&cnidriver::default_build_dir()).expect(
             "building the libcni driver (needs golang-1.19-go, golang-github-appc-cni-dev)",
         );
         Bins { agent, cni, driver }
     }
-}
-
-/// The newest regular file under `dir` and its mtime.
-fn newest_file(dir: &Path) -> Option<(PathBuf, SystemTime)> {
-    let mut best: Option<(PathBuf, SystemTime)> = None;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                stack.push(p);
-            } else if let Ok(t) = m.modified() {
-                if best.as_ref().is_none_or(|(_, b)| t > *b) {
-                    best = Some((p, t));
-                }
-            }
-        }
-    }
-    best
 }
 
 /// What has to go away at the end, in order: agents, namespaces, servers.
