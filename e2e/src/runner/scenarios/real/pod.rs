@@ -159,7 +159,7 @@ async fn pick_pool(env: &RealEnv) -> Result<ENIPool> {
 
 /// Why a pool's node cannot take the Pod, if it cannot (pure).
 fn unfit(p: &ENIPool, node: Option<&Node>) -> Option<String> {
-    let st = p.status.as_ref()?;
+    let Some(st) = p.status.as_ref() else { return Some("no status yet".into()) };
     let ready = st.conditions.iter().find(|c| c.type_ == enipool_crds::conditions::READY);
     if ready.is_none_or(|c| c.status != "True") {
         return Some("ENIPool not Ready".into());
@@ -319,6 +319,59 @@ impl Drop for Guard {
             eprintln!("deleting Pod {} (the check did not finish)", self.name);
             let (api, name) = (self.api.clone(), self.name.clone());
             h.spawn(async move { api.delete(&name, &DeleteParams::default()).await });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pool(ready: &str, agent: bool, available: i32) -> ENIPool {
+        let mut status = json!({
+            "conditions": [{"type": "Ready", "status": ready, "reason": "r", "message": "",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            "summary": {"enis": "1/3", "allocated": 10, "inUse": 0, "available": available,
+                        "releasing": 0, "offered": 0, "cooling": 0, "prefixes": 0},
+        });
+        if agent {
+            status["agent"] = json!({"epoch": 1});
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "enipool.io/v1alpha1", "kind": "ENIPool", "metadata": {"name": "n1"},
+            "spec": {"nodeName": "n1", "instanceID": "i-0123456789abcdef0"}, "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn node(ready: &str, spec: serde_json::Value) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": "n1"}, "spec": spec,
+            "status": {"conditions": [{"type": "Ready", "status": ready}]}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn which_nodes_can_take_the_pod() {
+        let ok = node("True", json!({}));
+        let soft = node("True", json!({"taints": [{"key": "k", "effect": "PreferNoSchedule"}]}));
+        assert_eq!(unfit(&pool("True", true, 5), Some(&ok)), None);
+        assert_eq!(unfit(&pool("True", true, 5), Some(&soft)), None);
+        let hard = node("True", json!({"taints": [{"key": "k", "effect": "NoSchedule"}]}));
+        let cordoned = node("True", json!({"unschedulable": true}));
+        let mut bare = pool("True", true, 5);
+        bare.status = None;
+        for (want, p, n) in [
+            ("no status yet", bare, Some(&ok)),
+            ("ENIPool not Ready", pool("False", true, 5), Some(&ok)),
+            ("no agent report", pool("True", false, 5), Some(&ok)),
+            ("no free address", pool("True", true, 0), Some(&ok)),
+            ("no Node", pool("True", true, 5), None),
+            ("Node not Ready", pool("True", true, 5), Some(&node("Unknown", json!({})))),
+            ("Node unschedulable", pool("True", true, 5), Some(&cordoned)),
+            ("Node tainted", pool("True", true, 5), Some(&hard)),
+        ] {
+            assert_eq!(unfit(&p, n).as_deref(), Some(want));
         }
     }
 }
