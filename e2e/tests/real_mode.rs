@@ -14,6 +14,9 @@
 //! (`cargo build -p enipool-operator -p enipool-agent -p enipool-cni`). Everything is torn down
 //! when the test ends, also when it fails.
 
+#[path = "common/binaries.rs"]
+mod binaries;
+
 use anyhow::{bail, Context, Result};
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
@@ -24,25 +27,26 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 /// One platform cluster at a time: two would compete for the two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Fails (never skips) without root; points the platform at the workspace's binaries.
+/// Fails (never skips) without root; points the platform at the workspace's binaries, refusing
+/// any older than its sources.
 fn setup() -> std::sync::MutexGuard<'static, ()> {
     assert!(
         nix::unistd::geteuid().is_root(),
         "the real-mode tests need root (the platform's nodes are network namespaces): run them as root"
     );
     let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // The test binary lives in target/debug/deps; the platform's binaries next to the runner's.
-    if std::env::var_os("ENIPOOL_E2E_BIN_DIR").is_none() {
-        let runner = Path::new(env!("CARGO_BIN_EXE_enipool-e2e"));
-        std::env::set_var("ENIPOOL_E2E_BIN_DIR", runner.parent().expect("bin dir"));
-    }
+    let build = "cargo build -p enipool-operator -p enipool-agent -p enipool-cni";
+    let operator = binaries::fresh_binary("enipool-operator", &["operator/src", "crds/src"], build);
+    binaries::fresh_binary("enipool-agent", &["node-agent/src", "cni-shim/src", "crds/src"], build);
+    binaries::fresh_binary("enipool-cni", &["cni-shim/src"], build);
+    // The platform looks next to its own executable otherwise: target/debug/deps for this test.
+    std::env::set_var("ENIPOOL_E2E_BIN_DIR", operator.parent().expect("bin dir"));
     guard
 }
 
