@@ -18,7 +18,7 @@ use crate::ec2::{Ec2Api, Ec2ErrorKind, Ec2Result, Eni};
 use crate::error::Result;
 use crate::sync::is_managed;
 use enipool_crds::{ENIPool, ENIPoolStatus, POOL_FINALIZER};
-use kube::api::{Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -65,7 +65,9 @@ pub(crate) async fn finalize(pool: &ENIPool, ctx: &Context) -> Result<Action> {
         pool.finalizers().iter().filter(|f| *f != POOL_FINALIZER).cloned().collect();
     let patch =
         json!({"metadata": {"finalizers": rest, "resourceVersion": pool.resource_version()}});
-    ctx.pools_api()
+    // Named type: the chart test derives the RBAC this file needs from the `Api<Kind>` it names.
+    let pools: Api<ENIPool> = ctx.pools_api();
+    pools
         .patch(&pool.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(crate::Error::kube("RemoveFinalizer"))?;
