@@ -42,13 +42,23 @@ impl Cluster {
                 .collect();
             let _ = writeln!(out, "calls: {}", counters.join(" "));
         }
-        let _ = writeln!(out, "--- kubectl get enipools -o wide ---");
-        let _ = writeln!(out, "{}", kubectl_or_err(self, &["get", "enipools", "-o", "wide"]));
+        // On an external API: this run's pools (labelled with its policy) and policy only.
+        let label = format!("{}={}", enipool_crds::POLICY_LABEL, self.names.policy);
+        let (pools, policies): (Vec<&str>, Vec<&str>) = match self.names.run {
+            Some(_) => (vec!["get", "enipools", "-l", &label], vec![&self.names.policy]),
+            None => (vec!["get", "enipools"], vec![]),
+        };
+        let with = |extra: &[&str]| -> Vec<String> {
+            pools.iter().chain(extra).map(|s| s.to_string()).collect()
+        };
+        let _ = writeln!(out, "--- kubectl {} -o wide ---", pools.join(" "));
+        let _ = writeln!(out, "{}", kubectl_or_err(self, &with(&["-o", "wide"])));
         let _ = writeln!(out, "--- kubectl get enipoolpolicies ---");
-        let _ =
-            writeln!(out, "{}", kubectl_or_err(self, &["get", "enipoolpolicies", "-o", "wide"]));
+        let mut args = vec!["get", "enipoolpolicies", "-o", "wide"];
+        args.extend(policies);
+        let _ = writeln!(out, "{}", kubectl_or_err(self, &args));
         let _ = writeln!(out, "--- pools (yaml, operations and agent) ---");
-        let _ = writeln!(out, "{}", kubectl_or_err(self, &["get", "enipools", "-o", "yaml"]));
+        let _ = writeln!(out, "{}", kubectl_or_err(self, &with(&["-o", "yaml"])));
         let _ = writeln!(out, "--- pods (kubelet) ---");
         for p in self.pods() {
             let _ = writeln!(out, "pod {} on {} ip {:?} netns {}", p.name, p.node, p.ip, p.netns);
@@ -74,7 +84,9 @@ impl Cluster {
     }
 }
 
-fn kubectl_or_err(c: &Cluster, args: &[&str]) -> String {
+fn kubectl_or_err(c: &Cluster, args: &[impl AsRef<str>]) -> String {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let args = args.as_slice();
     match c.kubectl(args) {
         Ok(s) => {
             // Full YAML of many pools is long; keep the report readable.

@@ -31,7 +31,11 @@ impl KubeEnv {
     pub async fn start(real: Option<&Path>, run_dir: &Path) -> Result<KubeEnv> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let (kubeconfig, local) = match real {
-            Some(p) => (p.to_path_buf(), None),
+            // Absolute: the processes and kubectl get it through KUBECONFIG / --kubeconfig.
+            Some(p) => (
+                std::fs::canonicalize(p).with_context(|| format!("kubeconfig {}", p.display()))?,
+                None,
+            ),
             None => {
                 let path = run_dir.join("kubeconfig");
                 let api = crate::kubeapi::KubeApi::start(crate::kubeapi::KubeApiConfig::default())
@@ -147,21 +151,27 @@ pub async fn install_crds(client: &kube::Client) -> Result<()> {
 
 /// Creates the namespaces the platform uses if they are missing.
 pub async fn ensure_namespaces(client: &kube::Client, names: &[&str]) -> Result<()> {
-    let api: Api<Namespace> = Api::all(client.clone());
     for n in names {
-        if api.get_opt(n).await?.is_some() {
-            continue;
-        }
-        let ns: Namespace = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}
-        }))?;
-        match api.create(&PostParams::default(), &ns).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e).with_context(|| format!("creating namespace {n}")),
-        }
+        ensure_namespace(client, n).await?;
     }
     Ok(())
+}
+
+/// Creates namespace `name` if it is missing; true when this call created it (so only then is it
+/// this run's to delete).
+pub async fn ensure_namespace(client: &kube::Client, name: &str) -> Result<bool> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api.get_opt(name).await?.is_some() {
+        return Ok(false);
+    }
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+    }))?;
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("creating namespace {name}")),
+    }
 }
 
 /// Applies an ENIPoolPolicy (server-side apply, forced: the runner owns the policy).

@@ -2,7 +2,7 @@
 //! the libcni driver (so the shim and the chained plugins run as under a real runtime), and the
 //! pod IP recorded in the Pod status.
 
-use super::{wait, Cluster, POD_NAMESPACE};
+use super::{external, wait, Cluster};
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 /// A pod the kubelet runs.
 #[derive(Debug, Clone)]
 pub struct PodInfo {
-    /// Pod name (namespace [`POD_NAMESPACE`]).
+    /// Pod name (namespace [`Cluster::pod_namespace`]).
     pub name: String,
     /// Node it is bound to.
     pub node: String,
@@ -53,13 +53,21 @@ impl Cluster {
     /// Creates the Pod object (bound to `node`, Pending, no IP) and its sandbox netns.
     pub async fn create_pod(&self, name: &str, node: &str) -> Result<()> {
         self.node(node)?;
-        let api: Api<Pod> = Api::namespaced(self.kube.client.clone(), POD_NAMESPACE);
+        let ns = self.pod_namespace();
+        let api: Api<Pod> = Api::namespaced(self.kube.client.clone(), ns);
+        let mut labels = serde_json::Map::new();
+        labels.insert("app".into(), "enipool-e2e".into());
+        labels.extend(self.names.labels());
+        let mut spec = external::pod_spec_extras();
+        spec["nodeName"] = node.into();
+        spec["containers"] = serde_json::json!([{
+            "name": "pause", "image": "registry.k8s.io/pause:3.10",
+            "securityContext": external::container_security_context(),
+        }]);
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": POD_NAMESPACE,
-                         "labels": {"app": "enipool-e2e"}},
-            "spec": {"nodeName": node, "containers": [
-                {"name": "pause", "image": "registry.k8s.io/pause:3.10"}]},
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "spec": spec,
         }))?;
         let created = api
             .create(&PostParams::default(), &pod)
@@ -81,11 +89,11 @@ impl Cluster {
         Ok(())
     }
 
-    /// Runs a Pod someone else created in [`POD_NAMESPACE`] and bound (`spec.nodeName`) to one of
+    /// Runs a Pod someone else created in [`Cluster::pod_namespace`] and bound (`spec.nodeName`) to one of
     /// this platform's nodes, as a real kubelet runs the Pods it finds: sandbox netns, CNI ADD,
     /// status. The platform's real-cluster stand-in ([`Cluster::delete_pod`] tears it down).
     pub async fn run_existing_pod(&self, name: &str) -> Result<PodInfo> {
-        let api: Api<Pod> = Api::namespaced(self.kube.client.clone(), POD_NAMESPACE);
+        let api: Api<Pod> = Api::namespaced(self.kube.client.clone(), self.pod_namespace());
         let pod = api.get(name).await.with_context(|| format!("reading Pod {name}"))?;
         let node = pod
             .spec
@@ -115,9 +123,10 @@ impl Cluster {
         let driver = n.driver.clone();
         let (cid, path, pname, uid) =
             (p.container_id.clone(), p.netns_path(), p.name.clone(), p.uid.clone());
+        let ns = self.pod_namespace().to_string();
         let res = wait::blocking(move || {
             let args = [
-                ("K8S_POD_NAMESPACE", POD_NAMESPACE),
+                ("K8S_POD_NAMESPACE", ns.as_str()),
                 ("K8S_POD_NAME", pname.as_str()),
                 ("K8S_POD_INFRA_CONTAINER_ID", cid.as_str()),
                 ("K8S_POD_UID", uid.as_str()),
@@ -147,7 +156,7 @@ impl Cluster {
             .with_context(|| format!("CNI ADD result without an IPv4 address: {result}"))?;
         p.ip = Some(ip);
         self.pods.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), p.clone());
-        let api: Api<Pod> = Api::namespaced(self.kube.client.clone(), POD_NAMESPACE);
+        let api: Api<Pod> = Api::namespaced(self.kube.client.clone(), self.pod_namespace());
         let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         let status = serde_json::json!({"status": {
             "phase": "Running",
@@ -179,9 +188,10 @@ impl Cluster {
         let driver = n.driver.clone();
         let (cid, path, pname, uid) =
             (p.container_id.clone(), p.netns_path(), p.name.clone(), p.uid.clone());
+        let ns = self.pod_namespace().to_string();
         wait::blocking(move || {
             let args = [
-                ("K8S_POD_NAMESPACE", POD_NAMESPACE),
+                ("K8S_POD_NAMESPACE", ns.as_str()),
                 ("K8S_POD_NAME", pname.as_str()),
                 ("K8S_POD_INFRA_CONTAINER_ID", cid.as_str()),
                 ("K8S_POD_UID", uid.as_str()),
@@ -194,7 +204,7 @@ impl Cluster {
         let ns = p.netns.clone();
         wait::blocking(move || f.remove_netns(&ns)).await?;
         self.pods.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
-        let api: Api<Pod> = Api::namespaced(self.kube.client.clone(), POD_NAMESPACE);
+        let api: Api<Pod> = Api::namespaced(self.kube.client.clone(), self.pod_namespace());
         api.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
             .await
             .with_context(|| format!("deleting Pod {name}"))?;

@@ -5,153 +5,46 @@
 //! the Pod status).
 //!
 //! A [`Cluster`] tears everything down when it is finished or dropped (timeouts drop the scenario
-//! future), and on SIGINT/SIGTERM through [`teardown_all`]: processes first, then namespaces (links
-//! and nftables tables go with them), then the servers and the run directory.
+//! future), and on SIGINT/SIGTERM through [`teardown_all`]: processes first, then what the run
+//! created in an external Kubernetes API ([`external`]), then namespaces (links and nftables tables
+//! go with them), then the servers and the run directory.
+//!
+//! With `--kubeconfig` the Kubernetes API is an external one (a real cluster's) instead of the
+//! platform's; EC2 stays simulated and nodes stay network namespaces. See [`external`].
 
 pub mod diag;
+pub mod external;
 pub mod kube;
 pub mod kubelet;
 pub mod node;
 pub mod procs;
+mod spec;
 pub mod wait;
 
 use crate::cnidriver;
-use crate::ec2sim::{self, Ec2Sim, FaultConfig, Timing};
+use crate::ec2sim::{self, Ec2Sim};
 use crate::fabric::Fabric;
 use anyhow::{bail, Context, Result};
-use enipool_crds::{ENIPool, ENIPoolPolicySpec};
+use enipool_crds::ENIPool;
+use external::{ExternalRun, KubeNames};
 use procs::Supervisor;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 pub use kubelet::PodInfo;
 pub use node::NodeInfo;
+pub use spec::{Bins, Spec, SubnetSpec};
 
 /// Region and zones of the simulated VPC.
 pub const REGION: &str = "us-west-2";
 /// Tag key the policies select subnets and security groups by.
 pub const ROLE_TAG: &str = "enipool-e2e/role";
-/// Namespace of the pods the kubelet runs.
+/// Namespace of the pods the kubelet runs, on the platform's API ([`KubeNames`] has the run's).
 pub const POD_NAMESPACE: &str = "default";
-/// Namespace of the operator's Lease.
+/// Namespace of the operator's Lease, on the platform's API.
 pub const LEASE_NAMESPACE: &str = "kube-system";
-
-/// A subnet of the simulated VPC.
-#[derive(Debug, Clone)]
-pub struct SubnetSpec {
-    /// CIDR.
-    pub cidr: &'static str,
-    /// Availability zone.
-    pub az: &'static str,
-    /// Value of [`ROLE_TAG`] (`nodes`, `pods`, ...).
-    pub role: &'static str,
-}
-
-/// What to build.
-#[derive(Debug, Clone)]
-pub struct Spec {
-    /// Used in log lines and the cluster name.
-    pub name: String,
-    /// Nodes joined at start.
-    pub nodes: usize,
-    /// Instance type of the nodes.
-    pub instance_type: String,
-    /// Subnets; nodes are launched in the first one.
-    pub subnets: Vec<SubnetSpec>,
-    /// The `default` ENIPoolPolicy.
-    pub policy: ENIPoolPolicySpec,
-    /// Operator replicas.
-    pub operator_replicas: usize,
-    /// Attach/detach/terminate durations in the simulator.
-    pub timing: Timing,
-    /// Faults from the start.
-    pub faults: FaultConfig,
-    /// Extra operator flags (appended).
-    pub operator_args: Vec<String>,
-    /// Extra agent flags (appended).
-    pub agent_args: Vec<String>,
-    /// Print each bring-up step (the demo).
-    pub progress: bool,
-    /// Print diagnostics when dropped unfinished (off for the demo's Ctrl-C).
-    pub report_on_drop: bool,
-}
-
-impl Spec {
-    /// `nodes` nodes of type m5.large (3 ENIs × 10 addresses) in one /24, two operator replicas, and
-    /// a policy sized for quick tests: 2 warm IPs, batch 1, release after 10 s, 1 s cooldown.
-    pub fn new(name: &str, nodes: usize) -> Spec {
-        Spec {
-            name: name.to_string(),
-            nodes,
-            instance_type: "m5.large".into(),
-            subnets: vec![SubnetSpec { cidr: "10.0.0.0/24", az: "us-west-2a", role: "nodes" }],
-            policy: serde_json::from_value(serde_json::json!({
-                "mode": "SecondaryIP",
-                "sizing": {"warmIPs": 2, "batch": 1},
-                "release": {"enabled": true, "delaySeconds": 10},
-                "cooldownSeconds": 1,
-            }))
-            .expect("default policy"),
-            operator_replicas: 2,
-            timing: Timing {
-                attach: Duration::from_millis(300),
-                detach: Duration::from_secs(1),
-                terminate: Duration::from_secs(1),
-            },
-            faults: FaultConfig::default(),
-            operator_args: Vec::new(),
-            agent_args: Vec::new(),
-            progress: false,
-            report_on_drop: true,
-        }
-    }
-
-    /// Replaces the policy spec with the given JSON (an `ENIPoolPolicySpec`).
-    pub fn policy(mut self, spec: serde_json::Value) -> Spec {
-        self.policy = serde_json::from_value(spec).expect("policy spec");
-        self
-    }
-}
-
-/// Where the platform's binaries are: next to this executable (the workspace's target dir), or
-/// `ENIPOOL_E2E_BIN_DIR`.
-#[derive(Debug, Clone)]
-pub struct Bins {
-    /// `enipool-operator`.
-    pub operator: PathBuf,
-    /// `enipool-agent`.
-    pub agent: PathBuf,
-    /// `enipool-cni`.
-    pub cni: PathBuf,
-}
-
-impl Bins {
-    /// Finds the three binaries or says how to build them.
-    pub fn locate() -> Result<Bins> {
-        let dir = match std::env::var_os("ENIPOOL_E2E_BIN_DIR") {
-            Some(d) => PathBuf::from(d),
-            None => std::env::current_exe()?.parent().context("exe dir")?.to_path_buf(),
-        };
-        let find = |n: &str| -> Result<PathBuf> {
-            let p = dir.join(n);
-            if !p.is_file() {
-                bail!(
-                    "{} not found; build it first: cargo build -p enipool-operator -p enipool-agent \
-                     -p enipool-cni (or set ENIPOOL_E2E_BIN_DIR)",
-                    p.display()
-                );
-            }
-            Ok(p)
-        };
-        Ok(Bins {
-            operator: find("enipool-operator")?,
-            agent: find("enipool-agent")?,
-            cni: find("enipool-cni")?,
-        })
-    }
-}
 
 /// The parts that must go away at teardown, shared with the signal handler.
 pub struct Core {
@@ -159,11 +52,14 @@ pub struct Core {
     pub procs: Supervisor,
     /// The VPC fabric.
     pub fabric: Arc<Fabric>,
+    /// What the run created in an external Kubernetes API (set once it is connected).
+    pub external: OnceLock<Arc<ExternalRun>>,
     torn_down: Mutex<bool>,
 }
 
 impl Core {
-    /// Stops processes, deletes namespaces and the run directory. Idempotent, synchronous.
+    /// Stops processes, removes the run's objects from an external API, deletes namespaces and the
+    /// run directory. Idempotent, synchronous.
     pub fn teardown(&self) {
         let mut done = self.torn_down.lock().unwrap_or_else(|e| e.into_inner());
         if *done {
@@ -171,6 +67,9 @@ impl Core {
         }
         *done = true;
         self.procs.stop_all();
+        if let Some(x) = self.external.get() {
+            x.sweep_blocking();
+        }
         self.fabric.teardown();
     }
 }
@@ -198,6 +97,8 @@ pub struct Cluster {
     pub sim: Option<Arc<Ec2Sim>>,
     /// The Kubernetes API.
     pub kube: kube::KubeEnv,
+    /// What the run is called in that API.
+    pub names: KubeNames,
     /// Binaries.
     pub bins: Bins,
     /// The libcni driver binary.
@@ -215,14 +116,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Brings the whole platform up for `spec`: fails (with what is missing) against a real cluster
-    /// or EC2, which cannot host the fabric's fake nodes.
-    pub async fn up(target: &crate::runner::Target, spec: Spec) -> Result<Cluster> {
-        if target.kubeconfig.is_some() || target.ec2_endpoint.is_some() {
+    /// Brings the whole platform up for `spec`, on the platform's Kubernetes API or the external
+    /// one of `target.kubeconfig`; fails (saying so) against real EC2, which cannot host the
+    /// fabric's nodes.
+    pub async fn up(target: &crate::runner::Target, mut spec: Spec) -> Result<Cluster> {
+        if target.ec2_endpoint.is_some() {
             bail!(
-                "scenario needs the test platform's VPC fabric (nodes are network namespaces driven \
-                 by the EC2 simulator) and cannot run against a real cluster or EC2 \
-                 (--kubeconfig/--ec2-endpoint); run it without those flags"
+                "scenario needs the EC2 simulator (its nodes are network namespaces the simulator's \
+                 instances are mirrored into) and cannot run against real EC2 (--ec2-endpoint); \
+                 drop --ec2-endpoint (--kubeconfig alone runs it against a real Kubernetes API)"
             );
         }
         let step = |msg: &str| {
@@ -240,6 +142,7 @@ impl Cluster {
         let core = Arc::new(Core {
             procs: Supervisor::default(),
             fabric: fabric.clone(),
+            external: OnceLock::new(),
             torn_down: Mutex::new(false),
         });
         ACTIVE.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&core));
@@ -271,18 +174,37 @@ impl Cluster {
         }
         let sg_id = sim.create_security_group(&vpc_id, "nodes", &[(ROLE_TAG, "nodes")])?;
 
-        step("starting the Kubernetes API, installing the CRDs from crds/ and an ENIPoolPolicy");
-        let mut kube = match kube::KubeEnv::start(None, &run_dir).await {
+        let names = match &target.kubeconfig {
+            Some(k) => {
+                step(&format!("using the Kubernetes API of {}", k.display()));
+                KubeNames::external(fabric.prefix())
+            }
+            None => {
+                step("starting the Kubernetes API");
+                KubeNames::local()
+            }
+        };
+        let mut kube = match kube::KubeEnv::start(target.kubeconfig.as_deref(), &run_dir).await {
             Ok(k) => k,
             Err(e) => {
                 sim.shutdown().await;
                 return Err(e);
             }
         };
+        if !kube.is_local() {
+            let _ = core.external.set(Arc::new(ExternalRun::new(&kube.kubeconfig, names.clone())));
+        }
+        step("installing the CRDs from crds/ and an ENIPoolPolicy");
         let setup = async {
-            kube::ensure_namespaces(&kube.client, &[POD_NAMESPACE, LEASE_NAMESPACE]).await?;
+            names.scope_policy(&mut spec.policy)?;
+            match core.external.get() {
+                Some(x) => x.prepare(&kube.client).await?,
+                None => {
+                    kube::ensure_namespaces(&kube.client, &[POD_NAMESPACE, LEASE_NAMESPACE]).await?
+                }
+            }
             kube::install_crds(&kube.client).await?;
-            kube::apply_policy(&kube.client, "default", &spec.policy).await
+            kube::apply_policy(&kube.client, &names.policy, &spec.policy).await
         };
         if let Err(e) = setup.await {
             kube.shutdown().await;
@@ -295,6 +217,7 @@ impl Cluster {
             core,
             sim: Some(Arc::new(sim)),
             kube,
+            names,
             bins,
             cni_driver,
             vpc_id,
@@ -350,6 +273,11 @@ impl Cluster {
     /// The simulator.
     pub fn sim(&self) -> &Ec2Sim {
         self.sim.as_ref().expect("simulator running")
+    }
+
+    /// Namespace of the kubelet's Pods.
+    pub fn pod_namespace(&self) -> &str {
+        &self.names.pod_namespace
     }
 
     /// The runner's Kubernetes client.
@@ -422,9 +350,16 @@ impl Cluster {
                 tokio::time::sleep(Duration::from_secs(secs)).await;
             }
         }
+        if let Some(x) = self.core.external.get().cloned() {
+            x.drain(&self).await;
+        }
         self.finished = true;
         self.shutdown().await;
-        r
+        let left = self.core.external.get().map(|x| x.leftovers()).unwrap_or_default();
+        match r {
+            Ok(()) if !left.is_empty() => bail!("the run left objects in the cluster: {left:?}"),
+            r => r,
+        }
     }
 
     /// Checks that nothing went wrong behind the scenario's back: every process still runs (unless

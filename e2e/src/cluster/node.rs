@@ -71,7 +71,10 @@ impl Cluster {
         f.ec2_endpoint = Some(self.sim().endpoint_url());
         f.region = Some(REGION.into());
         f.metrics_addr = format!("127.0.0.1:{}", self.free_port()?);
-        f.lease_namespace = super::LEASE_NAMESPACE.into();
+        f.lease_namespace = self.names.lease_namespace.clone();
+        f.lease_name = self.names.lease_name.clone();
+        // On an external API: the run's Nodes only, never the cluster's own.
+        f.node_selector = self.names.selector();
         // Test timings: quick failover, resync, GC and staleness.
         f.lease_duration_seconds = 6;
         f.resync_seconds = 10;
@@ -112,8 +115,7 @@ impl Cluster {
             format!("the fabric made no netns for {instance_id}: {:?}", f.hook_errors())
         })?;
         let primary_ip = f.primary_ip(&instance_id).context("primary IP of the new instance")?;
-        let name =
-            format!("ip-{}.{REGION}.compute.internal", primary_ip.to_string().replace('.', "-"));
+        let name = self.names.node_name(primary_ip, REGION);
         let dir = self.run_dir().join("nodes").join(&name);
         let driver = self.install_cni(&name, &dir, &netns)?;
         self.register_node(&name, &instance_id, &az, primary_ip).await?;
@@ -186,18 +188,24 @@ impl Cluster {
         ip: Ipv4Addr,
     ) -> Result<()> {
         let api: Api<Node> = Api::all(self.kube.client.clone());
+        let mut labels = serde_json::json!({
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            enipool_crds::ZONE_LABEL: az,
+            "topology.kubernetes.io/region": REGION,
+            enipool_crds::INSTANCE_TYPE_LABEL: self.spec.instance_type,
+            "enipool-e2e/cluster": self.name,
+        });
+        labels.as_object_mut().context("labels")?.extend(self.names.labels());
+        // Ready once, no heartbeats: on a real API the node lifecycle controller marks the Node
+        // NotReady later and taints it; the kubelet's Pods tolerate that, and neither the
+        // operator nor the agent looks at Node readiness.
         let node: Node = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                enipool_crds::ZONE_LABEL: az,
-                "topology.kubernetes.io/region": REGION,
-                enipool_crds::INSTANCE_TYPE_LABEL: self.spec.instance_type,
-                "enipool-e2e/cluster": self.name,
-            }},
-            "spec": {"providerID": format!("aws:///{az}/{instance}")},
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"providerID": format!("aws:///{az}/{instance}"),
+                     "taints": self.names.node_taints()},
         }))?;
         api.create(&PostParams::default(), &node)
             .await

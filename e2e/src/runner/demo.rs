@@ -1,6 +1,7 @@
 //! `enipool-e2e demo`: the whole of enipool on this machine. Brings up a small VPC with two nodes,
 //! runs a handful of pods, shows `kubectl get enipools` (and `-o wide`), proves pod-to-pod and
 //! pod-to-internet traffic with pings, then stays up until Ctrl-C and cleans everything up.
+//! With `--kubeconfig` the Kubernetes side is that cluster's API (see `cluster::external`).
 
 use super::scenarios::{eni_of, pool_ready};
 use super::{init_logging, runtime, Target};
@@ -17,10 +18,10 @@ pub fn main(target: &Target) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    if target.kubeconfig.is_some() || target.ec2_endpoint.is_some() {
+    if target.ec2_endpoint.is_some() {
         eprintln!(
-            "enipool-e2e demo: the demo runs entirely on this machine; drop --kubeconfig and \
-             --ec2-endpoint (to test a real cluster use `enipool-e2e run crds-served --kubeconfig ...`)"
+            "enipool-e2e demo: the demo's nodes are network namespaces of the EC2 simulator; drop \
+             --ec2-endpoint (--kubeconfig alone runs it against a real cluster's Kubernetes API)"
         );
         return ExitCode::FAILURE;
     }
@@ -80,7 +81,10 @@ async fn demo(target: &Target, stop: impl std::future::Future<Output = ()>) -> R
         println!();
         println!("enipool is running. Point kubectl at it from another terminal:");
         println!("    export KUBECONFIG={}", c.kube.kubeconfig.display());
-        println!("    kubectl get enipools -o wide; kubectl get enipoolpolicies; kubectl get pods -o wide");
+        println!(
+            "    kubectl get enipools -o wide; kubectl get enipoolpolicies; kubectl get pods -n {} -o wide",
+            c.pod_namespace()
+        );
         println!("Pod network namespaces: ip netns list | grep {}-p-", c.fabric().prefix());
         println!("Press Ctrl-C to stop; everything is cleaned up on exit.");
         Ok::<(), anyhow::Error>(())
@@ -136,7 +140,7 @@ async fn show(c: &Cluster) -> Result<()> {
     for args in [
         vec!["get", "enipools"],
         vec!["get", "enipools", "-o", "wide"],
-        vec!["get", "pods", "-o", "wide"],
+        vec!["get", "pods", "-n", c.pod_namespace(), "-o", "wide"],
     ] {
         println!("\n$ kubectl {}", args.join(" "));
         print!("{}", c.kubectl(&args)?);

@@ -45,6 +45,8 @@ pub struct OperatorFlags {
     pub workers: u16,
     /// `--vpc-cidrs` (comma-joined; left out when empty).
     pub vpc_cidrs: Vec<String>,
+    /// `--node-selector` (a label selector; left out when unset: every Node).
+    pub node_selector: Option<String>,
     /// `--log-format` (`text` or `json`).
     pub log_format: String,
 }
@@ -73,6 +75,7 @@ impl OperatorFlags {
             agent_stale_seconds: 120,
             workers: 8,
             vpc_cidrs: Vec::new(),
+            node_selector: None,
             log_format: "text".into(),
         }
     }
@@ -170,6 +173,9 @@ pub fn operator_args(cfg: &OperatorFlags) -> Vec<String> {
     if !cfg.vpc_cidrs.is_empty() {
         flag(&mut a, "vpc-cidrs", cfg.vpc_cidrs.join(","));
     }
+    if let Some(v) = &cfg.node_selector {
+        flag(&mut a, "node-selector", v);
+    }
     flag(&mut a, "log-format", &cfg.log_format);
     a
 }
@@ -218,6 +224,13 @@ mod tests {
         let o = operator_args(&OperatorFlags::new("c", "op-0"));
         assert_eq!(o[0], "--cluster-name=c");
         assert!(o.contains(&"--budget-share=0.5".to_string()));
-        assert!(!o.iter().any(|s| s.starts_with("--region") || s.starts_with("--mutate-qps")));
+        assert!(!o.iter().any(|s| s.starts_with("--region")
+            || s.starts_with("--mutate-qps")
+            || s.starts_with("--node-selector")));
+        let mut cfg = OperatorFlags::new("c", "op-0");
+        cfg.node_selector = Some("enipool-e2e/run=e2e-ep0000-abcd".into());
+        let o = operator_args(&cfg);
+        assert!(o.contains(&"--node-selector=enipool-e2e/run=e2e-ep0000-abcd".to_string()));
+        assert_eq!(o.last().map(String::as_str), Some("--log-format=text"));
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! `list` prints scenario names, `run [NAME...]` runs them (all when none are named) and ends with
 //! the line `N passed, N failed`, exiting non-zero on any failure; `demo` is the local demo.
-//! `--kubeconfig` and `--ec2-endpoint` replace the test platform's Kubernetes API and EC2 simulator
-//! with real ones, independently of each other.
+//! `--kubeconfig` replaces the test platform's Kubernetes API with a real cluster's: the scenarios
+//! that bring up a platform cluster keep the EC2 simulator and the network-namespace nodes and
+//! register those nodes in that API, under per-run names, removing everything at the end
+//! (`cluster::external`). `--ec2-endpoint` (real EC2) is for the scenarios that check an existing
+//! cluster; the platform's scenarios refuse it.
 
 mod demo;
 pub mod flags;

@@ -2,7 +2,7 @@
 
 use super::sizing::{burst, ec2_view};
 use super::{all_pools_ready, check_pod_status_ips, mesh_ping, pool_ready, with_cluster, SETTLE};
-use crate::cluster::{wait, Cluster, Spec, LEASE_NAMESPACE};
+use crate::cluster::{wait, Cluster, Spec};
 use crate::ec2sim::{FaultConfig, TokenBucketSpec};
 use crate::runner::Target;
 use anyhow::{bail, ensure, Context, Result};
@@ -100,8 +100,9 @@ pub async fn agent_kill9(t: Target) -> Result<()> {
 /// The Lease holder.
 async fn leader(c: &Cluster) -> Result<String> {
     use k8s_openapi::api::coordination::v1::Lease;
-    let api: kube::Api<Lease> = kube::Api::namespaced(c.client().clone(), LEASE_NAMESPACE);
-    let l = api.get_opt("enipool-operator").await?.context("no Lease enipool-operator")?;
+    let (ns, name) = (&c.names.lease_namespace, &c.names.lease_name);
+    let api: kube::Api<Lease> = kube::Api::namespaced(c.client().clone(), ns);
+    let l = api.get_opt(name).await?.with_context(|| format!("no Lease {ns}/{name}"))?;
     l.spec
         .and_then(|s| s.holder_identity)
         .filter(|h| !h.is_empty())

@@ -99,6 +99,9 @@ pub async fn get_enipools(t: Target) -> Result<()> {
             wait::poll("kubectl get enipools to show the right numbers", SETTLE, || async {
                 let out = c.kubectl(&["get", "enipools"])?;
                 let (header, rows) = table(&out)?;
+                // On a shared API other runs' (or the cluster's own) pools are listed too.
+                let rows: Vec<Row> =
+                    rows.into_iter().filter(|r| c.node(&r["NAME"]).is_ok()).collect();
                 let want = [
                     "NAME",
                     "NODE",
@@ -171,12 +174,15 @@ pub async fn get_enipools(t: Target) -> Result<()> {
                 }
                 let wide = c.kubectl(&["get", "enipools", "-o", "wide"])?;
                 let (wh, wrows) = table(&wide)?;
+                let wrows: Vec<Row> =
+                    wrows.into_iter().filter(|r| c.node(&r["NAME"]).is_ok()).collect();
+                ensure!(wrows.len() == 2, "{} wide rows:\n{wide}", wrows.len());
                 for col in ["ZONE", "POLICY", "PENDING-PODS", "RELEASING", "LAST-SYNC", "REASON"] {
                     ensure!(wh.iter().any(|h| h == col), "-o wide lacks {col}: {wh:?}");
                 }
                 for r in &wrows {
                     ensure!(
-                        r["ZONE"] == "us-west-2a" && r["POLICY"] == "default",
+                        r["ZONE"] == "us-west-2a" && r["POLICY"] == c.names.policy,
                         "wide row {r:?}"
                     );
                     ensure!(r["PENDING-PODS"] == "0" && r["RELEASING"] == "0", "wide row {r:?}");
@@ -220,19 +226,19 @@ pub async fn gitops_apply(t: Target) -> Result<()> {
             let file = repo.join("policy.yaml");
             let mut policy = c.spec.policy.clone();
             policy.sizing.warm_ips = Some(6);
-            std::fs::write(&file, k::policy_manifest("default", &policy)?)?;
+            std::fs::write(&file, k::policy_manifest(&c.names.policy, &policy)?)?;
             let f = file.display().to_string();
             c.kubectl(&["apply", "-f", &f])?;
             converge_to(c, 6).await?;
             // And back down (release after the 5 s delay).
             policy.sizing.warm_ips = Some(3);
-            std::fs::write(&file, k::policy_manifest("default", &policy)?)?;
+            std::fs::write(&file, k::policy_manifest(&c.names.policy, &policy)?)?;
             c.kubectl(&["apply", "-f", &f])?;
             converge_to(c, 3).await?;
             // An invalid change is refused by the API with the CRD's message; nothing moves.
             policy.mode = enipool_crds::IpMode::Prefix;
             policy.sizing.batch = Some(5);
-            std::fs::write(&file, k::policy_manifest("default", &policy)?)?;
+            std::fs::write(&file, k::policy_manifest(&c.names.policy, &policy)?)?;
             match c.kubectl(&["apply", "-f", &f]) {
                 Ok(out) => bail!("an invalid policy was accepted: {out}"),
                 Err(e) => ensure!(

@@ -192,8 +192,7 @@ pub(crate) async fn mesh_ping(c: &Cluster, pods: &[String]) -> Result<()> {
 /// The pod IPs as the Pod objects record them must match what CNI returned, and be unique.
 pub(crate) async fn check_pod_status_ips(c: &Cluster) -> Result<()> {
     use k8s_openapi::api::core::v1::Pod;
-    let api: kube::Api<Pod> =
-        kube::Api::namespaced(c.client().clone(), crate::cluster::POD_NAMESPACE);
+    let api: kube::Api<Pod> = kube::Api::namespaced(c.client().clone(), c.pod_namespace());
     let mut seen = std::collections::BTreeMap::new();
     for p in c.pods() {
         let Some(ip) = p.ip else { continue };

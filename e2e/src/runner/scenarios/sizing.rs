@@ -344,7 +344,7 @@ pub async fn exhaustion(t: Target) -> Result<()> {
                 ensure!(ex.is_some_and(|c| c.status == "True"), "pool conditions {conds:?}");
                 let api: kube::Api<enipool_crds::ENIPoolPolicy> =
                     kube::Api::all(c.client().clone());
-                let pol = api.get("default").await?;
+                let pol = api.get(&c.names.policy).await?;
                 let subnets = pol.status.map(|s| s.subnets).unwrap_or_default();
                 ensure!(
                     subnets.iter().any(|s| s.id == pods_subnet && s.exhausted),
