@@ -267,6 +267,7 @@ fn values_for(op: &OperatorFlags, ag: &AgentFlags) -> Value {
             "agentStaleSeconds": op.agent_stale_seconds,
             "workers": op.workers,
             "vpcCIDRs": op.vpc_cidrs,
+            "managedNodeSelector": op.node_selector.clone().unwrap_or_default(),
             "logFormat": op.log_format,
         },
         "agent": {
@@ -344,6 +345,7 @@ fn chart_renders_the_runners_flags_for_equivalent_values() {
     op.agent_stale_seconds = 60;
     op.workers = 4;
     op.vpc_cidrs = vec!["10.0.0.0/16".into(), "100.64.0.0/16".into()];
+    op.node_selector = Some("enipool.io/enabled=true".into());
     op.log_format = "text".into();
     let mut ag = AgentFlags::new("$(NODE_NAME)");
     ag.socket = "/run/enipool-e2e/cni.sock".into();
