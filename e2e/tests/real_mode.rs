@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use enipool_crds::{tags, ENIPool};
-use enipool_e2e::cluster::{wait, Cluster, Spec, POD_NAMESPACE, REGION};
+use enipool_e2e::cluster::{wait, Cluster, Spec, REGION};
 use enipool_e2e::runner::Target;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -109,7 +109,7 @@ async fn runner(c: &Cluster, args: &[&str]) -> Result<(bool, String)> {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", REGION)
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("ENIPOOL_E2E_POD_NAMESPACE", POD_NAMESPACE)
+        .env("ENIPOOL_E2E_POD_NAMESPACE", c.pod_namespace())
         .env_remove("ENIPOOL_E2E_CLUSTER_NAME")
         .env_remove("ENIPOOL_E2E_KUBECONFIG")
         .env_remove("ENIPOOL_E2E_EC2_ENDPOINT")
@@ -131,7 +131,7 @@ type Log = Mutex<Vec<String>>;
 /// runs each new Pod bound to one of the platform's nodes, and tears its sandbox down (CNI DEL)
 /// once the Pod object is gone. Runs until dropped.
 async fn kubelet(c: &Cluster, log: &Log) -> Result<()> {
-    let api: Api<Pod> = Api::namespaced(c.client().clone(), POD_NAMESPACE);
+    let api: Api<Pod> = Api::namespaced(c.client().clone(), c.pod_namespace());
     let nodes: BTreeSet<String> = c.nodes().into_iter().map(|n| n.name).collect();
     let mut running: BTreeSet<String> = BTreeSet::new();
     loop {
@@ -279,7 +279,7 @@ fn runner_in_real_mode_reports_broken_invariants() {
         // 3. A second pod claiming the IP of the pod on the second node.
         let victim = c.pods().into_iter().find(|p| p.node == nodes[1].name).context("pod on n2")?;
         let twin = victim.ip()?.to_string();
-        let api: Api<Pod> = Api::namespaced(c.client().clone(), POD_NAMESPACE);
+        let api: Api<Pod> = Api::namespaced(c.client().clone(), c.pod_namespace());
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "twin"},
             "spec": {"nodeName": nodes[1].name, "containers": [{"name": "c", "image": "x"}]},

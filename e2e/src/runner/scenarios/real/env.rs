@@ -90,6 +90,14 @@ pub async fn connect(t: &Target) -> Result<RealEnv> {
     let kubeconfig = t.kubeconfig.as_ref().context("--kubeconfig is required")?;
     let kube = client_for(kubeconfig).await?;
     let ec2 = ec2_client(t.ec2_endpoint.as_deref()).await;
+    let set: Vec<&str> =
+        AWS_SETTINGS.iter().copied().filter(|k| std::env::var_os(k).is_some()).collect();
+    let via = match t.ec2_endpoint.as_deref() {
+        Some(url) if url != "aws" => format!("EC2 at {url}"),
+        _ => format!("EC2 of the AWS settings ({})", set.join(", ")),
+    };
+    // Said first: with AWS settings in the environment, --kubeconfig alone means this mode.
+    println!("    existing cluster of {}, {via}", kubeconfig.display());
     let args = operator_args(&kube).await?;
     let arg = |name: &str| -> Option<String> {
         let flag = format!("--{name}");

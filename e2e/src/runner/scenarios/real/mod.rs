@@ -87,6 +87,9 @@ impl RealEnv {
 pub async fn pools_match_ec2_check(env: &RealEnv) -> Result<()> {
     let rules = audit::Rules { cluster: env.cluster.clone(), leak_allowance: env.leak_allowance };
     let (findings, n) = observe::audit_lasting(env, &rules).await?;
+    if n.pools == 0 {
+        bail!("no ENIPools to audit: is enipool installed in this cluster (and its operator running)?");
+    }
     if !findings.is_empty() {
         let list: Vec<String> = findings.iter().map(|f| format!("  - {f}")).collect();
         bail!("{} finding(s) in cluster {}:\n{}", findings.len(), env.cluster, list.join("\n"));
@@ -144,9 +147,9 @@ pub async fn pod_gets_vpc_ip(t: Target) -> Result<()> {
             with_cluster(&t, platform_spec("pod-gets-vpc-ip"), |c| {
                 Box::pin(async move {
                     platform_cluster_with_pods(c).await?;
-                    // The platform's kubelet runs pods of its own namespace only.
+                    // The platform's kubelet runs pods of its run's namespace only.
                     let opts = pod::PodOpts {
-                        namespace: crate::cluster::POD_NAMESPACE.into(),
+                        namespace: c.pod_namespace().into(),
                         ..pod::PodOpts::from_env()
                     };
                     pod::check(&env::platform(c).await, &opts, pod::Kubelet::Platform(c)).await

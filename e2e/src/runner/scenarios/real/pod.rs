@@ -128,24 +128,19 @@ async fn run(
     Ok(())
 }
 
-/// A pool whose node can run the Pod: Ready, reported by its agent, its Node Ready, schedulable,
-/// untainted, with a free address; the one with the most free addresses.
+/// A pool whose node can run the Pod (see [`score`]): untainted nodes first, then the most free
+/// addresses.
 async fn pick_pool(env: &RealEnv) -> Result<ENIPool> {
     let pools = env.pools().await?;
     let nodes = Api::<Node>::all(env.kube.clone()).list(&ListParams::default()).await?.items;
     let mut why = Vec::new();
-    let mut best: Option<(i32, ENIPool)> = None;
+    let mut best: Option<((bool, i32), ENIPool)> = None;
     for p in pools {
         let node = nodes.iter().find(|n| n.metadata.name.as_deref() == Some(&p.spec.node_name));
-        match unfit(&p, node) {
-            Some(reason) => why.push(format!("{}: {reason}", p.spec.node_name)),
-            None => {
-                let free = p.status.as_ref().and_then(|s| s.summary.as_ref()).map(|s| s.available);
-                let free = free.unwrap_or(0);
-                if best.as_ref().is_none_or(|(b, _)| free > *b) {
-                    best = Some((free, p));
-                }
-            }
+        match score(&p, node) {
+            Err(reason) => why.push(format!("{}: {reason}", p.spec.node_name)),
+            Ok(s) if best.as_ref().is_none_or(|(b, _)| s > *b) => best = Some((s, p)),
+            Ok(_) => {}
         }
     }
     match best {
@@ -157,37 +152,40 @@ async fn pick_pool(env: &RealEnv) -> Result<ENIPool> {
     }
 }
 
-/// Why a pool's node cannot take the Pod, if it cannot (pure).
-fn unfit(p: &ENIPool, node: Option<&Node>) -> Option<String> {
-    let Some(st) = p.status.as_ref() else { return Some("no status yet".into()) };
+/// Whether a pool's node can take the Pod (pure): its pool Ready, reported by its agent, with a
+/// free address, its Node Ready and schedulable; else why not. The score is (untainted, free
+/// addresses): a tainted node (the platform's nodes on a shared API, a dedicated pool) is only
+/// used when no other one can take the Pod, which tolerates every taint.
+fn score(p: &ENIPool, node: Option<&Node>) -> Result<(bool, i32), String> {
+    let Some(st) = p.status.as_ref() else { return Err("no status yet".into()) };
     let ready = st.conditions.iter().find(|c| c.type_ == enipool_crds::conditions::READY);
     if ready.is_none_or(|c| c.status != "True") {
-        return Some("ENIPool not Ready".into());
+        return Err("ENIPool not Ready".into());
     }
     if st.agent.is_none() {
-        return Some("no agent report".into());
+        return Err("no agent report".into());
     }
-    if st.summary.as_ref().is_some_and(|s| s.available == 0) {
-        return Some("no free address".into());
+    let free = st.summary.as_ref().map(|s| s.available);
+    if free == Some(0) {
+        return Err("no free address".into());
     }
-    let Some(node) = node else { return Some("no Node".into()) };
+    let Some(node) = node else { return Err("no Node".into()) };
     let ns = node.status.as_ref().and_then(|s| s.conditions.as_ref());
     if !ns.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")) {
-        return Some("Node not Ready".into());
+        return Err("Node not Ready".into());
     }
     let spec = node.spec.as_ref();
     if spec.and_then(|s| s.unschedulable).unwrap_or(false) {
-        return Some("Node unschedulable".into());
+        return Err("Node unschedulable".into());
     }
     let taints = spec.and_then(|s| s.taints.as_ref());
-    if taints.is_some_and(|t| t.iter().any(|t| t.effect != "PreferNoSchedule")) {
-        return Some("Node tainted".into());
-    }
-    None
+    let tainted = taints.is_some_and(|t| t.iter().any(|t| t.effect != "PreferNoSchedule"));
+    Ok((!tainted, free.unwrap_or(0)))
 }
 
-/// The Pod: pinned with nodeName, no service account token, restricted-profile security context
-/// (so namespaces enforcing Pod Security admit it), labelled with the run.
+/// The Pod: pinned with nodeName (no scheduler; tolerating every taint keeps a NoExecute taint
+/// from evicting it), no service account token, restricted-profile security context (so
+/// namespaces enforcing Pod Security admit it), labelled with the run.
 fn manifest(name: &str, opts: &PodOpts, node: &str) -> Result<Pod> {
     Ok(serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -199,6 +197,7 @@ fn manifest(name: &str, opts: &PodOpts, node: &str) -> Result<Pod> {
             "enableServiceLinks": false,
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": 1,
+            "tolerations": [{"operator": "Exists"}],
             "securityContext": {"runAsNonRoot": true, "runAsUser": 65535,
                                 "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [{"name": "pause", "image": opts.image,
@@ -355,9 +354,14 @@ mod tests {
     fn which_nodes_can_take_the_pod() {
         let ok = node("True", json!({}));
         let soft = node("True", json!({"taints": [{"key": "k", "effect": "PreferNoSchedule"}]}));
-        assert_eq!(unfit(&pool("True", true, 5), Some(&ok)), None);
-        assert_eq!(unfit(&pool("True", true, 5), Some(&soft)), None);
         let hard = node("True", json!({"taints": [{"key": "k", "effect": "NoSchedule"}]}));
+        assert_eq!(score(&pool("True", true, 5), Some(&ok)), Ok((true, 5)));
+        assert_eq!(score(&pool("True", true, 5), Some(&soft)), Ok((true, 5)));
+        // Tainted ranks below any untainted node, however many addresses it has free.
+        assert_eq!(score(&pool("True", true, 9), Some(&hard)), Ok((false, 9)));
+        assert!(
+            score(&pool("True", true, 9), Some(&hard)) < score(&pool("True", true, 1), Some(&ok))
+        );
         let cordoned = node("True", json!({"unschedulable": true}));
         let mut bare = pool("True", true, 5);
         bare.status = None;
@@ -369,9 +373,8 @@ mod tests {
             ("no Node", pool("True", true, 5), None),
             ("Node not Ready", pool("True", true, 5), Some(&node("Unknown", json!({})))),
             ("Node unschedulable", pool("True", true, 5), Some(&cordoned)),
-            ("Node tainted", pool("True", true, 5), Some(&hard)),
         ] {
-            assert_eq!(unfit(&p, n).as_deref(), Some(want));
+            assert_eq!(score(&p, n), Err(want.to_string()));
         }
     }
 }
