@@ -200,6 +200,10 @@ impl StandIn {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_enipool-e2e"));
         cmd.args(args).arg("--kubeconfig").arg(&self.kubeconfig);
         cmd.env_remove("ENIPOOL_E2E_EC2_ENDPOINT").env_remove("ENIPOOL_E2E_KUBECONFIG");
+        // With --kubeconfig these would mean real EC2 (`Target::real_ec2`).
+        for k in enipool_e2e::runner::AWS_SETTINGS {
+            cmd.env_remove(k);
+        }
         cmd.stdin(std::process::Stdio::null());
         cmd
     }

@@ -120,11 +120,12 @@ impl Cluster {
     /// one of `target.kubeconfig`; fails (saying so) against real EC2, which cannot host the
     /// fabric's nodes.
     pub async fn up(target: &crate::runner::Target, mut spec: Spec) -> Result<Cluster> {
-        if target.ec2_endpoint.is_some() {
+        if let Some(why) = target.real_ec2() {
             bail!(
                 "scenario needs the EC2 simulator (its nodes are network namespaces the simulator's \
-                 instances are mirrored into) and cannot run against real EC2 (--ec2-endpoint); \
-                 drop --ec2-endpoint (--kubeconfig alone runs it against a real Kubernetes API)"
+                 instances are mirrored into) and cannot run against real EC2 ({why}); drop \
+                 --ec2-endpoint and unset AWS_PROFILE/AWS_REGION/AWS_DEFAULT_REGION (--kubeconfig \
+                 alone runs it against a real Kubernetes API)"
             );
         }
         let step = |msg: &str| {

@@ -18,10 +18,11 @@ pub fn main(target: &Target) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    if target.ec2_endpoint.is_some() {
+    if let Some(why) = target.real_ec2() {
         eprintln!(
-            "enipool-e2e demo: the demo's nodes are network namespaces of the EC2 simulator; drop \
-             --ec2-endpoint (--kubeconfig alone runs it against a real cluster's Kubernetes API)"
+            "enipool-e2e demo: the demo's nodes are network namespaces of the EC2 simulator, not \
+             real EC2 ({why}); drop --ec2-endpoint and unset AWS_PROFILE/AWS_REGION/\
+             AWS_DEFAULT_REGION (--kubeconfig alone runs it against a real cluster's Kubernetes API)"
         );
         return ExitCode::FAILURE;
     }

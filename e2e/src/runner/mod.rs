@@ -5,8 +5,9 @@
 //! `--kubeconfig` replaces the test platform's Kubernetes API with a real cluster's: the scenarios
 //! that bring up a platform cluster keep the EC2 simulator and the network-namespace nodes and
 //! register those nodes in that API, under per-run names, removing everything at the end
-//! (`cluster::external`). `--ec2-endpoint` (real EC2) is for the scenarios that check an existing
-//! cluster; the platform's scenarios refuse it.
+//! (`cluster::external`). Real EC2 (`--ec2-endpoint`, or `--kubeconfig` with AWS_PROFILE,
+//! AWS_REGION or AWS_DEFAULT_REGION set: [`Target::real_ec2`]) is for the scenarios that check an
+//! existing cluster; the platform's scenarios refuse it, and `run` without names skips them.
 
 mod demo;
 pub mod flags;
@@ -66,6 +67,27 @@ pub struct Target {
     pub cluster_name: Option<String>,
 }
 
+/// Settings that, with `--kubeconfig`, say "use real AWS" when `--ec2-endpoint` is not given.
+pub const AWS_SETTINGS: [&str; 3] = ["AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION"];
+
+impl Target {
+    /// Why EC2 is the real one, or `None` for the simulator: `--ec2-endpoint`, or `--kubeconfig`
+    /// with the standard AWS settings in the environment. One rule for every scenario, so a run
+    /// never mixes the simulator and real EC2.
+    pub fn real_ec2(&self) -> Option<String> {
+        if let Some(e) = &self.ec2_endpoint {
+            return Some(format!("--ec2-endpoint {e}"));
+        }
+        self.kubeconfig.as_ref()?;
+        let set: Vec<&str> = AWS_SETTINGS
+            .iter()
+            .copied()
+            .filter(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+            .collect();
+        (!set.is_empty()).then(|| format!("--kubeconfig with {} set", set.join(", ")))
+    }
+}
+
 impl Cli {
     /// Run the command; the exit code says whether everything passed.
     pub fn main(self) -> ExitCode {
@@ -91,10 +113,22 @@ fn run(target: &Target, names: &[String], timeout: Duration) -> ExitCode {
         eprintln!("unknown scenario(s): {unknown:?}; see `enipool-e2e list`");
         return ExitCode::FAILURE;
     }
+    let real = target.real_ec2();
     let selected: Vec<&Scenario> = SCENARIOS
         .iter()
-        .filter(|s| names.is_empty() || names.iter().any(|n| n == s.name))
+        .filter(|s| match names.is_empty() {
+            // Everything, except what cannot run against real EC2 when that is the target.
+            true => real.is_none() || s.real_ec2,
+            false => names.iter().any(|n| n == s.name),
+        })
         .collect();
+    if let (Some(why), true) = (&real, names.is_empty()) {
+        println!(
+            "real EC2 ({why}): running the {} scenarios that work against it; the others need the \
+             EC2 simulator's network-namespace nodes",
+            selected.len()
+        );
+    }
     init_logging();
     let rt = match runtime() {
         Ok(rt) => rt,
@@ -164,4 +198,30 @@ pub(crate) fn teardown_on_signal() {
         eprintln!("cleaned up.");
         std::process::exit(130);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_ec2_only_when_asked() {
+        // The environment is not touched (tests run in parallel): only the cases it cannot change.
+        let t = Target::default();
+        assert_eq!(t.real_ec2(), None, "no flags: the simulator, whatever the environment");
+        let t = Target { ec2_endpoint: Some("aws".into()), ..Target::default() };
+        assert_eq!(t.real_ec2().as_deref(), Some("--ec2-endpoint aws"));
+        let t = Target {
+            kubeconfig: Some("/k".into()),
+            ec2_endpoint: Some("http://127.0.0.1:1".into()),
+            ..Target::default()
+        };
+        assert!(t.real_ec2().is_some());
+    }
+
+    #[test]
+    fn scenarios_that_run_against_real_ec2() {
+        let real: Vec<&str> = SCENARIOS.iter().filter(|s| s.real_ec2).map(|s| s.name).collect();
+        assert_eq!(real, ["crds-served", "pools-match-ec2", "pod-gets-vpc-ip"]);
+    }
 }

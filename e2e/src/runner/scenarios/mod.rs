@@ -22,20 +22,25 @@ pub struct Scenario {
     pub name: &'static str,
     /// One line saying what it proves.
     pub about: &'static str,
+    /// Runs against real EC2 too (the others need the simulator's network-namespace nodes).
+    pub real_ec2: bool,
     /// The scenario itself.
     pub run: fn(Target) -> BoxFuture<'static, anyhow::Result<()>>,
 }
 
 macro_rules! scenario {
     ($name:literal, $about:literal, $f:path) => {
-        Scenario { name: $name, about: $about, run: |t| Box::pin($f(t)) }
+        Scenario { name: $name, about: $about, real_ec2: false, run: |t| Box::pin($f(t)) }
+    };
+    (real $name:literal, $about:literal, $f:path) => {
+        Scenario { name: $name, about: $about, real_ec2: true, run: |t| Box::pin($f(t)) }
     };
 }
 
 /// Every scenario, in the order `run` executes them.
 pub static SCENARIOS: &[Scenario] = &[
     scenario!(
-        "crds-served",
+        real "crds-served",
         "the CRDs from crds/ install and serve both kinds with their printer columns (real clusters too)",
         kubectl::crds_served
     ),
@@ -103,12 +108,12 @@ pub static SCENARIOS: &[Scenario] = &[
         chaos::throttling_storm
     ),
     scenario!(
-        "pools-match-ec2",
+        real "pools-match-ec2",
         "every pool's ENIs and addresses are in EC2 where it says, none held twice, no leaked ENI, pod IPs from their node's pool (real clusters too)",
         real::pools_match_ec2
     ),
     scenario!(
-        "pod-gets-vpc-ip",
+        real "pod-gets-vpc-ip",
         "a Pod pinned to a node gets an address EC2 assigned to the node's ENIs, and gives it back when deleted (real clusters too)",
         real::pod_gets_vpc_ip
     ),

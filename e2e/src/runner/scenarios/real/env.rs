@@ -4,7 +4,7 @@
 
 use super::RealEnv;
 use crate::cluster::{kube::client_for, Cluster, REGION};
-use crate::runner::Target;
+use crate::runner::{Target, AWS_SETTINGS};
 use anyhow::{bail, Context, Result};
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use enipool_crds::{tags, ENIPool};
@@ -32,17 +32,11 @@ pub enum Mode {
     Real,
 }
 
-/// Settings that say "use real AWS" when `--ec2-endpoint` is not given.
-const AWS_SETTINGS: [&str; 3] = ["AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION"];
-
-/// The mode the flags ask for: an existing cluster needs `--kubeconfig` and real EC2
-/// (`--ec2-endpoint`, or the standard AWS settings in the environment); `--ec2-endpoint` alone
-/// names no cluster whose pools could be checked.
+/// The mode the flags ask for ([`Target::real_ec2`]): an existing cluster needs `--kubeconfig`
+/// and real EC2; `--ec2-endpoint` alone names no cluster whose pools could be checked.
 pub fn mode(t: &Target, scenario: &str) -> Result<Mode> {
-    let aws = AWS_SETTINGS.iter().any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
-    match (&t.kubeconfig, &t.ec2_endpoint) {
+    match (&t.kubeconfig, t.real_ec2()) {
         (Some(_), Some(_)) => Ok(Mode::Real),
-        (Some(_), None) if aws => Ok(Mode::Real),
         (_, None) => Ok(Mode::Platform),
         (None, Some(_)) => bail!(
             "{scenario} checks an existing cluster against the EC2 its operator uses: with \
