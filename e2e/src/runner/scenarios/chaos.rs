@@ -301,20 +301,28 @@ pub async fn throttling_storm(t: Target) -> Result<()> {
             if throttled * 2 > total {
                 bail!("{throttled} of {total} EC2 calls throttled: the operator does not back off");
             }
-            // Converged means at target, and the target is the demand: 12 pods + 2 warm each.
-            wait::poll("every node's EC2 allocation at its target of 14", SETTLE, || async {
-                for n in c.nodes() {
-                    let pool = c.pool(&n.name).await?;
-                    let target = pool.status.and_then(|s| s.target).map(|t| t.ips);
-                    let (enis, addrs, _) = ec2_view(c, &n.instance_id);
-                    ensure!(
-                        target == Some(14) && addrs == 14,
-                        "{}: target {target:?}, EC2 holds {addrs} addresses on {enis} ENIs",
-                        n.name
-                    );
-                }
-                Ok(())
-            })
+            // Converged means the target is the demand (12 pods + 2 warm each) and EC2 holds it,
+            // never more than target + batch (1). One address over the target is also where a
+            // node may stay: a transient pending pod can raise the target by one, and an excess of
+            // one is inside the release hysteresis (warmIPs / 2 = 1), which exists so such an
+            // address is not released and re-assigned back and forth.
+            wait::poll(
+                "every node's EC2 allocation at its target of 14 (+ batch 1)",
+                SETTLE,
+                || async {
+                    for n in c.nodes() {
+                        let pool = c.pool(&n.name).await?;
+                        let target = pool.status.and_then(|s| s.target).map(|t| t.ips);
+                        let (enis, addrs, _) = ec2_view(c, &n.instance_id);
+                        ensure!(
+                            target == Some(14) && (14..=15).contains(&addrs),
+                            "{}: target {target:?}, EC2 holds {addrs} addresses on {enis} ENIs",
+                            n.name
+                        );
+                    }
+                    Ok(())
+                },
+            )
             .await?;
             check_pod_status_ips(c).await
         })
