@@ -104,3 +104,65 @@ fn pod_on_primary_eni_is_wired_and_node_rules_are_idempotent() {
     let tables = sh("ip netns exec enip-t-node nft list tables");
     assert!(!tables.contains("enipool"));
 }
+
+/// DEL deletes a pod's rules by their specification (no dump of the node's rules): every from-pod
+/// rule whatever its destination (also one for a VPC CIDR dropped since the ADD), the to-pod rule,
+/// nothing of another pod's or at another priority; a repeated DEL and the DEL of a half-done ADD
+/// (only the to-pod rule, no veth) succeed and clean up.
+#[test]
+fn teardown_deletes_exactly_the_pods_rules() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test needs root (it creates network namespaces)"
+    );
+    let node = Netns::new("enip-t2-node");
+    let pod = Netns::new("enip-t2-pod");
+    let host = NetlinkHost::start(Some(node.path().into())).unwrap();
+    let p = PodConfig {
+        netns: pod.path(),
+        if_name: "eth0".into(),
+        host_if: host_veth_name(&pod.path(), "eth0"),
+        ip: "10.77.0.30".parse().unwrap(),
+        table: 3,
+        from_rule_dsts: vec!["10.77.0.0/16".parse().unwrap(), "10.99.0.0/16".parse().unwrap()],
+        mtu: 1500,
+    };
+    host.setup_pod(&p).unwrap();
+    let n = "ip -n enip-t2-node rule add";
+    // A from-pod rule of a VPC CIDR removed since the ADD, and rules that are not this pod's.
+    sh(&format!("{n} prio 1536 from 10.77.0.30 to 10.55.0.0/16 lookup 3"));
+    sh(&format!("{n} prio 512 to 10.77.0.3 lookup main"));
+    sh(&format!("{n} prio 1536 from 10.77.0.3 to 10.77.0.0/16 lookup 3"));
+    sh(&format!("{n} prio 1537 from 10.77.0.30 lookup 4"));
+    sh(&format!("{n} prio 512 to 10.77.0.30/31 lookup main"));
+    let rules = sh("ip -n enip-t2-node rule");
+    assert_eq!(rules.matches("from 10.77.0.30 to").count(), 3, "{rules}");
+    assert!(rules.contains("512:\tfrom all to 10.77.0.30 lookup main"), "{rules}");
+    // DEL after an agent restart: a new host knows only what the store has (the PodConfig).
+    drop(host);
+    let host = NetlinkHost::start(Some(node.path().into())).unwrap();
+    assert!(host.teardown_pod(&p).is_empty());
+    let rules = sh("ip -n enip-t2-node rule");
+    assert!(!rules.contains("from 10.77.0.30 to"), "{rules}");
+    assert!(!rules.contains("to 10.77.0.30 lookup"), "{rules}");
+    for other in [
+        "512:\tfrom all to 10.77.0.3 lookup main",
+        "1536:\tfrom 10.77.0.3 to 10.77.0.0/16 lookup 3",
+        "1537:\tfrom 10.77.0.30 lookup 4",
+        "512:\tfrom all to 10.77.0.30/31 lookup main",
+    ] {
+        assert!(rules.contains(other), "{other:?} deleted: {rules}");
+    }
+    assert!(host.teardown_pod(&p).is_empty(), "teardown twice: gone is success");
+    // Half-done ADD (crash after the to-pod rule, before anything else): no veth, one rule.
+    sh(&format!("{n} prio 512 to 10.77.0.31 lookup main"));
+    let half = PodConfig {
+        ip: "10.77.0.31".parse().unwrap(),
+        host_if: host_veth_name(&pod.path(), "eth1"),
+        if_name: "eth1".into(),
+        ..p.clone()
+    };
+    assert!(host.teardown_pod(&half).is_empty());
+    let rules = sh("ip -n enip-t2-node rule");
+    assert!(!rules.contains("10.77.0.31"), "{rules}");
+}

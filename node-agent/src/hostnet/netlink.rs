@@ -15,6 +15,7 @@ use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo,
 use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, IpVersion, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
@@ -292,27 +293,62 @@ async fn ensure_rule(
     exist_ok(req.execute().await, "add rule")
 }
 
-/// Delete the pod's rules (to-pod 512, from-pod 1536), whatever their destinations.
+/// How many rules of one kind one DEL deletes at most (one per VPC CIDR in practice): a bound on the
+/// delete-until-gone loop, never reached unless something else keeps adding rules for the pod.
+const MAX_POD_RULES: usize = 256;
+
+/// A rule selector for `RTM_DELRULE`. The kernel deletes the first rule that matches every field
+/// given and ignores the rest (`rule_find`: no table, action or destination = any), so no dump is
+/// needed to find the pod's rules.
+fn rule_selector(
+    prio: u32,
+    table: Option<u32>,
+    src: Option<Ipv4Addr>,
+    dst: Option<Ipv4Addr>,
+) -> RuleMessage {
+    let mut r = RuleMessage::default();
+    r.header.family = AddressFamily::Inet;
+    r.attributes.push(RuleAttribute::Priority(prio));
+    if let Some(t) = table {
+        r.attributes.push(RuleAttribute::Table(t));
+    }
+    if let Some(a) = src {
+        r.header.src_len = 32;
+        r.attributes.push(RuleAttribute::Source(IpAddr::V4(a)));
+    }
+    if let Some(a) = dst {
+        r.header.dst_len = 32;
+        r.attributes.push(RuleAttribute::Destination(IpAddr::V4(a)));
+    }
+    r
+}
+
+/// Delete the pod's rules by their specification, without listing the node's rules (a dump of
+/// every rule per DEL grows with the pod count): the to-pod rule (512, to ip/32, main) and every
+/// from-pod rule (1536, from ip/32, any destination and table: still found when the VPC CIDRs
+/// changed since the ADD, or the ADD stopped half-way). "No such rule" (ENOENT) ends the loop and
+/// is success, so a repeated DEL, a DEL after a restart or of a half-done ADD all clean up.
 async fn delete_pod_rules(h: &Handle, ip: Ipv4Addr) -> Vec<HostError> {
     let mut errs = Vec::new();
-    let all = match rules(h).await {
-        Ok(r) => r,
-        Err(e) => return vec![e],
-    };
-    for r in all {
-        let to = rule_has(&r, &RuleAttribute::Priority(PRIO_TO_POD))
-            && rule_has(&r, &RuleAttribute::Destination(IpAddr::V4(ip)))
-            && r.header.dst_len == 32;
-        let from = rule_has(&r, &RuleAttribute::Priority(PRIO_FROM_POD))
-            && rule_has(&r, &RuleAttribute::Source(IpAddr::V4(ip)))
-            && r.header.src_len == 32;
-        if to || from {
-            if let Err(e) = gone_ok(h.rule().del(r).execute().await, "delete rule") {
-                errs.push(e);
-            }
+    let to = rule_selector(PRIO_TO_POD, Some(MAIN_TABLE), None, Some(ip));
+    let from = rule_selector(PRIO_FROM_POD, None, Some(ip), None);
+    for (sel, op) in [(to, "delete to-pod rule"), (from, "delete from-pod rule")] {
+        if let Err(e) = delete_all(h, &sel, op).await {
+            errs.push(e);
         }
     }
     errs
+}
+
+/// Delete every rule `sel` matches, one request each, until the kernel has none left (ENOENT).
+async fn delete_all(h: &Handle, sel: &RuleMessage, op: &'static str) -> Result<(), HostError> {
+    for _ in 0..MAX_POD_RULES {
+        match h.rule().del(sel.clone()).execute().await {
+            Ok(()) => continue,
+            r => return gone_ok(r, op),
+        }
+    }
+    Err(HostError::Netlink { op, msg: format!("rules still matching after {MAX_POD_RULES}") })
 }
 
 async fn pod_host_side(h: &Handle, pod: &PodConfig, index: u32) -> Result<(), HostError> {
