@@ -166,3 +166,38 @@ fn teardown_deletes_exactly_the_pods_rules() {
     let rules = sh("ip -n enip-t2-node rule");
     assert!(!rules.contains("10.77.0.31"), "{rules}");
 }
+
+/// The pod side's batched socket: a missing link is `None`, and a failing request in a batch is
+/// reported with what it was (the first failure in order), without waiting for answers that the
+/// kernel never sends.
+#[test]
+fn pod_socket_reports_the_failing_step() {
+    use enipool_agent::hostnet::podside::{PodSide, PodSocket};
+    use enipool_agent::hostnet::HostError;
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test needs root (it creates network namespaces)"
+    );
+    let pod = Netns::new("enip-t3-pod");
+    let host_ns = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
+    let pod_ns = std::fs::File::open(pod.path()).unwrap();
+    let ps = PodSocket::open(&pod_ns, &host_ns).unwrap();
+    assert!(ps.link("eth0").unwrap().is_none());
+    assert_eq!(ps.link("lo").unwrap().unwrap().header.index, 1);
+    let side = PodSide {
+        index: 4242,
+        if_name: "eth0",
+        ip: "10.77.0.40".parse().unwrap(),
+        host_mac: vec![2, 0, 0, 0, 0, 1],
+    };
+    match ps.configure(&side) {
+        Err(HostError::Netlink { op: "pod link up", msg }) => {
+            assert!(msg.contains("No such device"), "{msg}")
+        }
+        other => panic!("expected the link-up step to fail: {other:?}"),
+    }
+    // The socket stays usable, and the thread is back in its own netns.
+    assert!(ps.link("eth0").unwrap().is_none());
+    let me = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+    assert_eq!(me, std::fs::read_link("/proc/self/ns/net").unwrap());
+}

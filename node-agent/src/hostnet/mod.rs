@@ -59,6 +59,7 @@ pub mod devconf;
 pub mod fake;
 pub mod netlink;
 pub mod nft;
+pub mod podside;
 pub mod sysctl;
 
 use ipnet::Ipv4Net;

@@ -1,18 +1,16 @@
 //! [`HostNet`] over rtnetlink. All netlink sockets live on a few dedicated OS threads
 //! ([`WORKERS`]) that entered the host netns (`--netns`) once; jobs go to an idle one and run on
-//! its current-thread runtime. A pod's netns is entered only long enough to open a socket there,
-//! then the thread returns to the host netns. Never on a tokio worker: `setns` changes the calling
-//! thread. Veth deletion (the slow part of DEL) is batched on a separate reaper thread
+//! its current-thread runtime. A pod's netns is entered only long enough to open a socket there
+//! ([`super::podside`]), then the thread returns to the host netns. Never on a tokio worker:
+//! `setns` changes the calling thread. Veth deletion (the slow part of DEL) is batched on a separate reaper thread
 //! ([`REAP_GROUP`]).
 #![allow(unsafe_code)]
 
+use super::podside::{PodSide, PodSocket};
 use super::{EniConfig, HostError, HostNet, NodeConfig, PodConfig, PodWired};
-use super::{
-    CONNMARK, MAIN_TABLE, POD_GATEWAY, PRIO_FROM_ENI, PRIO_FROM_POD, PRIO_FWMARK, PRIO_TO_POD,
-};
+use super::{CONNMARK, MAIN_TABLE, PRIO_FROM_ENI, PRIO_FROM_POD, PRIO_FWMARK, PRIO_TO_POD};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
-use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::packet_route::AddressFamily;
@@ -71,7 +69,8 @@ const fn libc_eexist() -> i32 {
     17
 }
 
-fn setns(f: &File) -> Result<(), HostError> {
+/// Move the calling thread into the netns `f`.
+pub(super) fn setns(f: &File) -> Result<(), HostError> {
     nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| HostError::Io { op: "setns", source: e.into() })
 }
@@ -198,19 +197,6 @@ impl NetlinkHost {
 }
 
 impl Ctx {
-    /// Open a handle inside another netns (the pod's), then return to the host netns.
-    fn handle_in(&self, path: &Path) -> Result<Handle, HostError> {
-        let f = open_ns(path)?;
-        // The socket registers with the reactor: create it inside the runtime's context.
-        let _rt = self.rt.enter();
-        setns(&f)?;
-        let r = rtnetlink::new_connection();
-        setns(&self.host_ns)?;
-        let (conn, h, _) = r.map_err(|e| HostError::Io { op: "pod netlink socket", source: e })?;
-        self.rt.spawn(conn);
-        Ok(h)
-    }
-
     /// Run a netlink / sysctl / nft step inside the host netns (this thread is already there).
     pub fn block<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
@@ -231,12 +217,15 @@ fn name_of(l: &LinkMessage) -> Option<String> {
     })
 }
 
-fn mac_of(l: &LinkMessage) -> String {
+fn mac_bytes(l: &LinkMessage) -> Vec<u8> {
     l.attributes
         .iter()
         .find_map(|a| if let LinkAttribute::Address(m) = a { Some(m.clone()) } else { None })
-        .map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
         .unwrap_or_default()
+}
+
+fn mac_of(l: &LinkMessage) -> String {
+    mac_bytes(l).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>, HostError> {
@@ -475,8 +464,8 @@ impl HostNet for NetlinkHost {
     fn setup_pod(&self, pod: &PodConfig) -> Result<PodWired, HostError> {
         let pod = pod.clone();
         self.run(move |c| {
-            let ph = c.handle_in(Path::new(&pod.netns))?;
             let pod_ns = open_ns(Path::new(&pod.netns))?;
+            let ps = PodSocket::open(&pod_ns, &c.host_ns)?;
             c.block(async {
                 let h = &c.h;
                 // One request creates the pair (host end up) with the pod end already named
@@ -512,48 +501,29 @@ impl HostNet for NetlinkHost {
                 let host_l = link_by_name(h, &pod.host_if)
                     .await?
                     .ok_or_else(|| HostError::NotFound(pod.host_if.clone()))?;
-                let host_mac = mac_of(&host_l);
-                // Pod side.
-                let pl = link_by_name(&ph, &pod.if_name)
-                    .await?
-                    .ok_or_else(|| HostError::NotFound(format!("{} in pod", pod.if_name)))?;
-                let pi = pl.header.index;
-                let pod_mac = mac_of(&pl);
-                // Not in the create request: the kernel configures the peer before it is paired,
-                // and a veth without its peer refuses to go up (ENOTCONN).
-                ph.link()
-                    .set(LinkUnspec::new_with_index(pi).up().build())
-                    .execute()
-                    .await
-                    .map_err(nl("pod link up"))?;
-                exist_ok(
-                    ph.address().add(pi, IpAddr::V4(pod.ip), 32).execute().await,
-                    "pod address",
-                )?;
-                let gw = RouteMessageBuilder::<Ipv4Addr>::new()
-                    .destination_prefix(POD_GATEWAY, 32)
-                    .output_interface(pi)
-                    .scope(RouteScope::Link)
-                    .build();
-                ph.route().add(gw).replace().execute().await.map_err(nl("pod gateway route"))?;
-                let def = RouteMessageBuilder::<Ipv4Addr>::new()
-                    .gateway(POD_GATEWAY)
-                    .output_interface(pi)
-                    .onlink()
-                    .build();
-                ph.route().add(def).replace().execute().await.map_err(nl("pod default route"))?;
-                let mac_bytes: Vec<u8> =
-                    host_mac.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
-                ph.neighbours()
-                    .add(pi, IpAddr::V4(POD_GATEWAY))
-                    .link_layer_address(&mac_bytes)
-                    .state(NeighbourState::Permanent)
-                    .replace()
-                    .execute()
-                    .await
-                    .map_err(nl("pod gateway neighbour"))?;
+                // The host end names its peer's index in the pod netns (IFLA_LINK), so the pod
+                // side needs no lookup first. The kernel leaves IFLA_LINK out when the peer's
+                // index equals the link's own; look the pod end up by name only then.
+                let index = match host_l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::Link(i) => Some(*i),
+                    _ => None,
+                }) {
+                    Some(i) => i,
+                    None => {
+                        ps.link(&pod.if_name)?
+                            .ok_or_else(|| HostError::NotFound(format!("{} in pod", pod.if_name)))?
+                            .header
+                            .index
+                    }
+                };
+                let host_mac = mac_bytes(&host_l);
+                // Pod side in one batch. Not in the create request: the kernel configures the
+                // peer before it is paired, and a veth without its peer refuses to go up
+                // (ENOTCONN); address, routes and neighbour can only be set from inside.
+                let pl =
+                    ps.configure(&PodSide { index, if_name: &pod.if_name, ip: pod.ip, host_mac })?;
                 pod_host_side(h, &pod, host_l.header.index).await?;
-                Ok(PodWired { host_mac, pod_mac })
+                Ok(PodWired { host_mac: mac_of(&host_l), pod_mac: mac_of(&pl) })
             })
         })
     }
@@ -607,14 +577,12 @@ impl HostNet for NetlinkHost {
     fn check_pod(&self, pod: &PodConfig) -> Result<PodWired, HostError> {
         let pod = pod.clone();
         self.run(move |c| {
-            let pod_mac = c
-                .handle_in(Path::new(&pod.netns))
+            let pod_mac = open_ns(Path::new(&pod.netns))
+                .and_then(|ns| PodSocket::open(&ns, &c.host_ns))
+                .and_then(|ps| ps.link(&pod.if_name))
                 .ok()
-                .and_then(|ph| {
-                    c.block(async {
-                        link_by_name(&ph, &pod.if_name).await.ok().flatten().map(|l| mac_of(&l))
-                    })
-                })
+                .flatten()
+                .map(|l| mac_of(&l))
                 .ok_or_else(|| HostError::NotFound(format!("{} in {}", pod.if_name, pod.netns)))?;
             c.block(async {
                 let l = link_by_name(&c.h, &pod.host_if)
