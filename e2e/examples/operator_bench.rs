@@ -6,8 +6,12 @@
 //! - `join500`: N (default 500) nodes join at once under a 5/s mutate budget with burst 50 (the
 //!   simulator's token bucket, and the operator's limiter set to the same account budget); time
 //!   until all pools are Ready, against the floor the budget allows.
-//! - `memory`: the operator BINARY (`target/<profile>/enipool-operator`, build it first) against
-//!   N (default 5000) nodes; its RSS once every pool is Ready.
+//! - `memory [N [LIMIT_SECS]]`: the operator BINARY (`ENIPOOL_OPERATOR_BIN`, default
+//!   `target/release/enipool-operator`; build it first) against N (default 5000) nodes. Prints a
+//!   progress line every 30 s (Ready count, RSS, CPU, EC2 calls), then the time until all pools
+//!   are Ready, the RSS then, its maximum over the following resync period + 30 s (resync round
+//!   and a GC run included), and its peak (VmHWM). Gives up after LIMIT_SECS (default 3600) when
+//!   not all pools are Ready by then, with the figures so far.
 
 use enipool_crds::{AgentStatus, ENIPool, AGENT_FIELD_MANAGER};
 use enipool_e2e::ec2sim::{Config, Ec2Sim, FaultConfig, RunReq, Timing, TokenBucketSpec};
@@ -19,7 +23,9 @@ use enipool_operator::{Operator, OperatorConfig};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
 use serde_json::json;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,16 +108,7 @@ impl World {
     /// Pools that are Ready with allocated == target.
     async fn ready(&self) -> anyhow::Result<usize> {
         let pools = Api::<ENIPool>::all(self.client.clone()).list(&ListParams::default()).await?;
-        Ok(pools
-            .items
-            .iter()
-            .filter(|p| {
-                let Some(s) = p.status.as_ref() else { return false };
-                let alloc: i32 = s.enis.iter().map(|e| e.ips.len() as i32).sum();
-                s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                    && s.target.as_ref().is_some_and(|t| t.ips == alloc)
-            })
-            .count())
+        Ok(pools.items.iter().filter(|p| is_ready(p)).count())
     }
 
     async fn wait_ready(&self, n: usize, timeout: Duration) -> anyhow::Result<Duration> {
@@ -128,6 +125,14 @@ impl World {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+/// Ready with allocated == target: the pool has what it wants.
+fn is_ready(p: &ENIPool) -> bool {
+    let Some(s) = p.status.as_ref() else { return false };
+    let alloc: i32 = s.enis.iter().map(|e| e.ips.len() as i32).sum();
+    s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+        && s.target.as_ref().is_some_and(|t| t.ips == alloc)
 }
 
 fn config(workers: u16) -> OperatorConfig {
@@ -217,22 +222,111 @@ async fn join_many(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
 }
 
-async fn memory(n: usize) -> anyhow::Result<()> {
+/// User + system CPU seconds of a process (`/proc/<pid>/stat`; Linux reports ticks of
+/// USER_HZ = 100). The bench's own figure shows how much of the machine the in-process simulator
+/// and API server took from the operator.
+fn cpu_secs(pid: &str) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the parenthesised command name (which may contain spaces).
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0 // utime, stime (fields 14, 15)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Ready pools counted from one watch. Listing every pool each poll (as `World::ready` does)
+/// costs O(N) deep copies under the test API's single lock plus O(N) decoding in the bench, four
+/// times a second: with 5,000 pools that competes with the operator for the 2 cores.
+struct ReadyWatch {
+    counts: tokio::sync::watch::Receiver<(usize, usize)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Pool names seen by the watch, and those Ready.
+#[derive(Default)]
+struct Names {
+    all: HashSet<String>,
+    ready: HashSet<String>,
+}
+
+impl Names {
+    fn put(&mut self, p: &ENIPool) {
+        let name = p.name_any();
+        if is_ready(p) {
+            self.ready.insert(name.clone());
+        } else {
+            self.ready.remove(&name);
+        }
+        self.all.insert(name);
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.all.remove(name);
+        self.ready.remove(name);
+    }
+}
+
+impl ReadyWatch {
+    fn start(client: kube::Client) -> Self {
+        use futures::StreamExt;
+        use kube::runtime::watcher::{self, Event};
+        let (tx, counts) = tokio::sync::watch::channel((0, 0));
+        let task = tokio::spawn(async move {
+            // (all pools, Ready pools) by name; `fresh` collects a relist until InitDone.
+            let (mut seen, mut fresh) = (Names::default(), Names::default());
+            let mut events =
+                watcher::watcher(Api::<ENIPool>::all(client), Default::default()).boxed();
+            while let Some(ev) = events.next().await {
+                match ev {
+                    Ok(Event::Apply(p)) => seen.put(&p),
+                    Ok(Event::Delete(p)) => seen.remove(&p.name_any()),
+                    Ok(Event::Init) => fresh = Names::default(),
+                    Ok(Event::InitApply(p)) => fresh.put(&p),
+                    Ok(Event::InitDone) => seen = std::mem::take(&mut fresh),
+                    Err(e) => eprintln!("bench pool watch: {e}"),
+                }
+                tx.send_replace((seen.all.len(), seen.ready.len()));
+            }
+        });
+        ReadyWatch { counts, task }
+    }
+
+    /// (pools seen, pools Ready).
+    fn counts(&self) -> (usize, usize) {
+        *self.counts.borrow()
+    }
+}
+
+/// The operator's `--resync-seconds` in the memory phase.
+const RESYNC_SECS: u64 = 300;
+
+/// Operator RSS with `n` pools, until all are Ready and over one resync period after. Prints a
+/// progress line every 30 s; gives up when not all are Ready after `limit`.
+async fn memory(n: usize, limit: Duration) -> anyhow::Result<()> {
     let w = world().await?;
     let dir = std::env::temp_dir().join(format!("enipool-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let kubeconfig = dir.join("kubeconfig");
     w.kube.write_kubeconfig(&kubeconfig)?;
+    let t0 = Instant::now();
     for i in 0..n {
         w.join(&format!("node-{i}")).await?;
     }
+    println!("{n} instances and Nodes created in {:.1}s", t0.elapsed().as_secs_f64());
     let exe = std::env::var("ENIPOOL_OPERATOR_BIN")
         .unwrap_or_else(|_| "target/release/enipool-operator".into());
+    let watch = ReadyWatch::start(w.client.clone());
+    let bench_cpu0 = cpu_secs("self");
     let mut child = tokio::process::Command::new(&exe)
         .args([
             "--cluster-name",
@@ -250,6 +344,8 @@ async fn memory(n: usize) -> anyhow::Result<()> {
             "--identity",
             "bench",
         ])
+        // Budgets far above EC2's so the run measures memory, not the account's rate limits
+        // (5,000 pools × ~4 describes at EC2's 20/s would take over 15 minutes by themselves).
         .args([
             "--mutate-qps",
             "1000",
@@ -260,24 +356,86 @@ async fn memory(n: usize) -> anyhow::Result<()> {
             "--describe-burst",
             "2000",
         ])
-        .args(["--budget-share", "1", "--workers", "32", "--resync-seconds", "300"])
+        .args([
+            "--budget-share",
+            "1",
+            "--workers",
+            "32",
+            "--resync-seconds",
+            &RESYNC_SECS.to_string(),
+        ])
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()?;
     let pid = child.id().unwrap_or(0);
-    let took = w.wait_ready(n, Duration::from_secs(3600)).await?;
-    let mut peak = 0;
-    for _ in 0..10 {
-        peak = peak.max(rss_kib(pid).unwrap_or(0));
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    let start = Instant::now();
+    let (mut rss_max, mut last_report) = (0, Duration::ZERO);
+    let report = |w: &World, what: &str| {
+        let (pools, ready) = watch.counts();
+        let c = w.sim.counters();
+        let describes: u64 =
+            c.iter().filter(|(a, _)| a.starts_with("Describe")).map(|(_, c)| c.calls).sum();
+        println!(
+            "{what} {:>6.1}s: pools {pools}, Ready {ready}/{n}; RSS {:.1} MiB, VmHWM {:.1} MiB; \
+             CPU s operator {:.0}, bench {:.0}; EC2 describes {describes}, mutating {}",
+            start.elapsed().as_secs_f64(),
+            mib(status_kib(pid, "VmRSS:").unwrap_or(0)),
+            mib(status_kib(pid, "VmHWM:").unwrap_or(0)),
+            cpu_secs(&pid.to_string()),
+            cpu_secs("self") - bench_cpu0,
+            w.mutating()
+        );
+    };
+    // After all are Ready, keep sampling for one resync period (+30 s): every pool's resync round
+    // and a GC run (every 300 s by default; it copies every cached pool) fall inside it.
+    let steady = Duration::from_secs(RESYNC_SECS + 30);
+    let (mut ready_at, mut at_ready, mut steady_max) = (None, 0, 0);
+    let settled = loop {
+        let rss = status_kib(pid, "VmRSS:").unwrap_or(0);
+        rss_max = rss_max.max(rss);
+        let now = start.elapsed();
+        if ready_at.is_none() && watch.counts().1 >= n {
+            (ready_at, at_ready) = (Some(now), rss);
+            report(&w, "all Ready");
+        }
+        if let Some(t) = ready_at {
+            steady_max = steady_max.max(rss);
+            if now >= t + steady {
+                break rss;
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("operator exited early: {status}");
+        }
+        if ready_at.is_none() && now >= limit {
+            report(&w, "gave up at");
+            anyhow::bail!("not all Ready within {}s", limit.as_secs());
+        }
+        if now >= last_report + Duration::from_secs(30) {
+            last_report = now;
+            report(&w, if ready_at.is_some() { "steady" } else { "progress" });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let took = ready_at.unwrap_or_default();
+    let hwm = status_kib(pid, "VmHWM:").unwrap_or(0);
+    let lists =
+        w.kube.audit().iter().filter(|r| r.verb == "list" && r.resource == "enipools").count();
     println!("pools: {n}; all Ready after {:.1}s", took.as_secs_f64());
     println!(
-        "operator RSS (max of 10 samples over 10 s after all Ready): {:.1} MiB",
-        peak as f64 / 1024.0
+        "operator RSS: {:.1} MiB when all Ready; max {:.1} MiB over the {} s after; {:.1} MiB at \
+         the end; peak during the run {:.1} MiB (VmHWM; sampled max {:.1} MiB)",
+        mib(at_ready),
+        mib(steady_max),
+        steady.as_secs(),
+        mib(settled),
+        mib(hwm),
+        mib(rss_max)
     );
+    println!("ENIPool list requests (initial lists + relists, bench watch included): {lists}");
     child.kill().await?;
+    watch.task.abort();
     Ok(())
 }
 
@@ -288,7 +446,10 @@ async fn main() -> anyhow::Result<()> {
     match args.get(1).map(String::as_str) {
         Some("calls") => calls().await,
         Some("join500") => join_many(n(500)).await,
-        Some("memory") => memory(n(5000)).await,
-        _ => anyhow::bail!("usage: operator_bench calls|join500 [N]|memory [N]"),
+        Some("memory") => {
+            let limit = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3600);
+            memory(n(5000), Duration::from_secs(limit)).await
+        }
+        _ => anyhow::bail!("usage: operator_bench calls|join500 [N]|memory [N [LIMIT_SECS]]"),
     }
 }
