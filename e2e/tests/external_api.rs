@@ -13,6 +13,9 @@
 //! skips: a missing piece fails the test saying what is missing. Takes about three minutes.
 //! `ENIPOOL_E2E_EXTERNAL_SCENARIOS` (comma-separated) replaces the scenario list when iterating.
 
+#[path = "common/binaries.rs"]
+mod binaries;
+
 use enipool_crds::{ENIPool, ENIPoolPolicy};
 use enipool_e2e::kubeapi::{KubeApi, KubeApiConfig};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -21,8 +24,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use kube::ResourceExt;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::path::PathBuf;
 
 /// Every scenario that brings up a platform cluster (`enipool-e2e list`), and crds-served, but
 /// ec2-throttling-storm: 80 s of EC2 pacing, where nothing depends on which Kubernetes API it is.
@@ -50,55 +52,13 @@ const REAL_NODE: &str = "ip-172-31-7-9.us-west-2.compute.internal";
 /// The cluster's own policy, selecting every Node.
 const REAL_POLICY: &str = "cluster-default";
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
-}
-
-/// The platform's binaries next to the runner, refusing ones older than their sources.
+/// The platform's binaries the runner starts, refusing ones older than their sources.
 fn check_binaries() {
-    let runner = PathBuf::from(env!("CARGO_BIN_EXE_enipool-e2e"));
-    let dir = runner.parent().expect("target dir");
-    for (bin, src) in [
-        ("enipool-operator", "operator/src"),
-        ("enipool-agent", "node-agent/src"),
-        ("enipool-cni", "cni-shim/src"),
-    ] {
-        let p = dir.join(bin);
-        let built = std::fs::metadata(&p).and_then(|m| m.modified()).unwrap_or_else(|e| {
-            panic!(
-                "{} missing ({e}): cargo build -p enipool-operator -p enipool-agent -p enipool-cni",
-                p.display()
-            )
-        });
-        for d in [src, "crds/src"] {
-            if let Some((f, t)) = newest_file(&root().join(d)) {
-                assert!(
-                    t <= built,
-                    "{} is older than {}: rebuild with `cargo build -p {bin}`",
-                    p.display(),
-                    f.display()
-                );
-            }
-        }
-    }
-}
-
-fn newest_file(dir: &Path) -> Option<(PathBuf, SystemTime)> {
-    let mut best: Option<(PathBuf, SystemTime)> = None;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let (p, Ok(m)) = (e.path(), e.metadata()) else { continue };
-            if m.is_dir() {
-                stack.push(p);
-            } else if let Ok(t) = m.modified() {
-                if best.as_ref().is_none_or(|(_, b)| t > *b) {
-                    best = Some((p, t));
-                }
-            }
-        }
-    }
-    best
+    let build = "cargo build -p enipool-operator -p enipool-agent -p enipool-cni";
+    // The same directory the runner (target/debug/enipool-e2e) takes them from.
+    binaries::fresh_binary("enipool-operator", &["operator/src", "crds/src"], build);
+    binaries::fresh_binary("enipool-agent", &["node-agent/src", "cni-shim/src", "crds/src"], build);
+    binaries::fresh_binary("enipool-cni", &["cni-shim/src"], build);
 }
 
 async fn create<K>(api: &Api<K>, v: serde_json::Value)
