@@ -296,14 +296,13 @@ async fn reconcile_live(pool: &ENIPool, ctx: &Context) -> Result<Action> {
 }
 
 /// One GC run (leader only). Skipped while a pool is malformed: its ENIs and journal cannot be
-/// read, so they could not be protected.
+/// read, so they could not be protected. Only the referenced ids are collected from the cache.
 pub async fn gc_once(ctx: &Context, grace_secs: i64) -> Vec<String> {
-    let (pools, malformed) = ctx.valid_pools();
-    if malformed {
+    let Some(referenced) = crate::gc::referenced(ctx.pools.state().iter().map(Arc::as_ref)) else {
         tracing::warn!("GC skipped: a malformed ENIPool's ENIs cannot be told apart from leaks");
         return vec![];
-    }
-    crate::gc::run_once(ctx.shared.ec2.as_ref(), &ctx.shared.cluster, &pools, grace_secs).await
+    };
+    crate::gc::run_once(ctx.shared.ec2.as_ref(), &ctx.shared.cluster, &referenced, grace_secs).await
 }
 
 /// Requeue policy: transient errors back off with jitter; permanent ones wait longer.

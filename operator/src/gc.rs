@@ -6,16 +6,23 @@ use crate::ec2::{Ec2Api, Eni};
 use crate::sync::is_managed;
 use enipool_crds::{tags, ENIPool};
 use k8s_openapi::jiff::Timestamp;
+use kube::core::DeserializeGuard;
 use std::collections::BTreeSet;
 
 /// ENIs deleted per run at most (Cilium caps at 25 per interval).
 pub const DEFAULT_CAP: usize = 25;
 
-/// Ids and operation ids the pools still reference.
-pub fn referenced(pools: &[std::sync::Arc<ENIPool>]) -> BTreeSet<String> {
+/// The ENI ids and operation ids the cached pools still reference (their published ENIs and
+/// their journals), read in place from the cache's guards: only the ids are copied, never a pool
+/// (copying every pool cost 26 MiB at 5,000 pools). `None` when a pool is malformed: its ENIs and
+/// journal cannot be read, so they could not be protected.
+pub fn referenced<'a>(
+    pools: impl IntoIterator<Item = &'a DeserializeGuard<ENIPool>>,
+) -> Option<BTreeSet<String>> {
     let mut r = BTreeSet::new();
-    for p in pools {
-        let Some(s) = p.status.as_ref() else { continue };
+    for g in pools {
+        let pool = g.0.as_ref().ok()?;
+        let Some(s) = pool.status.as_ref() else { continue };
         r.extend(s.enis.iter().map(|e| e.id.clone()));
         for op in &s.operations {
             r.insert(op.id.clone());
@@ -24,7 +31,7 @@ pub fn referenced(pools: &[std::sync::Arc<ENIPool>]) -> BTreeSet<String> {
             }
         }
     }
-    r
+    Some(r)
 }
 
 /// Which ENIs to delete (pure).
@@ -51,11 +58,12 @@ pub fn select_leaked(
         .collect()
 }
 
-/// One GC pass; returns the ENIs deleted.
+/// One GC pass over the ENIs tagged with `cluster`, sparing `referenced` (see [`referenced`]);
+/// returns the ENIs deleted.
 pub async fn run_once(
     ec2: &dyn Ec2Api,
     cluster: &str,
-    pools: &[std::sync::Arc<ENIPool>],
+    referenced: &BTreeSet<String>,
     grace_secs: i64,
 ) -> Vec<String> {
     let enis = match ec2.list_cluster_enis(cluster).await {
@@ -65,14 +73,8 @@ pub async fn run_once(
             return vec![];
         }
     };
-    let victims = select_leaked(
-        &enis,
-        cluster,
-        Timestamp::now(),
-        grace_secs,
-        &referenced(pools),
-        DEFAULT_CAP,
-    );
+    let victims =
+        select_leaked(&enis, cluster, Timestamp::now(), grace_secs, referenced, DEFAULT_CAP);
     let mut deleted = vec![];
     for id in victims {
         match ec2.delete_eni(&id).await {
@@ -126,5 +128,58 @@ mod tests {
             vec!["eni-old".to_string()]
         );
         assert!(select_leaked(&enis, "c", Timestamp::now(), 600, &refs, 0).is_empty(), "rate cap");
+    }
+
+    /// A pool publishing `enis` with the journal `ops` (`None`: no status yet).
+    fn pool(name: &str, status: Option<(&[&str], serde_json::Value)>) -> DeserializeGuard<ENIPool> {
+        let mut p = ENIPool::new(name, Default::default());
+        p.status = status.map(|(enis, ops)| enipool_crds::ENIPoolStatus {
+            enis: enis
+                .iter()
+                .map(|id| enipool_crds::EniStatus { id: id.to_string(), ..Default::default() })
+                .collect(),
+            operations: serde_json::from_value(ops).expect("operations"),
+            ..Default::default()
+        });
+        DeserializeGuard(Ok(p))
+    }
+
+    fn op(id: &str, kind: &str, eni: &str) -> serde_json::Value {
+        serde_json::json!({"id": id, "type": kind, "eniID": eni, "startedAt": "2026-01-01T00:00:00Z"})
+    }
+
+    #[test]
+    fn referenced_are_published_enis_journal_ids_and_journal_enis() {
+        let pools = [
+            pool("a", Some((&["eni-a0", "eni-a1"], serde_json::json!([])))),
+            // A CreateENI before EC2 answered has no ENI yet: its operation id (the ENI's
+            // operation tag) protects what it may have created.
+            pool(
+                "b",
+                Some((
+                    &[],
+                    serde_json::json!([
+                        op("op-b1", "CreateENI", ""),
+                        op("op-b2", "AttachENI", "eni-b2"),
+                    ]),
+                )),
+            ),
+            pool("c", None),
+        ];
+        let want: BTreeSet<String> =
+            ["eni-a0", "eni-a1", "op-b1", "op-b2", "eni-b2"].map(String::from).into();
+        assert_eq!(referenced(pools.iter()), Some(want));
+        assert_eq!(referenced([]), Some(BTreeSet::new()));
+    }
+
+    #[test]
+    fn a_malformed_pool_means_no_referenced_set() {
+        let bad = DeserializeGuard::<ENIPool>(Err(kube::core::error_boundary::InvalidObject {
+            error: "spec: missing field `nodeName`".into(),
+            metadata: Default::default(),
+        }));
+        let good = pool("a", Some((&["eni-a0"], serde_json::json!([]))));
+        assert_eq!(referenced([&good, &bad]), None, "GC must not run blind to a pool's ENIs");
+        assert_eq!(referenced([&bad, &good]), None);
     }
 }
