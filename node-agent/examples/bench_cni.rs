@@ -8,13 +8,16 @@
 //! target/release/examples/bench_cni [PAIRS] [CONCURRENCY]     # default 1000 1
 //! ```
 //! The shim is `ENIPOOL_CNI_BIN` or `target/release/enipool-cni`; Debian's plugins are taken from
-//! `CNI_PLUGIN_DIR` (default `/usr/lib/cni`). Every plugin is exec'd as a runtime does: `CNI_*`
+//! `CNI_PLUGIN_DIR` (default `/usr/lib/cni`). `BENCH_NODE_PODS=N` first adds the ip rules of N
+//! other pods on a secondary ENI (a to-pod and a from-pod rule each) to the node, as on a busy
+//! node: the cost of anything that lists rules grows with them. Every plugin is exec'd as a runtime does: `CNI_*`
 //! env, the network config on stdin, from a thread inside the "node" netns. The agent core runs
 //! in this process (store on disk with fsync, netlink workers in the node netns, the CNI socket
 //! server on a 2-worker tokio runtime), so the RSS printed is the agent core plus this harness.
 
 use enipool_agent::agent::{Agent, CoreConfig};
 use enipool_agent::hostnet::netlink::NetlinkHost;
+use enipool_agent::hostnet::{host_veth_name, HostNet, PodConfig};
 use enipool_agent::metrics::Metrics;
 use enipool_agent::pool::{EniView, PoolView};
 use enipool_agent::program::{HostSettings, Programmer};
@@ -214,6 +217,24 @@ fn main() {
          ip -n {NODE} addr add 10.88.0.10/16 dev eth0 && ip -n {NODE} link set eth0 up && \
          ip -n {VPC} link set n0 up"
     ));
+    let node_pods: usize = std::env::var("BENCH_NODE_PODS").map_or(0, |s| s.parse().expect("N"));
+    if node_pods > 0 {
+        let batch: String = (0..node_pods)
+            .map(|i| {
+                let ip = format!("10.89.{}.{}", i / 250, 1 + i % 250);
+                format!(
+                    "rule add prio 512 to {ip} lookup main\nrule add prio 1536 from {ip} to 10.88.0.0/16 lookup 2\n"
+                )
+            })
+            .collect();
+        let mut ip = Command::new("ip")
+            .args(["-n", NODE, "-batch", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        ip.stdin.take().unwrap().write_all(batch.as_bytes()).unwrap();
+        assert!(ip.wait().unwrap().success(), "adding the other pods' rules");
+    }
     let dir = tempfile::tempdir().unwrap();
 
     // The agent core, warm: one primary ENI with 64 /28 prefixes (1024 addresses), programmed.
@@ -225,7 +246,7 @@ fn main() {
         Agent::open(
             &dir.path().join("allocations.redb"),
             "bench",
-            host,
+            host.clone(),
             cfg,
             Arc::new(Metrics::unregistered()),
         )
@@ -283,7 +304,7 @@ fn main() {
     .to_string();
 
     println!(
-        "bench_cni: {pairs} ADD+DEL pairs, concurrency {conc}, shim {}, plugins {}",
+        "bench_cni: {pairs} ADD+DEL pairs, concurrency {conc}, {node_pods} other pods' rules, shim {}, plugins {}",
         shim.display(),
         plugins.display()
     );
@@ -324,9 +345,40 @@ fn main() {
         }
         core.wall = start.elapsed();
     }
+    // Host wiring alone: NetlinkHost::setup_pod + teardown_pod (no store, no socket, no agent
+    // locks), a pod on a secondary ENI (to-pod and from-pod rule): the netlink part of ADD/DEL.
+    let mut wire = Run { add: vec![], del: vec![], wall: Duration::ZERO, errors: vec![] };
+    {
+        let pods: Vec<Netns> =
+            (0..NS_PER_WORKER).map(|k| Netns::new(&format!("enipb-wire-{k}"))).collect();
+        let start = Instant::now();
+        for i in 0..pairs.min(200) {
+            let netns = pods[i % NS_PER_WORKER].path();
+            let p = PodConfig {
+                host_if: host_veth_name(&netns, "eth0"),
+                netns,
+                if_name: "eth0".into(),
+                ip: std::net::Ipv4Addr::new(10, 88, 40, (i % 250) as u8 + 1),
+                table: 2,
+                from_rule_dsts: vec!["10.88.0.0/16".parse().unwrap()],
+                mtu: 9001,
+            };
+            let t = Instant::now();
+            match host.setup_pod(&p) {
+                Ok(_) => wire.add.push(t.elapsed()),
+                Err(e) => wire.errors.push(e.to_string()),
+            }
+            let t = Instant::now();
+            let errs = host.teardown_pod(&p);
+            wire.del.push(t.elapsed());
+            wire.errors.extend(errs.iter().map(|e| e.to_string()));
+        }
+        wire.wall = start.elapsed();
+    }
     let (rss, hwm) = rss_kib();
     println!();
     report("agent core, no exec", &mut core, pairs.min(200));
+    report("host wiring only", &mut wire, pairs.min(200));
     let pe = report("enipool (shim+agent)", &mut e, pairs);
     let pb = report("bridge+host-local", &mut b, pairs);
     println!(
@@ -340,7 +392,16 @@ fn main() {
     println!("allocations left: {}, cooling: {}", st.allocations.len(), st.cooling.len());
     drop(agent);
     rt.shutdown_timeout(Duration::from_secs(1));
-    if !e.errors.is_empty() || !b.errors.is_empty() {
+    for (name, r) in [("enipool", &e), ("bridge", &b), ("core", &core), ("wiring", &wire)] {
+        if let Some(first) = r.errors.first() {
+            println!("{name}: {} errors, first: {first}", r.errors.len());
+        }
+    }
+    if !e.errors.is_empty()
+        || !b.errors.is_empty()
+        || !core.errors.is_empty()
+        || !wire.errors.is_empty()
+    {
         std::process::exit(1);
     }
 }
