@@ -60,6 +60,7 @@ pub mod fake;
 pub mod netlink;
 pub mod nft;
 pub mod podside;
+mod rules;
 pub mod sysctl;
 
 use ipnet::Ipv4Net;

@@ -7,14 +7,14 @@
 #![allow(unsafe_code)]
 
 use super::podside::{PodSide, PodSocket};
+use super::rules::{delete_pod_rules, ensure_rule, rule_has, rules};
 use super::{EniConfig, HostError, HostNet, NodeConfig, PodConfig, PodWired};
 use super::{CONNMARK, MAIN_TABLE, PRIO_FROM_ENI, PRIO_FROM_POD, PRIO_FWMARK, PRIO_TO_POD};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
-use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
-use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{Handle, IpVersion, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::packet_route::rule::RuleAttribute;
+use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
@@ -38,7 +38,7 @@ pub struct NetlinkHost {
     netns: Option<PathBuf>,
 }
 
-fn nl(op: &'static str) -> impl FnOnce(rtnetlink::Error) -> HostError {
+pub(super) fn nl(op: &'static str) -> impl FnOnce(rtnetlink::Error) -> HostError {
     move |e| HostError::Netlink { op, msg: e.to_string() }
 }
 
@@ -50,7 +50,7 @@ fn errno(e: &rtnetlink::Error) -> i32 {
 }
 
 /// Treat EEXIST as success (idempotent add).
-fn exist_ok(r: Result<(), rtnetlink::Error>, op: &'static str) -> Result<(), HostError> {
+pub(super) fn exist_ok(r: Result<(), rtnetlink::Error>, op: &'static str) -> Result<(), HostError> {
     match r {
         Err(e) if errno(&e) == libc_eexist() => Ok(()),
         r => r.map_err(nl(op)),
@@ -58,7 +58,7 @@ fn exist_ok(r: Result<(), rtnetlink::Error>, op: &'static str) -> Result<(), Hos
 }
 
 /// Treat ENOENT/ESRCH/ENODEV as success (idempotent delete).
-fn gone_ok(r: Result<(), rtnetlink::Error>, op: &'static str) -> Result<(), HostError> {
+pub(super) fn gone_ok(r: Result<(), rtnetlink::Error>, op: &'static str) -> Result<(), HostError> {
     match r {
         Err(e) if [2, 3, 19].contains(&errno(&e)) => Ok(()),
         r => r.map_err(nl(op)),
@@ -246,98 +246,6 @@ async fn set_up(h: &Handle, index: u32, mtu: u32) -> Result<(), HostError> {
         .execute()
         .await
         .map_err(nl("link up"))
-}
-
-async fn rules(h: &Handle) -> Result<Vec<RuleMessage>, HostError> {
-    h.rule().get(IpVersion::V4).execute().try_collect().await.map_err(nl("list rules"))
-}
-
-fn rule_has(r: &RuleMessage, a: &RuleAttribute) -> bool {
-    r.attributes.contains(a)
-}
-
-/// Add a rule unless an identical one exists.
-async fn ensure_rule(
-    h: &Handle,
-    prio: u32,
-    table: u32,
-    src: Option<(Ipv4Addr, u8)>,
-    dst: Option<(Ipv4Addr, u8)>,
-    mark: Option<u32>,
-) -> Result<(), HostError> {
-    // The builder leaves the action FR_ACT_UNSPEC ("lookup main none" in `ip rule`), which the
-    // kernel's fib4_rule_action answers with EINVAL: every lookup matching the rule fails (a pod
-    // could not even get a reply from its own node). Always say "to table".
-    let mut req = h.rule().add().v4().priority(prio).table_id(table).action(RuleAction::ToTable);
-    if let Some((a, l)) = src {
-        req = req.source_prefix(a, l);
-    }
-    if let Some((a, l)) = dst {
-        req = req.destination_prefix(a, l);
-    }
-    if let Some(m) = mark {
-        req = req.fw_mark(m);
-        req.message_mut().attributes.push(RuleAttribute::FwMask(m));
-    }
-    exist_ok(req.execute().await, "add rule")
-}
-
-/// How many rules of one kind one DEL deletes at most (one per VPC CIDR in practice): a bound on the
-/// delete-until-gone loop, never reached unless something else keeps adding rules for the pod.
-const MAX_POD_RULES: usize = 256;
-
-/// A rule selector for `RTM_DELRULE`. The kernel deletes the first rule that matches every field
-/// given and ignores the rest (`rule_find`: no table, action or destination = any), so no dump is
-/// needed to find the pod's rules.
-fn rule_selector(
-    prio: u32,
-    table: Option<u32>,
-    src: Option<Ipv4Addr>,
-    dst: Option<Ipv4Addr>,
-) -> RuleMessage {
-    let mut r = RuleMessage::default();
-    r.header.family = AddressFamily::Inet;
-    r.attributes.push(RuleAttribute::Priority(prio));
-    if let Some(t) = table {
-        r.attributes.push(RuleAttribute::Table(t));
-    }
-    if let Some(a) = src {
-        r.header.src_len = 32;
-        r.attributes.push(RuleAttribute::Source(IpAddr::V4(a)));
-    }
-    if let Some(a) = dst {
-        r.header.dst_len = 32;
-        r.attributes.push(RuleAttribute::Destination(IpAddr::V4(a)));
-    }
-    r
-}
-
-/// Delete the pod's rules by their specification, without listing the node's rules (a dump of
-/// every rule per DEL grows with the pod count): the to-pod rule (512, to ip/32, main) and every
-/// from-pod rule (1536, from ip/32, any destination and table: still found when the VPC CIDRs
-/// changed since the ADD, or the ADD stopped half-way). "No such rule" (ENOENT) ends the loop and
-/// is success, so a repeated DEL, a DEL after a restart or of a half-done ADD all clean up.
-async fn delete_pod_rules(h: &Handle, ip: Ipv4Addr) -> Vec<HostError> {
-    let mut errs = Vec::new();
-    let to = rule_selector(PRIO_TO_POD, Some(MAIN_TABLE), None, Some(ip));
-    let from = rule_selector(PRIO_FROM_POD, None, Some(ip), None);
-    for (sel, op) in [(to, "delete to-pod rule"), (from, "delete from-pod rule")] {
-        if let Err(e) = delete_all(h, &sel, op).await {
-            errs.push(e);
-        }
-    }
-    errs
-}
-
-/// Delete every rule `sel` matches, one request each, until the kernel has none left (ENOENT).
-async fn delete_all(h: &Handle, sel: &RuleMessage, op: &'static str) -> Result<(), HostError> {
-    for _ in 0..MAX_POD_RULES {
-        match h.rule().del(sel.clone()).execute().await {
-            Ok(()) => continue,
-            r => return gone_ok(r, op),
-        }
-    }
-    Err(HostError::Netlink { op, msg: format!("rules still matching after {MAX_POD_RULES}") })
 }
 
 async fn pod_host_side(h: &Handle, pod: &PodConfig, index: u32) -> Result<(), HostError> {
