@@ -10,36 +10,10 @@ use common::*;
 use enipool_agent::agent::{Agent, CoreConfig};
 use enipool_agent::hostnet::netlink::NetlinkHost;
 use enipool_agent::metrics::Metrics;
-use enipool_agent::pool::{EniView, PoolView};
 use enipool_agent::program::{HostSettings, Programmer};
-use enipool_cni::proto::{Command, Request, Response, PROTOCOL_VERSION};
+use enipool_cni::proto::{Command, Response};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-
-const POD_A: &str = "10.77.0.20"; // on the primary ENI
-const POD_B: &str = "10.77.0.21"; // on the secondary ENI (device index 1 → table 2)
-
-fn view() -> PoolView {
-    let eni = |id: &str, dev: i32, mac: &str, primary: &str, ip: &str| EniView {
-        id: id.into(),
-        device_index: dev,
-        mac: mac.into(),
-        subnet: Some(SUBNET.parse().unwrap()),
-        primary_ip: Some(primary.parse().unwrap()),
-        ips: vec![ip.parse().unwrap()],
-        prefixes: vec![],
-        attached: true,
-        ready: false,
-    };
-    PoolView {
-        enis: vec![eni("eni-0", 0, MAC0, PRIMARY_IP, POD_A), eni("eni-1", 1, MAC1, ENI1_IP, POD_B)],
-        node_primary_ip: Some(PRIMARY_IP.parse().unwrap()),
-        vpc_cidrs: vec![VPC_CIDR.parse().unwrap()],
-        cooldown_seconds: 30,
-        revision: 1,
-        ..Default::default()
-    }
-}
 
 /// Start the agent core on the node netns, as `enipool-agent --netns` does after a (re)start.
 fn start_agent(node: &str, store: &std::path::Path) -> Arc<Agent> {
@@ -52,19 +26,6 @@ fn start_agent(node: &str, store: &std::path::Path) -> Arc<Agent> {
     assert_eq!(p.ready().len(), 2, "both ENIs programmed");
     agent.reconcile_host().unwrap();
     agent
-}
-
-fn req(cmd: Command, cid: &str, netns: &str) -> Request {
-    Request {
-        protocol: PROTOCOL_VERSION,
-        command: cmd,
-        container_id: cid.into(),
-        if_name: "eth0".into(),
-        netns: netns.into(),
-        args: Default::default(),
-        mtu: None,
-        valid_attachments: vec![],
-    }
 }
 
 fn add(agent: &Agent, cid: &str, netns: &str) -> (Ipv4Addr, String) {

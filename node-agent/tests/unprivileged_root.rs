@@ -21,16 +21,13 @@ use enipool_agent::agent::{Agent, CoreConfig};
 use enipool_agent::hostnet::netlink::NetlinkHost;
 use enipool_agent::hostnet::{HostNet, NodeConfig, CAPABILITIES};
 use enipool_agent::metrics::Metrics;
-use enipool_agent::pool::{EniView, PoolView};
 use enipool_agent::program::{HostSettings, Programmer};
-use enipool_cni::proto::{Command as Cni, Request, Response, PROTOCOL_VERSION};
+use enipool_cni::proto::{Command as Cni, Response};
 use nix::mount::{mount, MsFlags};
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::Arc;
 
-const POD_A: &str = "10.77.0.20"; // on the primary ENI
-const POD_B: &str = "10.77.0.21"; // on the secondary ENI (table 2)
 const AGENT: &str = env!("CARGO_BIN_EXE_enipool-agent");
 
 /// Capability numbers (linux/capability.h) of the names the chart uses.
@@ -108,41 +105,6 @@ fn confinement() -> Result<(), String> {
     match nix::unistd::chown(f.path(), Some(nix::unistd::Uid::from_raw(4242)), None) {
         Err(nix::errno::Errno::EPERM) => Ok(()),
         other => Err(format!("chown without CAP_CHOWN: {other:?}, not EPERM")),
-    }
-}
-
-fn view() -> PoolView {
-    let eni = |id: &str, dev: i32, mac: &str, primary: &str, ip: &str| EniView {
-        id: id.into(),
-        device_index: dev,
-        mac: mac.into(),
-        subnet: Some(SUBNET.parse().unwrap()),
-        primary_ip: Some(primary.parse().unwrap()),
-        ips: vec![ip.parse().unwrap()],
-        prefixes: vec![],
-        attached: true,
-        ready: false,
-    };
-    PoolView {
-        enis: vec![eni("eni-0", 0, MAC0, PRIMARY_IP, POD_A), eni("eni-1", 1, MAC1, ENI1_IP, POD_B)],
-        node_primary_ip: Some(PRIMARY_IP.parse().unwrap()),
-        vpc_cidrs: vec![VPC_CIDR.parse().unwrap()],
-        cooldown_seconds: 30,
-        revision: 1,
-        ..Default::default()
-    }
-}
-
-fn req(cmd: Cni, cid: &str, netns: &str) -> Request {
-    Request {
-        protocol: PROTOCOL_VERSION,
-        command: cmd,
-        container_id: cid.into(),
-        if_name: "eth0".into(),
-        netns: netns.into(),
-        args: Default::default(),
-        mtu: None,
-        valid_attachments: vec![],
     }
 }
 

@@ -268,3 +268,53 @@ impl Lab {
         s
     }
 }
+
+// The pool and CNI requests the agent-level root tests share.
+
+/// A pod on the primary ENI.
+pub const POD_A: &str = "10.77.0.20";
+/// A pod on the secondary ENI (device index 1 → table 2).
+pub const POD_B: &str = "10.77.0.21";
+
+/// The lab's pool as the operator would publish it: the primary ENI holding [`POD_A`], the
+/// secondary holding [`POD_B`].
+pub fn view() -> enipool_agent::pool::PoolView {
+    use enipool_agent::pool::{EniView, PoolView};
+    let eni = |id: &str, dev: i32, mac: &str, primary: &str, ip: &str| EniView {
+        id: id.into(),
+        device_index: dev,
+        mac: mac.into(),
+        subnet: Some(SUBNET.parse().unwrap()),
+        primary_ip: Some(primary.parse().unwrap()),
+        ips: vec![ip.parse().unwrap()],
+        prefixes: vec![],
+        attached: true,
+        ready: false,
+    };
+    PoolView {
+        enis: vec![eni("eni-0", 0, MAC0, PRIMARY_IP, POD_A), eni("eni-1", 1, MAC1, ENI1_IP, POD_B)],
+        node_primary_ip: Some(PRIMARY_IP.parse().unwrap()),
+        vpc_cidrs: vec![VPC_CIDR.parse().unwrap()],
+        cooldown_seconds: 30,
+        revision: 1,
+        ..Default::default()
+    }
+}
+
+/// A CNI request of `cmd` for container `cid` in `netns`.
+pub fn req(
+    cmd: enipool_cni::proto::Command,
+    cid: &str,
+    netns: &str,
+) -> enipool_cni::proto::Request {
+    enipool_cni::proto::Request {
+        protocol: enipool_cni::proto::PROTOCOL_VERSION,
+        command: cmd,
+        container_id: cid.into(),
+        if_name: "eth0".into(),
+        netns: netns.into(),
+        args: Default::default(),
+        mtu: None,
+        valid_attachments: vec![],
+    }
+}
