@@ -69,14 +69,16 @@ impl Round {
     }
 
     /// When to reconcile again: soon when work is pending, backed off with jitter when throttled,
-    /// else the periodic resync.
+    /// else the periodic resync, stretched by up to a fifth so pools spread out.
     pub fn requeue(&self) -> Duration {
-        let base = self.wake.unwrap_or(self.resync).min(self.resync);
         if self.throttled {
             let jitter = rand::random_range(0..5000u64);
             return Duration::from_secs(10) + Duration::from_millis(jitter);
         }
-        base
+        match self.wake {
+            Some(w) if w < self.resync => w,
+            _ => crate::resync::jittered(self.resync, rand::random::<f64>()),
+        }
     }
 }
 

@@ -75,6 +75,23 @@ impl Context {
         (ok, malformed)
     }
 
+    /// Size the resync period to the number of pools now cached (the metric and, when it moved by
+    /// more than 10 %, a log line).
+    pub(crate) fn refresh_resync_period(&self) {
+        let pools = self.pools.len();
+        let (period, previous) = self.shared.resync_period.update(pools);
+        self.metrics.resync_period(period);
+        if let Some(old) = previous {
+            tracing::info!(
+                pools,
+                old_secs = old.as_secs(),
+                new_secs = period.as_secs(),
+                minimum_secs = self.shared.resync.as_secs(),
+                "periodic resync period changed to fit the EC2 describe budget"
+            );
+        }
+    }
+
     pub(crate) fn pools_api(&self) -> Api<ENIPool> {
         Api::all(self.client.clone())
     }
@@ -228,6 +245,7 @@ pub async fn reconcile_pool(
             return Ok(Action::await_change());
         }
     };
+    ctx.refresh_resync_period();
     let resync = ctx.shared.resync;
     if !ctx.is_leader() {
         return Ok(Action::requeue(resync));

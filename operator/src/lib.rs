@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod plan;
 pub mod policy_status;
 pub mod reconcile;
+pub mod resync;
 mod run;
 pub mod sync;
 #[cfg(any(test, feature = "testing"))]

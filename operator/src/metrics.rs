@@ -8,6 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 /// `category` label.
@@ -31,6 +32,7 @@ pub struct Metrics {
     failures: Family<CategoryLabels, Counter>,
     duration: Histogram,
     pools: Family<StateLabels, Gauge>,
+    resync_period: Gauge<f64, AtomicU64>,
     states: Mutex<HashMap<String, &'static str>>,
 }
 
@@ -42,6 +44,7 @@ impl Metrics {
             failures: Family::default(),
             duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             pools: Family::default(),
+            resync_period: Gauge::default(),
             states: Mutex::new(HashMap::new()),
         };
         let r = registry.sub_registry_with_prefix("enipool_operator");
@@ -53,6 +56,12 @@ impl Metrics {
         );
         r.register("reconcile_duration_seconds", "Pool reconcile duration", m.duration.clone());
         r.register("pools", "ENIPools by state", m.pools.clone());
+        r.register(
+            "resync_period_seconds",
+            "Period of each pool's EC2 resync: --resync-seconds, grown with the number of pools to \
+             fit the describe budget",
+            m.resync_period.clone(),
+        );
         m
     }
 
@@ -60,6 +69,11 @@ impl Metrics {
     pub fn reconciled(&self, seconds: f64) {
         self.reconciles.inc();
         self.duration.observe(seconds);
+    }
+
+    /// Record the resync period in force.
+    pub fn resync_period(&self, period: std::time::Duration) {
+        self.resync_period.set(period.as_secs_f64());
     }
 
     /// Count a failure.
@@ -83,5 +97,20 @@ impl Metrics {
         if let Some(s) = state {
             self.pools.get_or_create(&StateLabels { state: s.into() }).inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resync_period_is_exposed_in_seconds() {
+        let mut registry = Registry::default();
+        let m = Metrics::new(&mut registry);
+        m.resync_period(std::time::Duration::from_secs(4_000));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        assert!(out.contains("\nenipool_operator_resync_period_seconds 4000.0\n"), "{out}");
     }
 }

@@ -18,6 +18,7 @@ use crate::http::{self, Health};
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::reconcile::{Memory, Shared};
+use crate::resync::ResyncPeriod;
 use crate::sync::SubnetCache;
 use enipool_crds::{ENIPool, ENIPoolPolicy};
 use futures::StreamExt;
@@ -84,7 +85,8 @@ pub struct OperatorConfig {
     pub identity: String,
     /// Lease duration (renewed every third of it).
     pub lease_duration: Duration,
-    /// Periodic per-node resync (also the policy status refresh).
+    /// Periodic per-node resync (also the policy status refresh): the minimum; a pool's EC2 resync
+    /// period grows with the number of pools to fit the EC2 client's describe rate (`resync.rs`).
     pub resync: Duration,
     /// Time between GC runs.
     pub gc_interval: Duration,
@@ -279,6 +281,7 @@ async fn run(
         vpc_cidrs: cfg.vpc_cidrs.clone(),
         agent_stale_secs: cfg.agent_stale_secs,
         resync: cfg.resync,
+        resync_period: ResyncPeriod::new(cfg.resync, ec2.describe_qps()),
         capacity: CapacityCache::new(ec2.clone()),
         subnets: SubnetCache::default(),
         memory: Memory::default(),
@@ -298,6 +301,7 @@ async fn run(
         metrics,
         termination_wait: cfg.termination_wait,
     });
+    ctx.refresh_resync_period(); // the gauge from the start: the minimum while no pool is cached
 
     let http = {
         let health = health.clone();

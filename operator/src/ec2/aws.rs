@@ -549,6 +549,12 @@ impl Ec2Api for AwsEc2 {
             .await
             .map(drop)
     }
+
+    /// The configured describe bucket (after `--budget-share`), not the AIMD rate of the moment:
+    /// the resync period is sized for steady state, throttling is handled by the limiter.
+    fn describe_qps(&self) -> Option<f64> {
+        Some(self.limiter.class(ApiClass::Describe).configured().qps)
+    }
 }
 
 #[cfg(test)]

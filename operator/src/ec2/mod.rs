@@ -279,6 +279,11 @@ pub trait Ec2Api: Send + Sync + 'static {
         resource_ids: &[String],
         tags: &BTreeMap<String, String>,
     ) -> Ec2Result<()>;
+    /// The sustained describe rate (calls/s) this client allows itself, when it limits itself: the
+    /// periodic resync is sized to a share of it (`resync.rs`). `None`: unknown, no sizing.
+    fn describe_qps(&self) -> Option<f64> {
+        None
+    }
 }
 
 // The aws-sdk-ec2 implementation and its parts.

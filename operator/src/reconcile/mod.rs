@@ -9,6 +9,7 @@ use crate::ec2::{Ec2Api, Eni, Instance};
 use crate::error::{Error, Result};
 use crate::journal::{self, Owner};
 use crate::plan::{self, Demand};
+use crate::resync::ResyncPeriod;
 use crate::sync::{self, SubnetCache, Synced};
 use enipool_crds::settings::{self, EffectiveSettings};
 use enipool_crds::{ENIPoolPolicySpec, ENIPoolStatus, PoolOverrides, SubnetState, Target};
@@ -32,8 +33,10 @@ pub struct Shared {
     pub vpc_cidrs: Vec<String>,
     /// Agent report older than this is stale.
     pub agent_stale_secs: i64,
-    /// Periodic resync.
+    /// The configured resync period (the minimum; see `resync_period`).
     pub resync: Duration,
+    /// The resync period in force, grown with the number of pools to fit the describe budget.
+    pub resync_period: ResyncPeriod,
     /// Instance-type limits.
     pub capacity: CapacityCache,
     /// Subnet CIDRs.
@@ -286,7 +289,7 @@ pub async fn reconcile_pool(
         st: input.status.clone(),
         views: vec![],
         now: now.clone(),
-        round: Round::new(shared.resync),
+        round: Round::new(shared.resync_period.current()),
         notes: vec![],
     };
     n.st.effective = Some(n.eff.clone());

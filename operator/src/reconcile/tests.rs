@@ -36,6 +36,7 @@ fn world(instance_type: &str, launch_ips: i32, policy: Option<ENIPoolPolicySpec>
         vpc_cidrs: vec![],
         agent_stale_secs: 120,
         resync: Duration::from_secs(60),
+        resync_period: crate::resync::ResyncPeriod::new(Duration::from_secs(60), None),
         capacity: CapacityCache::new(fake.clone()),
         subnets: SubnetCache::default(),
         memory: Memory::default(),

@@ -12,6 +12,25 @@ fn default_budget_is_half_the_account_buckets() {
     assert_eq!(bad.validate(), Err(AwsEc2ConfigError::BudgetShare(0.0)));
 }
 
+/// The resync period is sized against what the client allows itself: the account's describe
+/// bucket times the budget share (flags included), not the account bucket.
+#[tokio::test]
+async fn describe_qps_is_the_shared_describe_rate() {
+    let sdk = aws_sdk_ec2::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-west-2"))
+        .build();
+    let client = Client::from_conf(sdk);
+    let ec2 = AwsEc2::from_client(client.clone(), &AwsEc2Config::default()).unwrap();
+    assert_eq!(ec2.describe_qps(), Some(10.0));
+    let config = AwsEc2Config {
+        describe: RateConfig { qps: 40.0, burst: 100 },
+        budget_share: 0.75,
+        ..AwsEc2Config::default()
+    };
+    assert_eq!(AwsEc2::from_client(client, &config).unwrap().describe_qps(), Some(30.0));
+}
+
 #[test]
 fn sdk_retries_are_a_single_attempt() {
     assert_eq!(AwsEc2Config::sdk_retry_config().max_attempts(), 1);
