@@ -66,15 +66,6 @@ impl Context {
         self.policies.state().iter().filter_map(|g| valid(g).cloned()).collect()
     }
 
-    /// Every well-formed pool in the cache, and whether some pool was malformed.
-    pub(crate) fn valid_pools(&self) -> (Vec<Arc<ENIPool>>, bool) {
-        let all = self.pools.state();
-        let ok: Vec<Arc<ENIPool>> =
-            all.iter().filter_map(|g| valid(g).cloned().map(Arc::new)).collect();
-        let malformed = ok.len() != all.len();
-        (ok, malformed)
-    }
-
     /// Size the resync period to the number of pools now cached (the metric and, when it moved by
     /// more than 10 %, a log line).
     pub(crate) fn refresh_resync_period(&self) {

@@ -11,7 +11,7 @@ use enipool_crds::conditions::{OVERLAPPING, SUBNETS_FOUND, VALID};
 use enipool_crds::select::select_policy;
 use enipool_crds::summary::set_condition;
 use enipool_crds::{
-    ENIPoolPolicy, ENIPoolPolicySpec, ENIPoolPolicyStatus, IpMode, SubnetState,
+    ENIPool, ENIPoolPolicy, ENIPoolPolicySpec, ENIPoolPolicyStatus, IpMode, SubnetState,
     OPERATOR_FIELD_MANAGER, POLICY_LABEL,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
@@ -137,12 +137,14 @@ async fn compute(ctx: &Context, policy: &ENIPoolPolicy, now: &Time) -> ENIPoolPo
     set_condition(&mut st.conditions, VALID, ok, reason, msg, generation, now.clone());
 
     // Matched nodes (pools labelled with this policy) and overlaps (same priority, same nodes).
-    let (pools, _) = ctx.valid_pools();
-    let mine: Vec<_> = pools
+    // The cache's own objects, borrowed: copying every pool per policy per resync is what GC did
+    // before it too read the cache in place. Malformed pools are skipped.
+    let cached = ctx.pools.state();
+    let mine: Vec<&ENIPool> = cached
         .iter()
+        .filter_map(|g| valid(g))
         .filter(|p| p.meta().deletion_timestamp.is_none())
         .filter(|p| p.labels().get(POLICY_LABEL) == Some(&name))
-        .cloned()
         .collect();
     st.matched_nodes = mine.len() as i32;
     let policies = ctx.valid_policies();
