@@ -68,13 +68,21 @@ pub struct ResyncPeriod {
     configured: Duration,
     describe_qps: Option<f64>,
     current_ms: AtomicU64,
+    /// The value last reported: nodes joining one at a time move the period in small steps, and
+    /// the change worth a log line is the one since the last line, not since the last step.
+    reported_ms: AtomicU64,
 }
 
 impl ResyncPeriod {
     /// `configured` is the minimum; `describe_qps` the operator's describe rate (`None`: unknown,
     /// the period stays the configured one).
     pub fn new(configured: Duration, describe_qps: Option<f64>) -> Self {
-        ResyncPeriod { configured, describe_qps, current_ms: AtomicU64::new(millis(configured)) }
+        ResyncPeriod {
+            configured,
+            describe_qps,
+            current_ms: AtomicU64::new(millis(configured)),
+            reported_ms: AtomicU64::new(millis(configured)),
+        }
     }
 
     /// The configured minimum.
@@ -87,8 +95,8 @@ impl ResyncPeriod {
         Duration::from_millis(self.current_ms.load(Ordering::Relaxed))
     }
 
-    /// Recompute for `pools` pools; returns the new period and, when it moved by more than 10 %,
-    /// the previous one (for a log line).
+    /// Recompute for `pools` pools; returns the new period and, when it moved by more than 10 %
+    /// since it was last reported this way, the period reported then (for a log line).
     pub fn update(&self, pools: usize) -> (Duration, Option<Duration>) {
         let new = match self.describe_qps {
             Some(qps) => {
@@ -96,8 +104,19 @@ impl ResyncPeriod {
             }
             None => self.configured,
         };
-        let old = Duration::from_millis(self.current_ms.swap(millis(new), Ordering::Relaxed));
-        (new, changed_substantially(old, new).then_some(old))
+        self.current_ms.store(millis(new), Ordering::Relaxed);
+        let reported = Duration::from_millis(self.reported_ms.load(Ordering::Relaxed));
+        if !changed_substantially(reported, new) {
+            return (new, None);
+        }
+        // Concurrent reconciles: only the one that swaps the reported value in reports.
+        let swapped = self.reported_ms.compare_exchange(
+            millis(reported),
+            millis(new),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        (new, swapped.is_ok().then_some(reported))
     }
 }
 
@@ -173,9 +192,13 @@ mod tests {
         assert_eq!(r.update(10), (MIN, None), "still the minimum: nothing to log");
         assert_eq!(r.update(1_000), (Duration::from_secs(800), Some(MIN)));
         assert_eq!(r.current(), Duration::from_secs(800));
-        // 1,050 pools: 840 s, 5 % more: not logged.
+        // Nodes joining one by one: each step is small, what counts is the change since the
+        // period last reported (800 s): 840 s and 880 s are not over 10 %, 920 s is.
         assert_eq!(r.update(1_050), (Duration::from_secs(840), None));
-        assert_eq!(r.update(5_000), (Duration::from_secs(4_000), Some(Duration::from_secs(840))));
+        assert_eq!(r.update(1_100), (Duration::from_secs(880), None));
+        assert_eq!(r.current(), Duration::from_secs(880));
+        assert_eq!(r.update(1_150), (Duration::from_secs(920), Some(Duration::from_secs(800))));
+        assert_eq!(r.update(5_000), (Duration::from_secs(4_000), Some(Duration::from_secs(920))));
         assert_eq!(r.update(0), (MIN, Some(Duration::from_secs(4_000))));
     }
 }
