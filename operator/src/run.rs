@@ -7,6 +7,7 @@
 //! renewal, the controllers and the HTTP server together, as a crashed process would.
 
 mod scope;
+mod synced;
 
 use crate::args::{Args, LogFormat};
 use crate::capacity::CapacityCache;
@@ -231,49 +232,44 @@ async fn run(
         None => watcher::Config::default(),
     };
     let (selected_nodes, node_writer) = reflector::store();
-    let node_ctrl = Controller::for_stream(
-        reflector(
-            node_writer,
-            watcher(Api::<DeserializeGuard<Node>>::all(client.clone()), node_watch)
-                .modify(trim_node),
-        )
-        .applied_objects(),
-        selected_nodes.clone(),
-    )
-    .owns(Api::<DeserializeGuard<ENIPool>>::all(client.clone()), watcher::Config::default())
-    .with_config(cc.clone());
+    // Readiness comes from each stream's InitDone (`synced`), never `Store::wait_until_ready`.
+    let (node_events, selected_synced) = synced::mark(reflector(
+        node_writer,
+        watcher(Api::<DeserializeGuard<Node>>::all(client.clone()), node_watch).modify(trim_node),
+    ));
+    let node_ctrl = Controller::for_stream(node_events.applied_objects(), selected_nodes.clone())
+        .owns(Api::<DeserializeGuard<ENIPool>>::all(client.clone()), watcher::Config::default())
+        .with_config(cc.clone());
     // Pools and policies are scoped to the selected Nodes (`scope`), with a cache of every Node.
-    let (scope, all_nodes_watch) =
-        scope::Scope::start(&client, cfg.node_selector.is_some(), selected_nodes.clone());
+    let (scope, all_nodes_watch) = scope::Scope::start(
+        &client,
+        cfg.node_selector.is_some(),
+        selected_nodes.clone(),
+        selected_synced,
+    );
     let nodes = scope.all_nodes();
     let (pools, pool_writer) = reflector::store();
-    let pool_ctrl = Controller::for_stream(
-        reflector(
-            pool_writer,
-            watcher(
-                Api::<DeserializeGuard<ENIPool>>::all(client.clone()),
-                watcher::Config::default().any_semantic(),
-            )
-            .modify(trim_meta::<DeserializeGuard<ENIPool>>),
+    let (pool_events, pools_synced) = synced::mark(reflector(
+        pool_writer,
+        watcher(
+            Api::<DeserializeGuard<ENIPool>>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
         )
-        .applied_objects(),
-        pools.clone(),
-    )
-    .with_config(cc.clone());
+        .modify(trim_meta::<DeserializeGuard<ENIPool>>),
+    ));
+    let pool_ctrl = Controller::for_stream(pool_events.applied_objects(), pools.clone())
+        .with_config(cc.clone());
     let (policies, policy_writer) = reflector::store();
-    let policy_ctrl = Controller::for_stream(
-        reflector(
-            policy_writer,
-            watcher(
-                Api::<DeserializeGuard<ENIPoolPolicy>>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .modify(trim_meta::<DeserializeGuard<ENIPoolPolicy>>),
+    let (policy_events, policies_synced) = synced::mark(reflector(
+        policy_writer,
+        watcher(
+            Api::<DeserializeGuard<ENIPoolPolicy>>::all(client.clone()),
+            watcher::Config::default(),
         )
-        .applied_objects(),
-        policies.clone(),
-    )
-    .with_config(ControllerConfig::default().concurrency(2));
+        .modify(trim_meta::<DeserializeGuard<ENIPoolPolicy>>),
+    ));
+    let policy_ctrl = Controller::for_stream(policy_events.applied_objects(), policies.clone())
+        .with_config(ControllerConfig::default().concurrency(2));
 
     let shared = Shared {
         ec2: ec2.clone(),
@@ -314,15 +310,10 @@ async fn run(
         }
     };
     let ready = {
-        let (n, p, q, h) = (nodes.clone(), policies.clone(), pools.clone(), health.clone());
-        let s = selected_nodes.clone();
+        let (n, s) = (scope.all_synced(), scope.selected_synced());
+        let (p, q, h) = (policies_synced, pools_synced, health.clone());
         async move {
-            let _ = tokio::join!(
-                n.wait_until_ready(),
-                s.wait_until_ready(),
-                p.wait_until_ready(),
-                q.wait_until_ready()
-            );
+            tokio::join!(n.wait(), s.wait(), p.wait(), q.wait());
             h.ready.store(true, Ordering::Relaxed);
             tracing::info!("caches synced");
             futures::future::pending::<()>().await

@@ -9,6 +9,7 @@
 //! when it is being deleted (the finalizer of a pool whose Node lives only releases it). A policy
 //! gets its status from this operator when a pool of a selected Node resolved to it.
 
+use super::synced::Synced;
 use crate::controller::{self, valid, Context};
 use crate::error::Result;
 use enipool_crds::{ENIPool, ENIPoolPolicy, POLICY_LABEL};
@@ -37,6 +38,10 @@ pub struct Scope {
     selected: Store<DeserializeGuard<Node>>,
     /// Every Node.
     all: Store<DeserializeGuard<Node>>,
+    /// `selected` has its initial list.
+    selected_synced: Synced,
+    /// `all` has its initial list.
+    all_synced: Synced,
 }
 
 impl Scope {
@@ -48,20 +53,31 @@ impl Scope {
         client: &Client,
         active: bool,
         selected: Store<DeserializeGuard<Node>>,
+        selected_synced: Synced,
     ) -> (Scope, BoxFuture<'static, ()>) {
         if !active {
-            let all = selected.clone();
-            return (Scope { active, selected, all }, futures::future::pending().boxed());
+            let (all, all_synced) = (selected.clone(), selected_synced.clone());
+            let scope = Scope { active, selected, all, selected_synced, all_synced };
+            return (scope, futures::future::pending().boxed());
         }
         let (all, writer) = reflector::store();
         let api = Api::<DeserializeGuard<Node>>::all(client.clone());
-        let watch = reflector(
+        let (events, all_synced) = super::synced::mark(reflector(
             writer,
             watcher(api, watcher::Config::default()).default_backoff().modify(super::trim_node),
-        )
-        .for_each(|_| futures::future::ready(()))
-        .boxed();
-        (Scope { active, selected, all }, watch)
+        ));
+        let watch = events.for_each(|_| futures::future::ready(())).boxed();
+        (Scope { active, selected, all, selected_synced, all_synced }, watch)
+    }
+
+    /// The selected Nodes' cache has its initial list.
+    pub fn selected_synced(&self) -> Synced {
+        self.selected_synced.clone()
+    }
+
+    /// The cache of every Node has its initial list.
+    pub fn all_synced(&self) -> Synced {
+        self.all_synced.clone()
     }
 
     /// The store of every Node.
@@ -80,7 +96,8 @@ impl Scope {
         }
         let Some(p) = valid(pool) else { return true };
         // "Node gone" must not be a cache that has not synced yet.
-        let _ = tokio::join!(self.all.wait_until_ready(), self.selected.wait_until_ready());
+        // Not `Store::wait_until_ready`: see `synced`.
+        tokio::join!(self.all_synced.wait(), self.selected_synced.wait());
         let node = p.spec.node_name.as_str();
         pool_in_scope(
             p.meta().deletion_timestamp.is_some(),
