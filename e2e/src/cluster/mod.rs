@@ -43,6 +43,8 @@ pub const REGION: &str = "us-west-2";
 pub const ROLE_TAG: &str = "enipool-e2e/role";
 /// Namespace of the pods the kubelet runs, on the platform's API ([`KubeNames`] has the run's).
 pub const POD_NAMESPACE: &str = "default";
+/// Ports [`Cluster::free_port`] hands out: below the default ephemeral range (32768-60999).
+pub const PORTS: std::ops::Range<u16> = 20000..32000;
 /// Namespace of the operator's Lease, on the platform's API.
 pub const LEASE_NAMESPACE: &str = "kube-system";
 
@@ -291,18 +293,26 @@ impl Cluster {
         self.kube.kubectl(args)
     }
 
-    /// A free 127.0.0.1 port for a process's HTTP endpoints.
+    /// A free 127.0.0.1 port for a process's HTTP endpoints, from below the kernel's ephemeral
+    /// range (`ip_local_port_range`, 32768 and up by default). A port picked with bind(0) and
+    /// released is in that range, where any outgoing connection (to the API server, the
+    /// simulator) can take it before the process binds it: an agent once failed with EADDRINUSE.
+    /// Each cluster walks its own stretch of [`PORTS`] (offset by the process id, so concurrent
+    /// runs start apart) and skips ports that are taken.
     pub fn free_port(&self) -> Result<u16> {
-        let mut last = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-        for _ in 0..100 {
-            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-            let p = l.local_addr()?.port();
-            if p != *last {
-                *last = p;
+        let mut next = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        let span = PORTS.end - PORTS.start;
+        if *next == 0 {
+            *next = PORTS.start + (std::process::id() % 97) as u16 * (span / 97);
+        }
+        for _ in 0..span {
+            let p = *next;
+            *next = if p + 1 >= PORTS.end { PORTS.start } else { p + 1 };
+            if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
                 return Ok(p);
             }
         }
-        bail!("no free port")
+        bail!("no free port in {PORTS:?}")
     }
 
     /// Joined nodes by name.
