@@ -5,6 +5,9 @@
 use super::audit::pod_ip;
 use super::observe::{describe_enis, filter};
 use super::RealEnv;
+/// Label on the Pod: the run it belongs to (find leftovers with `-l enipool-e2e/run`), the same
+/// label the platform's runs put on their Nodes and Pods.
+pub use crate::cluster::external::RUN_LABEL;
 use crate::cluster::{wait, Cluster};
 use anyhow::{bail, ensure, Context, Result};
 use enipool_crds::ENIPool;
@@ -17,8 +20,6 @@ use std::time::{Duration, Instant};
 /// Image of the Pod unless `ENIPOOL_E2E_POD_IMAGE` names another (a mirror, for air-gapped
 /// clusters).
 pub const DEFAULT_IMAGE: &str = "registry.k8s.io/pause:3.10";
-/// Label on the Pod: the run it belongs to (find leftovers with `-l enipool-e2e/run`).
-pub const RUN_LABEL: &str = "enipool-e2e/run";
 /// Image pull included.
 const START: Duration = Duration::from_secs(180);
 /// Graceful deletion; pause stops at once on SIGTERM.
