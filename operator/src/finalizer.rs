@@ -18,6 +18,7 @@ use crate::ec2::{Ec2Api, Ec2ErrorKind, Ec2Result, Eni};
 use crate::error::Result;
 use crate::sync::is_managed;
 use enipool_crds::{ENIPool, ENIPoolStatus, POOL_FINALIZER};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -30,9 +31,7 @@ pub(crate) async fn finalize(pool: &ENIPool, ctx: &Context) -> Result<Action> {
     if !pool.finalizers().iter().any(|f| f == POOL_FINALIZER) {
         return Ok(Action::await_change());
     }
-    let node_lives =
-        ctx.node(&pool.spec.node_name).is_some_and(|n| n.meta().deletion_timestamp.is_none());
-    if !node_lives {
+    if !node_lives(pool, ctx).await? {
         let waited = pool
             .meta()
             .deletion_timestamp
@@ -72,6 +71,36 @@ pub(crate) async fn finalize(pool: &ENIPool, ctx: &Context) -> Result<Action> {
         .await
         .map_err(crate::Error::kube("RemoveFinalizer"))?;
     Ok(Action::await_change())
+}
+
+/// Whether the pool's own Node still lives (I/O only when the cache says it does). The Node and
+/// pool caches follow separate watch streams: the garbage collector deletes the pool after its
+/// Node, but the pool's deletion can reach the operator before the Node's. Trusting the cache
+/// then would release the pool as if it were merely deleted, skipping the cleanup of a deleted
+/// node (seen in CI: the finalizer never asked EC2 about the instance). So "lives" is confirmed
+/// with a GET; "gone" needs no confirmation (a cache never shows a Node deleted too early).
+async fn node_lives(pool: &ENIPool, ctx: &Context) -> Result<bool> {
+    if !is_own_live_node(pool, ctx.node(&pool.spec.node_name).as_ref()) {
+        return Ok(false);
+    }
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let live = nodes.get_opt(&pool.spec.node_name).await.map_err(crate::Error::kube("GetNode"))?;
+    Ok(is_own_live_node(pool, live.as_ref()))
+}
+
+/// Whether `node` is the live Node that owns `pool` (no I/O): present, not being deleted, and,
+/// when the pool records its owner, the same object (a Node recreated under the same name is a
+/// new node; the old one's pool must be cleaned up, not released).
+pub fn is_own_live_node(pool: &ENIPool, node: Option<&Node>) -> bool {
+    let Some(node) = node else { return false };
+    if node.meta().deletion_timestamp.is_some() {
+        return false;
+    }
+    let owner = pool.owner_references().iter().find(|o| o.kind == "Node").map(|o| &o.uid);
+    match owner {
+        Some(uid) => node.meta().uid.as_ref() == Some(uid),
+        None => true,
+    }
 }
 
 /// ENI ids the pool's status and journal name (no I/O).
@@ -237,5 +266,45 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(recorded_enis(&status), ["eni-1", "eni-2"]);
+    }
+    /// Which Node counts as the pool's live owner: the cache and the confirming GET both go
+    /// through this. A Node being deleted, absent, or recreated under the same name (another
+    /// uid) is not; a pool without an owner reference trusts the name.
+    #[test]
+    fn own_live_node_table() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let node = |uid: &str, deleting: bool| {
+            let mut n = Node::default();
+            n.metadata.name = Some("node-a".into());
+            n.metadata.uid = Some(uid.into());
+            if deleting {
+                n.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+            }
+            n
+        };
+        let pool = |owner: Option<&str>| {
+            let mut p = ENIPool::new("node-a", Default::default());
+            p.metadata.owner_references = owner.map(|uid| {
+                vec![OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "Node".into(),
+                    name: "node-a".into(),
+                    uid: uid.into(),
+                    ..Default::default()
+                }]
+            });
+            p
+        };
+        let cases = [
+            (pool(Some("u1")), Some(node("u1", false)), true, "the owner, alive"),
+            (pool(Some("u1")), Some(node("u1", true)), false, "the owner, being deleted"),
+            (pool(Some("u1")), None, false, "no Node"),
+            (pool(Some("u1")), Some(node("u2", false)), false, "recreated under the same name"),
+            (pool(None), Some(node("u2", false)), true, "no owner recorded: the name decides"),
+            (pool(None), Some(node("u2", true)), false, "no owner recorded, being deleted"),
+        ];
+        for (pool, node, want, case) in cases {
+            assert_eq!(is_own_live_node(&pool, node.as_ref()), want, "{case}");
+        }
     }
 }
