@@ -1,7 +1,8 @@
 use super::*;
 use crate::hostnet::fake::FakeHost;
 use crate::testutil::*;
-use enipool_cni::proto::PROTOCOL_VERSION;
+use enipool_cni::proto::{Attachment, PROTOCOL_VERSION};
+use std::collections::BTreeSet;
 
 fn cfg() -> CoreConfig {
     CoreConfig { mtu: 9001, external_snat: false, leak_grace_seconds: 0 }

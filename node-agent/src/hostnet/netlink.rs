@@ -4,6 +4,9 @@
 //! ([`super::podside`]), then the thread returns to the host netns. Never on a tokio worker:
 //! `setns` changes the calling thread. Veth deletion (the slow part of DEL) is batched on a separate reaper thread
 //! ([`REAP_GROUP`]).
+//!
+//! The [`HostNet`] verbs are here; the worker and reaper threads in `workers`, link lookups in
+//! `links`, and the errno mapping in `errors`.
 #![allow(unsafe_code)]
 
 use super::podside::{PodSide, PodSocket};
@@ -11,16 +14,26 @@ use super::rules::{delete_pod_rules, ensure_rule, rule_has, rules};
 use super::{EniConfig, HostError, HostNet, NodeConfig, PodConfig, PodWired};
 use super::{CONNMARK, MAIN_TABLE, PRIO_FROM_ENI, PRIO_FROM_POD, PRIO_FWMARK, PRIO_TO_POD};
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo};
 use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
 use rtnetlink::packet_route::rule::RuleAttribute;
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc;
 use std::time::Duration;
+
+mod errors;
+mod links;
+mod workers;
+
+use errors::{errno, libc_eexist};
+use links::{is_doomed, link_by_mac, link_by_name, links, mac_bytes, mac_of, name_of, set_up};
+use workers::{open_ns, reap};
+// Re-exported under their old paths: rules.rs and podside.rs use them as `super::netlink::*`.
+pub(super) use errors::{exist_ok, gone_ok, nl};
+pub(super) use workers::setns;
 
 type Job = Box<dyn FnOnce(&Ctx) + Send>;
 
@@ -38,47 +51,6 @@ pub struct NetlinkHost {
     netns: Option<PathBuf>,
 }
 
-pub(super) fn nl(op: &'static str) -> impl FnOnce(rtnetlink::Error) -> HostError {
-    move |e| HostError::Netlink { op, msg: e.to_string() }
-}
-
-fn errno(e: &rtnetlink::Error) -> i32 {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => -m.raw_code(),
-        _ => 0,
-    }
-}
-
-/// Treat EEXIST as success (idempotent add).
-pub(super) fn exist_ok(r: Result<(), rtnetlink::Error>, op: &'static str) -> Result<(), HostError> {
-    match r {
-        Err(e) if errno(&e) == libc_eexist() => Ok(()),
-        r => r.map_err(nl(op)),
-    }
-}
-
-/// Treat ENOENT/ESRCH/ENODEV as success (idempotent delete).
-pub(super) fn gone_ok(r: Result<(), rtnetlink::Error>, op: &'static str) -> Result<(), HostError> {
-    match r {
-        Err(e) if [2, 3, 19].contains(&errno(&e)) => Ok(()),
-        r => r.map_err(nl(op)),
-    }
-}
-
-const fn libc_eexist() -> i32 {
-    17
-}
-
-/// Move the calling thread into the netns `f`.
-pub(super) fn setns(f: &File) -> Result<(), HostError> {
-    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| HostError::Io { op: "setns", source: e.into() })
-}
-
-fn open_ns(path: &Path) -> Result<File, HostError> {
-    File::open(path).map_err(|_| HostError::NotFound(format!("netns {}", path.display())))
-}
-
 /// Netlink worker threads. Requests run on any idle one (the agent serializes per container), so
 /// an ADD does not queue behind another pod's slower DEL.
 pub const WORKERS: usize = 4;
@@ -88,165 +60,6 @@ pub const WORKERS: usize = 4;
 /// veth costs ~20 ms of RCU waits in the kernel, paid once per batch instead of once per pod.
 /// The mark lives in the kernel, so after a crash the next start still finds and deletes it.
 pub const REAP_GROUP: u32 = 0x656e_6970; // "enip"
-
-/// Enter `netns` (if any) and open a runtime + rtnetlink connection on this thread.
-fn init_ctx(ns: Option<&Path>) -> Result<Ctx, HostError> {
-    if let Some(p) = ns {
-        setns(&open_ns(p)?)?;
-    }
-    let host_ns = File::open("/proc/thread-self/ns/net")
-        .map_err(|e| HostError::Io { op: "open own netns", source: e })?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| HostError::Io { op: "netlink runtime", source: e })?;
-    let (conn, h, _) = rt
-        .block_on(async { rtnetlink::new_connection() })
-        .map_err(|e| HostError::Io { op: "netlink socket", source: e })?;
-    rt.spawn(conn);
-    Ok(Ctx { rt, h, host_ns })
-}
-
-/// Delete every link marked for deletion, in one request. "None marked" is success.
-async fn reap(h: &Handle) -> Result<(), HostError> {
-    let mut req = h.link().del(0);
-    req.message_mut().attributes.push(LinkAttribute::Group(REAP_GROUP));
-    gone_ok(req.execute().await, "delete torn-down veths")
-}
-
-fn is_doomed(l: &LinkMessage) -> bool {
-    l.attributes.contains(&LinkAttribute::Group(REAP_GROUP))
-}
-
-impl NetlinkHost {
-    /// Start the netlink workers and the reaper in `netns` (or the agent's own).
-    pub fn start(netns: Option<PathBuf>) -> Result<NetlinkHost, HostError> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        for i in 0..WORKERS {
-            let (ns, rx, ready_tx) = (netns.clone(), rx.clone(), ready_tx.clone());
-            std::thread::Builder::new()
-                .name(format!("enipool-netlink-{i}"))
-                .spawn(move || match init_ctx(ns.as_deref()) {
-                    Ok(ctx) => {
-                        let _ = ready_tx.send(Ok(()));
-                        loop {
-                            // The lock is held only while waiting: one idle worker takes the next job.
-                            let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                            match job {
-                                Ok(job) => job(&ctx),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                })
-                .map_err(|e| HostError::Io { op: "spawn netlink thread", source: e })?;
-        }
-        let (reap_tx, reap_rx) = mpsc::channel::<()>();
-        let ns = netns.clone();
-        std::thread::Builder::new()
-            .name("enipool-reaper".into())
-            .spawn(move || match init_ctx(ns.as_deref()) {
-                Ok(ctx) => {
-                    let _ = ready_tx.send(Ok(()));
-                    while reap_rx.recv().is_ok() {
-                        // Coalesce: every mark made before this point is in this batch; a mark
-                        // made during the delete sends another wake-up and gets the next batch.
-                        // No extra wait to grow batches: measured, 20 or 100 ms of gathering
-                        // made bigger deletes that hold the RTNL longer and stall ADDs (p99 ADD
-                        // 5 -> 30 ms, conc-1 pairs/s 240 -> 90-180).
-                        while reap_rx.try_recv().is_ok() {}
-                        if let Err(e) = ctx.block(reap(&ctx.h)) {
-                            tracing::warn!(
-                                error = &e as &dyn std::error::Error,
-                                "deleting torn-down veths (retried on the next DEL and at start)"
-                            );
-                        }
-                    }
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })
-            .map_err(|e| HostError::Io { op: "spawn reaper thread", source: e })?;
-        for _ in 0..=WORKERS {
-            ready_rx.recv().map_err(|_| HostError::NotFound("netlink thread died".into()))??;
-        }
-        Ok(NetlinkHost { tx, reap_tx, netns })
-    }
-
-    /// Run `f` on an idle netlink worker and wait for it.
-    pub fn run<R: Send + 'static>(&self, f: impl FnOnce(&Ctx) -> R + Send + 'static) -> R {
-        let (tx, rx) = mpsc::channel();
-        self.tx
-            .send(Box::new(move |c: &Ctx| {
-                let _ = tx.send(f(c));
-            }))
-            .expect("netlink thread alive");
-        rx.recv().expect("netlink job answered")
-    }
-
-    /// The netns path the host lives in.
-    pub fn netns(&self) -> Option<&Path> {
-        self.netns.as_deref()
-    }
-}
-
-impl Ctx {
-    /// Run a netlink / sysctl / nft step inside the host netns (this thread is already there).
-    pub fn block<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
-    }
-}
-
-async fn links(h: &Handle) -> Result<Vec<LinkMessage>, HostError> {
-    h.link().get().execute().try_collect().await.map_err(nl("list links"))
-}
-
-fn name_of(l: &LinkMessage) -> Option<String> {
-    l.attributes.iter().find_map(|a| {
-        if let LinkAttribute::IfName(n) = a {
-            Some(n.clone())
-        } else {
-            None
-        }
-    })
-}
-
-fn mac_bytes(l: &LinkMessage) -> Vec<u8> {
-    l.attributes
-        .iter()
-        .find_map(|a| if let LinkAttribute::Address(m) = a { Some(m.clone()) } else { None })
-        .unwrap_or_default()
-}
-
-fn mac_of(l: &LinkMessage) -> String {
-    mac_bytes(l).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
-async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>, HostError> {
-    match h.link().get().match_name(name.to_string()).execute().try_next().await {
-        Ok(l) => Ok(l),
-        Err(e) if errno(&e) == 19 => Ok(None),
-        Err(e) => Err(nl("get link")(e)),
-    }
-}
-
-async fn link_by_mac(h: &Handle, mac: &str) -> Result<Option<LinkMessage>, HostError> {
-    Ok(links(h).await?.into_iter().find(|l| mac_of(l).eq_ignore_ascii_case(mac)))
-}
-
-async fn set_up(h: &Handle, index: u32, mtu: u32) -> Result<(), HostError> {
-    h.link()
-        .set(LinkUnspec::new_with_index(index).mtu(mtu).up().build())
-        .execute()
-        .await
-        .map_err(nl("link up"))
-}
 
 async fn pod_host_side(h: &Handle, pod: &PodConfig, index: u32) -> Result<(), HostError> {
     let route = RouteMessageBuilder::<Ipv4Addr>::new()

@@ -1,0 +1,188 @@
+//! The per-pod requests: ADD, DEL, CHECK and GC, and the release of one allocation they share
+//! with the leak reaper.
+
+use super::Agent;
+use crate::alloc;
+use crate::error::{Error, Result};
+use crate::hostnet::{self, PodConfig};
+use crate::pool::PoolView;
+use crate::store::{now_secs, AllocKey, Allocation};
+use enipool_cni::proto::{AddResult, Attachment, Request};
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+/// The key a refused ADD is remembered under: the pod when the runtime names it, else the
+/// container. Runtimes retry a failed sandbox with a NEW container id, so keying by container would
+/// count one waiting pod once per retry and keep the demand after the pod got its address.
+fn demand_key(req: &enipool_cni::proto::Request) -> String {
+    match (req.args.get("K8S_POD_NAMESPACE"), req.args.get("K8S_POD_NAME")) {
+        (Some(ns), Some(name)) if !name.is_empty() => format!("pod:{ns}/{name}"),
+        _ => format!("container:{}", req.container_id),
+    }
+}
+
+impl Agent {
+    pub(super) fn add(&self, req: &Request) -> Result<AddResult> {
+        if req.netns.is_empty() {
+            return Err(Error::InvalidRequest("ADD needs a netns".into()));
+        }
+        let key = AllocKey::new(&req.container_id, &req.if_name);
+        let view = self.view();
+        let existing = self.state.lock().unwrap().allocations.get(&key).cloned();
+        let mtu = req.mtu.unwrap_or(self.cfg.mtu);
+        if let Some(a) = existing {
+            // Repeated ADD: same address; re-wire only if the wiring is gone.
+            let pod = self.pod_config(&a, &view);
+            let wired = match self.host.check_pod(&pod) {
+                Ok(w) => w,
+                Err(_) => {
+                    self.host.teardown_pod(&pod);
+                    self.host.setup_pod(&pod)?
+                }
+            };
+            return Ok(result(&a, wired, mtu));
+        }
+        let a = {
+            let mut st = self.state.lock().unwrap();
+            let now = now_secs();
+            let Some(p) = alloc::pick(&view, &st, now) else {
+                drop(st);
+                self.refused.lock().unwrap().insert(demand_key(req), Instant::now());
+                self.urgent.notify_one();
+                return Err(Error::PoolEmpty);
+            };
+            crate::fault::point("add-after-pick");
+            let a = Allocation {
+                container_id: req.container_id.clone(),
+                if_name: req.if_name.clone(),
+                ip: p.ip,
+                eni_id: p.eni_id,
+                table: p.table,
+                netns: req.netns.clone(),
+                host_if: hostnet::host_veth_name(&req.netns, &req.if_name),
+                pod_namespace: req.args.get("K8S_POD_NAMESPACE").cloned().unwrap_or_default(),
+                pod_name: req.args.get("K8S_POD_NAME").cloned().unwrap_or_default(),
+                created_at: now,
+                epoch: st.epoch,
+            };
+            // Durable before the netns is touched (invariant 5).
+            self.store.add(&mut st, a.clone())?;
+            a
+        };
+        crate::fault::point("add-after-commit");
+        self.refused.lock().unwrap().remove(&demand_key(req));
+        let mut pod = self.pod_config(&a, &view);
+        pod.mtu = mtu;
+        match self.host.setup_pod(&pod) {
+            Ok(wired) => {
+                crate::fault::point("add-after-wire");
+                self.update_gauges();
+                self.changed.notify_one();
+                Ok(result(&a, wired, mtu))
+            }
+            Err(e) => {
+                for te in self.host.teardown_pod(&pod) {
+                    tracing::warn!(error = &te as &dyn std::error::Error, "rollback teardown");
+                }
+                // Never served traffic: free at once, no cooldown.
+                let mut st = self.state.lock().unwrap();
+                self.store.remove(&mut st, &key, 0)?;
+                Err(e.into())
+            }
+        }
+    }
+
+    pub(super) fn del(&self, req: &Request) -> Result<()> {
+        let key = AllocKey::new(&req.container_id, &req.if_name);
+        let view = self.view();
+        let existing = self.state.lock().unwrap().allocations.get(&key).cloned();
+        let Some(a) = existing else {
+            // Unknown container: success (CNI DEL is idempotent). Clean a stray veth if we can name it.
+            if !req.netns.is_empty() {
+                let host_if = hostnet::host_veth_name(&req.netns, &req.if_name);
+                if self.host.host_links().map(|l| l.contains(&host_if)).unwrap_or(false) {
+                    let pod = PodConfig {
+                        netns: req.netns.clone(),
+                        if_name: req.if_name.clone(),
+                        host_if,
+                        ip: std::net::Ipv4Addr::UNSPECIFIED,
+                        table: hostnet::MAIN_TABLE,
+                        from_rule_dsts: Vec::new(),
+                        mtu: self.cfg.mtu,
+                    };
+                    self.host.teardown_pod(&pod);
+                }
+            }
+            return Ok(());
+        };
+        self.release(&a, &view)
+    }
+
+    /// Tear down and free one allocation (DEL, GC, leak). Teardown is best effort; the address
+    /// cools for the pool's cooldown before reuse.
+    pub(super) fn release(&self, a: &Allocation, view: &PoolView) -> Result<()> {
+        for e in self.host.teardown_pod(&self.pod_config(a, view)) {
+            tracing::warn!(container = %a.container_id, error = &e as &dyn std::error::Error, "teardown (continuing)");
+        }
+        crate::fault::point("del-after-teardown");
+        let mut st = self.state.lock().unwrap();
+        self.store.remove(&mut st, &a.key(), now_secs() + view.cooldown_seconds)?;
+        drop(st);
+        crate::fault::point("del-after-commit");
+        self.leaks.lock().unwrap().remove(&a.key());
+        self.update_gauges();
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    pub(super) fn check(&self, req: &Request) -> Result<AddResult> {
+        let key = AllocKey::new(&req.container_id, &req.if_name);
+        let a = self.state.lock().unwrap().allocations.get(&key).cloned();
+        let a = a.ok_or_else(|| Error::UnknownContainer(req.container_id.clone()))?;
+        let view = self.view();
+        let wired = self.host.check_pod(&self.pod_config(&a, &view))?;
+        Ok(result(&a, wired, req.mtu.unwrap_or(self.cfg.mtu)))
+    }
+
+    pub(super) fn gc(&self, valid: &[Attachment]) -> Result<u32> {
+        let valid: BTreeSet<AllocKey> =
+            valid.iter().map(|a| AllocKey::new(&a.container_id, &a.if_name)).collect();
+        let stale: Vec<Allocation> = self
+            .state
+            .lock()
+            .unwrap()
+            .allocations
+            .values()
+            .filter(|a| !valid.contains(&a.key()))
+            .cloned()
+            .collect();
+        let view = self.view();
+        let mut n = 0;
+        for a in stale {
+            let lock = self.container_lock(&a.container_id);
+            {
+                let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+                // Re-check under the container lock: an ADD may have raced us.
+                if self.state.lock().unwrap().allocations.get(&a.key()) == Some(&a) {
+                    self.release(&a, &view)?;
+                    n += 1;
+                }
+            }
+            self.release_container_lock(&a.container_id, lock);
+        }
+        Ok(n)
+    }
+}
+
+fn result(a: &Allocation, w: hostnet::PodWired, mtu: u32) -> AddResult {
+    AddResult {
+        ip: a.ip,
+        gateway: hostnet::POD_GATEWAY,
+        host_if_name: a.host_if.clone(),
+        host_mac: w.host_mac,
+        pod_if_name: a.if_name.clone(),
+        pod_mac: w.pod_mac,
+        eni_id: a.eni_id.clone(),
+        mtu,
+    }
+}
