@@ -18,6 +18,10 @@
 //! Needs root (the fabric's namespaces and the agent's host programming), `helm`, and a current
 //! `target/debug/enipool-agent` (`cargo build -p enipool-agent`). Everything is torn down by Drop.
 
+// The bench (and its helpers) is tests/rbac_audit/bench.rs: a test crate root's `mod x;` would be
+// tests/x.rs, which cargo builds as a test binary of its own.
+#[path = "rbac_audit/bench.rs"]
+mod bench;
 #[path = "common/binaries.rs"]
 mod binaries;
 #[path = "common/chart_rbac.rs"]
@@ -25,21 +29,22 @@ mod chart_rbac;
 #[path = "common/teardown.rs"]
 mod teardown;
 
+use bench::{agent_binary, allocated, ready, token_client, wait_pool, write_kubeconfig, Bench};
 use chart_rbac::Grant;
 use enipool_crds::{ENIPool, INSTANCE_TYPE_LABEL, ZONE_LABEL};
-use enipool_e2e::cluster::procs::{self, ProcSpec, Supervisor};
+use enipool_e2e::cluster::procs::{ProcSpec, Supervisor};
 use enipool_e2e::ec2sim::{self, Ec2Sim, RunReq};
 use enipool_e2e::fabric::{self, Fabric};
 use enipool_e2e::kubeapi::{AuditRecord, KubeApi, KubeApiConfig, DEFAULT_TOKEN};
 use enipool_e2e::runner::flags::{agent_args, AgentFlags};
 use enipool_operator::ec2::aws::{AwsEc2, AwsEc2Config, StaticCredentials};
-use enipool_operator::{Operator, OperatorConfig, OperatorHandle};
+use enipool_operator::{Operator, OperatorConfig};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,100 +69,6 @@ fn discovery_allowed(path: &str) -> bool {
 
 fn user_of(ns: &str, sa: &str) -> String {
     format!("system:serviceaccount:{ns}:{sa}")
-}
-
-/// What must go away at the end, in order: operator, agent, fabric namespaces, servers.
-struct Bench {
-    rt: Arc<tokio::runtime::Runtime>,
-    fabric: Arc<Fabric>,
-    procs: Supervisor,
-    sim: Option<Ec2Sim>,
-    kube: Option<KubeApi>,
-    operator: Option<OperatorHandle>,
-}
-
-impl Drop for Bench {
-    fn drop(&mut self) {
-        if let Some(op) = self.operator.take() {
-            op.abort();
-        }
-        if std::thread::panicking() {
-            eprintln!("===== rbac_audit: process logs =====\n{}", self.procs.log_tails(60));
-        }
-        teardown::teardown(&self.rt, &self.procs, &self.fabric, self.kube.take(), self.sim.take());
-    }
-}
-
-impl Bench {
-    fn kube(&self) -> &KubeApi {
-        self.kube.as_ref().expect("kubeapi")
-    }
-    fn sim(&self) -> &Ec2Sim {
-        self.sim.as_ref().expect("simulator")
-    }
-}
-
-/// `target/debug/enipool-agent`, refusing one older than its sources.
-fn agent_binary() -> PathBuf {
-    binaries::fresh_binary(
-        "enipool-agent",
-        &["node-agent/src", "cni-shim/src", "crds/src"],
-        "cargo build -p enipool-agent",
-    )
-}
-
-fn token_client(url: &str, token: &str) -> kube::Client {
-    let mut cfg = kube::Config::new(url.parse().expect("url"));
-    cfg.auth_info.token = Some(token.to_string().into());
-    // As in the pod: the ServiceAccount's namespace is the client's default.
-    cfg.default_namespace = NAMESPACE.into();
-    kube::Client::try_from(cfg).expect("kube client")
-}
-
-fn write_kubeconfig(path: &Path, url: &str, token: &str) {
-    let cfg = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {url}\n\
-         users:\n- name: agent\n  user:\n    token: {token}\ncontexts:\n- name: e2e\n  context:\n    \
-         cluster: e2e\n    user: agent\n    namespace: {NAMESPACE}\ncurrent-context: e2e\n"
-    );
-    std::fs::write(path, cfg).expect("writing the agent kubeconfig");
-}
-
-/// Poll the pool until `pred` holds; the panic names the step and shows the pool and agent log.
-async fn wait_pool(
-    pools: &Api<ENIPool>,
-    procs: &Supervisor,
-    name: &str,
-    what: &str,
-    pred: impl Fn(Option<&ENIPool>) -> bool,
-) -> Option<ENIPool> {
-    let start = Instant::now();
-    loop {
-        let p = pools.get_opt(name).await.expect("get pool");
-        if pred(p.as_ref()) {
-            return p;
-        }
-        if start.elapsed() > T {
-            panic!(
-                "lifecycle step not reached in {T:?}: {what}\npool: {}\nagent log:\n{}",
-                serde_json::to_string_pretty(&p).unwrap(),
-                procs.log_path("agent").map(|l| procs::tail(&l, 40)).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn allocated(p: &ENIPool) -> usize {
-    p.status
-        .as_ref()
-        .map_or(0, |s| s.enis.iter().map(|e| e.ips.len() + 16 * e.prefixes.len()).sum())
-}
-
-fn ready(p: &ENIPool) -> bool {
-    p.status
-        .as_ref()
-        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// (apiGroup, resource[/subresource], verb, namespace) of a resource request.
