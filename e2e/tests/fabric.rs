@@ -3,80 +3,20 @@
 //!
 //! The tests call the hook methods directly, in the order the EC2 simulator does.
 
+// Helpers live in tests/fabric/: a test crate root's `mod x;` would be tests/x.rs, which cargo
+// builds as a test binary of its own.
+#[path = "fabric/bench.rs"]
+mod bench;
+#[path = "fabric/libcni.rs"]
+mod libcni;
+
+use bench::{serial, setup, subnets, A, B, C, SUBNET};
 use enipool_e2e::cnidriver::{self, CniDriver};
 use enipool_e2e::ec2sim::hooks::FabricHook;
 use enipool_e2e::fabric::{self, Fabric};
+use libcni::{bridge_plugin, driver, pod_ip, POD_ARGS};
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
-
-/// The tests run one at a time: the teardown test counts this process's children and links.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Fails (never skips) without root, then takes the serial lock.
-fn serial() -> MutexGuard<'static, ()> {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the fabric tests need root (network namespaces, veths, nftables): run them as root"
-    );
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn setup() -> (MutexGuard<'static, ()>, Fabric) {
-    let guard = serial();
-    (guard, Fabric::new().expect("building the fabric"))
-}
-
-const SUBNET: &str = "subnet-a";
-const SUBNET_B: &str = "subnet-b";
-
-/// A launched instance with its primary ENI attached and addressed, as the simulator reports it.
-struct Node {
-    instance: &'static str,
-    eni: &'static str,
-    mac: &'static str,
-    subnet: &'static str,
-    primary: Ipv4Addr,
-}
-
-impl Node {
-    fn launch(&self, f: &Fabric) -> String {
-        f.instance_launched(self.instance, self.subnet);
-        f.eni_attached(self.instance, self.eni, self.mac, 0, self.subnet);
-        f.addresses_assigned(self.eni, self.mac, self.subnet, &[self.primary]);
-        assert_eq!(f.hook_errors(), Vec::<String>::new());
-        assert_eq!(f.primary_ip(self.instance), Some(self.primary));
-        f.node_netns(self.instance).expect("node netns")
-    }
-}
-
-const A: Node = Node {
-    instance: "i-0aaaaaaaaaaaaaaa1",
-    eni: "eni-0aaaaaaaaaaaaaaa1",
-    mac: "02:00:0a:00:01:0a",
-    subnet: SUBNET,
-    primary: Ipv4Addr::new(10, 0, 1, 10),
-};
-const B: Node = Node {
-    instance: "i-0bbbbbbbbbbbbbbb2",
-    eni: "eni-0bbbbbbbbbbbbbbb2",
-    mac: "02:00:0a:00:02:14",
-    subnet: SUBNET_B,
-    primary: Ipv4Addr::new(10, 0, 2, 20),
-};
-/// A second node in A's subnet (same bridge: checks that nodes cannot bypass the VPC at layer 2).
-const C: Node = Node {
-    instance: "i-0ccccccccccccccc3",
-    eni: "eni-0ccccccccccccccc3",
-    mac: "02:00:0a:00:01:1e",
-    subnet: SUBNET,
-    primary: Ipv4Addr::new(10, 0, 1, 30),
-};
-
-fn subnets(f: &Fabric) {
-    f.add_subnet(SUBNET, "10.0.1.0/24".parse().unwrap()).unwrap();
-    f.add_subnet(SUBNET_B, "10.0.2.0/24".parse().unwrap()).unwrap();
-}
 
 #[test]
 fn nodes_reach_an_address_only_while_ec2_assigns_it() {
@@ -281,42 +221,6 @@ fn cleanup_stale_removes_an_interrupted_run() {
     fabric::cleanup_stale();
     assert!(Path::new("/run/netns").join(f.vpc_netns()).exists());
 }
-
-/// A libcni "runtime" on `node` running `conflist` (written to the node's CNI config dir).
-fn driver(f: &Fabric, node: &str, conflist: serde_json::Value) -> CniDriver {
-    let bin = cnidriver::build(&cnidriver::default_build_dir()).expect("building the driver");
-    let conf_dir = f.run_dir().join("net.d");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    let name = conflist["name"].as_str().unwrap().to_string();
-    std::fs::write(conf_dir.join(format!("10-{name}.conflist")), conflist.to_string()).unwrap();
-    CniDriver {
-        bin,
-        conf_dir,
-        cni_bin_dirs: vec!["/usr/lib/cni".into()],
-        cache_dir: f.run_dir().join("cni-cache"),
-        network: name,
-        host_netns: Some(node.to_string()),
-    }
-}
-
-/// Debian's `bridge` plugin with `host-local` IPAM: the stand-in for enipool's plugin.
-fn bridge_plugin(f: &Fabric, bridge: &str, subnet: &str) -> serde_json::Value {
-    serde_json::json!({
-        "type": "bridge", "bridge": bridge, "isGateway": true,
-        "ipam": {
-            "type": "host-local", "dataDir": f.run_dir().join("ipam"),
-            "ranges": [[{"subnet": subnet}]],
-            "routes": [{"dst": "0.0.0.0/0"}]
-        }
-    })
-}
-
-fn pod_ip(result: &serde_json::Value) -> Ipv4Addr {
-    let ip = result["ips"][0]["address"].as_str().expect("an IP in the result");
-    ip.split('/').next().unwrap().parse().unwrap()
-}
-
-const POD_ARGS: [(&str, &str); 2] = [("K8S_POD_NAMESPACE", "default"), ("K8S_POD_NAME", "web-0")];
 
 #[test]
 fn libcni_driver_runs_a_chained_conflist_into_a_pod_netns() {
