@@ -1,6 +1,8 @@
+use super::describe::query_filters;
 use super::*;
 use crate::ec2::limiter::RateConfig;
 use crate::ec2::metrics::CallLabels;
+use crate::ec2::{Ec2Api, Query};
 
 #[test]
 fn default_budget_is_half_the_account_buckets() {

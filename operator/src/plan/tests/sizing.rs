@@ -1,0 +1,258 @@
+//! Sizing: the address target from demand, warm pool, batch, surge and bounds, and the count of
+//! addresses a node already holds.
+
+use super::{view, M5_LARGE};
+use crate::plan::*;
+use enipool_crds::settings::{resolve, CapacitySource, EffectiveSettings, InstanceLimits};
+use enipool_crds::{ENIPoolPolicySpec, IpMode, Sizing, Surge};
+
+/// t3.small: 3 ENIs × 4 IPv4 addresses.
+const T3_SMALL: InstanceLimits = InstanceLimits { max_enis: 3, ips_per_eni: 4 };
+
+fn eff(mode: IpMode, limits: InstanceLimits, sizing: Sizing) -> EffectiveSettings {
+    let spec = ENIPoolPolicySpec { mode, sizing, ..Default::default() };
+    resolve(Some(&spec), None, limits, CapacitySource::Static)
+}
+
+fn sizing(min: Option<i32>, warm: Option<i32>, batch: Option<i32>, max: Option<i32>) -> Sizing {
+    Sizing { min_allocate: min, warm_ips: warm, batch, max_allocate: max, ..Default::default() }
+}
+
+struct SizingRow {
+    name: &'static str,
+    mode: IpMode,
+    limits: InstanceLimits,
+    sizing: Sizing,
+    in_use: i32,
+    pending: i32,
+    want: i32,
+    reason: &'static str,
+}
+
+#[test]
+fn target_table() {
+    let rows = vec![
+        SizingRow {
+            name: "defaults, idle node: warm 8",
+            mode: IpMode::SecondaryIP,
+            limits: M5_LARGE,
+            sizing: Sizing::default(),
+            in_use: 0,
+            pending: 0,
+            want: 8,
+            reason: "demand",
+        },
+        SizingRow {
+            name: "demand + warm",
+            mode: IpMode::SecondaryIP,
+            limits: M5_LARGE,
+            sizing: Sizing::default(),
+            in_use: 5,
+            pending: 0,
+            want: 13,
+            reason: "demand",
+        },
+        SizingRow {
+            name: "pending pods count (surge)",
+            mode: IpMode::SecondaryIP,
+            limits: M5_LARGE,
+            sizing: Sizing::default(),
+            in_use: 5,
+            pending: 4,
+            want: 17,
+            reason: "demand",
+        },
+        SizingRow {
+            name: "capacity caps (m5.large 27)",
+            mode: IpMode::SecondaryIP,
+            limits: M5_LARGE,
+            sizing: Sizing::default(),
+            in_use: 25,
+            pending: 0,
+            want: 27,
+            reason: "capacity",
+        },
+        SizingRow {
+            name: "batch rounds up",
+            mode: IpMode::SecondaryIP,
+            limits: M5_LARGE,
+            sizing: sizing(None, Some(2), Some(5), None),
+            in_use: 4,
+            pending: 0,
+            want: 10,
+            reason: "demand",
+        },
+        SizingRow {
+            name: "minAllocate floor",
+            mode: IpMode::SecondaryIP,
+            limits: M5_LARGE,
+            sizing: sizing(Some(12), Some(1), None, None),
+            in_use: 0,
+            pending: 0,
+            want: 12,
+            reason: "minAllocate",
+        },
+        SizingRow {
+            name: "maxAllocate ceiling",
+            mode: IpMode::SecondaryIP,
+            limits: M5_LARGE,
+            sizing: sizing(None, Some(4), None, Some(10)),
+            in_use: 9,
+            pending: 0,
+            want: 10,
+            reason: "maxAllocate",
+        },
+        SizingRow {
+            name: "t3.small warm1 min1, 0 pods (vpc-cni row)",
+            mode: IpMode::SecondaryIP,
+            limits: T3_SMALL,
+            sizing: sizing(Some(1), Some(1), None, None),
+            in_use: 0,
+            pending: 0,
+            want: 1,
+            reason: "demand",
+        },
+        SizingRow {
+            name: "t3.small warm1 min1, 5 pods",
+            mode: IpMode::SecondaryIP,
+            limits: T3_SMALL,
+            sizing: sizing(Some(1), Some(1), None, None),
+            in_use: 5,
+            pending: 0,
+            want: 6,
+            reason: "demand",
+        },
+        SizingRow {
+            name: "t3.small warm2 min5, 0 pods",
+            mode: IpMode::SecondaryIP,
+            limits: T3_SMALL,
+            sizing: sizing(Some(5), Some(2), None, None),
+            in_use: 0,
+            pending: 0,
+            want: 5,
+            reason: "minAllocate",
+        },
+        SizingRow {
+            name: "t3.small full",
+            mode: IpMode::SecondaryIP,
+            limits: T3_SMALL,
+            sizing: sizing(Some(5), Some(2), None, None),
+            in_use: 9,
+            pending: 0,
+            want: 9,
+            reason: "capacity",
+        },
+        SizingRow {
+            name: "prefix: idle = 1 prefix",
+            mode: IpMode::Prefix,
+            limits: T3_SMALL,
+            sizing: Sizing::default(),
+            in_use: 0,
+            pending: 0,
+            want: 16,
+            reason: "demand",
+        },
+        SizingRow {
+            name: "prefix: 5 pods + warm prefix",
+            mode: IpMode::Prefix,
+            limits: T3_SMALL,
+            sizing: Sizing::default(),
+            in_use: 5,
+            pending: 0,
+            want: 32,
+            reason: "demand",
+        },
+        SizingRow {
+            name: "prefix: 17 pods",
+            mode: IpMode::Prefix,
+            limits: T3_SMALL,
+            sizing: Sizing::default(),
+            in_use: 17,
+            pending: 0,
+            want: 48,
+            reason: "demand",
+        },
+        SizingRow {
+            name: "prefix: warmIPs dominate",
+            mode: IpMode::Prefix,
+            limits: M5_LARGE,
+            sizing: Sizing { warm_ips: Some(20), warm_prefixes: Some(0), ..Default::default() },
+            in_use: 0,
+            pending: 0,
+            want: 32,
+            reason: "demand",
+        },
+        SizingRow {
+            name: "prefix: min rounded up to a prefix",
+            mode: IpMode::Prefix,
+            limits: M5_LARGE,
+            sizing: Sizing {
+                min_allocate: Some(20),
+                warm_ips: Some(0),
+                warm_prefixes: Some(0),
+                ..Default::default()
+            },
+            in_use: 0,
+            pending: 0,
+            want: 32,
+            reason: "minAllocate",
+        },
+        SizingRow {
+            name: "prefix: max rounded down",
+            mode: IpMode::Prefix,
+            limits: M5_LARGE,
+            sizing: Sizing { max_allocate: Some(40), ..Default::default() },
+            in_use: 40,
+            pending: 0,
+            want: 32,
+            reason: "maxAllocate",
+        },
+    ];
+    for r in rows {
+        let e = eff(r.mode, r.limits, r.sizing);
+        let got = compute_target(&e, Demand { in_use: r.in_use, pending_pods: r.pending });
+        assert_eq!((got.ips, got.reason), (r.want, r.reason), "{}", r.name);
+    }
+}
+
+#[test]
+fn surge_is_capped_and_can_be_disabled() {
+    let capped = Sizing {
+        warm_ips: Some(0),
+        surge: Some(Surge { enabled: Some(true), max_extra: Some(3) }),
+        ..Default::default()
+    };
+    let e = eff(IpMode::SecondaryIP, M5_LARGE, capped);
+    assert_eq!(compute_target(&e, Demand { in_use: 2, pending_pods: 10 }).ips, 5);
+    let off = Sizing {
+        warm_ips: Some(0),
+        surge: Some(Surge { enabled: Some(false), max_extra: None }),
+        ..Default::default()
+    };
+    let e = eff(IpMode::SecondaryIP, M5_LARGE, off);
+    assert_eq!(compute_target(&e, Demand { in_use: 2, pending_pods: 10 }).ips, 2);
+}
+
+#[test]
+fn target_is_idempotent_for_a_burst() {
+    // 40 pending pods are met by one target, not batch by batch.
+    let e = eff(
+        IpMode::SecondaryIP,
+        InstanceLimits { max_enis: 4, ips_per_eni: 15 },
+        sizing(None, Some(2), Some(4), None),
+    );
+    let t = compute_target(&e, Demand { in_use: 0, pending_pods: 40 });
+    assert_eq!(t.ips, 44);
+    assert_eq!(compute_target(&e, Demand { in_use: 0, pending_pods: 40 }), t);
+}
+
+#[test]
+fn allocated_counts_pod_enis_only() {
+    let enis = vec![
+        view("eni-0", 0, "s", 3, 0),
+        view("eni-1", 1, "s", 2, 1),
+        EniView { excluded: true, ..view("eni-2", 2, "s", 5, 0) },
+    ];
+    assert_eq!(allocated(&enis, 0), 21);
+    assert_eq!(allocated(&enis, 1), 18);
+}
