@@ -27,6 +27,7 @@ mod server;
 pub mod state;
 #[cfg(test)]
 mod state_tests;
+mod subnet;
 mod xml;
 
 pub use faults::{ActionCounters, ErrorRule, FaultConfig, TokenBucketSpec};

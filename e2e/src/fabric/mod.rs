@@ -46,8 +46,16 @@
 //! Everything lives in namespaces named `<prefix>-…` and a run directory (see [`stale`]). `Drop`
 //! and [`Fabric::teardown`] end the processes inside the namespaces and delete them (their links go
 //! with them); [`cleanup_stale`] removes what an interrupted run left.
+//!
+//! # Files
+//!
+//! This file builds the fabric and keeps its registry; `hook.rs` mirrors the simulator's events
+//! into the namespaces, `nft.rs` holds the vpc netns' nftables, [`sh`] runs commands in
+//! namespaces, `echo.rs` is the internet host and [`stale`] owns run directories and leftovers.
 
 mod echo;
+mod hook;
+mod nft;
 pub mod sh;
 pub mod stale;
 
@@ -55,9 +63,9 @@ pub use echo::{udp_echo, EchoServer, ECHO_PORT};
 pub use sh::{command_in, exec_in, in_netns, ping, ping_from, run_in};
 pub use stale::cleanup_stale;
 
-use crate::ec2sim::hooks::FabricHook;
 use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
+use nft::vpc_ruleset;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -78,9 +86,6 @@ const PUBLIC_POOL: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(198, 19, 0, 0), 16
 /// Link names in the vpc netns.
 const UPLINK_VPC: &str = "inet0";
 const UPLINK_INET: &str = "vpc0";
-/// nft tables in the vpc netns.
-const NFT_BRIDGE: &str = "bridge enipool_fabric";
-const NFT_IP: &str = "ip enipool_fabric";
 
 /// The emulated VPC. Cheap to share (`Arc<Fabric>`); all methods take `&self`.
 pub struct Fabric {
@@ -384,233 +389,6 @@ impl Fabric {
         // A panic while holding the lock leaves the registry usable for teardown.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    /// Runs a hook body, recording (and logging) its error: the simulator cannot receive it.
-    fn hook(&self, what: &str, f: impl FnOnce(&mut State) -> Result<()>) {
-        let mut st = self.lock();
-        if st.torn_down {
-            return;
-        }
-        if let Err(e) = f(&mut st) {
-            let msg = format!("{what}: {e:#}");
-            tracing::error!(error = %msg, "fabric: hook failed");
-            self.errors.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
-        }
-    }
-
-    /// The bridge of a declared subnet.
-    fn bridge(&self, st: &State, subnet_id: &str) -> Result<String> {
-        st.subnets
-            .get(subnet_id)
-            .map(|s| s.bridge.clone())
-            .with_context(|| format!("subnet {subnet_id} was not declared with add_subnet"))
-    }
-
-    /// Once a primary ENI is attached and its primary IP is known, configures `eth0` like EC2's
-    /// DHCP and publishes the instance to the "IGW" (public IP). Idempotent.
-    fn configure_primary(&self, st: &mut State, eni_id: &str) -> Result<()> {
-        let Some(eni) = st.enis.get(eni_id) else { return Ok(()) };
-        let (Some(att), Some(primary)) = (&eni.attachment, eni.primary_ip) else { return Ok(()) };
-        if att.device_index != 0 {
-            return Ok(());
-        }
-        let subnet = st.subnets.get(&eni.subnet_id).context("subnet of the ENI")?;
-        let (cidr, gw) = (subnet.cidr, subnet.gateway());
-        let public = PUBLIC_POOL
-            .hosts()
-            .nth(st.next_public as usize - 1)
-            .context("public IP pool exhausted")?;
-        let inst = st.instances.get_mut(&att.instance_id).context("instance of the ENI")?;
-        if inst.primary_ip == Some(primary) {
-            return Ok(());
-        }
-        st.next_public += 1;
-        let ns = inst.netns.clone();
-        let addr = format!("{primary}/{}", cidr.prefix_len());
-        sh::ip(&ns, &["addr", "replace", &addr, "dev", "eth0"])?;
-        sh::ip(&ns, &["link", "set", "eth0", "up"])?;
-        sh::ip(&ns, &["route", "replace", "default", "via", &gw.to_string(), "dev", "eth0"])?;
-        sh::nft(
-            &self.vpc_netns(),
-            &format!(
-                "add element {NFT_IP} primaries {{ {primary} }}\n\
-                 add element {NFT_IP} public {{ {primary} : {public} }}\n"
-            ),
-        )?;
-        inst.primary_ip = Some(primary);
-        inst.public_ip = Some(public);
-        Ok(())
-    }
-
-    /// Withdraws an instance's primary IP from the "IGW".
-    fn unpublish(&self, inst: &Instance) -> Result<()> {
-        let (Some(p), Some(public)) = (inst.primary_ip, inst.public_ip) else { return Ok(()) };
-        sh::nft(
-            &self.vpc_netns(),
-            &format!(
-                "delete element {NFT_IP} primaries {{ {p} }}\n\
-                 delete element {NFT_IP} public {{ {p} : {public} }}\n"
-            ),
-        )
-        .map(drop)
-    }
-}
-
-/// The hook the EC2 simulator calls: EC2 changes mirrored into the namespaces. Errors cannot
-/// reach the simulator; they are logged and kept for [`Fabric::hook_errors`].
-impl FabricHook for Fabric {
-    /// An instance was launched: its node namespace appears (`lo` up, forwarding on).
-    fn instance_launched(&self, instance_id: &str, _subnet_id: &str) {
-        self.hook(&format!("instance_launched {instance_id}"), |st| {
-            if st.instances.contains_key(instance_id) {
-                return Ok(());
-            }
-            let netns = format!("{}-n-{instance_id}", self.prefix);
-            // Registered first, so teardown removes it even if configuring it fails.
-            st.instances.insert(
-                instance_id.to_string(),
-                Instance { netns: netns.clone(), primary_ip: None, public_ip: None },
-            );
-            new_netns(&netns)?;
-            sh::sysctl(&netns, "ipv4/ip_forward", "1")
-        });
-    }
-
-    /// An instance was terminated: its namespace (and its ENI links) disappear.
-    fn instance_terminated(&self, instance_id: &str) {
-        self.hook(&format!("instance_terminated {instance_id}"), |st| {
-            let Some(inst) = st.instances.remove(instance_id) else { return Ok(()) };
-            for eni in st.enis.values_mut() {
-                if eni.attachment.as_ref().is_some_and(|a| a.instance_id == instance_id) {
-                    eni.attachment = None;
-                }
-            }
-            let res = self.unpublish(&inst);
-            sh::delete_netns(&inst.netns).and(res)
-        });
-    }
-
-    /// An ENI was attached: `eth<device_index>` with the ENI's MAC appears in the node, its peer on
-    /// the subnet bridge. The primary ENI (index 0) is also configured as EC2's DHCP would.
-    fn eni_attached(
-        &self,
-        instance_id: &str,
-        eni_id: &str,
-        mac: &str,
-        device_index: u32,
-        subnet_id: &str,
-    ) {
-        self.hook(&format!("eni_attached {eni_id} to {instance_id}"), |st| {
-            let netns = st
-                .instances
-                .get(instance_id)
-                .with_context(|| format!("unknown instance {instance_id}"))?
-                .netns
-                .clone();
-            let bridge = self.bridge(st, subnet_id)?;
-            let eni = st.enis.entry(eni_id.to_string()).or_insert_with(|| Eni::new(subnet_id));
-            if eni.attachment.as_ref().is_some_and(|a| a.instance_id == instance_id) {
-                return Ok(());
-            }
-            if let Some(old) = eni.attachment.take() {
-                // Attached elsewhere without a detach: follow EC2, drop the old link.
-                let _ = sh::ip(&self.vpc_netns(), &["link", "del", &old.port]);
-            }
-            let port = format!("eni{}", st.next_port);
-            st.next_port += 1;
-            let vpc = self.vpc_netns();
-            let ifname = format!("eth{device_index}");
-            // A leftover with the same name (re-attach at the same index) would make `add` fail.
-            let _ = sh::ip(&netns, &["link", "del", &ifname]);
-            sh::ip(
-                &vpc,
-                &[
-                    "link", "add", &port, "type", "veth", "peer", "name", &ifname, "address", mac,
-                    "netns", &netns,
-                ],
-            )?;
-            // Registered before configuring, so a failure below still gets cleaned up on detach.
-            let eni = st.enis.get_mut(eni_id).expect("inserted above");
-            eni.attachment = Some(Attachment {
-                instance_id: instance_id.to_string(),
-                device_index,
-                port: port.clone(),
-            });
-            sh::ip(&vpc, &["link", "set", &port, "alias", eni_id])?;
-            sh::ip(&vpc, &["link", "set", &port, "master", &bridge])?;
-            sh::run(&["bridge", "-n", &vpc, "link", "set", "dev", &port, "isolated", "on"])?;
-            sh::ip(&vpc, &["link", "set", &port, "up"])?;
-            self.configure_primary(st, eni_id)
-        });
-    }
-
-    /// An ENI was detached: its link disappears from the node. Its addresses stay assigned (an
-    /// available ENI keeps them) but reach nothing until it is attached again.
-    fn eni_detached(&self, instance_id: &str, eni_id: &str, _mac: &str) {
-        self.hook(&format!("eni_detached {eni_id} from {instance_id}"), |st| {
-            let Some(eni) = st.enis.get_mut(eni_id) else { return Ok(()) };
-            let Some(att) = eni.attachment.take() else { return Ok(()) };
-            let mut res = sh::ip(&self.vpc_netns(), &["link", "del", &att.port]).map(drop);
-            if att.device_index == 0 {
-                if let Some(inst) = st.instances.get_mut(&att.instance_id) {
-                    res = res.and(self.unpublish(inst));
-                    inst.primary_ip = None;
-                    inst.public_ip = None;
-                }
-            }
-            res
-        });
-    }
-
-    /// Addresses now route to the ENI: permanent neighbour entries on the subnet bridge and
-    /// (IP, MAC) pairs in the source check set.
-    fn addresses_assigned(&self, eni_id: &str, mac: &str, subnet_id: &str, addrs: &[Ipv4Addr]) {
-        self.hook(&format!("addresses_assigned {eni_id} {addrs:?}"), |st| {
-            let bridge = self.bridge(st, subnet_id)?;
-            let eni = st.enis.entry(eni_id.to_string()).or_insert_with(|| Eni::new(subnet_id));
-            if eni.primary_ip.is_none() {
-                eni.primary_ip = addrs.first().copied();
-            }
-            let vpc = self.vpc_netns();
-            for a in addrs {
-                let ip = a.to_string();
-                sh::ip(
-                    &vpc,
-                    &["neigh", "replace", &ip, "lladdr", mac, "dev", &bridge, "nud", "permanent"],
-                )?;
-                eni.addrs.insert(*a);
-            }
-            if !addrs.is_empty() {
-                sh::nft(
-                    &vpc,
-                    &format!("add element {NFT_BRIDGE} owned {{ {} }}\n", pairs(mac, addrs)),
-                )?;
-            }
-            self.configure_primary(st, eni_id)
-        });
-    }
-
-    /// Addresses no longer route to the ENI: their neighbour entries and source pairs go.
-    fn addresses_unassigned(&self, eni_id: &str, mac: &str, subnet_id: &str, addrs: &[Ipv4Addr]) {
-        self.hook(&format!("addresses_unassigned {eni_id} {addrs:?}"), |st| {
-            let bridge = self.bridge(st, subnet_id)?;
-            let vpc = self.vpc_netns();
-            let Some(eni) = st.enis.get_mut(eni_id) else { return Ok(()) };
-            // Only what this fabric programmed (so a repeated call is a no-op).
-            let gone: Vec<Ipv4Addr> =
-                addrs.iter().copied().filter(|a| eni.addrs.remove(a)).collect();
-            for a in &gone {
-                sh::ip(&vpc, &["neigh", "del", &a.to_string(), "dev", &bridge])?;
-            }
-            if !gone.is_empty() {
-                sh::nft(
-                    &vpc,
-                    &format!("delete element {NFT_BRIDGE} owned {{ {} }}\n", pairs(mac, &gone)),
-                )?;
-            }
-            Ok(())
-        });
-    }
 }
 
 impl Drop for Fabric {
@@ -625,44 +403,4 @@ fn new_netns(name: &str) -> Result<()> {
         sh::run(&["ip", "netns", "add", name])?;
     }
     sh::ip(name, &["link", "set", "lo", "up"]).map(drop)
-}
-
-/// `ip1 . mac, ip2 . mac, …` for the `owned` set.
-fn pairs(mac: &str, addrs: &[Ipv4Addr]) -> String {
-    addrs.iter().map(|a| format!("{a} . {mac}")).collect::<Vec<_>>().join(", ")
-}
-
-/// The vpc netns' nftables: the VPC's source/destination check and ARP policy (table `bridge`),
-/// and the "IGW" (table `ip`). See the module doc.
-fn vpc_ruleset() -> String {
-    format!(
-        r#"table {NFT_BRIDGE} {{
-    # (IP, MAC) pairs EC2 has assigned: an ENI may only send from its own addresses.
-    set owned {{ type ipv4_addr . ether_addr; }}
-    chain from_enis {{
-        type filter hook prerouting priority 0; policy accept;
-        ether type arp arp saddr ip . arp saddr ether != @owned drop
-        ether type ip ip saddr . ether saddr != @owned drop
-    }}
-    chain to_enis {{
-        type filter hook output priority 0; policy accept;
-        # The VPC knows where addresses are; it never asks (only permanent neighbours work).
-        ether type arp arp operation request drop
-    }}
-}}
-table {NFT_IP} {{
-    # Primary private IPs of instances, and their public IPs (the IGW's 1:1 NAT).
-    set primaries {{ type ipv4_addr; }}
-    map public {{ type ipv4_addr : ipv4_addr; }}
-    chain igw_filter {{
-        type filter hook forward priority 0; policy accept;
-        oifname "{UPLINK_VPC}" ip saddr != @primaries drop
-    }}
-    chain igw_nat {{
-        type nat hook postrouting priority 100; policy accept;
-        oifname "{UPLINK_VPC}" snat ip to ip saddr map @public
-    }}
-}}
-"#
-    )
 }
