@@ -122,16 +122,21 @@ impl Agent {
         self.state.lock().unwrap().clone()
     }
 
-    fn container_lock(&self, id: &str) -> Arc<Mutex<()>> {
-        self.locks.lock().unwrap().entry(id.to_string()).or_default().clone()
-    }
-
-    fn release_container_lock(&self, id: &str, lock: Arc<Mutex<()>>) {
+    /// Runs `f` holding container `id`'s lock (requests for one container are serialized), and
+    /// drops the lock's map entry afterwards when nobody else waits on it, whatever `f` returned:
+    /// an early `?` inside must not leave the entry behind for good.
+    fn with_container_lock<T>(&self, id: &str, f: impl FnOnce() -> T) -> T {
+        let lock = self.locks.lock().unwrap().entry(id.to_string()).or_default().clone();
+        let out = {
+            let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+            f()
+        };
         let mut m = self.locks.lock().unwrap();
         // Map + ours = 2: nobody else waits on it, drop the entry so the map stays small.
         if Arc::strong_count(&lock) == 2 {
             m.remove(id);
         }
+        out
     }
 
     /// Handle one shim request. Never panics on bad input; every failure becomes an ErrorReply.
@@ -139,11 +144,10 @@ impl Agent {
         let start = Instant::now();
         let cmd = req.command;
         let resp = if req.protocol != enipool_cni::proto::PROTOCOL_VERSION {
-            Err(Error::InvalidRequest(format!(
-                "shim protocol {} but agent speaks {}",
-                req.protocol,
-                enipool_cni::proto::PROTOCOL_VERSION
-            )))
+            Err(Error::IncompatibleProtocol {
+                shim: req.protocol,
+                agent: enipool_cni::proto::PROTOCOL_VERSION,
+            })
         } else {
             match cmd {
                 Command::Status => Ok(Response::Status(self.status())),
@@ -154,19 +158,11 @@ impl Agent {
                     if req.container_id.is_empty() || req.if_name.is_empty() {
                         Err(Error::InvalidRequest("containerId and ifName are required".into()))
                     } else {
-                        let lock = self.container_lock(&req.container_id);
-                        let r = {
-                            let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
-                            match cmd {
-                                Command::Add => self.add(&req).map(Response::Added),
-                                Command::Del => {
-                                    self.del(&req).map(|_| Response::Done { released: 0 })
-                                }
-                                _ => self.check(&req).map(Response::Added),
-                            }
-                        };
-                        self.release_container_lock(&req.container_id, lock);
-                        r
+                        self.with_container_lock(&req.container_id, || match cmd {
+                            Command::Add => self.add(&req).map(Response::Added),
+                            Command::Del => self.del(&req).map(|_| Response::Done { released: 0 }),
+                            _ => self.check(&req).map(Response::Added),
+                        })
                     }
                 }
             }
@@ -225,7 +221,7 @@ impl Agent {
 pub fn to_reply(e: &Error) -> ErrorReply {
     let code = match e {
         Error::PoolEmpty => codes::TRY_AGAIN_LATER,
-        Error::InvalidRequest(m) if m.contains("protocol") => codes::INCOMPATIBLE_VERSION,
+        Error::IncompatibleProtocol { .. } => codes::INCOMPATIBLE_VERSION,
         Error::InvalidRequest(_) => codes::INVALID_NETWORK_CONFIG,
         Error::UnknownContainer(_) => codes::UNKNOWN_CONTAINER,
         Error::HostNet(_) | Error::Store(_) | Error::StoreRecord(_) | Error::Io { .. } => {

@@ -18,9 +18,27 @@ pub enum Error {
     /// No address is allocatable right now; the shim reports "try again later".
     #[error("no address available on this node (pool empty or not yet programmed)")]
     PoolEmpty,
-    /// The request was malformed or incompatible.
+    /// The request was malformed.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The shim speaks another version of the shim-agent protocol (one was upgraded without the
+    /// other); the runtime gets CNI's "incompatible version" code.
+    #[error(
+        "shim protocol {shim} but agent speaks {agent}: upgrade the shim and the agent together"
+    )]
+    IncompatibleProtocol {
+        /// The version the request carried.
+        shim: u32,
+        /// The version this agent speaks.
+        agent: u32,
+    },
+    /// The agent's configuration is unusable (a missing or malformed flag).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A task the agent cannot run without ended (a watch stream closed, a task panicked); the
+    /// agent exits so that its pod restarts.
+    #[error("stopped: {0}")]
+    Stopped(String),
     /// The container has no allocation (CHECK of an unknown container).
     #[error("unknown container {0}")]
     UnknownContainer(String),
@@ -58,6 +76,9 @@ impl Error {
             Error::StoreInvariant(_) => "store_invariant",
             Error::PoolEmpty => "pool_empty",
             Error::InvalidRequest(_) => "invalid_request",
+            Error::IncompatibleProtocol { .. } => "incompatible_protocol",
+            Error::Config(_) => "config",
+            Error::Stopped(_) => "stopped",
             Error::UnknownContainer(_) => "unknown_container",
             Error::HostNet(_) => "hostnet",
             Error::UnknownAddress(_) => "unknown_address",

@@ -83,7 +83,7 @@ pub async fn watch_pool(
     loop {
         tokio::select! {
             ev = pool_stream.next() => match ev {
-                None => return Err(Error::InvalidRequest("ENIPool watch stream ended".into())),
+                None => return Err(Error::Stopped("ENIPool watch stream ended".into())),
                 Some(Err(e)) => {
                     tracing::warn!(error = &e as &dyn std::error::Error, "ENIPool watch");
                     continue;
@@ -109,7 +109,7 @@ pub async fn watch_pool(
                 }
             },
             ev = node_stream.next() => match ev {
-                None => return Err(Error::InvalidRequest("Node watch stream ended".into())),
+                None => return Err(Error::Stopped("Node watch stream ended".into())),
                 Some(Err(e)) => {
                     tracing::warn!(error = &e as &dyn std::error::Error, "Node watch");
                     continue;
@@ -192,7 +192,7 @@ pub async fn watch_pods(
             agent.changed.notify_one();
         }
     }
-    Err(Error::InvalidRequest("pod watch stream ended".into()))
+    Err(Error::Stopped("pod watch stream ended".into()))
 }
 
 /// The `status.agent` block for a report.

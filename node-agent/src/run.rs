@@ -58,7 +58,7 @@ pub async fn run(args: Args) -> Result<()> {
     host.run(|_| crate::hostnet::sysctl::ensure(crate::hostnet::sysctl::HOST_WIDE))?;
     // clap requires it unless a subcommand is given, and every subcommand returned above.
     let node_name = node_name
-        .ok_or_else(|| Error::InvalidRequest("--node-name is required to run the agent".into()))?;
+        .ok_or_else(|| Error::Config("--node-name is required to run the agent".into()))?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         node = %node_name,
@@ -129,7 +129,7 @@ pub async fn run(args: Args) -> Result<()> {
         r = crate::cni::serve(listener, agent.clone()) => r,
         r = crate::kube::watch_pods(client.clone(), node_name.clone(), pending.clone(), agent.clone()) => r,
         r = crate::kube::publish(client, agent.clone(), node_name, pending, Duration::from_millis(publish_debounce_ms)) => r,
-        r = pool_task => r.unwrap_or_else(|e| Err(Error::InvalidRequest(format!("pool task: {e}")))),
+        r = pool_task => r.unwrap_or_else(|e| Err(Error::Stopped(format!("pool task: {e}")))),
         r = http_m => r.map_err(Error::io("metrics server")),
         r = http_i => r.map_err(Error::io("introspection server")),
         _ = ticker => Ok(()),

@@ -2,7 +2,7 @@
 //! restart, freeing leaked allocations, and the periodic tick.
 
 use super::{Agent, DEMAND_WINDOW};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::{now_secs, AllocKey, Allocation};
 use enipool_cni::proto::{Command, Response};
 use std::collections::BTreeSet;
@@ -85,9 +85,7 @@ impl Agent {
         let view = self.view();
         let mut n = 0;
         for k in due {
-            let lock = self.container_lock(&k.container_id);
-            {
-                let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.with_container_lock(&k.container_id, || {
                 let a = self.state.lock().unwrap().allocations.get(&k).cloned();
                 match a {
                     Some(a) if !links.contains(&a.host_if) => {
@@ -99,8 +97,8 @@ impl Agent {
                         self.leaks.lock().unwrap().remove(&k);
                     }
                 }
-            }
-            self.release_container_lock(&k.container_id, lock);
+                Ok::<_, Error>(())
+            })?;
         }
         Ok(n)
     }

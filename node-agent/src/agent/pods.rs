@@ -31,8 +31,10 @@ impl Agent {
         let existing = self.state.lock().unwrap().allocations.get(&key).cloned();
         let mtu = req.mtu.unwrap_or(self.cfg.mtu);
         if let Some(a) = existing {
-            // Repeated ADD: same address; re-wire only if the wiring is gone.
-            let pod = self.pod_config(&a, &view);
+            // Repeated ADD: same address; re-wire only if the wiring is gone, with the MTU this
+            // request asks for (as a first ADD would).
+            let mut pod = self.pod_config(&a, &view);
+            pod.mtu = mtu;
             let wired = match self.host.check_pod(&pod) {
                 Ok(w) => w,
                 Err(_) => {
@@ -159,16 +161,14 @@ impl Agent {
         let view = self.view();
         let mut n = 0;
         for a in stale {
-            let lock = self.container_lock(&a.container_id);
-            {
-                let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.with_container_lock(&a.container_id, || {
                 // Re-check under the container lock: an ADD may have raced us.
                 if self.state.lock().unwrap().allocations.get(&a.key()) == Some(&a) {
                     self.release(&a, &view)?;
                     n += 1;
                 }
-            }
-            self.release_container_lock(&a.container_id, lock);
+                Ok::<_, Error>(())
+            })?;
         }
         Ok(n)
     }

@@ -214,3 +214,64 @@ fn drains_the_shims_del_journal() {
     assert!(enipool_cni::journal::drain(&jdir).unwrap().is_empty(), "processed entries removed");
     assert!(jdir.join("bad@eth0.json.corrupt").exists(), "corrupt entry kept for a person");
 }
+
+/// A shim of another protocol version gets CNI's "incompatible version" code and changes
+/// nothing; a malformed request gets "invalid network config", whatever its message says.
+#[test]
+fn protocol_mismatch_and_malformed_requests_get_their_own_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent_at(&dir.path().join("s.redb"), Arc::new(FakeHost::default()));
+    let code = |r: Response| match r {
+        Response::Error(e) => (e.code, e.msg),
+        other => panic!("expected an error, got {other:?}"),
+    };
+    let mut newer = req(Command::Add, "c1");
+    newer.protocol = PROTOCOL_VERSION + 1;
+    let (c, msg) = code(a.handle(newer));
+    assert_eq!(c, codes::INCOMPATIBLE_VERSION, "{msg}");
+    assert!(msg.contains("upgrade the shim and the agent together"), "{msg}");
+    assert!(a.state().allocations.is_empty(), "nothing allocated for a refused request");
+    let mut no_netns = req(Command::Add, "c1");
+    no_netns.netns.clear();
+    assert_eq!(code(a.handle(no_netns)).0, codes::INVALID_NETWORK_CONFIG);
+    let mut no_id = req(Command::Add, "");
+    no_id.args.insert("note".into(), "protocol".into());
+    assert_eq!(code(a.handle(no_id)).0, codes::INVALID_NETWORK_CONFIG);
+}
+
+/// A repeated ADD that finds the wiring gone rebuilds it with the MTU the request asks for, like
+/// the first ADD, not the agent's default.
+#[test]
+fn rewiring_on_a_repeated_add_keeps_the_requested_mtu() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Arc::new(FakeHost::default());
+    let a = agent_at(&dir.path().join("s.redb"), host.clone());
+    let mut add = req(Command::Add, "c1");
+    add.mtu = Some(1400);
+    let first = a.handle(add.clone());
+    let ip = ip_of(&first);
+    let alloc = a.state().allocations.values().next().unwrap().clone();
+    // The wiring disappears behind the agent's back (the runtime retries the ADD).
+    host.teardown_pod(&a.pod_config(&alloc, &a.view()));
+    host.calls.lock().unwrap().clear();
+    assert_eq!(ip_of(&a.handle(add)), ip, "same address");
+    let calls = host.calls.lock().unwrap().clone();
+    let setups: Vec<&String> = calls.iter().filter(|c| c.starts_with("setup_pod")).collect();
+    assert_eq!(setups.len(), 1, "re-wired once: {calls:?}");
+    assert!(setups[0].ends_with("mtu 1400"), "{calls:?}");
+}
+
+/// The per-container lock map keeps no entry once a request is done, also when the work under
+/// the lock failed (GC and the leak reaper return early on a failed release).
+#[test]
+fn container_locks_are_dropped_after_failures_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent_at(&dir.path().join("s.redb"), Arc::new(FakeHost::default()));
+    let r: Result<()> = a.with_container_lock("c1", || Err(Error::PoolEmpty));
+    assert!(r.is_err());
+    a.handle(req(Command::Add, "c2"));
+    let mut bad = req(Command::Add, "c3");
+    bad.netns.clear();
+    a.handle(bad);
+    assert!(a.locks.lock().unwrap().is_empty(), "lock entries left behind");
+}

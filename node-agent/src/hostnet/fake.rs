@@ -69,7 +69,7 @@ impl HostNet for FakeHost {
         Ok(())
     }
     fn setup_pod(&self, pod: &PodConfig) -> Result<PodWired, HostError> {
-        self.record(format!("setup_pod {} {}", pod.host_if, pod.ip));
+        self.record(format!("setup_pod {} {} mtu {}", pod.host_if, pod.ip, pod.mtu));
         if self.fail_setup_pod.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(HostError::NotFound(format!("netns {}", pod.netns)));
         }

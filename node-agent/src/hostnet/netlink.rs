@@ -2,12 +2,11 @@
 //! ([`WORKERS`]) that entered the host netns (`--netns`) once; jobs go to an idle one and run on
 //! its current-thread runtime. A pod's netns is entered only long enough to open a socket there
 //! ([`super::podside`]), then the thread returns to the host netns. Never on a tokio worker:
-//! `setns` changes the calling thread. Veth deletion (the slow part of DEL) is batched on a separate reaper thread
-//! ([`REAP_GROUP`]).
+//! `setns` changes the calling thread. Veth deletion (the slow part of DEL) is batched on a
+//! separate reaper thread ([`REAP_GROUP`]).
 //!
 //! The [`HostNet`] verbs are here; the worker and reaper threads in `workers`, link lookups in
 //! `links`, and the errno mapping in `errors`.
-#![allow(unsafe_code)]
 
 use super::podside::{PodSide, PodSocket};
 use super::rules::{delete_pod_rules, ensure_rule, rule_has, rules};
