@@ -9,9 +9,12 @@
 //! per-action throttling (`RequestLimitExceeded`, HTTP 503), 5xx, latency and Describe results that
 //! lag writes; and it counts calls per action for benchmarks.
 //!
-//! Layout: `state.rs` + `ops.rs` are the pure model (no I/O), `limits.rs` the instance-type table,
-//! `params.rs`/`actions.rs`/`render.rs`/`xml.rs` the wire protocol, `faults.rs` the fault injection,
-//! `server.rs` the axum server and the [`Ec2Sim`] handle, `hooks.rs` the VPC fabric observer.
+//! Layout: `state.rs` + `ops.rs` are the pure model (no I/O; `subnet.rs` its address accounting,
+//! `lifecycle.rs` instances and the timed transitions, `resources.rs` seeding, ClientTokens and
+//! tags), `limits.rs` the instance-type table, `describe.rs` the Describe actions,
+//! `params.rs`/`actions.rs`/`render.rs`/`xml.rs` the wire protocol, `faults.rs` the fault
+//! injection, `server.rs` the axum server and the [`Ec2Sim`] handle, `hooks.rs` the VPC fabric
+//! observer.
 
 mod actions;
 mod describe;
