@@ -104,7 +104,8 @@ impl FakeState {
         let mut out = Vec::new();
         // Addresses from the bottom (skipping the 4 AWS reserves), prefixes from the top, aligned.
         if prefix {
-            let mut start = hosts - 32;
+            // A subnet under /27 has no /28 outside its reserved first block.
+            let mut start = hosts.saturating_sub(32);
             while out.len() < n as usize && start >= 16 {
                 if (start..start + 16).all(|o| !used.contains(&(base + o))) {
                     (start..start + 16).for_each(|o| {

@@ -99,7 +99,9 @@ impl Ec2Api for FakeEc2 {
         const A: &str = "CreateNetworkInterface";
         let mut s = self.state.lock().expect("lock");
         s.enter(A)?;
-        if let Some(id) = s.tokens.get(&req.client_token).cloned() {
+        // No token, no idempotency (as in EC2): an empty token is not a key.
+        let token = Some(&req.client_token).filter(|t| !t.is_empty());
+        if let Some(id) = token.and_then(|t| s.tokens.get(t)).cloned() {
             // Idempotent replay: the same ENI (EC2 also checks the parameters; we check the subnet).
             return match s.enis.get(&id) {
                 Some(e) if e.subnet_id == req.subnet_id => Ok(e.clone()),
@@ -149,7 +151,9 @@ impl Ec2Api for FakeEc2 {
             description: req.description.clone(),
         };
         s.enis.insert(id.clone(), eni.clone());
-        s.tokens.insert(req.client_token.clone(), id);
+        if let Some(t) = token {
+            s.tokens.insert(t.clone(), id);
+        }
         Ok(eni)
     }
 
