@@ -55,7 +55,7 @@ pub fn jittered(period: Duration, unit: f64) -> Duration {
     period.mul_f64(1.0 + JITTER * unit.clamp(0.0, 1.0))
 }
 
-/// Whether going from `old` to `new` is worth a log line (more than [`LOG_CHANGE`] either way).
+/// Whether going from `old` to `new` is worth a log line (a change of more than 10 % either way).
 pub fn changed_substantially(old: Duration, new: Duration) -> bool {
     let (o, n) = (old.as_secs_f64(), new.as_secs_f64());
     (n - o).abs() > LOG_CHANGE * o.max(f64::MIN_POSITIVE)

@@ -1,4 +1,4 @@
-//! EC2 → status (no I/O except [`SubnetCache::cidrs`]): the node's ENIs as EC2 reports them,
+//! EC2 → status (no I/O except [`SubnetCache::get`]): the node's ENIs as EC2 reports them,
 //! adopting everything attached to the instance — addresses assigned at launch included — except
 //! ENIs carrying an excluded tag, which still occupy a device index and an ENI slot.
 
