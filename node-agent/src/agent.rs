@@ -23,6 +23,7 @@ use crate::store::{now_secs, AllocKey, Allocation, State, Store};
 use enipool_cni::proto::{Command, ErrorReply, Request, Response, StatusResult};
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,8 @@ pub struct Agent {
     store: Store,
     state: Mutex<State>,
     view: RwLock<Arc<PoolView>>,
+    /// A view from the ENIPool has been set (the initial one is an empty placeholder).
+    has_view: AtomicBool,
     host: Arc<dyn HostNet>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     cfg: CoreConfig,
@@ -80,6 +83,7 @@ impl Agent {
             store,
             state: Mutex::new(st),
             view: RwLock::new(Arc::new(PoolView::default())),
+            has_view: AtomicBool::new(false),
             host,
             locks: Mutex::new(HashMap::new()),
             cfg,
@@ -110,6 +114,7 @@ impl Agent {
     /// Replace the pool view (after the ENIs were programmed) and settle offers.
     pub fn set_view(&self, v: PoolView) {
         *self.view.write().unwrap() = Arc::new(v);
+        self.has_view.store(true, Ordering::SeqCst);
         if let Err(e) = self.settle_offers() {
             tracing::warn!(error = &e as &dyn std::error::Error, "settling release offers failed");
         }
@@ -201,7 +206,8 @@ impl Agent {
         }
     }
 
-    /// STATUS: ready when an ADD would get an address now.
+    /// STATUS (CNI semantics, for the runtime): ready when an ADD would get an address now.
+    /// Not the agent's own readiness: see [`Agent::readiness`].
     pub fn status(&self) -> StatusResult {
         let view = self.view();
         let st = self.state.lock().unwrap();
@@ -214,6 +220,28 @@ impl Agent {
             "no free address in the pool; the operator is asked for more".into()
         };
         StatusResult { ready: available > 0, available: available as u32, reason }
+    }
+
+    /// Readiness of the agent itself (`/readyz`, the pod's readiness probe): whether it can serve
+    /// CNI requests. It needs its store (open, or there is no `Agent`), the pool view from its
+    /// ENIPool, and at least one ENI of that view programmed on the host. A pool without a free
+    /// address right now is *not* a readiness failure: ADD answers try-again-later and raises
+    /// demand, STATUS reports it to the runtime and the ENIPool's status to people. Otherwise a
+    /// node whose pods use every address would turn its agent NotReady (stalling DaemonSet
+    /// rollouts through `maxUnavailable`). `Ok` carries a one-line summary, `Err` the reason.
+    pub fn readiness(&self) -> std::result::Result<String, String> {
+        if !self.has_view.load(Ordering::SeqCst) {
+            return Err("no pool view yet (waiting for this node's ENIPool)".into());
+        }
+        if self.view().enis.iter().all(|e| !e.ready) {
+            return Err("no ENI programmed yet (waiting for the ENIPool's ENIs to be programmed on this host)".into());
+        }
+        let st = self.status();
+        Ok(if st.ready {
+            format!("ready: {} available", st.available)
+        } else {
+            format!("ready: 0 available ({})", st.reason)
+        })
     }
 }
 

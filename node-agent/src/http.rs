@@ -1,5 +1,6 @@
-//! HTTP endpoints: `/metrics`, `/healthz`, `/readyz` on the metrics address; `/v1/allocations` and
-//! `/v1/enis` (introspection) on the loopback address.
+//! HTTP endpoints: `/metrics`, `/healthz` (always `ok` while the process serves HTTP), `/readyz`
+//! (the agent can serve CNI requests; not whether an address is free) on the metrics address;
+//! `/v1/allocations` and `/v1/enis` (introspection) on the loopback address.
 
 use crate::agent::Agent;
 use axum::extract::State;
@@ -46,13 +47,13 @@ async fn metrics(
     (code, [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
 }
 
-/// Ready only when the pool has a usable address.
+/// 200 while the agent can serve CNI requests ([`Agent::readiness`]: pool view received, an ENI
+/// programmed), also when no address is free right now (the body says so; CNI STATUS and the
+/// ENIPool's status report that, not the pod's readiness). 503 with the reason otherwise.
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
-    let st = s.agent.status();
-    if st.ready {
-        (StatusCode::OK, format!("ready: {} available\n", st.available))
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", st.reason))
+    match s.agent.readiness() {
+        Ok(summary) => (StatusCode::OK, format!("{summary}\n")),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
     }
 }
 

@@ -1,5 +1,12 @@
 //! Start-up sequence: store (epoch bump), journal drain, pool watch and ENI programming, host
 //! reconcile of allocations (leak grace), then serve CNI, HTTP and the publisher.
+//!
+//! Stopping: SIGTERM (the kubelet stopping the pod) and SIGINT (Ctrl-C) both end the agent the
+//! same way, at any point after start-up began: it stops accepting CNI connections, lets the HTTP
+//! servers finish their requests (up to [`HTTP_DRAIN`]), logs `enipool-agent stopped` and exits 0.
+//! A CNI request already running on its blocking thread completes before the process exits (the
+//! runtime waits for blocking tasks); its reply may be lost, and the shim's retry is answered from
+//! the durable store (ADD and DEL are idempotent).
 
 use crate::agent::{Agent, CoreConfig};
 use crate::args::{Args, Cmd};
@@ -7,9 +14,38 @@ use crate::error::{Error, Result};
 use crate::hostnet::netlink::NetlinkHost;
 use crate::hostnet::HostNet;
 use crate::metrics::Metrics;
+use std::future::IntoFuture;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+/// How long the HTTP servers get to finish their requests after a stop signal.
+pub const HTTP_DRAIN: Duration = Duration::from_secs(5);
+
+/// The signals that stop the agent gracefully: SIGTERM and SIGINT. Installed once at start-up,
+/// after which neither has its default action (immediate death) any more.
+struct StopSignals {
+    term: Signal,
+    int: Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<StopSignals> {
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).map_err(Error::io("install SIGTERM handler"))?,
+            int: signal(SignalKind::interrupt()).map_err(Error::io("install SIGINT handler"))?,
+        })
+    }
+
+    /// Waits for either signal; returns its name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
 
 fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -59,6 +95,7 @@ pub async fn run(args: Args) -> Result<()> {
     // clap requires it unless a subcommand is given, and every subcommand returned above.
     let node_name = node_name
         .ok_or_else(|| Error::Config("--node-name is required to run the agent".into()))?;
+    let mut stop = StopSignals::install()?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         node = %node_name,
@@ -87,13 +124,23 @@ pub async fn run(args: Args) -> Result<()> {
         debounce: Duration::from_millis(publish_debounce_ms),
     };
     let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
-    let pool_task =
+    let mut pool_task =
         tokio::spawn(crate::kube::watch_pool(client.clone(), agent.clone(), kcfg, ready_tx));
     // Wait for the first ENIPool (ENIs programmed) before reconciling and serving, so a restart
     // never answers ADD from an empty view; do not wait forever (STATUS says why meanwhile).
     tracing::info!(pool = %node_name, "waiting for this node's ENIPool and Node (up to 60 s)");
-    if tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)).await.is_err() {
-        tracing::warn!(pool = %node_name, "no usable ENIPool after 60 s; serving anyway (ADD answers try-again-later until it arrives)");
+    tokio::select! {
+        r = tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)) => {
+            if r.is_err() {
+                tracing::warn!(pool = %node_name, "no usable ENIPool after 60 s; serving anyway (ADD answers try-again-later until it arrives)");
+            }
+        }
+        sig = stop.recv() => {
+            tracing::info!(signal = sig, "stop signal received before serving; shutting down");
+            pool_task.abort();
+            tracing::info!("enipool-agent stopped");
+            return Ok(());
+        }
     }
     let a = agent.clone();
     let jdir = del_journal_dir.clone();
@@ -110,8 +157,22 @@ pub async fn run(args: Args) -> Result<()> {
     let i = tokio::net::TcpListener::bind(introspection_addr)
         .await
         .map_err(Error::io("bind introspection"))?;
-    let http_m = axum::serve(m, crate::http::metrics_router(st.clone()));
-    let http_i = axum::serve(i, crate::http::introspection_router(st));
+    // Spawned, so that after a stop signal they can finish their requests (graceful shutdown)
+    // while everything else is dropped.
+    let (http_stop_tx, http_stop_rx) = tokio::sync::watch::channel(false);
+    let http_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut http_m = tokio::spawn(
+        axum::serve(m, crate::http::metrics_router(st.clone()))
+            .with_graceful_shutdown(http_stopped(http_stop_rx.clone()))
+            .into_future(),
+    );
+    let mut http_i = tokio::spawn(
+        axum::serve(i, crate::http::introspection_router(st))
+            .with_graceful_shutdown(http_stopped(http_stop_rx))
+            .into_future(),
+    );
     let ticker = {
         let a = agent.clone();
         async move {
@@ -124,15 +185,44 @@ pub async fn run(args: Args) -> Result<()> {
             }
         }
     };
+    let joined = |r: std::result::Result<std::io::Result<()>, tokio::task::JoinError>,
+                  op: &'static str| {
+        r.unwrap_or_else(|e| Err(std::io::Error::other(e))).map_err(Error::io(op))
+    };
     tracing::info!(socket = %socket.display(), "serving CNI");
-    tokio::select! {
+    let r = tokio::select! {
         r = crate::cni::serve(listener, agent.clone()) => r,
         r = crate::kube::watch_pods(client.clone(), node_name.clone(), pending.clone(), agent.clone()) => r,
         r = crate::kube::publish(client, agent.clone(), node_name, pending, Duration::from_millis(publish_debounce_ms)) => r,
-        r = pool_task => r.unwrap_or_else(|e| Err(Error::Stopped(format!("pool task: {e}")))),
-        r = http_m => r.map_err(Error::io("metrics server")),
-        r = http_i => r.map_err(Error::io("introspection server")),
+        r = &mut pool_task => r.unwrap_or_else(|e| Err(Error::Stopped(format!("pool task: {e}")))),
+        r = &mut http_m => joined(r, "metrics server"),
+        r = &mut http_i => joined(r, "introspection server"),
         _ = ticker => Ok(()),
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        sig = stop.recv() => {
+            tracing::info!(signal = sig, "stop signal received; no new CNI connections, draining HTTP");
+            Ok(())
+        }
+    };
+    // Whatever ended the loop: the CNI listener is closed (its future dropped above), the pool
+    // watch stops, the HTTP servers finish what they are answering.
+    pool_task.abort();
+    let _ = http_stop_tx.send(true);
+    let drained = tokio::time::timeout(HTTP_DRAIN, async {
+        // A handle that already ended the loop above must not be polled again.
+        for h in [&mut http_m, &mut http_i] {
+            if !h.is_finished() {
+                let _ = h.await;
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(grace = ?HTTP_DRAIN, "HTTP servers still busy after the grace; closing them");
+        http_m.abort();
+        http_i.abort();
     }
+    if r.is_ok() {
+        tracing::info!("enipool-agent stopped");
+    }
+    r
 }
