@@ -9,8 +9,8 @@
 //! - `memory [N [LIMIT_SECS]]`: the operator BINARY (`ENIPOOL_OPERATOR_BIN`, default
 //!   `target/release/enipool-operator`; build it first) against N (default 5000) nodes. Prints a
 //!   progress line every 30 s (Ready count, RSS, CPU, EC2 calls), then the time until all pools
-//!   are Ready, the RSS then, its maximum over the following resync period + 30 s (resync round
-//!   and a GC run included), and its peak (VmHWM). Gives up after LIMIT_SECS (default 3600) when
+//!   are Ready, the RSS then, its maximum over the following 1.2 resync periods + 60 s (the whole
+//!   first resync round and a GC run included), and its peak (VmHWM). Gives up after LIMIT_SECS (default 3600) when
 //!   not all pools are Ready by then, with the figures so far.
 
 use enipool_crds::{AgentStatus, ENIPool, AGENT_FIELD_MANAGER};
@@ -387,9 +387,10 @@ async fn memory(n: usize, limit: Duration) -> anyhow::Result<()> {
             w.mutating()
         );
     };
-    // After all are Ready, keep sampling for one resync period (+30 s): every pool's resync round
-    // and a GC run (every 300 s by default; it copies every cached pool) fall inside it.
-    let steady = Duration::from_secs(RESYNC_SECS + 30);
+    // After all are Ready, keep sampling for one resync period stretched by its largest jitter
+    // (+20 %) and 60 s more: the whole first resync round (the last pool made Ready is due at most
+    // 1.2 periods later) and a GC run (every 300 s by default) fall inside it.
+    let steady = Duration::from_secs(RESYNC_SECS * 6 / 5 + 60);
     let (mut ready_at, mut at_ready, mut steady_max) = (None, 0, 0);
     let settled = loop {
         let rss = status_kib(pid, "VmRSS:").unwrap_or(0);
