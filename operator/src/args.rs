@@ -72,6 +72,10 @@ pub struct Args {
     /// An agent report older than this sets AgentStale.
     #[arg(long, env = "ENIPOOL_OPERATOR_AGENT_STALE_SECONDS", default_value_t = 120)]
     pub agent_stale_seconds: i64,
+    /// How long the finalizer of a deleted Node's pool waits for the instance to terminate before
+    /// it deletes the ENIs left behind and lets the pool go anyway (leftovers then go to GC).
+    #[arg(long, env = "ENIPOOL_OPERATOR_TERMINATION_WAIT_SECONDS", default_value_t = 3600)]
+    pub termination_wait_seconds: u64,
     /// Pools reconciled in parallel.
     #[arg(long, env = "ENIPOOL_OPERATOR_WORKERS", default_value_t = 8)]
     pub workers: u16,
@@ -105,6 +109,29 @@ mod tests {
         assert_eq!(a.metrics_addr.to_string(), "0.0.0.0:8080");
         assert_eq!((a.lease_duration_seconds, a.workers, a.resync_seconds), (15, 8, 60));
         assert_eq!(a.node_selector, None);
+        assert_eq!(a.termination_wait_seconds, 3600);
+        assert_eq!(a.operator_config().termination_wait, std::time::Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn termination_wait_flag_and_env() {
+        let a = Args::try_parse_from([
+            "enipool-operator",
+            "--cluster-name=c",
+            "--termination-wait-seconds=900",
+        ])
+        .unwrap();
+        assert_eq!(a.operator_config().termination_wait, std::time::Duration::from_secs(900));
+        // The environment spelling (clap reads it when the flag is absent).
+        let arg = Args::command()
+            .get_arguments()
+            .find(|a| a.get_id() == "termination_wait_seconds")
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            arg.get_env().and_then(|e| e.to_str()),
+            Some("ENIPOOL_OPERATOR_TERMINATION_WAIT_SECONDS")
+        );
     }
 
     #[test]

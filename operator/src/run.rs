@@ -407,7 +407,7 @@ impl Args {
             workers: self.workers,
             vpc_cidrs: self.vpc_cidrs.clone(),
             metrics_addr: Some(self.metrics_addr),
-            termination_wait: Duration::from_secs(3600),
+            termination_wait: Duration::from_secs(self.termination_wait_seconds),
             node_selector: self
                 .node_selector
                 .as_deref()
