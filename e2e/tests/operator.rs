@@ -5,6 +5,8 @@
 
 #[path = "operator/finalizer.rs"]
 mod finalizer;
+#[path = "operator/handover.rs"]
+mod handover;
 #[path = "operator/harness.rs"]
 mod harness;
 #[path = "operator/scenarios.rs"]

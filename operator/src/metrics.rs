@@ -33,6 +33,7 @@ pub struct Metrics {
     duration: Histogram,
     pools: Family<StateLabels, Gauge>,
     resync_period: Gauge<f64, AtomicU64>,
+    leader: Gauge,
     states: Mutex<HashMap<String, &'static str>>,
 }
 
@@ -45,6 +46,7 @@ impl Metrics {
             duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             pools: Family::default(),
             resync_period: Gauge::default(),
+            leader: Gauge::default(),
             states: Mutex::new(HashMap::new()),
         };
         let r = registry.sub_registry_with_prefix("enipool_operator");
@@ -62,7 +64,24 @@ impl Metrics {
              fit the describe budget",
             m.resync_period.clone(),
         );
+        r.register(
+            "leader",
+            "1 while this replica holds the leader Lease, else 0",
+            m.leader.clone(),
+        );
         m
+    }
+
+    /// Record a leadership change. A replica that is no longer the leader forgets its pool states
+    /// (`enipool_operator_pools` is the leader's view; a standby must not report stale values),
+    /// and rebuilds them from its reconciles when it leads again.
+    pub fn leadership(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+        if !leader {
+            let mut states = self.states.lock().expect("metrics lock");
+            states.clear();
+            self.pools.clear();
+        }
     }
 
     /// Count one reconcile and its duration.
@@ -112,5 +131,44 @@ mod tests {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
         assert!(out.contains("\nenipool_operator_resync_period_seconds 4000.0\n"), "{out}");
+    }
+
+    fn encode(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn leader_gauge_and_losing_leadership_clears_the_pool_states() {
+        let mut registry = Registry::default();
+        let m = Metrics::new(&mut registry);
+        assert!(encode(&registry).contains("\nenipool_operator_leader 0\n"), "0 before leading");
+
+        m.leadership(true);
+        m.pool_state("a", Some("Ready"));
+        m.pool_state("b", Some("Ready"));
+        m.pool_state("c", Some("NotReady"));
+        let out = encode(&registry);
+        assert!(out.contains("\nenipool_operator_leader 1\n"), "{out}");
+        assert!(out.contains("enipool_operator_pools{state=\"Ready\"} 2\n"), "{out}");
+        assert!(out.contains("enipool_operator_pools{state=\"NotReady\"} 1\n"), "{out}");
+
+        // Lost the Lease without restarting: no stale pool series.
+        m.leadership(false);
+        let out = encode(&registry);
+        assert!(out.contains("\nenipool_operator_leader 0\n"), "{out}");
+        assert!(!out.contains("enipool_operator_pools{"), "stale pool series: {out}");
+
+        // Leading again: the states are rebuilt from scratch by the reconciles (same states as
+        // before are counted again, not skipped as unchanged).
+        m.leadership(true);
+        m.pool_state("a", Some("Ready"));
+        m.pool_state("c", Some("Ready"));
+        let out = encode(&registry);
+        assert!(out.contains("enipool_operator_pools{state=\"Ready\"} 2\n"), "{out}");
+        assert!(!out.contains("state=\"NotReady\""), "{out}");
+        m.pool_state("a", None);
+        assert!(encode(&registry).contains("enipool_operator_pools{state=\"Ready\"} 1\n"));
     }
 }

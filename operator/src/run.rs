@@ -4,7 +4,10 @@
 //! [`Operator::start`] is the library entry point: it takes a kube client and an [`Ec2Api`], so the
 //! e2e tests and the benchmark run replicas in process (and kill one with
 //! [`OperatorHandle::abort`]). Everything runs inside one task: aborting it drops the Lease
-//! renewal, the controllers and the HTTP server together, as a crashed process would.
+//! renewal, the controllers and the HTTP server together, as a crashed process would, and the
+//! Lease expires. A graceful stop ([`OperatorHandle::shutdown`], SIGTERM) lets the controllers
+//! finish their in-flight reconciles, keeps renewing meanwhile, then releases the Lease so that a
+//! standby takes over at once.
 
 mod scope;
 mod synced;
@@ -158,7 +161,8 @@ impl OperatorHandle {
         self.task.abort();
     }
 
-    /// Graceful stop: controllers finish in-flight reconciles, then the task ends.
+    /// Graceful stop: controllers finish in-flight reconciles, the Lease is released (when held),
+    /// then the task ends.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         match self.task.await {
@@ -171,6 +175,14 @@ impl OperatorHandle {
     /// Whether the task has ended (aborted, failed or shut down).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
+    }
+
+    /// The replica's `/metrics` text (Prometheus text format).
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.health.registry)
+            .expect("encoding metrics");
+        out
     }
 }
 
@@ -208,16 +220,13 @@ async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let leader_rx = leader_tx.subscribe();
-    let lease = leader::run(
-        client.clone(),
-        LeaseConfig {
-            namespace: cfg.lease_namespace.clone(),
-            name: cfg.lease_name.clone(),
-            identity: cfg.identity.clone(),
-            duration: cfg.lease_duration,
-        },
-        leader_tx,
-    );
+    let lease_cfg = LeaseConfig {
+        namespace: cfg.lease_namespace.clone(),
+        name: cfg.lease_name.clone(),
+        identity: cfg.identity.clone(),
+        duration: cfg.lease_duration,
+    };
+    let lease = leader::run(client.clone(), lease_cfg.clone(), &leader_tx);
 
     // Controllers; their watch stores are the caches (one watch per kind and purpose).
     // DeserializeGuard: a malformed object is skipped and reported, it never stops a cache syncing.
@@ -298,6 +307,19 @@ async fn run(
         termination_wait: cfg.termination_wait,
     });
     ctx.refresh_resync_period(); // the gauge from the start: the minimum while no pool is cached
+                                 // enipool_operator_leader follows leadership; losing it clears the leader-only pool gauges.
+    let leadership = {
+        let (ctx, mut rx) = (ctx.clone(), leader_rx.clone());
+        async move {
+            loop {
+                let leader = *rx.borrow_and_update();
+                ctx.metrics.leadership(leader);
+                if rx.changed().await.is_err() {
+                    return futures::future::pending::<()>().await;
+                }
+            }
+        }
+    };
 
     let http = {
         let health = health.clone();
@@ -357,6 +379,12 @@ async fn run(
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
+    // On shutdown every controller drains its in-flight reconciles before the Lease goes.
+    let controllers = futures::future::try_join3(
+        controller_done("pool", pool_ctrl, shutdown.clone()),
+        controller_done("node", node_ctrl, shutdown.clone()),
+        controller_done("policy", policy_ctrl, shutdown.clone()),
+    );
 
     let gc = {
         let ctx = ctx.clone();
@@ -373,15 +401,43 @@ async fn run(
         }
     };
     tokio::select! {
-        _ = pool_ctrl => tracing::info!("pool controller stopped"),
-        _ = node_ctrl => tracing::info!("node controller stopped"),
-        _ = policy_ctrl => tracing::info!("policy controller stopped"),
+        r = controllers => r.map(|_| ())?,
         r = http => anyhow::bail!("HTTP endpoints stopped: {r:?}"),
         _ = ready => {},
         _ = gc => {},
+        _ = leadership => {},
         _ = all_nodes_watch => anyhow::bail!("the Node watch ended"),
         _ = lease => anyhow::bail!("lease task ended"),
     }
+    // Graceful stop: the controllers are done and the renewal (the `lease` future) is dropped.
+    // Hand the Lease over instead of letting the standbys wait for it to expire.
+    leader_tx.send_replace(false);
+    ctx.metrics.leadership(false);
+    let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client, &lease_cfg.namespace);
+    match tokio::time::timeout(RELEASE_TIMEOUT, leader::release(&api, &lease_cfg)).await {
+        Ok(Ok(true)) => tracing::info!(identity = %lease_cfg.identity, "lease released"),
+        Ok(Ok(false)) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "releasing the lease failed; it will expire"),
+        Err(_) => tracing::warn!("releasing the lease timed out; it will expire"),
+    }
+    Ok(())
+}
+
+/// Bound on the Lease release at shutdown (an unreachable API server must not hold the exit).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A controller's run: it ends on shutdown; ending otherwise is an error (the process restarts).
+async fn controller_done(
+    name: &'static str,
+    run: impl std::future::Future<Output = ()>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    run.await;
+    if !*shutdown.borrow() {
+        anyhow::bail!("{name} controller stopped");
+    }
+    tracing::info!("{name} controller stopped");
     Ok(())
 }
 
