@@ -83,11 +83,18 @@ pub async fn run(args: Args) -> Result<()> {
         tracing::error!(netns = ?netns, error = e as &dyn std::error::Error, "cannot start the netlink thread in the host netns");
     })?);
     if let Some(Cmd::Uninstall) = command {
-        let errs = tokio::task::spawn_blocking(move || host.uninstall()).await.unwrap_or_default();
+        let mut errs = tokio::task::spawn_blocking(move || host.uninstall())
+            .await
+            .map_err(|e| Error::Stopped(format!("uninstall task: {e}")))?;
         for e in &errs {
             tracing::warn!(error = e as &dyn std::error::Error, "uninstall");
         }
-        return Ok(());
+        // Exit non-zero when something could not be removed: a script or Job running it must
+        // not report a clean host that is not.
+        return match errs.is_empty() {
+            true => Ok(()),
+            false => Err(Error::HostNet(errs.remove(0))),
+        };
     }
     // Fail at start, with the sysctl, its value and the fix in the termination message, rather
     // than serve pods a node that does not forward.

@@ -103,6 +103,9 @@ fn pod_on_primary_eni_is_wired_and_node_rules_are_idempotent() {
     assert!(host.uninstall().is_empty());
     let tables = sh("ip netns exec enip-t-node nft list tables");
     assert!(!tables.contains("enipool"));
+    // Idempotent: `enipool-agent uninstall` exits non-zero on any error, so a second run on a
+    // clean host must find nothing to fail on.
+    assert_eq!(host.uninstall().len(), 0, "a second uninstall reports errors");
 }
 
 /// DEL deletes a pod's rules by their specification (no dump of the node's rules): every from-pod
