@@ -27,6 +27,8 @@ pub struct Round {
     pub fatal: bool,
     /// Last EC2 error text.
     pub last_error: String,
+    /// Why the instance is gone (shutting down or terminated), when it is.
+    pub instance_gone: Option<String>,
     wake: Option<Duration>,
     resync: Duration,
 }
@@ -42,6 +44,7 @@ impl Round {
             capacity_exhausted: false,
             fatal: false,
             last_error: String::new(),
+            instance_gone: None,
             wake: None,
             resync,
         }
@@ -168,7 +171,9 @@ pub fn apply(
     } else {
         set_condition(c, INCONSISTENT_STATE, false, "Consistent", "", g, t());
     }
-    let (ready, reason, msg) = if !r.synced {
+    let (ready, reason, msg) = if let Some(gone) = &r.instance_gone {
+        (false, "InstanceTerminated", gone.clone())
+    } else if !r.synced {
         (false, "EC2NotSynced", r.sync_error.clone().unwrap_or_default())
     } else if summary.allocated == 0 && target.ips > 0 {
         (false, "NoAddresses", "no pod address allocated yet".to_string())

@@ -99,6 +99,16 @@ impl Context {
             tracing::debug!(%error, "publishing event failed");
         }
     }
+
+    /// A Warning Event for a failed pool reconcile, reason = the error's category; at most one
+    /// per pool and category every [`reconcile::FAILURE_EVENT_EVERY`] so an EC2 outage retried
+    /// every few seconds does not flood the API (the pool's conditions show it meanwhile).
+    async fn failure_event(&self, pool: &ENIPool, error: &Error) {
+        let reason = error.category();
+        if self.shared.memory.failure_event_due(&pool.name_any(), reason, Instant::now()) {
+            self.event(pool, true, reason, format!("reconcile failed: {error}")).await;
+        }
+    }
 }
 
 /// `aws:///<az>/<instance-id>` → (az, instance id).
@@ -251,6 +261,10 @@ pub async fn reconcile_pool(
         reconcile_live(pool, &ctx).await
     };
     ctx.metrics.reconciled(started.elapsed().as_secs_f64());
+    if let Err(error) = &result {
+        ctx.shared.memory.forget(&name); // the retry must go to EC2 again
+        ctx.failure_event(pool, error).await;
+    }
     result
 }
 
@@ -314,7 +328,9 @@ pub async fn gc_once(ctx: &Context, grace_secs: i64) -> Vec<String> {
     crate::gc::run_once(ctx.shared.ec2.as_ref(), &ctx.shared.cluster, &referenced, grace_secs).await
 }
 
-/// Requeue policy: transient errors back off with jitter; permanent ones wait longer.
+/// Requeue policy: transient errors back off with jitter; permanent ones wait longer. (A failed
+/// pool reconcile has already shown itself on the pool and in a Warning Event, see
+/// [`reconcile_pool`]: this function cannot await.)
 pub fn error_policy<K>(_obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failed(error.category());
     tracing::warn!(error = %error, category = error.category(), "reconcile failed");

@@ -1,6 +1,9 @@
 //! The operator's one error type. Every variant has a stable [`Error::category`]: it is the
-//! `category` label of `enipool_operator_reconcile_failures_total`, the reason of Warning Events,
-//! and what `error_policy` branches on (transient → backoff, permanent → wait for a change).
+//! `category` label of `enipool_operator_reconcile_failures_total`, the reason of the Warning
+//! Event a failed pool reconcile publishes (at most one per pool and category every
+//! [`FAILURE_EVENT_EVERY`](crate::reconcile::FAILURE_EVENT_EVERY)) and of the `EC2Synced=False`
+//! it sets on the pool ([`verdicts`](crate::reconcile::failure::verdicts)). Whether it is
+//! transient is what `error_policy` branches on (transient → backoff, permanent → wait longer).
 
 use crate::ec2::{Ec2Error, Ec2ErrorKind};
 

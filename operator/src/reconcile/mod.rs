@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a subnet that answered `InsufficientCidrBlocks` gets /32s instead of prefixes (the VPC
 /// CNI waits 120 s before trying that subnet again).
@@ -56,7 +56,13 @@ pub struct Memory {
     pub subnet_states: Mutex<BTreeMap<String, SubnetState>>,
     /// Pool → (fingerprint of the inputs it was left in, until when nothing needs doing).
     quiet: Mutex<HashMap<String, (u64, std::time::Instant)>>,
+    /// (pool, reason) → when the last Warning Event for a failed reconcile went out.
+    warned: Mutex<HashMap<(String, &'static str), std::time::Instant>>,
 }
+
+/// At most one Warning Event per pool and failure category this often (the Recorder folds the
+/// repeats into the Event's series; between them the failure shows on the pool's conditions).
+pub const FAILURE_EVENT_EVERY: Duration = Duration::from_secs(300);
 
 /// What a reconcile decides on (spec, policy, agent report, the operator's own ENIs, journal and
 /// release state), without timestamps and conditions. Equal fingerprints before the requeue
@@ -103,9 +109,21 @@ impl Memory {
         self.quiet.lock().expect("memory lock").insert(pool.to_string(), (fp, until));
     }
 
-    /// Forget a pool (deleted).
+    /// Forget a pool (deleted), or how a round left it (a round failed: the retry must run).
     pub fn forget(&self, pool: &str) {
         self.quiet.lock().expect("memory lock").remove(pool);
+    }
+
+    /// Whether a Warning Event for a failed reconcile of `pool` with `reason` may go out at `now`
+    /// (none did within [`FAILURE_EVENT_EVERY`]); when it may, `now` is remembered.
+    pub fn failure_event_due(&self, pool: &str, reason: &'static str, now: Instant) -> bool {
+        let mut m = self.warned.lock().expect("memory lock");
+        m.retain(|_, at| now.saturating_duration_since(*at) < FAILURE_EVENT_EVERY);
+        if m.contains_key(&(pool.to_string(), reason)) {
+            return false;
+        }
+        m.insert((pool.to_string(), reason), now);
+        true
     }
 }
 
@@ -256,8 +274,25 @@ pub(super) fn note(warning: bool, reason: &'static str, message: String) -> Note
     Note { warning, reason, message }
 }
 
-/// Reconcile one pool against EC2 and return the status written.
+/// Reconcile one pool against EC2 and return the status written. A failure is also shown on the
+/// pool (`EC2Synced=False` with the error's category, see [`failure::verdicts`]) before it is
+/// returned unchanged.
 pub async fn reconcile_pool(
+    shared: &Shared,
+    input: &PoolInput,
+    sink: &dyn StatusSink,
+) -> Result<Outcome> {
+    let sink = failure::Recording::new(sink);
+    match reconcile_round(shared, input, &sink).await {
+        Ok(out) => Ok(out),
+        Err(err) => {
+            failure::record(input, &sink, &err, &Time(Timestamp::now())).await;
+            Err(err)
+        }
+    }
+}
+
+async fn reconcile_round(
     shared: &Shared,
     input: &PoolInput,
     sink: &dyn StatusSink,
@@ -297,6 +332,9 @@ pub async fn reconcile_pool(
     n.st.observed_generation = input.generation;
 
     let running = n.inst.state == "running";
+    if matches!(n.inst.state.as_str(), "shutting-down" | "terminated") {
+        n.round.instance_gone = Some(format!("instance {} is {}", n.inst.id, n.inst.state));
+    }
     if let Ok(attached) = n.sync().await {
         if !input.status.operations.is_empty() && running && !input.paused {
             let (keep, errors) =
@@ -349,6 +387,7 @@ pub async fn reconcile_pool(
     Ok(Outcome { requeue: n.round.requeue(), status: n.st, notes: n.notes })
 }
 
+pub mod failure;
 mod grow;
 mod release;
 #[cfg(test)]

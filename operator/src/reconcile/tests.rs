@@ -6,9 +6,9 @@ use crate::testing::FakeEc2;
 use enipool_crds::{AgentStatus, IpMode, OperationKind, Releasable, ReleaseSettings, Sizing};
 
 /// Records every status write with the number of EC2 mutations made before it.
-struct Sink {
+pub(super) struct Sink {
     fake: Arc<FakeEc2>,
-    writes: Mutex<Vec<(ENIPoolStatus, usize)>>,
+    pub(super) writes: Mutex<Vec<(ENIPoolStatus, usize)>>,
 }
 
 #[async_trait::async_trait]
@@ -20,14 +20,18 @@ impl StatusSink for Sink {
     }
 }
 
-struct World {
-    fake: Arc<FakeEc2>,
-    shared: Shared,
-    sink: Sink,
-    input: PoolInput,
+pub(super) struct World {
+    pub(super) fake: Arc<FakeEc2>,
+    pub(super) shared: Shared,
+    pub(super) sink: Sink,
+    pub(super) input: PoolInput,
 }
 
-fn world(instance_type: &str, launch_ips: i32, policy: Option<ENIPoolPolicySpec>) -> World {
+pub(super) fn world(
+    instance_type: &str,
+    launch_ips: i32,
+    policy: Option<ENIPoolPolicySpec>,
+) -> World {
     let fake = Arc::new(FakeEc2::new());
     fake.launch("i-0000000001", instance_type, launch_ips);
     let shared = Shared {
@@ -54,7 +58,7 @@ fn world(instance_type: &str, launch_ips: i32, policy: Option<ENIPoolPolicySpec>
 
 impl World {
     /// One reconcile; the written status becomes the stored one (the agent part is kept).
-    async fn run(&mut self) -> Outcome {
+    pub(super) async fn run(&mut self) -> Outcome {
         let out = reconcile_pool(&self.shared, &self.input, &self.sink).await.expect("reconcile");
         let agent = self.input.status.agent.clone();
         self.input.status = ENIPoolStatus { agent, ..out.status.clone() };
@@ -70,7 +74,7 @@ impl World {
     }
 }
 
-fn cond(st: &ENIPoolStatus, ty: &str) -> bool {
+pub(super) fn cond(st: &ENIPoolStatus, ty: &str) -> bool {
     enipool_crds::summary::is_true(&st.conditions, ty)
 }
 
