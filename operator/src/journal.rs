@@ -146,6 +146,9 @@ pub enum Replayed {
     Abandoned(&'static str),
     /// Keep it (with attempts and last error updated) and try again later.
     Keep(Ec2Error),
+    /// In progress in EC2 (an ENI still detaching): keep it, look again later. Not a failure, so
+    /// it does not count toward [`MAX_ATTEMPTS`].
+    Wait,
 }
 
 /// Finish or abandon one entry by looking at EC2. `attached` are the instance's ENIs from the sync.
@@ -203,26 +206,28 @@ pub async fn replay_one(
             };
             let Some(eni) = eni else { return Replayed::Done };
             let r = match eni.attachment.as_ref() {
-                Some(a) if a.status == "detaching" => return Replayed::Keep(transit(&eni.id)),
-                Some(a) => ec2.detach_eni(&a.id, false).await.and(Err(transit(&eni.id))),
+                Some(a) if a.status == "detaching" => return Replayed::Wait,
+                Some(a) => match ec2.detach_eni(&a.id, false).await {
+                    Ok(()) => return Replayed::Wait, // deleted once EC2 reports it available
+                    Err(e) => Err(e),
+                },
                 None => ec2.delete_eni(&eni.id).await,
             };
             match r {
                 Ok(()) => Replayed::Done,
                 Err(e) if e.kind == Ec2ErrorKind::NotFound => Replayed::Done,
+                // A release that keeps failing (no permission, the ENI attached elsewhere, ...)
+                // must not hold one of the pool's MAX_OPERATIONS journal slots forever: growth
+                // needs them. Dropping it leaks nothing: an ENI still attached stays in the pool's
+                // status (the sync shows it) and a later release decides again; one left
+                // `available` with our tags is GC's after the leak grace.
+                Err(e) if op.attempts + 1 >= MAX_ATTEMPTS || !e.kind.is_retryable() => {
+                    tracing::warn!(op = %op.id, kind = ?op.kind, eni_id = %op.eni_id, error = %e, "abandoning ENI release");
+                    Replayed::Abandoned("release could not be finished")
+                }
                 Err(e) => Replayed::Keep(e),
             }
         }
-    }
-}
-
-/// "Still detaching": keep the entry, look again next round.
-fn transit(eni: &str) -> Ec2Error {
-    Ec2Error {
-        kind: Ec2ErrorKind::Transient,
-        action: "DetachNetworkInterface",
-        code: "Detaching".into(),
-        message: format!("{eni} is detaching"),
     }
 }
 
@@ -249,7 +254,83 @@ pub async fn replay(
                 errors.push(e);
                 keep.push(op);
             }
+            Replayed::Wait => keep.push(op),
         }
     }
     (keep, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::testing::FakeEc2;
+
+    fn owner() -> Owner {
+        Owner {
+            cluster: "c".into(),
+            node: "n".into(),
+            instance_id: "i-1".into(),
+            pool_uid: "uid".into(),
+            extra_tags: BTreeMap::new(),
+        }
+    }
+
+    async fn attached_eni(fake: &FakeEc2) -> String {
+        fake.launch("i-1", "m5.large", 0);
+        let req = CreateEni {
+            subnet_id: "subnet-a".into(),
+            client_token: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
+        };
+        let id = fake.create_eni(&req).await.expect("create").id;
+        fake.attach_eni(&id, "i-1", 1).await.expect("attach");
+        id
+    }
+
+    fn release_op(kind: OperationKind, eni: &str) -> Operation {
+        new_op(kind, eni, 0, vec![], None, &Time(k8s_openapi::jiff::Timestamp::now()))
+    }
+
+    /// A release in progress is not a failure: detaching waits without spending attempts, and
+    /// the next round deletes the ENI.
+    #[tokio::test]
+    async fn a_detach_in_progress_waits_without_counting_attempts() {
+        let fake = FakeEc2::new();
+        let eni = attached_eni(&fake).await;
+        let ops = vec![release_op(OperationKind::DetachENI, &eni)];
+        let (keep, errors) = replay(&fake, ops, &owner(), &[]).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(keep.len(), 1, "kept until the ENI is gone");
+        assert_eq!(keep[0].attempts, 0, "waiting is not a failed attempt");
+        let (keep, errors) = replay(&fake, keep, &owner(), &[]).await;
+        assert!(keep.is_empty() && errors.is_empty(), "{keep:?} {errors:?}");
+        assert!(fake.enis().iter().all(|e| e.id != eni), "deleted");
+    }
+
+    /// A release that keeps failing frees its journal slot: at once for an error retrying cannot
+    /// fix, after MAX_ATTEMPTS for transient ones; never with the ENI deleted behind EC2's back.
+    #[tokio::test]
+    async fn failing_releases_are_abandoned_not_kept_forever() {
+        let fake = FakeEc2::new();
+        let eni = attached_eni(&fake).await;
+        fake.fail_next("DetachNetworkInterface", Ec2ErrorKind::Unauthorized);
+        let ops = vec![release_op(OperationKind::DetachENI, &eni)];
+        let (keep, _) = replay(&fake, ops, &owner(), &[]).await;
+        assert!(keep.is_empty(), "a permission error is not retried: {keep:?}");
+        assert!(fake.enis().iter().any(|e| e.id == eni), "the ENI stays (in the pool's status)");
+
+        let mut ops = vec![release_op(OperationKind::DeleteENI, &eni)];
+        for round in 1..MAX_ATTEMPTS {
+            fake.fail_next("DetachNetworkInterface", Ec2ErrorKind::Transient);
+            let (keep, errors) = replay(&fake, ops, &owner(), &[]).await;
+            assert_eq!((keep.len(), errors.len()), (1, 1), "round {round}: kept and retried");
+            assert_eq!(keep[0].attempts, round);
+            ops = keep;
+        }
+        fake.fail_next("DetachNetworkInterface", Ec2ErrorKind::Transient);
+        let (keep, errors) = replay(&fake, ops, &owner(), &[]).await;
+        assert!(keep.is_empty() && errors.is_empty(), "abandoned after {MAX_ATTEMPTS} attempts");
+        assert!(fake.enis().iter().any(|e| e.id == eni));
+    }
 }
