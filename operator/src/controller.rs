@@ -301,6 +301,9 @@ async fn reconcile_live(pool: &ENIPool, ctx: &Context) -> Result<Action> {
     let sink = KubeSink { api: ctx.pools_api(), name: name.clone() };
     let out = reconcile::reconcile_pool(&ctx.shared, &input, &sink).await?;
     ctx.shared.memory.left_quiet(&name, &input, &out);
+    for (kind, outcome) in &out.replays {
+        ctx.metrics.journal_replay(&format!("{kind:?}"), outcome);
+    }
     for n in &out.notes {
         ctx.event(pool, n.warning, n.reason, n.message.clone()).await;
     }
@@ -325,7 +328,11 @@ pub async fn gc_once(ctx: &Context, grace_secs: i64) -> Vec<String> {
         tracing::warn!("GC skipped: a malformed ENIPool's ENIs cannot be told apart from leaks");
         return vec![];
     };
-    crate::gc::run_once(ctx.shared.ec2.as_ref(), &ctx.shared.cluster, &referenced, grace_secs).await
+    let deleted =
+        crate::gc::run_once(ctx.shared.ec2.as_ref(), &ctx.shared.cluster, &referenced, grace_secs)
+            .await;
+    ctx.metrics.enis_deleted("leaked", deleted.len());
+    deleted
 }
 
 /// Requeue policy: transient errors back off with jitter; permanent ones wait longer. (A failed

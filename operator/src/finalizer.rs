@@ -53,7 +53,7 @@ pub(crate) async fn finalize(pool: &ENIPool, ctx: &Context) -> Result<Action> {
         }
         let status = pool.status.clone().unwrap_or_default();
         match delete_leftovers(ec2, &ctx.shared.cluster, instance, &status).await {
-            Ok(_) => {}
+            Ok(deleted) => ctx.metrics.enis_deleted("node_deleted", deleted.len()),
             Err(e) if !overdue => return Err(e.into()),
             Err(error) => {
                 tracing::warn!(pool = %pool.name_any(), %error, "leftover ENIs not listed past the termination wait; GC will find them");

@@ -231,33 +231,50 @@ pub async fn replay_one(
     }
 }
 
-/// Replay every entry; returns the entries to keep and the errors seen.
+/// What one replay of a pool's journal did.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// The entries to keep.
+    pub keep: Vec<Operation>,
+    /// The errors of the entries kept after a failed attempt.
+    pub errors: Vec<Ec2Error>,
+    /// Every entry looked at: its kind and outcome (`finished`, `dropped`, `retry`, `waiting`),
+    /// for `enipool_operator_journal_replays_total`.
+    pub outcomes: Vec<(OperationKind, &'static str)>,
+}
+
+/// Replay every entry.
 pub async fn replay(
     ec2: &dyn Ec2Api,
     ops: Vec<Operation>,
     owner: &Owner,
     attached: &[Eni],
-) -> (Vec<Operation>, Vec<Ec2Error>) {
-    let mut keep = Vec::new();
-    let mut errors = Vec::new();
+) -> Replay {
+    let mut r = Replay::default();
     for mut op in ops {
-        match replay_one(ec2, &mut op, owner, attached).await {
+        let outcome = match replay_one(ec2, &mut op, owner, attached).await {
             Replayed::Done => {
-                tracing::info!(op = %op.id, kind = ?op.kind, "journal entry finished")
+                tracing::info!(op = %op.id, kind = ?op.kind, "journal entry finished");
+                "finished"
             }
             Replayed::Abandoned(why) => {
-                tracing::info!(op = %op.id, kind = ?op.kind, why, "journal entry dropped")
+                tracing::info!(op = %op.id, kind = ?op.kind, why, "journal entry dropped");
+                "dropped"
             }
             Replayed::Keep(e) => {
                 op.attempts += 1;
                 op.last_error = e.to_string();
-                errors.push(e);
-                keep.push(op);
+                r.errors.push(e);
+                "retry"
             }
-            Replayed::Wait => keep.push(op),
+            Replayed::Wait => "waiting",
+        };
+        r.outcomes.push((op.kind, outcome));
+        if matches!(outcome, "retry" | "waiting") {
+            r.keep.push(op);
         }
     }
-    (keep, errors)
+    r
 }
 
 #[cfg(test)]
@@ -299,12 +316,14 @@ mod tests {
         let fake = FakeEc2::new();
         let eni = attached_eni(&fake).await;
         let ops = vec![release_op(OperationKind::DetachENI, &eni)];
-        let (keep, errors) = replay(&fake, ops, &owner(), &[]).await;
-        assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(keep.len(), 1, "kept until the ENI is gone");
-        assert_eq!(keep[0].attempts, 0, "waiting is not a failed attempt");
-        let (keep, errors) = replay(&fake, keep, &owner(), &[]).await;
-        assert!(keep.is_empty() && errors.is_empty(), "{keep:?} {errors:?}");
+        let r = replay(&fake, ops, &owner(), &[]).await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(r.outcomes, [(OperationKind::DetachENI, "waiting")]);
+        assert_eq!(r.keep.len(), 1, "kept until the ENI is gone");
+        assert_eq!(r.keep[0].attempts, 0, "waiting is not a failed attempt");
+        let r = replay(&fake, r.keep, &owner(), &[]).await;
+        assert!(r.keep.is_empty() && r.errors.is_empty(), "{r:?}");
+        assert_eq!(r.outcomes, [(OperationKind::DetachENI, "finished")]);
         assert!(fake.enis().iter().all(|e| e.id != eni), "deleted");
     }
 
@@ -316,21 +335,27 @@ mod tests {
         let eni = attached_eni(&fake).await;
         fake.fail_next("DetachNetworkInterface", Ec2ErrorKind::Unauthorized);
         let ops = vec![release_op(OperationKind::DetachENI, &eni)];
-        let (keep, _) = replay(&fake, ops, &owner(), &[]).await;
-        assert!(keep.is_empty(), "a permission error is not retried: {keep:?}");
+        let r = replay(&fake, ops, &owner(), &[]).await;
+        assert!(r.keep.is_empty(), "a permission error is not retried: {r:?}");
+        assert_eq!(r.outcomes, [(OperationKind::DetachENI, "dropped")]);
         assert!(fake.enis().iter().any(|e| e.id == eni), "the ENI stays (in the pool's status)");
 
         let mut ops = vec![release_op(OperationKind::DeleteENI, &eni)];
         for round in 1..MAX_ATTEMPTS {
             fake.fail_next("DetachNetworkInterface", Ec2ErrorKind::Transient);
-            let (keep, errors) = replay(&fake, ops, &owner(), &[]).await;
-            assert_eq!((keep.len(), errors.len()), (1, 1), "round {round}: kept and retried");
-            assert_eq!(keep[0].attempts, round);
-            ops = keep;
+            let r = replay(&fake, ops, &owner(), &[]).await;
+            assert_eq!((r.keep.len(), r.errors.len()), (1, 1), "round {round}: kept and retried");
+            assert_eq!(r.outcomes, [(OperationKind::DeleteENI, "retry")]);
+            assert_eq!(r.keep[0].attempts, round);
+            ops = r.keep;
         }
         fake.fail_next("DetachNetworkInterface", Ec2ErrorKind::Transient);
-        let (keep, errors) = replay(&fake, ops, &owner(), &[]).await;
-        assert!(keep.is_empty() && errors.is_empty(), "abandoned after {MAX_ATTEMPTS} attempts");
+        let r = replay(&fake, ops, &owner(), &[]).await;
+        assert!(
+            r.keep.is_empty() && r.errors.is_empty(),
+            "abandoned after {MAX_ATTEMPTS} attempts"
+        );
+        assert_eq!(r.outcomes, [(OperationKind::DeleteENI, "dropped")]);
         assert!(fake.enis().iter().any(|e| e.id == eni));
     }
 }

@@ -25,6 +25,22 @@ pub struct StateLabels {
     pub state: String,
 }
 
+/// `kind`, `outcome` labels of journal replays.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplayLabels {
+    /// Operation kind (`CreateENI`, `DetachENI`, ...).
+    pub kind: String,
+    /// `finished`, `dropped`, `retry` or `waiting`.
+    pub outcome: String,
+}
+
+/// `reason` label of deleted ENIs.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `leaked` (GC) or `node_deleted` (a deleted node's pool finalizer).
+    pub reason: String,
+}
+
 /// Controller metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -34,6 +50,8 @@ pub struct Metrics {
     pools: Family<StateLabels, Gauge>,
     resync_period: Gauge<f64, AtomicU64>,
     leader: Gauge,
+    journal_replays: Family<ReplayLabels, Counter>,
+    enis_deleted: Family<ReasonLabels, Counter>,
     states: Mutex<HashMap<String, &'static str>>,
 }
 
@@ -47,6 +65,8 @@ impl Metrics {
             pools: Family::default(),
             resync_period: Gauge::default(),
             leader: Gauge::default(),
+            journal_replays: Family::default(),
+            enis_deleted: Family::default(),
             states: Mutex::new(HashMap::new()),
         };
         let r = registry.sub_registry_with_prefix("enipool_operator");
@@ -69,7 +89,32 @@ impl Metrics {
             "1 while this replica holds the leader Lease, else 0",
             m.leader.clone(),
         );
+        r.register(
+            "journal_replays",
+            "Journal entries replayed against EC2 (after a failure or a restart) by kind and outcome",
+            m.journal_replays.clone(),
+        );
+        r.register(
+            "enis_deleted",
+            "ENIs the operator deleted outside a planned release: leaked (GC) or of a deleted node",
+            m.enis_deleted.clone(),
+        );
         m
+    }
+
+    /// Count a journal entry's replay.
+    pub fn journal_replay(&self, kind: &str, outcome: &str) {
+        let labels = ReplayLabels { kind: kind.into(), outcome: outcome.into() };
+        self.journal_replays.get_or_create(&labels).inc();
+    }
+
+    /// Count `n` ENIs deleted for `reason` (`leaked`, `node_deleted`).
+    pub fn enis_deleted(&self, reason: &str, n: usize) {
+        if n > 0 {
+            self.enis_deleted
+                .get_or_create(&ReasonLabels { reason: reason.into() })
+                .inc_by(n as u64);
+        }
     }
 
     /// Record a leadership change. A replica that is no longer the leader forgets its pool states
@@ -131,6 +176,28 @@ mod tests {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
         assert!(out.contains("\nenipool_operator_resync_period_seconds 4000.0\n"), "{out}");
+    }
+
+    /// Replays by kind and outcome; deleted ENIs by reason, and no series for nothing deleted
+    /// (a GC run that found no leak must not make a `leaked` series appear at 0).
+    #[test]
+    fn replays_and_deleted_enis_are_counted_by_their_labels() {
+        let mut registry = Registry::default();
+        let m = Metrics::new(&mut registry);
+        m.journal_replay("CreateENI", "finished");
+        m.journal_replay("DeleteENI", "dropped");
+        m.journal_replay("DeleteENI", "dropped");
+        m.enis_deleted("leaked", 0);
+        m.enis_deleted("node_deleted", 3);
+        let out = encode(&registry);
+        for line in [
+            r#"enipool_operator_journal_replays_total{kind="CreateENI",outcome="finished"} 1"#,
+            r#"enipool_operator_journal_replays_total{kind="DeleteENI",outcome="dropped"} 2"#,
+            r#"enipool_operator_enis_deleted_total{reason="node_deleted"} 3"#,
+        ] {
+            assert!(out.contains(line), "{line} missing in:\n{out}");
+        }
+        assert!(!out.contains(r#"reason="leaked""#), "{out}");
     }
 
     fn encode(registry: &Registry) -> String {

@@ -43,6 +43,8 @@ fn registry() -> (Registry, usize) {
     m.failed("KubeApi");
     m.pool_state("node-a", Some("Ready"));
     m.resync_period(std::time::Duration::from_secs(60));
+    m.journal_replay("CreateENI", "finished");
+    m.enis_deleted("leaked", 1);
     let call = CallLabels { action: "DescribeInstances", result: "ok" };
     ec2.calls.get_or_create(&call).inc();
     ec2.retries.get_or_create(&call).inc();

@@ -68,6 +68,9 @@ async fn finalizer_deletes_unrecorded_enis_tagged_for_the_instance() {
     assert!(!enis.contains_key(&lost), "the finalizer deleted the unrecorded leftover");
     assert!(enis.contains_key(&foreign), "another cluster's ENI is not ours to delete");
     assert!(enis.contains_key(&busy), "an in-use ENI is never deleted");
+    let metrics = op.metrics_text();
+    let line = r#"enipool_operator_enis_deleted_total{reason="node_deleted"} 1"#;
+    assert!(metrics.contains(line), "{line} missing in:\n{metrics}");
     op.abort();
 }
 

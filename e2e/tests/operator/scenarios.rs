@@ -276,6 +276,14 @@ async fn killed_mid_create_then_restarted_no_duplicate_no_leak() {
         tagged[0].attachment.as_ref().is_some_and(|a| a.instance_id == inst),
         "and it is attached"
     );
+    // The new leader finished the entry by replaying it, and says so in its metrics.
+    let metrics = op2.metrics_text();
+    assert!(
+        metrics.contains(
+            r#"enipool_operator_journal_replays_total{kind="CreateENI",outcome="finished"} 1"#
+        ),
+        "{metrics}"
+    );
     op2.abort();
 }
 

@@ -12,7 +12,9 @@ use crate::plan::{self, Demand};
 use crate::resync::ResyncPeriod;
 use crate::sync::{self, SubnetCache, Synced};
 use enipool_crds::settings::{self, EffectiveSettings};
-use enipool_crds::{ENIPoolPolicySpec, ENIPoolStatus, PoolOverrides, SubnetState, Target};
+use enipool_crds::{
+    ENIPoolPolicySpec, ENIPoolStatus, OperationKind, PoolOverrides, SubnetState, Target,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -209,6 +211,8 @@ pub struct Outcome {
     pub requeue: Duration,
     /// Events to publish.
     pub notes: Vec<Note>,
+    /// The journal entries replayed this round: kind and outcome (for metrics).
+    pub replays: Vec<(OperationKind, &'static str)>,
 }
 
 /// The operator's fields only: what SSA sends.
@@ -227,6 +231,7 @@ struct Node<'a> {
     now: Time,
     round: Round,
     notes: Vec<Note>,
+    replays: Vec<(OperationKind, &'static str)>,
 }
 
 impl Node<'_> {
@@ -326,6 +331,7 @@ async fn reconcile_round(
         now: now.clone(),
         round: Round::new(shared.resync_period.current()),
         notes: vec![],
+        replays: vec![],
     };
     n.st.effective = Some(n.eff.clone());
     n.st.policy = Some(input.policy_name.clone());
@@ -337,12 +343,12 @@ async fn reconcile_round(
     }
     if let Ok(attached) = n.sync().await {
         if !input.status.operations.is_empty() && running && !input.paused {
-            let (keep, errors) =
-                journal::replay(n.ec2(), input.status.operations.clone(), &n.owner, &attached)
-                    .await;
-            errors.iter().filter(|e| e.code != "Detaching").for_each(|e| n.round.note_error(e));
-            if keep.len() != n.st.operations.len() || keep != n.st.operations {
-                n.st.operations = keep;
+            let r = journal::replay(n.ec2(), input.status.operations.clone(), &n.owner, &attached)
+                .await;
+            r.errors.iter().for_each(|e| n.round.note_error(e));
+            n.replays = r.outcomes;
+            if r.keep != n.st.operations {
+                n.st.operations = r.keep;
                 let _ = n.sync().await;
             }
         }
@@ -384,7 +390,7 @@ async fn reconcile_round(
     if let Some(e) = n.round.sync_error.clone() {
         tracing::warn!(pool = %input.name, error = %e, "EC2 sync failed; mutations blocked for this node");
     }
-    Ok(Outcome { requeue: n.round.requeue(), status: n.st, notes: n.notes })
+    Ok(Outcome { requeue: n.round.requeue(), status: n.st, notes: n.notes, replays: n.replays })
 }
 
 pub mod failure;

@@ -182,8 +182,11 @@ impl Node<'_> {
         self.st.operations.extend(ops.iter().cloned());
         self.write(sink).await?;
         let attached = self.ec2().describe_instance_enis(&self.inst.id).await?;
-        let (keep, errors) = journal::replay(self.ec2(), ops, &self.owner, &attached).await;
-        for e in errors.iter().filter(|e| e.code != "Detaching") {
+        // The first attempt goes through the replay code (one path for detach-then-delete); its
+        // outcomes are not replays, so they are not counted in the replay metric.
+        let journal::Replay { keep, errors, .. } =
+            journal::replay(self.ec2(), ops, &self.owner, &attached).await;
+        for e in &errors {
             self.round.note_error(e);
         }
         let keep_ids: BTreeSet<String> = keep.iter().map(|o| o.id.clone()).collect();
