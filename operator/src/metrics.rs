@@ -21,7 +21,7 @@ pub struct CategoryLabels {
 /// `state` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
-    /// Pool state: Ready, NotReady, Paused, Terminating.
+    /// Pool state: Ready, NotReady or Paused (a pool being deleted is not counted).
     pub state: String,
 }
 
