@@ -1,40 +1,63 @@
-//! Keeps the operator's metrics in `docs/operations.md` from drifting: every metric family the
-//! operator registers is listed in the guide's "Operator metrics" table with its type and labels,
-//! every name the table lists is registered, and every `enipool_operator_*` / `enipool_ec2_*` name
-//! used anywhere in the guide (alert examples included) is one the operator exposes.
+//! Keeps the metrics in `docs/operations.md` from drifting, for the operator and the agent: every
+//! metric family a component registers is listed in the guide's table for it ("Operator metrics",
+//! "Agent metrics") with its type and labels, every name a table lists is registered, and every
+//! name with the component's prefix used anywhere in the guide (alert examples included) is one it
+//! exposes.
 //!
 //! Names are compared as users see them on `/metrics`: prometheus_client writes a counter's
 //! `# TYPE` line without `_total` and its samples with it, so counters are expected as
 //! `<family>_total`; histograms and gauges by their family name (a histogram's `_bucket`, `_sum`
 //! and `_count` series are accepted in the guide's queries).
 //!
-//! The registry is built the way `Args::run` (operator/src/run.rs) builds it: the EC2 client's
-//! metrics under the `enipool` prefix, then `Metrics::new` (which adds `enipool_operator`). That
-//! wiring is private to `run.rs`, so it is repeated here; if it changes, change it here too.
-//! prometheus_client does not encode a labelled family before its first sample, so the test
-//! records one sample in each family through the crate's public API, and checks that as many
-//! families were encoded as were registered (a new family must get a sample below).
+//! Each registry is built the way the binary builds it: the operator's (`Args::run`,
+//! operator/src/run.rs) registers the EC2 client's metrics under the `enipool` prefix, then
+//! `Metrics::new` (which adds `enipool_operator`); that wiring is private to `run.rs`, so it is
+//! repeated here (if it changes, change it here too). The agent's (node-agent/src/run.rs) is
+//! `Metrics::new` on an empty registry. prometheus_client does not encode a labelled family before
+//! its first sample, so one sample is recorded in each family through the crates' public APIs, and
+//! the test checks that as many families were encoded as were registered (a new family must get a
+//! sample below). Lives in the e2e crate, the one that depends on both components.
 
+use enipool_cni::proto::Command;
 use enipool_operator::ec2::metrics::{ActionLabels, CallLabels, ClassLabels, Ec2Metrics};
-use enipool_operator::metrics::Metrics;
 use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, BTreeSet};
 
 const DOC: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operations.md"));
-const TABLE_HEADING: &str = "### Operator metrics";
-const PREFIXES: &[&str] = &["enipool_operator_", "enipool_ec2_"];
 
-/// One encoded metric family as users see it.
-#[derive(Debug)]
-struct Family {
-    /// `counter`, `gauge`, `histogram`.
-    kind: String,
-    /// Label names of its samples (`le` excluded).
-    labels: BTreeSet<String>,
+/// A component whose metrics the guide documents.
+struct Component {
+    /// For messages.
+    name: &'static str,
+    /// The heading of its metrics table.
+    heading: &'static str,
+    /// Its metric name prefixes.
+    prefixes: &'static [&'static str],
+    /// Its registry with one sample in every family, and how many families it registered.
+    registry: fn() -> (Registry, usize),
 }
 
-/// The operator's registry with one sample in every family, and how many families it registered.
-fn registry() -> (Registry, usize) {
+const OPERATOR: Component = Component {
+    name: "operator",
+    heading: "### Operator metrics",
+    prefixes: &["enipool_operator_", "enipool_ec2_"],
+    registry: operator_registry,
+};
+
+const AGENT: Component = Component {
+    name: "agent",
+    heading: "### Agent metrics",
+    prefixes: &["enipool_agent_"],
+    registry: agent_registry,
+};
+
+/// The registry's Debug output lists one `Descriptor` per registered family, encoded or not.
+fn registered(registry: &Registry) -> usize {
+    format!("{registry:?}").matches("Descriptor {").count()
+}
+
+fn operator_registry() -> (Registry, usize) {
+    use enipool_operator::metrics::Metrics;
     let mut registry = Registry::default();
     let ec2 = Ec2Metrics::default();
     ec2.register(registry.sub_registry_with_prefix("enipool"));
@@ -53,9 +76,28 @@ fn registry() -> (Registry, usize) {
     ec2.throttled.get_or_create(&class).inc();
     ec2.limiter_rate.get_or_create(&class).set(10.0);
     ec2.limiter_wait.get_or_create(&class).inc_by(0.5);
-    // The registry's Debug output lists one `Descriptor` per registered family, encoded or not.
-    let registered = format!("{registry:?}").matches("Descriptor {").count();
-    (registry, registered)
+    let n = registered(&registry);
+    (registry, n)
+}
+
+fn agent_registry() -> (Registry, usize) {
+    use enipool_agent::metrics::Metrics;
+    let mut registry = Registry::default();
+    let m = Metrics::new(&mut registry);
+    m.cni_request(Command::Add, "ok", std::time::Duration::from_millis(5));
+    m.cni_request(Command::Del, "ok", std::time::Duration::from_millis(5));
+    m.status_patch("ok");
+    let n = registered(&registry);
+    (registry, n)
+}
+
+/// One encoded metric family as users see it.
+#[derive(Debug)]
+struct Family {
+    /// `counter`, `gauge`, `histogram`.
+    kind: String,
+    /// Label names of its samples (`le` excluded).
+    labels: BTreeSet<String>,
 }
 
 /// `name="value",…` → the names.
@@ -83,9 +125,9 @@ fn label_names(s: &str) -> Vec<String> {
     names
 }
 
-/// Exposed name → family, from the text encoding.
-fn exposed() -> BTreeMap<String, Family> {
-    let (registry, registered) = registry();
+/// Exposed name → family, from the text encoding of `c`'s registry.
+fn exposed(c: &Component) -> BTreeMap<String, Family> {
+    let (registry, registered) = (c.registry)();
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry).expect("encode");
     let mut families: BTreeMap<String, Family> = BTreeMap::new();
@@ -112,8 +154,9 @@ fn exposed() -> BTreeMap<String, Family> {
     }
     assert_eq!(
         types, registered,
-        "the operator registers {registered} metric families but only {types} were encoded: a \
-         new labelled family needs a sample in registry() of this test\n{out}"
+        "the {} registers {registered} metric families but only {types} were encoded: a new \
+         labelled family needs a sample in its registry function in this test\n{out}",
+        c.name
     );
     families
 }
@@ -170,15 +213,15 @@ fn mentioned(text: &str, prefixes: &[&str]) -> Vec<String> {
     names.filter(|w| prefixes.iter().any(|p| w.starts_with(p))).map(String::from).collect()
 }
 
-#[test]
-fn every_registered_operator_metric_is_in_the_guide_table() {
-    let exposed = exposed();
-    let rows = table_rows(&section(DOC, TABLE_HEADING));
+fn every_registered_metric_is_in_the_guide_table(c: &Component) {
+    let exposed = exposed(c);
+    let rows = table_rows(&section(DOC, c.heading));
     let missing: Vec<_> = exposed.keys().filter(|n| !rows.iter().any(|r| &r.name == *n)).collect();
     assert!(
         missing.is_empty(),
-        "operator metrics missing from the {TABLE_HEADING:?} table of docs/operations.md: \
-         {missing:?}"
+        "{} metrics missing from the {:?} table of docs/operations.md: {missing:?}",
+        c.name,
+        c.heading
     );
     for row in &rows {
         let Some(f) = exposed.get(&row.name) else { continue };
@@ -187,25 +230,45 @@ fn every_registered_operator_metric_is_in_the_guide_table() {
     }
 }
 
-#[test]
-fn every_operator_metric_the_guide_names_exists() {
-    let exposed = exposed();
-    let rows = table_rows(&section(DOC, TABLE_HEADING));
-    assert!(!rows.is_empty(), "the {TABLE_HEADING:?} table has no rows");
+fn every_metric_the_guide_names_exists(c: &Component) {
+    let exposed = exposed(c);
+    let rows = table_rows(&section(DOC, c.heading));
+    assert!(!rows.is_empty(), "the {:?} table has no rows", c.heading);
     let unknown: Vec<_> = rows.iter().filter(|r| !exposed.contains_key(&r.name)).collect();
     assert!(
         unknown.is_empty(),
-        "the operator metrics table lists names the operator does not expose: {unknown:?}; \
-         exposed: {:?}",
+        "the {} metrics table lists names it does not expose: {unknown:?}; exposed: {:?}",
+        c.name,
         exposed.keys().collect::<Vec<_>>()
     );
     // Anywhere in the guide (alerts, troubleshooting), not only the table.
-    let unknown: Vec<_> = mentioned(DOC, PREFIXES)
+    let unknown: Vec<_> = mentioned(DOC, c.prefixes)
         .into_iter()
         .filter(|n| !exposed.contains_key(family_of(n, &exposed)))
         .collect();
     assert!(
         unknown.is_empty(),
-        "docs/operations.md uses operator metric names that do not exist: {unknown:?}"
+        "docs/operations.md uses {} metric names that do not exist: {unknown:?}",
+        c.name
     );
+}
+
+#[test]
+fn every_registered_operator_metric_is_in_the_guide_table() {
+    every_registered_metric_is_in_the_guide_table(&OPERATOR);
+}
+
+#[test]
+fn every_operator_metric_the_guide_names_exists() {
+    every_metric_the_guide_names_exists(&OPERATOR);
+}
+
+#[test]
+fn every_registered_agent_metric_is_in_the_guide_table() {
+    every_registered_metric_is_in_the_guide_table(&AGENT);
+}
+
+#[test]
+fn every_agent_metric_the_guide_names_exists() {
+    every_metric_the_guide_names_exists(&AGENT);
 }
