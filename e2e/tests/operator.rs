@@ -3,6 +3,8 @@
 //! node deletion (and the finalizer's tag-based cleanup) and GitOps edits of policies. The agent
 //! is played by the test (SSA of `status.agent` under the agent's field manager).
 
+#[path = "operator/cleanup.rs"]
+mod cleanup;
 #[path = "operator/failures.rs"]
 mod failures;
 #[path = "operator/finalizer.rs"]

@@ -14,7 +14,13 @@ pub enum LogFormat {
 
 /// enipool-operator: keeps one ENIPool per Node provisioned with ENIs and addresses.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "enipool-operator", version)]
+#[command(
+    name = "enipool-operator",
+    version,
+    after_help = "Subcommands:\n  cleanup  After uninstalling: wait until no operator holds the Lease, then remove the \
+                  enipool.io/release finalizer from the ENIPools and delete them (no EC2 call). \
+                  See `enipool-operator cleanup --help`."
+)]
 pub struct Args {
     /// Cluster name: tagged on every ENI enipool creates; scopes garbage collection.
     #[arg(long, env = "ENIPOOL_OPERATOR_CLUSTER_NAME")]
@@ -97,10 +103,77 @@ pub struct Args {
     pub log_format: LogFormat,
 }
 
+/// What a command line asks for: the operator (no subcommand) or `cleanup`.
+#[derive(Debug, Clone)]
+pub enum Invocation {
+    /// `enipool-operator [FLAGS]`: run the operator.
+    Operator(Box<Args>),
+    /// `enipool-operator cleanup [FLAGS]`: see [`crate::cleanup`].
+    Cleanup(crate::cleanup::CleanupArgs),
+}
+
+/// Parse a whole command line (program name first). The operator's own flags stay top-level (a
+/// Deployment runs `enipool-operator --cluster-name=…`); `cleanup` as the first argument selects
+/// the subcommand and its own flags.
+pub fn parse_invocation<I, T>(argv: I) -> Result<Invocation, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+    if argv.get(1).is_some_and(|a| a == "cleanup") {
+        let rest = argv.into_iter().skip(2);
+        let args = crate::cleanup::CleanupArgs::try_parse_from(
+            std::iter::once(std::ffi::OsString::from("enipool-operator cleanup")).chain(rest),
+        )?;
+        return Ok(Invocation::Cleanup(args));
+    }
+    Ok(Invocation::Operator(Box::new(Args::try_parse_from(argv)?)))
+}
+
+impl Invocation {
+    /// Run what was asked for.
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self {
+            Invocation::Operator(a) => a.run().await,
+            Invocation::Cleanup(c) => c.run().await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn cleanup_is_a_subcommand_with_its_own_flags() {
+        let Ok(Invocation::Cleanup(c)) = parse_invocation([
+            "enipool-operator",
+            "cleanup",
+            "--lease-namespace=ns",
+            "--lease-name=l",
+            "--node-selector=a=b",
+            "--timeout-seconds=7",
+        ]) else {
+            panic!("cleanup not parsed as the subcommand")
+        };
+        assert_eq!(c.lease_name, "l");
+        assert_eq!(c.config().node_selector.as_deref(), Some("a=b"));
+        assert_eq!(c.timeout_seconds, 7);
+        // It needs no cluster name and makes no EC2 client: it has no EC2 flags at all.
+        assert!(parse_invocation(["enipool-operator", "cleanup", "--cluster-name=c"]).is_err());
+        // Without the subcommand: the operator, as before.
+        let Ok(Invocation::Operator(a)) =
+            parse_invocation(["enipool-operator", "--cluster-name=c"])
+        else {
+            panic!("operator flags not parsed")
+        };
+        assert_eq!(a.cluster_name, "c");
+        assert!(parse_invocation(["enipool-operator"]).is_err(), "--cluster-name is required");
+        let help = Args::command().render_long_help().to_string();
+        assert!(help.contains("cleanup"), "{help}");
+    }
 
     #[test]
     fn verify_cli() {

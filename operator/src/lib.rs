@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod capacity;
+pub mod cleanup;
 pub mod conditions;
 pub mod controller;
 pub mod ec2;

@@ -187,3 +187,37 @@ fn long_flags(src: &str) -> BTreeSet<String> {
     }
     out
 }
+
+/// The post-delete hook's `enipool-operator cleanup` command line: accepted by the real parser
+/// (`enipool_operator::args::parse_invocation`, what `main` uses), and naming the same Lease,
+/// Lease namespace and node selector as the operator Deployment, so it waits for the right Lease
+/// and releases the same pools the operator manages.
+#[test]
+fn cleanup_hook_flags_are_the_subcommands_and_match_the_operators() {
+    use enipool_operator::args::{parse_invocation, Invocation};
+    for (values, prefix) in [("default-values.yaml", "enipool"), ("custom-values.yaml", "netpool")]
+    {
+        let docs = render(&Values::File(values)).unwrap();
+        let job = find(&docs, "Job", &format!("{prefix}-cleanup"));
+        let args = strings(&container(job, "cleanup")["args"]);
+        let argv = std::iter::once("enipool-operator".to_string()).chain(args.iter().cloned());
+        let parsed = parse_invocation(argv);
+        let Ok(Invocation::Cleanup(c)) = parsed else {
+            panic!("{values}: the cleanup subcommand rejects the hook's flags {args:?}: {parsed:?}")
+        };
+        let deploy = find(&docs, "Deployment", &format!("{prefix}-operator"));
+        let op = strings(&container(deploy, "operator")["args"]);
+        let flag = |all: &[String], name: &str| {
+            let p = format!("--{name}=");
+            all.iter().find_map(|a| a.strip_prefix(&p).map(String::from))
+        };
+        for name in ["lease-namespace", "lease-name", "lease-duration-seconds", "node-selector"] {
+            assert_eq!(flag(&args, name), flag(&op, name), "{values}: --{name}");
+        }
+        assert_eq!(flag(&args, "identity").as_deref(), Some("$(POD_NAME)"));
+        assert_eq!(c.lease_namespace, NAMESPACE);
+        assert_eq!(c.config().node_selector, flag(&op, "node-selector"));
+        // The hook's defaults stand: the wait is the subcommand's own (120 s).
+        assert_eq!(c.timeout_seconds, 120, "{values}");
+    }
+}

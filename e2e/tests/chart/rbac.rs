@@ -10,6 +10,8 @@ use std::path::Path;
 struct Expectations {
     operator: Component,
     agent: Component,
+    /// `enipool-operator cleanup`, the post-delete hook's Job (its own ServiceAccount).
+    cleanup: Component,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -27,6 +29,9 @@ struct ExpectedRule {
     kind: String,
     verbs: Vec<String>,
     scope: String,
+    /// Granted only when this `operator` value is set (non-empty) in the values rendered.
+    #[serde(default)]
+    when: Option<String>,
     #[allow(dead_code)]
     why: String,
 }
@@ -39,9 +44,16 @@ fn expectations() -> Expectations {
 /// (scope, apiGroup, resource, verb).
 type Grant = (String, String, String, String);
 
-fn expected_grants(c: &Component) -> BTreeSet<Grant> {
+/// The grants of `c` for the values file `values` (a rule with `when: <key>` counts only when
+/// `operator.<key>` is set there, non-empty).
+fn expected_grants(c: &Component, values: &Value) -> BTreeSet<Grant> {
+    let set = |key: &str| match &values["operator"][key] {
+        Value::Null => false,
+        Value::String(s) => !s.is_empty(),
+        _ => true,
+    };
     let mut out = BTreeSet::new();
-    for r in &c.rules {
+    for r in c.rules.iter().filter(|r| r.when.as_deref().is_none_or(set)) {
         assert!(r.scope == "cluster" || r.scope == "namespace", "scope {}", r.scope);
         for v in &r.verbs {
             out.insert((r.scope.clone(), r.api_group.clone(), r.resource.clone(), v.clone()));
@@ -87,11 +99,16 @@ fn rbac_matches_expectations_exactly() {
         ("custom-values.yaml", "netpool", "enipool-ec2"),
     ] {
         let docs = render(&Values::File(values)).unwrap();
+        let text = std::fs::read_to_string(chart().join("ci").join(values)).unwrap();
+        let file: Value = serde_saphyr::from_str(&text).unwrap();
         let agent_sa = format!("{prefix}-{}", exp.agent.service_account);
-        for (who, sa, c) in
-            [("operator", operator_sa.to_string(), &exp.operator), ("agent", agent_sa, &exp.agent)]
-        {
-            let want = expected_grants(c);
+        let cleanup_sa = format!("{prefix}-{}", exp.cleanup.service_account);
+        for (who, sa, c) in [
+            ("operator", operator_sa.to_string(), &exp.operator),
+            ("agent", agent_sa, &exp.agent),
+            ("cleanup", cleanup_sa, &exp.cleanup),
+        ] {
+            let want = expected_grants(c, &file);
             let have = rendered_grants(&docs, &sa);
             let extra: Vec<_> = have.difference(&want).collect();
             let missing: Vec<_> = want.difference(&have).collect();
@@ -142,6 +159,8 @@ fn scan_source(
         (r"\.get_opt\(", "get", false),
         (r"\.get_metadata\(", "get", false),
         (r"\.list\(", "list", false),
+        (r"\.list_metadata\(", "list", false),
+        (r"\.patch_metadata\(", "patch", false),
         (
             r"\bwatcher\(|\bmetadata_watcher\(|Controller::new\(|\.owns\(|\.watches\(",
             "watch",
@@ -243,6 +262,33 @@ fn source_uses_only_expected_kinds_and_verbs() {
             eprintln!("note: {dir} does not name the kinds of {unused:?} (granted per rbac-expectations.yaml)");
         }
     }
+}
+
+/// The cleanup subcommand (and the election code it calls) against the hook's own grants, which
+/// are far fewer than the operator's: no get or watch on pools, no status, no events.
+#[test]
+fn cleanup_source_uses_only_the_hooks_grants() {
+    let exp = expectations();
+    let files: Vec<_> = rust_files(&root().join("operator/src"))
+        .into_iter()
+        .filter(|(p, _)| p.ends_with("src/cleanup.rs") || p.ends_with("src/leader.rs"))
+        .collect();
+    assert_eq!(files.len(), 2, "operator/src/cleanup.rs and leader.rs");
+    let (seen, problems) = scan_source(&files, &exp.cleanup.rules);
+    assert!(problems.is_empty(), "cleanup:\n  {}", problems.join("\n  "));
+    for k in ["ENIPool", "Lease", "Node"] {
+        assert!(seen.contains(k), "the scan found no Api<{k}> ({seen:?})");
+    }
+    // Not vacuous: a get or a watch on pools, which the hook is not granted, is caught.
+    let file = |body: &str| vec![("x.rs".to_string(), format!("use kube::api::Api;\n{body}"))];
+    for bad in ["a.get_opt(&n).await;", "a.patch_status(&n, &pp, &x).await;", "watcher(a, c);"] {
+        let body = format!("let a: Api<ENIPool> = Api::all(c); {bad}");
+        let (_, p) = scan_source(&file(&body), &exp.cleanup.rules);
+        assert!(!p.is_empty(), "{bad} passed the cleanup's scan");
+    }
+    let ok = "let a: Api<ENIPool> = Api::all(c); a.list_metadata(&lp).await; \
+              a.patch_metadata(&n, &pp, &x).await; a.delete(&n, &dp).await;";
+    assert!(scan_source(&file(ok), &exp.cleanup.rules).1.is_empty());
 }
 
 #[test]

@@ -274,3 +274,66 @@ fn install_cni_script_installs_plugin_and_conflist() {
         }
     }
 }
+
+/// `cleanupOnUninstall`: a post-delete hook Job running `enipool-operator cleanup` with the
+/// operator image and placement, under its own ServiceAccount whose RBAC (a hook too, since the
+/// release's RBAC is gone in post-delete) is created before the Job; every hook object is removed
+/// on success and replaced on the next run. No hook object without the value.
+#[test]
+fn cleanup_hook_is_a_post_delete_job_with_its_own_rbac_created_first() {
+    for (values, prefix) in [("default-values.yaml", "enipool"), ("custom-values.yaml", "netpool")]
+    {
+        let docs = render(&Values::File(values)).unwrap();
+        let name = format!("{prefix}-cleanup");
+        let hooks: Vec<&Value> = docs
+            .iter()
+            .filter(|d| !d["metadata"]["annotations"]["helm.sh/hook"].is_null())
+            .collect();
+        let kinds: Vec<&str> = hooks.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Job"],
+            "{values}: the hook objects"
+        );
+        let weight = |d: &Value| -> i64 {
+            d["metadata"]["annotations"]["helm.sh/hook-weight"].as_str().unwrap().parse().unwrap()
+        };
+        let job = find(&docs, "Job", &name);
+        for h in &hooks {
+            let a = &h["metadata"]["annotations"];
+            assert_eq!(a["helm.sh/hook"], "post-delete", "{values}: {h}");
+            assert_eq!(
+                a["helm.sh/hook-delete-policy"], "before-hook-creation,hook-succeeded",
+                "{values}: {h}"
+            );
+            assert_eq!(h["metadata"]["name"], name.as_str());
+            assert_eq!(h["metadata"]["labels"]["app.kubernetes.io/component"], "cleanup");
+            if h["kind"] != "Job" {
+                assert!(weight(h) < weight(job), "{values}: {} not before the Job", h["kind"]);
+            }
+        }
+        // The Job: the operator's image, its own ServiceAccount, the `cleanup` subcommand, the
+        // operator's network and placement (the agents are gone: no pod networking).
+        let deploy = find(&docs, "Deployment", &format!("{prefix}-operator"));
+        let (ops, spec) = (&deploy["spec"]["template"]["spec"], &job["spec"]["template"]["spec"]);
+        let c = container(job, "cleanup");
+        assert_eq!(c["image"], container(deploy, "operator")["image"]);
+        assert_eq!(strings(&c["args"])[0], "cleanup");
+        assert!(c["command"].is_null(), "the image's entrypoint is the binary");
+        assert_eq!(spec["serviceAccountName"], name.as_str());
+        assert_eq!(spec["restartPolicy"], "Never");
+        for k in ["hostNetwork", "dnsPolicy", "nodeSelector", "tolerations", "securityContext"] {
+            assert_eq!(spec[k], ops[k], "{values}: {k} differs from the operator's");
+        }
+        assert_eq!(c["securityContext"], container(deploy, "operator")["securityContext"]);
+    }
+    let off = json!({"clusterName": "c", "cleanupOnUninstall": false});
+    let docs = render(&Values::Json(off)).unwrap();
+    assert!(
+        docs.iter().all(|d| d["metadata"]["annotations"]["helm.sh/hook"].is_null()),
+        "cleanupOnUninstall=false still renders a hook"
+    );
+    assert!(docs
+        .iter()
+        .all(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] != "cleanup"));
+}
