@@ -235,7 +235,11 @@ fn operator_and_agent_use_only_what_the_rendered_chart_grants() {
     }
     let kubeconfig = dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, &url, AGENT_TOKEN);
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // Below the ephemeral range, not bind(0): see enipool_e2e::cluster::ports.
+    let free = || {
+        let port = enipool_e2e::cluster::ports::free_local_port().expect("a free port");
+        std::net::SocketAddr::from(([127, 0, 0, 1], port))
+    };
     let mut flags = AgentFlags::new(&node_name);
     flags.socket = dir.join("run/cni.sock").display().to_string();
     flags.state_dir = dir.join("state").display().to_string();

@@ -132,8 +132,21 @@ impl FakeApi {
 }
 
 /// A free loopback port (bound and released; nothing else on this machine races for it here).
+/// A free 127.0.0.1 port below the kernel's ephemeral range (32768 and up by default): one picked
+/// with bind(0) and released can be taken by the agent's own outgoing connection to the fake API
+/// before the agent binds it (the e2e platform met exactly that; this crate cannot use its
+/// `cluster::ports`, so the same walk is repeated here).
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let base = 21000 + (std::process::id() % 50) as u16 * 200;
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(n < 10_000, "no free port below the ephemeral range");
+        let addr = SocketAddr::from(([127, 0, 0, 1], base + n % 10_000));
+        if TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
 }
 
 /// `GET path`: (status code, body), `None` when nothing answers.
@@ -152,6 +165,8 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 struct AgentProc {
     child: Child,
     log: Arc<Mutex<Vec<Value>>>,
+    /// Reads stderr until EOF (the process is gone).
+    reader: Option<std::thread::JoinHandle<()>>,
     metrics: SocketAddr,
     socket: PathBuf,
 }
@@ -198,13 +213,13 @@ impl AgentProc {
             .unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (l, stderr) = (log.clone(), child.stderr.take().unwrap());
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let v = serde_json::from_str(&line).unwrap_or_else(|_| json!({ "raw": line }));
                 l.lock().unwrap().push(v);
             }
         });
-        AgentProc { child, log, metrics, socket }
+        AgentProc { child, log, reader: Some(reader), metrics, socket }
     }
 
     fn messages(&self) -> Vec<String> {
@@ -245,8 +260,11 @@ impl AgentProc {
         let start = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
-                // Let the reader thread take the last lines.
-                std::thread::sleep(Duration::from_millis(200));
+                // Every line read: the reader ends at EOF, once the process (the only writer)
+                // is gone. A fixed sleep here was a race on a loaded machine.
+                if let Some(r) = self.reader.take() {
+                    r.join().expect("log reader");
+                }
                 return st;
             }
             assert!(

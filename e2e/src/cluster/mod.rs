@@ -17,6 +17,7 @@ pub mod external;
 pub mod kube;
 pub mod kubelet;
 pub mod node;
+pub mod ports;
 pub mod procs;
 mod spec;
 pub mod wait;
@@ -43,8 +44,7 @@ pub const REGION: &str = "us-west-2";
 pub const ROLE_TAG: &str = "enipool-e2e/role";
 /// Namespace of the pods the kubelet runs, on the platform's API ([`KubeNames`] has the run's).
 pub const POD_NAMESPACE: &str = "default";
-/// Ports [`Cluster::free_port`] hands out: below the default ephemeral range (32768-60999).
-pub const PORTS: std::ops::Range<u16> = 20000..32000;
+pub use ports::PORTS;
 /// Namespace of the operator's Lease, on the platform's API.
 pub const LEASE_NAMESPACE: &str = "kube-system";
 
@@ -113,7 +113,6 @@ pub struct Cluster {
     pub sg_id: String,
     nodes: Mutex<BTreeMap<String, NodeInfo>>,
     pods: Mutex<BTreeMap<String, PodInfo>>,
-    ports: Mutex<u16>,
     finished: bool,
 }
 
@@ -228,7 +227,6 @@ impl Cluster {
             sg_id,
             nodes: Mutex::new(BTreeMap::new()),
             pods: Mutex::new(BTreeMap::new()),
-            ports: Mutex::new(0),
             finished: false,
             spec,
         };
@@ -293,26 +291,10 @@ impl Cluster {
         self.kube.kubectl(args)
     }
 
-    /// A free 127.0.0.1 port for a process's HTTP endpoints, from below the kernel's ephemeral
-    /// range (`ip_local_port_range`, 32768 and up by default). A port picked with bind(0) and
-    /// released is in that range, where any outgoing connection (to the API server, the
-    /// simulator) can take it before the process binds it: an agent once failed with EADDRINUSE.
-    /// Each cluster walks its own stretch of [`PORTS`] (offset by the process id, so concurrent
-    /// runs start apart) and skips ports that are taken.
+    /// A free 127.0.0.1 port for a process's HTTP endpoints ([`ports::free_local_port`]: below
+    /// the kernel's ephemeral range, see there why).
     pub fn free_port(&self) -> Result<u16> {
-        let mut next = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-        let span = PORTS.end - PORTS.start;
-        if *next == 0 {
-            *next = PORTS.start + (std::process::id() % 97) as u16 * (span / 97);
-        }
-        for _ in 0..span {
-            let p = *next;
-            *next = if p + 1 >= PORTS.end { PORTS.start } else { p + 1 };
-            if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-                return Ok(p);
-            }
-        }
-        bail!("no free port in {PORTS:?}")
+        ports::free_local_port()
     }
 
     /// Joined nodes by name.

@@ -13,10 +13,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A free port on 127.0.0.1 (for the agent's HTTP endpoints).
+/// A free port on 127.0.0.1 for the agent's HTTP endpoints, below the ephemeral range (see
+/// `enipool_e2e::cluster::ports` for why not bind(0)).
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-    l.local_addr().expect("local addr").port()
+    enipool_e2e::cluster::ports::free_local_port().expect("a free port")
 }
 
 impl Env {
