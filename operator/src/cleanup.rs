@@ -26,11 +26,13 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::core::PartialObjectMeta;
 use kube::{Client, ResourceExt};
-use serde_json::{json, Value};
+pub use plan::{finalizer_patch, in_scope, plan, NodeScope, PoolView};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+mod plan;
 
 /// `enipool-operator cleanup` flags (the Lease and selector flags spelled as the operator's).
 #[derive(Debug, Clone, clap::Parser)]
@@ -135,7 +137,7 @@ impl CleanupArgs {
 
     /// Run the cleanup (the subcommand): exit status 0 with a summary line, else the error.
     pub async fn run(self) -> anyhow::Result<()> {
-        init_tracing(self.log_format);
+        crate::run::init_tracing(self.log_format);
         let cfg = self.config();
         let client = Client::try_default().await?;
         let report = cleanup(client, &cfg).await?;
@@ -151,16 +153,6 @@ impl CleanupArgs {
         );
         Ok(())
     }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        LogFormat::Json => b.json().try_init(),
-        LogFormat::Text => b.try_init(),
-    };
 }
 
 /// Why the cleanup failed (converts into `anyhow::Error` in `main`).
@@ -225,78 +217,6 @@ pub struct CleanupReport {
     pub deleted: usize,
     /// Pools out of the `--node-selector` scope, untouched.
     pub left_alone: usize,
-}
-
-/// Which Nodes are in scope: every Node (no selector), or the selected ones.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeScope {
-    /// No `--node-selector`: every pool is in scope.
-    All,
-    /// With `--node-selector`: the Nodes it matches, and every existing Node.
-    Selected {
-        /// The Nodes the selector matches.
-        selected: BTreeSet<String>,
-        /// Every Node that exists.
-        existing: BTreeSet<String>,
-    },
-}
-
-/// Whether the cleanup releases the pool of a Node: the operator's `--node-selector` rule
-/// (operator/src/run/scope.rs `pool_in_scope`) for a pool not being deleted: pools of selected
-/// Nodes, and pools whose Node is gone. A pool of a living, unselected Node is another
-/// installation's (or its Node stopped matching): left alone. Pools are named after their Node.
-pub fn in_scope(scope: &NodeScope, node: &str) -> bool {
-    match scope {
-        NodeScope::All => true,
-        NodeScope::Selected { selected, existing } => {
-            selected.contains(node) || !existing.contains(node)
-        }
-    }
-}
-
-/// One listed pool, as far as the cleanup cares.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolView {
-    /// Name (= its Node's name).
-    pub name: String,
-    /// UID (a delete precondition: never delete a pool recreated meanwhile).
-    pub uid: Option<String>,
-    /// resourceVersion the finalizer patch is guarded by.
-    pub resource_version: Option<String>,
-    /// `metadata.finalizers`.
-    pub finalizers: Vec<String>,
-}
-
-impl PoolView {
-    fn of(p: &PartialObjectMeta<ENIPool>) -> PoolView {
-        PoolView {
-            name: p.name_any(),
-            uid: p.metadata.uid.clone(),
-            resource_version: p.metadata.resource_version.clone(),
-            finalizers: p.finalizers().to_vec(),
-        }
-    }
-}
-
-/// The listed pools split into those to release and delete (in name order) and those left alone.
-pub fn plan(pools: &[PoolView], scope: &NodeScope) -> (Vec<PoolView>, Vec<String>) {
-    let (mut work, mut skip): (Vec<_>, Vec<_>) =
-        pools.iter().cloned().partition(|p| in_scope(scope, &p.name));
-    work.sort_by(|a, b| a.name.cmp(&b.name));
-    skip.sort_by(|a, b| a.name.cmp(&b.name));
-    (work, skip.into_iter().map(|p| p.name).collect())
-}
-
-/// The merge patch that removes `enipool.io/release` and keeps every other finalizer, guarded by
-/// `resource_version` (a merge patch replaces the whole list: a finalizer added meanwhile makes
-/// the server answer 409 instead of being dropped). `None` when the pool does not carry it.
-pub fn finalizer_patch(finalizers: &[String], resource_version: &str) -> Option<Value> {
-    if !finalizers.iter().any(|f| f == POOL_FINALIZER) {
-        return None;
-    }
-    let rest: Vec<&String> = finalizers.iter().filter(|f| *f != POOL_FINALIZER).collect();
-    let rest = if rest.is_empty() { Value::Null } else { json!(rest) };
-    Some(json!({"metadata": {"finalizers": rest, "resourceVersion": resource_version}}))
 }
 
 /// Conflicts tolerated per pool before giving up.
@@ -524,97 +444,4 @@ async fn node_scope(client: &Client, selector: Option<&str>) -> Result<NodeScope
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::{CommandFactory, Parser};
-
-    fn set(names: &[&str]) -> BTreeSet<String> {
-        names.iter().map(|s| s.to_string()).collect()
-    }
-
-    fn view(name: &str, finalizers: &[&str]) -> PoolView {
-        PoolView {
-            name: name.into(),
-            uid: Some(format!("uid-{name}")),
-            resource_version: Some("7".into()),
-            finalizers: finalizers.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn without_a_selector_every_pool_is_in_scope() {
-        assert!(in_scope(&NodeScope::All, "anything"));
-        let pools = [view("b", &[POOL_FINALIZER]), view("a", &[])];
-        let (work, skip) = plan(&pools, &NodeScope::All);
-        assert_eq!(work.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-        assert!(skip.is_empty());
-    }
-
-    #[test]
-    fn with_a_selector_pools_of_selected_or_gone_nodes_only() {
-        let scope =
-            NodeScope::Selected { selected: set(&["sel"]), existing: set(&["sel", "other"]) };
-        // (node, in scope): the operator's rule for a pool not being deleted.
-        for (node, want) in [("sel", true), ("other", false), ("gone", true)] {
-            assert_eq!(in_scope(&scope, node), want, "{node}");
-        }
-        let pools = [view("other", &[POOL_FINALIZER]), view("gone", &[]), view("sel", &[])];
-        let (work, skip) = plan(&pools, &scope);
-        assert_eq!(work.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["gone", "sel"]);
-        assert_eq!(skip, ["other"]);
-    }
-
-    #[test]
-    fn the_patch_removes_only_our_finalizer_and_is_guarded_by_resource_version() {
-        let only = [POOL_FINALIZER.to_string()];
-        assert_eq!(
-            finalizer_patch(&only, "42"),
-            Some(json!({"metadata": {"finalizers": null, "resourceVersion": "42"}}))
-        );
-        let more = ["a/x".to_string(), POOL_FINALIZER.to_string(), "b/y".to_string()];
-        assert_eq!(
-            finalizer_patch(&more, "9"),
-            Some(json!({"metadata": {"finalizers": ["a/x", "b/y"], "resourceVersion": "9"}}))
-        );
-        assert_eq!(finalizer_patch(&["a/x".to_string()], "9"), None);
-        assert_eq!(finalizer_patch(&[], "9"), None);
-    }
-
-    #[test]
-    fn flags_defaults_and_env_names() {
-        CleanupArgs::command().debug_assert();
-        let a = CleanupArgs::try_parse_from(["enipool-operator cleanup"]).unwrap();
-        let c = a.config();
-        assert_eq!(c.timeout, Duration::from_secs(120));
-        assert_eq!(
-            (c.lease_namespace.as_str(), c.lease_name.as_str()),
-            ("kube-system", "enipool-operator")
-        );
-        assert_eq!(c.node_selector, None);
-        assert!(c.identity.starts_with("enipool-operator-cleanup-"), "{}", c.identity);
-        let a = CleanupArgs::try_parse_from([
-            "enipool-operator cleanup",
-            "--lease-namespace=ns",
-            "--lease-name=l",
-            "--identity=me",
-            "--node-selector= ",
-            "--timeout-seconds=5",
-            "--log-format=json",
-        ])
-        .unwrap();
-        let c = a.config();
-        assert_eq!((c.lease_namespace.as_str(), c.lease_name.as_str()), ("ns", "l"));
-        assert_eq!((c.identity.as_str(), c.timeout), ("me", Duration::from_secs(5)));
-        assert_eq!(c.node_selector, None, "an empty selector selects every Node");
-        // The Lease and selector flags read the operator's environment names.
-        let env = |id: &str| {
-            CleanupArgs::command()
-                .get_arguments()
-                .find(|a| a.get_id() == id)
-                .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
-        };
-        assert_eq!(env("lease_name").as_deref(), Some("ENIPOOL_OPERATOR_LEASE_NAME"));
-        assert_eq!(env("lease_namespace").as_deref(), Some("ENIPOOL_OPERATOR_LEASE_NAMESPACE"));
-        assert_eq!(env("node_selector").as_deref(), Some("ENIPOOL_OPERATOR_NODE_SELECTOR"));
-    }
-}
+mod tests;

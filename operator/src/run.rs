@@ -10,6 +10,8 @@
 //! standby takes over at once.
 
 mod scope;
+
+pub(crate) use scope::pool_in_scope;
 mod synced;
 
 use crate::args::{Args, LogFormat};
@@ -66,7 +68,8 @@ fn trim_node(g: &mut DeserializeGuard<Node>) {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logging for the operator's binaries (the operator and its `cleanup` subcommand).
+pub(crate) fn init_tracing(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let b = tracing_subscriber::fmt().with_env_filter(filter);
