@@ -155,6 +155,8 @@ mod artifacts;
 mod flags;
 #[path = "chart/lint.rs"]
 mod lint;
+#[path = "chart/monitoring.rs"]
+mod monitoring;
 #[path = "chart/rbac.rs"]
 mod rbac;
 #[path = "chart/workloads.rs"]
