@@ -131,6 +131,12 @@ where
     Ok(Invocation::Operator(Box::new(Args::try_parse_from(argv)?)))
 }
 
+/// A `--node-selector` as given, `None` when absent or blank (an empty env var from a chart
+/// value means "no selector", not "select nothing").
+pub fn node_selector(flag: Option<&str>) -> Option<String> {
+    flag.map(str::trim).filter(|s| !s.is_empty()).map(String::from)
+}
+
 impl Invocation {
     /// Run what was asked for.
     pub async fn run(self) -> anyhow::Result<()> {
@@ -223,5 +229,12 @@ mod tests {
         let a = Args::try_parse_from(["enipool-operator", "--cluster-name=c", "--node-selector="])
             .unwrap();
         assert_eq!(a.operator_config().node_selector, None);
+    }
+
+    #[test]
+    fn a_blank_node_selector_is_no_selector() {
+        assert_eq!(node_selector(None), None);
+        assert_eq!(node_selector(Some("  ")), None);
+        assert_eq!(node_selector(Some(" a=b ")).as_deref(), Some("a=b"));
     }
 }

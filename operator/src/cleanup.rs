@@ -124,12 +124,7 @@ impl CleanupArgs {
             lease_name: self.lease_name.clone(),
             identity,
             lease_duration: Duration::from_secs(self.lease_duration_seconds.max(3)),
-            node_selector: self
-                .node_selector
-                .as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from),
+            node_selector: crate::args::node_selector(self.node_selector.as_deref()),
             timeout: Duration::from_secs(self.timeout_seconds),
             poll: leader::RETRY_PERIOD,
         }

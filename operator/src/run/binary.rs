@@ -49,12 +49,7 @@ impl Args {
             vpc_cidrs: self.vpc_cidrs.clone(),
             metrics_addr: Some(self.metrics_addr),
             termination_wait: Duration::from_secs(self.termination_wait_seconds),
-            node_selector: self
-                .node_selector
-                .as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from),
+            node_selector: crate::args::node_selector(self.node_selector.as_deref()),
         }
     }
 
