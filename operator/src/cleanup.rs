@@ -15,8 +15,8 @@
 //!    until their nodes go; leftovers are found by their tags (docs/operations.md, section 5).
 //! 4. Release the Lease and report what was done.
 //!
-//! The decisions (which pools, which patch) are pure functions ([`in_scope`], [`plan`],
-//! [`finalizer_patch`]), unit-tested below; [`cleanup`] does the I/O.
+//! The decisions (which pools, which patch) are pure functions ([`in_scope`], [`plan()`],
+//! [`finalizer_patch`]), unit-tested in `cleanup/tests.rs`; [`cleanup`] does the I/O.
 
 use crate::args::LogFormat;
 use crate::leader::{self, LeaseConfig};

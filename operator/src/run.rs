@@ -98,7 +98,7 @@ pub struct OperatorConfig {
     /// How long a deleted pool waits for its instance to terminate before its finalizer goes.
     pub termination_wait: Duration,
     /// Label selector of the Nodes that get a pool (`None`: every Node). See
-    /// [`Args::node_selector`] for what happens to a pool whose Node stops matching.
+    /// [`crate::args::Args::node_selector`] for what happens to a pool whose Node stops matching.
     pub node_selector: Option<String>,
 }
 
@@ -179,7 +179,7 @@ impl OperatorHandle {
 
 impl Operator {
     /// Start a replica on the current runtime. `registry` receives the operator's metrics (the
-    /// caller registers the EC2 client's metrics in it beforehand, as [`Args::run`] does).
+    /// caller registers the EC2 client's metrics in it beforehand, as [`crate::args::Args::run`] does).
     pub fn start(
         cfg: OperatorConfig,
         client: Client,

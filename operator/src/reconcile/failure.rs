@@ -1,5 +1,5 @@
 //! A reconcile that fails shows on the pool. Which conditions say so is decided here without I/O
-//! ([`verdicts`], [`mark`]); [`record`] then writes them the way every status write goes (the
+//! ([`verdicts`], [`mark`]); `record` then writes them the way every status write goes (the
 //! whole operator part through the [`StatusSink`], SSA under the operator's field manager, the
 //! agent part never sent), starting from the last status this round wrote, so the journal, the
 //! ENIs and everything else stay exactly as they were. Nothing is written when the conditions
