@@ -15,3 +15,5 @@ mod handover;
 mod harness;
 #[path = "operator/scenarios.rs"]
 mod scenarios;
+#[path = "operator/startup.rs"]
+mod startup;

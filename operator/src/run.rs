@@ -217,7 +217,6 @@ async fn run(
         identity: cfg.identity.clone(),
         duration: cfg.lease_duration,
     };
-    let lease = leader::run(client.clone(), lease_cfg.clone(), &leader_tx);
 
     // Controllers; their watch stores are the caches (one watch per kind and purpose).
     // DeserializeGuard: a malformed object is skipped and reported, it never stops a cache syncing.
@@ -322,14 +321,36 @@ async fn run(
             }
         }
     };
-    let ready = {
+    let caches_synced = {
         let (n, s) = (scope.all_synced(), scope.selected_synced());
-        let (p, q, h) = (policies_synced, pools_synced, health.clone());
+        let (p, q) = (policies_synced, pools_synced);
+        move || {
+            let (n, s, p, q) = (n.clone(), s.clone(), p.clone(), q.clone());
+            async move {
+                tokio::join!(n.wait(), s.wait(), p.wait(), q.wait());
+            }
+        }
+    };
+    let ready = {
+        let (synced, h) = (caches_synced(), health.clone());
         async move {
-            tokio::join!(n.wait(), s.wait(), p.wait(), q.wait());
+            synced.await;
             h.ready.store(true, Ordering::Relaxed);
             tracing::info!("caches synced");
             futures::future::pending::<()>().await
+        }
+    };
+    // Campaign for the Lease only with complete caches. A leader decides from them ("this pool's
+    // Node is gone: delete the pool", "this Node has no pool: create one"); with the pool list in
+    // and the Node list not yet, it would delete the pools of live Nodes. Standbys sync long before
+    // they lead; a replica started while the Lease is free (a handover, the first start) would
+    // otherwise lead at once.
+    let lease = {
+        let (synced, client, lease_cfg) = (caches_synced(), client.clone(), lease_cfg.clone());
+        let leader_tx = &leader_tx;
+        async move {
+            synced.await;
+            leader::run(client, lease_cfg, leader_tx).await
         }
     };
 

@@ -42,11 +42,7 @@ async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Respon
         .and_then(|h| h.strip_prefix("Bearer "))
         .and_then(|tok| shared.config.tokens.iter().find(|(t, _)| t == tok).map(|(_, u)| u.clone()))
         .unwrap_or_else(|| "system:anonymous".into());
-    if let Ok(mut users) = shared.users.lock() {
-        if !users.contains(&user) {
-            users.push(user.clone());
-        }
-    }
+    shared.note_user(&user);
     let query: Query = parts
         .uri
         .query()
@@ -70,6 +66,9 @@ async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Respon
         query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     );
     shared.audit.record(audit.clone());
+    if let Some(delay) = shared.list_delay(&audit) {
+        tokio::time::sleep(delay).await;
+    }
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let req = Req {
         method: parts.method.clone(),

@@ -32,6 +32,7 @@ pub mod store;
 pub mod table;
 mod watch;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -92,9 +93,27 @@ pub(crate) struct Shared {
     users: Mutex<Vec<String>>,
     /// Every request as the authorizer sees it.
     audit: audit::AuditLog,
+    /// LIST requests of these resources (plural) are answered after the delay: a slow initial
+    /// list, as of a large cluster's Nodes ([`KubeApi::delay_lists`]).
+    list_delays: Mutex<BTreeMap<String, Duration>>,
 }
 
 impl Shared {
+    /// Remember a user name seen on a request ([`KubeApi::users`]).
+    pub(crate) fn note_user(&self, user: &str) {
+        if let Ok(mut users) = self.users.lock() {
+            if !users.iter().any(|u| u == user) {
+                users.push(user.to_string());
+            }
+        }
+    }
+
+    /// The delay a test asked for before answering `req` ([`KubeApi::delay_lists`]).
+    pub(crate) fn list_delay(&self, req: &AuditRecord) -> Option<Duration> {
+        let d = self.list_delays.lock().unwrap_or_else(|e| e.into_inner());
+        (req.verb == "list").then(|| d.get(&req.resource).copied()).flatten()
+    }
+
     /// Lock the state; after the closure, watches are told about the new resourceVersion.
     pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let mut st = self.lock();
@@ -169,6 +188,7 @@ impl KubeApi {
             addr,
             users: Mutex::new(Vec::new()),
             audit: audit::AuditLog::default(),
+            list_delays: Mutex::new(BTreeMap::new()),
         });
         let router = handlers::router(shared.clone());
         let mut stop = shared.stopping.subscribe();
@@ -232,6 +252,18 @@ impl KubeApi {
     /// name), in arrival order; see [`audit`] for how verbs are derived.
     pub fn audit(&self) -> Vec<AuditRecord> {
         self.shared.audit.snapshot()
+    }
+
+    /// Answer every later LIST of `resource` (plural, any group) `delay` late (zero: no delay).
+    /// Watches are not delayed. Tests use it to hold one cache's initial list back while others
+    /// complete, as a large cluster's Node list does.
+    pub fn delay_lists(&self, resource: &str, delay: Duration) {
+        let mut d = self.shared.list_delays.lock().unwrap_or_else(|e| e.into_inner());
+        if delay.is_zero() {
+            d.remove(resource);
+        } else {
+            d.insert(resource.to_string(), delay);
+        }
     }
 
     /// Forget the audit records so far.
