@@ -274,9 +274,7 @@ async fn reconcile_live(pool: &ENIPool, ctx: &Context) -> Result<Action> {
         // Not cached. The cache can lag behind the API server (with --node-selector it is a
         // second Node watch, which may not have a Node the Node controller just made a pool
         // for), so "gone" is confirmed with a GET before the pool goes.
-        let nodes: Api<Node> = Api::all(ctx.client.clone());
-        let live = nodes.get_opt(&pool.spec.node_name).await.map_err(Error::kube("GetNode"))?;
-        if crate::finalizer::is_own_live_node(pool, live.as_ref()) {
+        if crate::finalizer::own_node_lives_in_api(pool, ctx).await? {
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
         // The Node is gone: delete the pool so its finalizer cleans EC2 up.

@@ -83,6 +83,13 @@ async fn node_lives(pool: &ENIPool, ctx: &Context) -> Result<bool> {
     if !is_own_live_node(pool, ctx.node(&pool.spec.node_name).as_ref()) {
         return Ok(false);
     }
+    own_node_lives_in_api(pool, ctx).await
+}
+
+/// Whether the API server (not the cache) has the live Node that owns `pool` (one GET). Both
+/// directions of a cache's lag are confirmed with it: the finalizer's "the Node lives" here, and
+/// the pool reconcile's "the Node is gone" before it deletes a pool.
+pub(crate) async fn own_node_lives_in_api(pool: &ENIPool, ctx: &Context) -> Result<bool> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let live = nodes.get_opt(&pool.spec.node_name).await.map_err(crate::Error::kube("GetNode"))?;
     Ok(is_own_live_node(pool, live.as_ref()))
