@@ -1,13 +1,15 @@
 //! The agent's ValidatingAdmissionPolicy, evaluated in CEL: only the agent's ServiceAccount is
-//! matched, and it may write only its own node's pool.
+//! matched, and it may change only `status.agent` of its own node's pool, through the status
+//! subresource. Each field a compromised node could forge is tried on its own.
 
 use super::{find, render, strings, Values, NAMESPACE, NODE_NAME_CLAIM, RELEASE};
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 
 struct Vap {
     match_conditions: Vec<String>,
-    validations: Vec<kube_cel::VapExpression>,
+    /// (expression, message or messageExpression, is the message an expression)
+    validations: Vec<(String, String, bool)>,
 }
 
 fn agent_vap() -> Vap {
@@ -20,6 +22,7 @@ fn agent_vap() -> Vap {
     assert_eq!(vap["spec"]["failurePolicy"], "Fail");
     let rules = &vap["spec"]["matchConstraints"]["resourceRules"][0];
     assert_eq!(strings(&rules["resources"]), vec!["enipools", "enipools/status"]);
+    assert_eq!(strings(&rules["operations"]), vec!["CREATE", "UPDATE", "DELETE"]);
     assert!(vap["spec"]["variables"].is_null(), "the evaluator below binds no `variables`");
     Vap {
         match_conditions: vap["spec"]["matchConditions"]
@@ -32,112 +35,332 @@ fn agent_vap() -> Vap {
             .as_array()
             .unwrap()
             .iter()
-            .map(|v| kube_cel::VapExpression {
-                expression: v["expression"].as_str().unwrap().to_string(),
-                message: v["message"].as_str().map(str::to_string),
-                message_expression: v["messageExpression"].as_str().map(str::to_string),
+            .map(|v| match v["messageExpression"].as_str() {
+                Some(m) => (v["expression"].as_str().unwrap().to_string(), m.to_string(), true),
+                None => (
+                    v["expression"].as_str().unwrap().to_string(),
+                    v["message"].as_str().unwrap_or_default().to_string(),
+                    false,
+                ),
             })
             .collect(),
     }
 }
 
-fn pool(name: &str) -> Value {
-    json!({"apiVersion": "enipool.io/v1alpha1", "kind": "ENIPool", "metadata": {"name": name},
-           "spec": {"nodeName": name}, "status": {"agent": {"epoch": 3}}})
+/// One admission request as the apiserver hands it to the policy.
+struct Req {
+    operation: &'static str,
+    sub_resource: &'static str,
+    name: String,
+    username: String,
+    extra: Value,
+    object: Value,
+    old_object: Value,
 }
 
-fn admission(username: &str) -> kube_cel::AdmissionRequest {
-    kube_cel::AdmissionRequest {
-        operation: "UPDATE".into(),
-        username: username.into(),
-        groups: vec!["system:serviceaccounts".into(), "system:authenticated".into()],
-        resource: kube_cel::GroupVersionResource {
-            group: "enipool.io".into(),
-            version: "v1alpha1".into(),
-            resource: "enipools".into(),
-        },
-        ..Default::default()
-    }
-}
-
-/// Evaluates with the full `request` the API server binds, including `userInfo.extra` (which
-/// kube-cel's VapEvaluator does not bind), with the same Kubernetes CEL library.
-fn eval_with_extra(expr: &str, object: &Value, username: &str, extra: &Value) -> Result<bool> {
-    use kube_cel::cel::{Context, Program, Value as Cel};
+/// Evaluates one expression with the variables a ValidatingAdmissionPolicy binds (`object`,
+/// `oldObject`, and the whole `request`, including `userInfo.extra`, which kube-cel's own
+/// VapEvaluator leaves out), with the Kubernetes CEL library.
+fn eval(expr: &str, r: &Req) -> Result<kube_cel::cel::Value> {
+    use kube_cel::cel::{Context, Program};
     use kube_cel::KubeCelExt;
     let mut ctx = Context::default();
     ctx.register_all();
     let request = json!({
-        "operation": "UPDATE", "name": object["metadata"]["name"], "namespace": "", "dryRun": false,
-        "subResource": "status",
+        "operation": r.operation, "name": r.name, "namespace": "", "dryRun": false,
+        "subResource": r.sub_resource,
         "kind": {"group": "enipool.io", "version": "v1alpha1", "kind": "ENIPool"},
         "resource": {"group": "enipool.io", "version": "v1alpha1", "resource": "enipools"},
-        "userInfo": {"username": username, "uid": "u", "groups": ["system:serviceaccounts"], "extra": extra},
+        "userInfo": {"username": r.username, "uid": "u",
+                     "groups": ["system:serviceaccounts", "system:authenticated"],
+                     "extra": r.extra},
     });
-    ctx.add_variable("object", object.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    ctx.add_variable("oldObject", object.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    ctx.add_variable("request", request).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let program = Program::compile(expr).map_err(|e| anyhow::anyhow!("compiling {expr}: {e}"))?;
-    match program.execute(&ctx).map_err(|e| anyhow::anyhow!("evaluating {expr}: {e}"))? {
-        Cel::Bool(b) => Ok(b),
-        other => bail!("{expr} returned {other:?}"),
+    ctx.add_variable_from_value("object", to_cel(&r.object));
+    ctx.add_variable_from_value("oldObject", to_cel(&r.old_object));
+    ctx.add_variable_from_value("request", to_cel(&request));
+    let program = Program::compile(expr).map_err(|e| anyhow!("compiling {expr}: {e}"))?;
+    program.execute(&ctx).map_err(|e| anyhow!("evaluating {expr}: {e}"))
+}
+
+/// JSON as the apiserver hands it to CEL: integers are `int` (int64), as in an unstructured
+/// object. (cel's serde conversion makes non-negative ones `uint`, and `uint(0) == 0` is false
+/// there, so a default of `0` would never equal a stored `0`.)
+fn to_cel(v: &Value) -> kube_cel::cel::Value {
+    use kube_cel::cel::Value as Cel;
+    match v {
+        Value::Null => Cel::Null,
+        Value::Bool(b) => Cel::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Cel::Int(i),
+            (None, Some(u)) => Cel::UInt(u),
+            _ => Cel::Float(n.as_f64().unwrap_or_default()),
+        },
+        Value::String(s) => Cel::from(s.as_str()),
+        Value::Array(a) => Cel::from(a.iter().map(to_cel).collect::<Vec<_>>()),
+        Value::Object(o) => Cel::from(
+            o.iter()
+                .map(|(k, v)| (k.clone(), to_cel(v)))
+                .collect::<std::collections::HashMap<_, _>>(),
+        ),
+    }
+}
+
+/// `Ok` when the policy admits `r`, else the denial message. `failurePolicy: Fail`: an evaluation
+/// error denies too.
+fn admit(vap: &Vap, r: &Req) -> Result<(), String> {
+    use kube_cel::cel::Value as Cel;
+    for m in &vap.match_conditions {
+        match eval(m, r) {
+            Ok(Cel::Bool(true)) => {}
+            Ok(Cel::Bool(false)) => return Ok(()),
+            other => return Err(format!("match condition {m}: {other:?}")),
+        }
+    }
+    for (expr, message, is_expr) in &vap.validations {
+        match eval(expr, r) {
+            Ok(Cel::Bool(true)) => {}
+            Ok(Cel::Bool(false)) if *is_expr => match eval(message, r) {
+                Ok(Cel::String(s)) => return Err(s.to_string()),
+                other => return Err(format!("messageExpression {message}: {other:?}")),
+            },
+            Ok(Cel::Bool(false)) => return Err(message.clone()),
+            other => return Err(format!("{expr}: {other:?}")),
+        }
+    }
+    Ok(())
+}
+
+fn agent_user() -> String {
+    format!("system:serviceaccount:{NAMESPACE}:{RELEASE}-agent")
+}
+
+/// A pool as the operator leaves it: spec, labels, finalizer, owner, and a status with a journal.
+fn pool(name: &str) -> Value {
+    json!({
+        "apiVersion": "enipool.io/v1alpha1", "kind": "ENIPool",
+        "metadata": {"name": name, "resourceVersion": "41",
+                     "labels": {"enipool.io/policy": "default"},
+                     "finalizers": ["enipool.io/release"],
+                     "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name,
+                                          "uid": "node-uid"}]},
+        "spec": {"nodeName": name},
+        "status": {
+            "revision": 4, "releasedRevision": 2,
+            "enis": [{"id": "eni-1", "deviceIndex": 0, "subnetID": "subnet-1",
+                      "ips": ["10.0.0.10"], "attached": true}],
+            "operations": [{"id": "0b9c1d1e-3f2a-4a5b-8c6d-7e8f9a0b1c2d", "kind": "AssignIPs",
+                            "eniID": "eni-1", "count": 1}],
+            "releasing": {"revision": 2, "ips": ["10.0.0.11/32"]},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            "agent": {"epoch": 3, "inUse": 1}
+        }
+    })
+}
+
+/// The object of a status write as the apiserver stores it: the old object with the new status,
+/// managedFields and resourceVersion set by the server.
+fn status_write(old: &Value, f: impl FnOnce(&mut Value)) -> Value {
+    let mut new = old.clone();
+    new["metadata"]["resourceVersion"] = json!("42");
+    new["metadata"]["managedFields"] =
+        json!([{"manager": "enipool-agent", "operation": "Apply", "subresource": "status"}]);
+    f(&mut new);
+    new
+}
+
+fn update(node: &str, claim: &str, old: Value, new: Value) -> Req {
+    Req {
+        operation: "UPDATE",
+        sub_resource: "status",
+        name: node.into(),
+        username: agent_user(),
+        extra: json!({NODE_NAME_CLAIM: [claim]}),
+        object: new,
+        old_object: old,
     }
 }
 
 #[test]
-fn agent_admission_policy_allows_only_the_agents_own_node() {
+fn only_the_agents_service_account_is_matched() {
     let vap = agent_vap();
-    let agent = format!("system:serviceaccount:{NAMESPACE}:{RELEASE}-agent");
-    let operator = format!("system:serviceaccount:{NAMESPACE}:{RELEASE}-operator");
-    let matched = |username: &str| -> bool {
-        let ev = kube_cel::VapEvaluator::builder()
-            .object(pool("n1"))
-            .request(admission(username))
-            .build();
-        let conds: Vec<kube_cel::VapExpression> = vap
-            .match_conditions
-            .iter()
-            .map(|e| kube_cel::VapExpression {
-                expression: e.clone(),
-                message: None,
-                message_expression: None,
-            })
-            .collect();
-        let results = ev.evaluate(&conds);
-        for r in &results {
-            assert!(r.message.as_deref().is_none_or(|m| !m.contains("error")), "{r:?}");
-        }
-        results.iter().all(|r| r.passed)
-    };
-    // Only the agent's ServiceAccount is subject to the policy.
-    assert!(matched(&agent));
-    assert!(!matched(&operator), "the operator must not be matched");
-    assert!(!matched("kubernetes-admin"));
-    assert!(!matched(&format!("system:serviceaccount:other-ns:{RELEASE}-agent")));
+    let old = pool("n1");
+    let forged = status_write(&old, |o| o["status"]["operations"] = json!([]));
+    for user in [
+        format!("system:serviceaccount:{NAMESPACE}:{RELEASE}-operator"),
+        "kubernetes-admin".to_string(),
+        format!("system:serviceaccount:other-ns:{RELEASE}-agent"),
+    ] {
+        let mut r = update("n1", "n1", old.clone(), forged.clone());
+        r.username = user.clone();
+        assert_eq!(admit(&vap, &r), Ok(()), "{user} must not be subject to the agent's policy");
+    }
+    let r = update("n1", "n1", old, forged);
+    assert!(admit(&vap, &r).is_err(), "the agent is subject to it");
+}
 
-    let claim = |node: &str| json!({NODE_NAME_CLAIM: [node]});
-    let allowed = |object: &Value, extra: &Value| -> bool {
-        vap.validations
-            .iter()
-            .all(|v| eval_with_extra(&v.expression, object, &agent, extra).unwrap())
-    };
-    // The agent on ip-10-0-0-1 writes its own pool: allowed.
-    assert!(allowed(&pool("ip-10-0-0-1"), &claim("ip-10-0-0-1")));
-    // ... another node's pool: denied.
-    assert!(!allowed(&pool("ip-10-0-0-2"), &claim("ip-10-0-0-1")));
+#[test]
+fn the_agent_writes_status_agent_of_its_own_pool() {
+    let vap = agent_vap();
+    let old = pool("ip-10-0-0-1");
+    let new = status_write(&old, |o| o["status"]["agent"] = json!({"epoch": 3, "inUse": 5}));
+    assert_eq!(admit(&vap, &update("ip-10-0-0-1", "ip-10-0-0-1", old.clone(), new)), Ok(()));
+
+    // Its first report, before the operator wrote any status: the apiserver defaults the new
+    // status's revision counters, which is not a change by the agent.
+    let mut bare = pool("ip-10-0-0-1");
+    bare.as_object_mut().unwrap().remove("status");
+    let first = status_write(&bare, |o| {
+        o["status"] = json!({"revision": 0, "releasedRevision": 0, "agent": {"epoch": 1}})
+    });
+    assert_eq!(admit(&vap, &update("ip-10-0-0-1", "ip-10-0-0-1", bare, first)), Ok(()));
+}
+
+#[test]
+fn the_agent_may_not_write_another_nodes_pool_or_without_a_node_claim() {
+    let vap = agent_vap();
+    let old = pool("ip-10-0-0-2");
+    let new = status_write(&old, |o| o["status"]["agent"]["inUse"] = json!(9));
+    let err =
+        admit(&vap, &update("ip-10-0-0-2", "ip-10-0-0-1", old.clone(), new.clone())).unwrap_err();
+    assert!(err.contains("its own node") && err.contains("ip-10-0-0-2"), "message: {err}");
     // A token without the node-name claim (not a bound pod token, or a cluster < 1.30): denied,
     // not an evaluation error.
-    assert!(!allowed(&pool("ip-10-0-0-1"), &json!({})));
-    assert!(!allowed(&pool("ip-10-0-0-1"), &json!({NODE_NAME_CLAIM: []})));
+    for extra in [json!({}), json!({NODE_NAME_CLAIM: []})] {
+        let mut r = update("ip-10-0-0-2", "ip-10-0-0-2", old.clone(), new.clone());
+        r.extra = extra;
+        let err = admit(&vap, &r).unwrap_err();
+        assert!(err.contains("its own node"), "message: {err}");
+    }
+}
 
-    // kube-cel's VapEvaluator binds no userInfo.extra: the policy then fails closed, with the
-    // message that says why.
-    let ev = kube_cel::VapEvaluator::builder()
-        .object(pool("ip-10-0-0-2"))
-        .request(admission(&agent))
-        .build();
-    let results = ev.evaluate(&vap.validations);
-    assert!(results.iter().all(|r| !r.passed), "{results:?}");
-    let msg = results[0].message.clone().unwrap_or_default();
-    assert!(msg.contains("its own node") && msg.contains("ip-10-0-0-2"), "message: {msg}");
+#[test]
+fn every_forged_field_of_the_agents_own_pool_is_refused() {
+    let vap = agent_vap();
+    let old = pool("n1");
+    type Forge = fn(&mut Value);
+    let forgeries: &[(&str, &str, Forge)] = &[
+        ("a DeleteENI of another node's ENI in the journal", "status.operations", |o| {
+            o["status"]["operations"].as_array_mut().unwrap().push(json!({
+                "id": "5f0c8a43-1b7e-4d2a-9c3e-2f1a0b9c8d7e", "kind": "DeleteENI",
+                "eniID": "eni-victim", "count": 0}))
+        }),
+        ("a journal emptied", "status.operations", |o| {
+            o["status"].as_object_mut().unwrap().remove("operations");
+        }),
+        ("an ENI added", "status.enis", |o| {
+            o["status"]["enis"].as_array_mut().unwrap().push(json!({
+                "id": "eni-victim", "deviceIndex": 1, "subnetID": "subnet-1",
+                "prefixes": ["0.0.0.0/1"], "attached": true}))
+        }),
+        ("an address added", "status.enis", |o| {
+            o["status"]["enis"][0]["ips"] = json!(["10.0.0.10", "10.0.9.9"])
+        }),
+        ("addresses to release", "status.releasing", |o| {
+            o["status"]["releasing"]["ips"] = json!(["10.0.9.9/32"])
+        }),
+        ("a release request", "status.releaseRequest", |o| {
+            o["status"]["releaseRequest"] = json!({"revision": 9, "count": 3})
+        }),
+        ("a condition", "status.conditions", |o| {
+            o["status"]["conditions"][0]["status"] = json!("False")
+        }),
+        ("the revision", "status.revision", |o| o["status"]["revision"] = json!(99)),
+        ("the released revision", "status.releasedRevision", |o| {
+            o["status"]["releasedRevision"] = json!(99)
+        }),
+        ("the instance", "status.instance", |o| o["status"]["instance"] = json!({"id": "i-other"})),
+        ("the spec", "spec", |o| o["spec"]["paused"] = json!(true)),
+        ("a label", "metadata.labels", |o| {
+            o["metadata"]["labels"]["enipool.io/policy"] = json!("big")
+        }),
+        ("the finalizer removed", "metadata.finalizers", |o| {
+            o["metadata"]["finalizers"] = json!([])
+        }),
+        ("the owner removed", "metadata.ownerReferences", |o| {
+            o["metadata"].as_object_mut().unwrap().remove("ownerReferences");
+        }),
+        ("an annotation", "metadata.annotations", |o| {
+            o["metadata"]["annotations"] = json!({"x": "y"})
+        }),
+    ];
+    for (what, field, forge) in forgeries {
+        let new = status_write(&old, |o| {
+            o["status"]["agent"]["inUse"] = json!(2);
+            forge(o)
+        });
+        let err = admit(&vap, &update("n1", "n1", old.clone(), new))
+            .expect_err(&format!("{what} must be refused"));
+        assert!(
+            err.contains(&format!("changes {field}")),
+            "{what}: the message must name {field}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_agent_may_not_create_delete_or_write_the_main_resource() {
+    let vap = agent_vap();
+    let old = pool("n1");
+    let create = Req {
+        operation: "CREATE",
+        sub_resource: "",
+        object: old.clone(),
+        old_object: Value::Null,
+        ..update("n1", "n1", Value::Null, Value::Null)
+    };
+    let err = admit(&vap, &create).unwrap_err();
+    assert!(err.contains("may not create or delete"), "{err}");
+    let delete = Req {
+        operation: "DELETE",
+        sub_resource: "",
+        object: Value::Null,
+        old_object: old.clone(),
+        ..update("n1", "n1", Value::Null, Value::Null)
+    };
+    let err = admit(&vap, &delete).unwrap_err();
+    assert!(err.contains("may not create or delete"), "{err}");
+    let mut main = update("n1", "n1", old.clone(), status_write(&old, |_| {}));
+    main.sub_resource = "";
+    let err = admit(&vap, &main).unwrap_err();
+    assert!(err.contains("status subresource"), "{err}");
+}
+
+/// The policy guards each status field by name (CEL cannot drop one key of an object and compare
+/// the rest), so a status field added to the CRD must be added to the policy: this fails until it
+/// is, and when a guarded field's "missing" value differs from the CRD's default.
+#[test]
+fn the_policy_guards_every_status_field_but_agent() -> Result<()> {
+    let vap = agent_vap();
+    let crd: Value = serde_saphyr::from_str(&std::fs::read_to_string(
+        super::root().join("crds/enipool.io_enipools.yaml"),
+    )?)?;
+    for version in crd["spec"]["versions"].as_array().unwrap() {
+        let props = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+        for (name, schema) in props.as_object().unwrap() {
+            if name == "agent" {
+                continue;
+            }
+            let path = format!("status.{name}");
+            let Some((expr, _, _)) =
+                vap.validations.iter().find(|(_, m, _)| m.ends_with(&format!("changes {path}")))
+            else {
+                bail!("the agent admission policy does not guard {path}");
+            };
+            let missing = expr
+                .split(&format!("? object.{path} : "))
+                .nth(1)
+                .and_then(|rest| rest.split(')').next())
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_string();
+            let default = schema.get("default").map(Value::to_string);
+            assert_eq!(
+                missing,
+                default.clone().unwrap_or_else(|| "null".into()),
+                "{path}: the policy's value for a missing field must be the CRD default {default:?}"
+            );
+        }
+    }
+    Ok(())
 }
