@@ -14,9 +14,7 @@ use ipnet::{IpNet, Ipv4Net};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
-/// Highest device index the agent accepts: an ENI's route table is its device index + 1, and
-/// tables 253, 254 and 255 are the kernel's `default`, `main` and `local` tables.
-pub const MAX_DEVICE_INDEX: i32 = 251;
+pub use enipool_crds::addr::MAX_DEVICE_INDEX;
 
 /// What is wrong with a value (the stable part of [`Invalid`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
