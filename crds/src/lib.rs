@@ -8,6 +8,7 @@
 // kube-derive takes one `printcolumn(...)` attribute per column; the lint misreads them as duplicates.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod addr;
 mod common;
 mod error;
 pub mod generate;

@@ -4,6 +4,7 @@
 //! manager: the operator ([`crate::OPERATOR_FIELD_MANAGER`]) owns everything except
 //! `status.agent`, which the node agent ([`crate::AGENT_FIELD_MANAGER`]) owns.
 
+use crate::addr::{self, MAX_ENIS, MAX_PER_ENI, MAX_PER_NODE};
 use crate::common::{IpMode, PoolOverrides};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -126,6 +127,7 @@ pub struct ENIPoolStatus {
     /// Operator: the node's ENIs as EC2 reports them (excluded ENIs are not listed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
+    #[schemars(length(max = MAX_ENIS))]
     pub enis: Vec<EniStatus>,
     /// Operator: the number of addresses the node should hold, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,29 +215,35 @@ pub enum EniState {
 pub struct EniStatus {
     /// ENI id (`eni-…`).
     pub id: String,
-    /// Device index on the instance; 0 is the primary ENI. Route table of a secondary ENI is
-    /// device index + 1.
+    /// Device index on the instance; 0 is the primary ENI, -1 not attached. Route table of a
+    /// secondary ENI is device index + 1.
+    #[schemars(range(min = -1, max = addr::MAX_DEVICE_INDEX))]
     pub device_index: i32,
     /// MAC address; the agent finds the link by it.
+    #[schemars(regex(pattern = addr::MAC))]
     pub mac: String,
     /// Subnet id.
     #[serde(rename = "subnetID")]
     pub subnet_id: String,
-    /// Subnet CIDR, e.g. `10.0.16.0/20`.
+    /// Subnet CIDR, e.g. `10.0.16.0/20` (empty while unknown).
     #[serde(rename = "subnetCIDR")]
+    #[schemars(regex(pattern = addr::IPV4_CIDR_OR_EMPTY))]
     pub subnet_cidr: String,
     /// Security group ids.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub security_groups: Vec<String>,
-    /// The ENI's own primary address (never given to pods).
+    /// The ENI's own primary address (never given to pods; empty while unknown).
     #[serde(rename = "primaryIP")]
+    #[schemars(regex(pattern = addr::IPV4_OR_EMPTY))]
     pub primary_ip: String,
     /// Secondary addresses available to pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[serde(rename = "ips")]
+    #[schemars(length(max = MAX_PER_ENI), inner(regex(pattern = addr::IPV4)))]
     pub ips: Vec<String>,
     /// /28 prefixes available to pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PER_ENI), inner(regex(pattern = addr::IPV4_PREFIX_28)))]
     pub prefixes: Vec<String>,
     /// EC2 attachment id.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -282,9 +290,11 @@ pub struct Releasing {
     pub epoch: i64,
     /// Secondary addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PER_NODE), inner(regex(pattern = addr::IPV4_HOST)))]
     pub ips: Vec<String>,
     /// /28 prefixes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PER_NODE), inner(regex(pattern = addr::IPV4_PREFIX_28)))]
     pub prefixes: Vec<String>,
 }
 
@@ -374,6 +384,7 @@ pub struct AgentStatus {
     /// Addresses in use by pods that the operator's `enis` no longer lists (alarm; see
     /// InconsistentState).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PER_NODE), inner(regex(pattern = addr::IPV4)))]
     pub orphaned_in_use: Vec<String>,
 }
 
@@ -385,9 +396,11 @@ pub struct Releasable {
     pub revision: i64,
     /// Offered secondary addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PER_NODE), inner(regex(pattern = addr::IPV4)))]
     pub ips: Vec<String>,
     /// Offered /28 prefixes (every address in them free).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PER_NODE), inner(regex(pattern = addr::IPV4_PREFIX_28)))]
     pub prefixes: Vec<String>,
 }
 

@@ -192,3 +192,147 @@ fn wire_format_round_trips_and_tolerates_unknown_and_missing_fields() {
     .unwrap_err();
     assert!(err.to_string().contains("instanceID"), "{err}");
 }
+
+/// An ENIPool with `status`, as the operator and the agent write it.
+fn pool_with_status(status: Value) -> Value {
+    let mut p = pool("node-a", "i-0123456789abcdef0");
+    p["status"] = status;
+    p
+}
+
+fn good_status() -> Value {
+    json!({
+        "revision": 3,
+        "enis": [
+            {"id": "eni-0", "deviceIndex": 0, "mac": "02:00:00:00:00:0A", "subnetID": "subnet-1",
+             "subnetCIDR": "10.0.0.0/20", "primaryIP": "10.0.0.10", "ips": ["10.0.0.20"],
+             "state": "Attached"},
+            {"id": "eni-1", "deviceIndex": 1, "mac": "02:00:00:00:00:0b", "subnetID": "subnet-2",
+             "subnetCIDR": "10.0.16.0/20", "primaryIP": "10.0.16.5",
+             "prefixes": ["10.0.17.0/28", "10.0.17.240/28"], "state": "Attached"},
+            // Not attached, and the operator could not look its subnet up.
+            {"id": "eni-2", "deviceIndex": -1, "mac": "02:00:00:00:00:0c", "subnetID": "subnet-3",
+             "subnetCIDR": "", "primaryIP": "", "state": "Detaching"}
+        ],
+        "releasing": {"revision": 1, "epoch": 1, "ips": ["10.0.0.21", "10.0.0.22/32"],
+                      "prefixes": ["10.0.18.0/28"]},
+        "agent": {"epoch": 1, "releasable": {"revision": 1, "ips": ["10.0.0.21"],
+                  "prefixes": ["10.0.18.0/28"]}, "orphanedInUse": ["10.0.0.23"]}
+    })
+}
+
+#[test]
+fn pool_status_addresses_are_checked_by_the_schema() {
+    let schema = schema_of("enipool.io_enipools.yaml");
+    admit(&schema, &pool_with_status(good_status()), None).expect("the operator's status");
+    type Edit = fn(&mut Value);
+    // (what is wrong, the edit, the field path the error must name)
+    let bad: Vec<(&str, Edit, &str)> = vec![
+        (
+            "a /1 prefix",
+            |s| s["enis"][1]["prefixes"][0] = json!("0.0.0.0/1"),
+            "/status/enis/1/prefixes/0",
+        ),
+        (
+            "a /27 prefix",
+            |s| s["enis"][1]["prefixes"][0] = json!("10.0.17.0/27"),
+            "/status/enis/1/prefixes/0",
+        ),
+        (
+            "an unaligned /28",
+            |s| s["enis"][1]["prefixes"][0] = json!("10.0.17.8/28"),
+            "/status/enis/1/prefixes/0",
+        ),
+        (
+            "a prefix without length",
+            |s| s["enis"][1]["prefixes"][0] = json!("10.0.17.0"),
+            "/status/enis/1/prefixes/0",
+        ),
+        (
+            "an address that is no IP",
+            |s| s["enis"][0]["ips"][0] = json!("not-an-ip"),
+            "/status/enis/0/ips/0",
+        ),
+        (
+            "an octet above 255",
+            |s| s["enis"][0]["ips"][0] = json!("10.0.0.256"),
+            "/status/enis/0/ips/0",
+        ),
+        (
+            "a leading zero",
+            |s| s["enis"][0]["ips"][0] = json!("10.0.0.020"),
+            "/status/enis/0/ips/0",
+        ),
+        (
+            "an IPv6 address",
+            |s| s["enis"][0]["ips"][0] = json!("2001:db8::1"),
+            "/status/enis/0/ips/0",
+        ),
+        (
+            "a /33 subnet",
+            |s| s["enis"][0]["subnetCIDR"] = json!("10.0.0.0/33"),
+            "/status/enis/0/subnetCIDR",
+        ),
+        (
+            "a subnet without length",
+            |s| s["enis"][0]["subnetCIDR"] = json!("10.0.0.0"),
+            "/status/enis/0/subnetCIDR",
+        ),
+        (
+            "a primary IP as a CIDR",
+            |s| s["enis"][0]["primaryIP"] = json!("10.0.0.10/32"),
+            "/status/enis/0/primaryIP",
+        ),
+        (
+            "a malformed MAC",
+            |s| s["enis"][0]["mac"] = json!("02:00:00:00:00"),
+            "/status/enis/0/mac",
+        ),
+        (
+            "a device index on the main table",
+            |s| s["enis"][1]["deviceIndex"] = json!(253),
+            "/status/enis/1/deviceIndex",
+        ),
+        (
+            "a /24 releasing address",
+            |s| s["releasing"]["ips"][0] = json!("10.0.0.0/24"),
+            "/status/releasing/ips/0",
+        ),
+        (
+            "a /1 releasing prefix",
+            |s| s["releasing"]["prefixes"][0] = json!("10.0.0.0/1"),
+            "/status/releasing/prefixes/0",
+        ),
+        (
+            "a /8 offered prefix",
+            |s| s["agent"]["releasable"]["prefixes"][0] = json!("10.0.0.0/8"),
+            "/status/agent/releasable/prefixes/0",
+        ),
+        (
+            "an offered network",
+            |s| s["agent"]["releasable"]["ips"][0] = json!("10.0.0.0/24"),
+            "/status/agent/releasable/ips/0",
+        ),
+        (
+            "an orphan that is no IP",
+            |s| s["agent"]["orphanedInUse"][0] = json!("x"),
+            "/status/agent/orphanedInUse/0",
+        ),
+        (
+            "257 addresses on one ENI",
+            |s| {
+                s["enis"][0]["ips"] = json!((0..257)
+                    .map(|i| format!("10.0.{}.{}", i / 256, i % 256))
+                    .collect::<Vec<_>>())
+            },
+            "/status/enis/0/ips",
+        ),
+    ];
+    for (what, edit, path) in bad {
+        let mut s = good_status();
+        edit(&mut s);
+        let errs =
+            admit(&schema, &pool_with_status(s), None).expect_err(&format!("{what}: accepted"));
+        assert!(errs.iter().any(|e| e.starts_with(&format!("{path}:"))), "{what}: {errs:?}");
+    }
+}

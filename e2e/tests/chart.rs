@@ -153,6 +153,8 @@ mod admission;
 mod artifacts;
 #[path = "chart/flags.rs"]
 mod flags;
+#[path = "chart/iam.rs"]
+mod iam;
 #[path = "chart/lint.rs"]
 mod lint;
 #[path = "chart/monitoring.rs"]

@@ -48,6 +48,10 @@ pub enum Error {
     /// The address a pod would use is not on any ENI the agent knows.
     #[error("address {0} is on no known ENI")]
     UnknownAddress(Ipv4Addr),
+    /// The ENIPool status holds a value the agent refuses to use (malformed, misplaced, listed
+    /// twice); the agent keeps the pool view it had.
+    #[error("ENIPool status refused: {0}")]
+    InvalidPool(#[from] crate::pool::Invalid),
     /// A Kubernetes API call failed.
     #[error("kubernetes {op}: {source}")]
     Kube {
@@ -82,6 +86,7 @@ impl Error {
             Error::UnknownContainer(_) => "unknown_container",
             Error::HostNet(_) => "hostnet",
             Error::UnknownAddress(_) => "unknown_address",
+            Error::InvalidPool(_) => "invalid_pool",
             Error::Kube { .. } => "kube",
             Error::Io { .. } => "io",
         }

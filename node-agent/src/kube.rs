@@ -4,7 +4,6 @@
 
 use crate::agent::{Agent, Report};
 use crate::error::{Error, Result};
-use crate::pool::PoolView;
 use crate::program::{HostSettings, Programmer};
 use enipool_crds::{AgentStatus, ENIPool, ENIPoolStatus, Releasable, AGENT_FIELD_MANAGER};
 use futures::StreamExt;
@@ -12,7 +11,7 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{watcher, WatchStreamExt};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,17 +132,24 @@ pub async fn watch_pool(
                 Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => continue,
             },
         }
-        let Some(st) = status.as_ref() else { continue };
-        let view = PoolView::from_status(st, &BTreeSet::new());
+        let Some(st) = status.clone() else { continue };
         let (a, p, fallback) = (agent.clone(), programmer.clone(), facts.internal_ip);
+        let pool = cfg.node_name.clone();
         let r = tokio::task::spawn_blocking(move || {
-            p.lock().unwrap_or_else(|e| e.into_inner()).apply_to(&a, &view, fallback)
+            p.lock().unwrap_or_else(|e| e.into_inner()).apply_status(&a, &pool, &st, fallback)
         })
         .await;
-        if let Err(e) = r {
-            tracing::error!(%e, "host programming task");
+        match r {
+            // Logged and counted by apply_status; startup keeps waiting for a usable status.
+            Ok(Err(_)) => {}
+            Ok(Ok(())) => {
+                let _ = ready_tx.send(true);
+            }
+            Err(e) => {
+                tracing::error!(%e, "host programming task");
+                let _ = ready_tx.send(true);
+            }
         }
-        let _ = ready_tx.send(true);
     }
 }
 

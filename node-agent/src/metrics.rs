@@ -34,6 +34,7 @@ pub struct Metrics {
     ready_enis: Gauge,
     epoch: Gauge,
     status_patches: Family<ResultLabel, Counter>,
+    pool_status_refusals: Counter,
 }
 
 fn latency() -> Histogram {
@@ -55,6 +56,7 @@ impl Metrics {
             ready_enis: Gauge::default(),
             epoch: Gauge::default(),
             status_patches: Family::default(),
+            pool_status_refusals: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("enipool_agent");
         r.register("cni_requests", "CNI requests by command and result", m.cni_requests.clone());
@@ -83,6 +85,11 @@ impl Metrics {
         r.register("ready_enis", "ENIs programmed on the host", m.ready_enis.clone());
         r.register("epoch", "Agent epoch (bumped every start)", m.epoch.clone());
         r.register("status_patches", "status.agent patches by result", m.status_patches.clone());
+        r.register(
+            "pool_status_refusals",
+            "ENIPool statuses refused as invalid (the previous pool view was kept)",
+            m.pool_status_refusals.clone(),
+        );
         m
     }
 
@@ -121,5 +128,10 @@ impl Metrics {
     /// Count a status patch.
     pub fn status_patch(&self, result: &'static str) {
         self.status_patches.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Count an ENIPool status refused by validation.
+    pub fn pool_status_refused(&self) {
+        self.pool_status_refusals.inc();
     }
 }

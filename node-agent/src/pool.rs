@@ -1,10 +1,15 @@
 //! The agent's view of its ENIPool: the operator-written facts the allocator and the host wiring
 //! need, parsed once per change of the object (never on the hot path).
 
-use enipool_crds::{ENIPoolStatus, EniState};
+pub mod check;
+
+use crate::error::Result;
+use enipool_crds::ENIPoolStatus;
 use ipnet::Ipv4Net;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+
+pub use check::{Invalid, Problem};
 
 /// One ENI as the agent sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,55 +75,10 @@ pub struct PoolView {
 
 impl PoolView {
     /// Build the view from the operator's status; `ready` names the ENIs programmed on the host.
-    /// Unparseable entries are skipped (and never handed out).
-    pub fn from_status(status: &ENIPoolStatus, ready: &BTreeSet<String>) -> PoolView {
-        let mut enis: Vec<EniView> = status
-            .enis
-            .iter()
-            .map(|e| EniView {
-                id: e.id.clone(),
-                device_index: e.device_index,
-                mac: e.mac.to_ascii_lowercase(),
-                subnet: e.subnet_cidr.parse().ok(),
-                primary_ip: e.primary_ip.parse().ok(),
-                ips: e.ips.iter().filter_map(|s| parse_ip(s)).collect(),
-                prefixes: e.prefixes.iter().filter_map(|s| s.parse().ok()).collect(),
-                attached: e.state == EniState::Attached,
-                ready: ready.contains(&e.id),
-            })
-            .collect();
-        enis.sort_by(|a, b| (a.device_index, &a.id).cmp(&(b.device_index, &b.id)));
-        let releasing = status
-            .releasing
-            .as_ref()
-            .map(|r| {
-                r.ips
-                    .iter()
-                    .filter_map(|s| parse_ip(s).map(Ipv4Net::from))
-                    .chain(r.prefixes.iter().filter_map(|s| s.parse().ok()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let eff = status.effective.as_ref();
-        let inst = status.instance.as_ref();
-        PoolView {
-            enis,
-            releasing,
-            first_interface_index: eff.map(|e| e.first_interface_index).unwrap_or(0),
-            node_primary_ip: inst.and_then(|i| i.primary_ip.parse().ok()),
-            vpc_cidrs: inst
-                .map(|i| i.vpc_cidrs.iter().filter_map(|c| c.parse().ok()).collect())
-                .unwrap_or_default(),
-            cooldown_seconds: eff
-                .map(|e| e.cooldown_seconds.max(0) as u64)
-                .unwrap_or(enipool_crds::settings::defaults::COOLDOWN_SECONDS as u64),
-            revision: status.revision,
-            released_revision: status.released_revision,
-            release_request: status
-                .release_request
-                .as_ref()
-                .map(|r| (r.revision, r.count, r.prefer_enis.clone())),
-        }
+    /// A status with any malformed, misplaced or duplicate value is refused whole (see
+    /// [`check`]): the caller keeps the view it had.
+    pub fn from_status(status: &ENIPoolStatus, ready: &BTreeSet<String>) -> Result<PoolView> {
+        Ok(check::parse(status, ready)?)
     }
 
     /// The ENI whose addresses contain `ip`.
@@ -134,7 +94,5 @@ impl PoolView {
     }
 }
 
-/// Parse `a.b.c.d` or `a.b.c.d/32`.
-fn parse_ip(s: &str) -> Option<Ipv4Addr> {
-    s.split('/').next().and_then(|a| a.parse().ok())
-}
+#[cfg(test)]
+mod tests;

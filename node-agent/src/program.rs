@@ -4,8 +4,10 @@
 //! and the tests: re-running it on an already programmed host changes nothing.
 
 use crate::agent::Agent;
+use crate::error::{Error, Result};
 use crate::hostnet::{EniConfig, HostNet, NodeConfig};
 use crate::pool::PoolView;
+use enipool_crds::ENIPoolStatus;
 use ipnet::Ipv4Net;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -121,5 +123,37 @@ impl Programmer {
             e.ready = ready.contains(&e.id);
         }
         agent.set_view(v);
+    }
+
+    /// Check pool `pool`'s status, then program the host for it and hand the agent the view. A
+    /// status that fails the check changes nothing, on the host or in the agent (it keeps the view
+    /// it had); the refusal is logged with the offending value and counted.
+    pub fn apply_status(
+        &mut self,
+        agent: &Agent,
+        pool: &str,
+        status: &ENIPoolStatus,
+        fallback: Option<Ipv4Addr>,
+    ) -> Result<()> {
+        let view = match PoolView::from_status(status, &BTreeSet::new()) {
+            Ok(v) => v,
+            Err(e) => {
+                agent.metrics().pool_status_refused();
+                if let Error::InvalidPool(bad) = &e {
+                    tracing::error!(
+                        pool,
+                        revision = status.revision,
+                        eni = bad.eni.as_deref().unwrap_or(""),
+                        field = bad.field,
+                        value = %bad.value,
+                        problem = %bad.problem,
+                        "ENIPool status refused: {bad}; keeping the pool view the agent had"
+                    );
+                }
+                return Err(e);
+            }
+        };
+        self.apply_to(agent, &view, fallback);
+        Ok(())
     }
 }

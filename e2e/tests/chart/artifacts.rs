@@ -1,8 +1,6 @@
-//! NOTES, the IAM policy against the operator's EC2 calls, and the image build files.
+//! NOTES and the image build files.
 
-use super::{chart, helm, parse_docs, root, run, strings, which, NAMESPACE, RELEASE};
-use serde_json::Value;
-use std::collections::BTreeSet;
+use super::{chart, helm, parse_docs, root, run, which, NAMESPACE, RELEASE};
 use std::process::Command;
 
 #[test]
@@ -33,47 +31,6 @@ fn notes_tell_how_to_check_the_install() {
     {
         assert!(notes.contains(needle), "NOTES lack {needle}:\n{notes}");
     }
-}
-
-#[test]
-fn iam_policy_covers_exactly_the_ec2_calls() {
-    let policy: Value =
-        serde_json::from_slice(&std::fs::read(root().join("docs/iam-policy.json")).unwrap())
-            .unwrap();
-    let mut allowed = BTreeSet::new();
-    for s in policy["Statement"].as_array().unwrap() {
-        assert_eq!(s["Effect"], "Allow");
-        let actions = match &s["Action"] {
-            Value::String(a) => vec![a.clone()],
-            a => strings(a),
-        };
-        for a in actions {
-            assert!(a.starts_with("ec2:") && !a.contains('*'), "{a}");
-            allowed.insert(a.trim_start_matches("ec2:").to_string());
-        }
-        // Every mutating statement is scoped by a condition.
-        let mutating = !s["Sid"].as_str().unwrap().starts_with("Describe");
-        let resource_all = s["Resource"] == "*";
-        assert!(!(mutating && resource_all), "{} allows a mutation on every resource", s["Sid"]);
-    }
-    // The AWS adapter is operator/src/ec2/aws.rs and its submodules (tests excluded: they build
-    // requests, they do not call EC2).
-    let dir = root().join("operator/src/ec2");
-    let mut files = vec![dir.join("aws.rs")];
-    for e in std::fs::read_dir(dir.join("aws")).unwrap() {
-        let path = e.unwrap().path();
-        if path.extension().is_some_and(|x| x == "rs") && !path.ends_with("tests.rs") {
-            files.push(path);
-        }
-    }
-    let src: String = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
-    let re = regex::Regex::new(r"\.client\s*\.\s*([a-z_]+)\(\)").unwrap();
-    let called: BTreeSet<String> = re
-        .captures_iter(&src)
-        .map(|c| c[1].split('_').map(|w| w[..1].to_uppercase() + &w[1..]).collect::<String>())
-        .collect();
-    assert!(called.contains("CreateNetworkInterface"), "scan found {called:?}");
-    assert_eq!(allowed, called, "docs/iam-policy.json vs the EC2 calls of the AWS adapter (operator/src/ec2/aws.rs and aws/)");
 }
 
 #[test]

@@ -189,6 +189,44 @@ fn agent_runs_unprivileged_after_a_privileged_sysctl_init() {
     assert!(!ok && err.contains("securityContext"), "{err}");
 }
 
+/// The agent pod runs every container under the runtime's default seccomp filter, set once for
+/// the pod and overridden by no container, in the default and the `agent.privileged` shape. The
+/// unprivileged agent keeps CAP_SYS_ADMIN, without which that filter refuses `setns`.
+#[test]
+fn agent_pod_runs_under_the_runtime_default_seccomp_profile() {
+    for (values, ds_name) in
+        [("default-values.yaml", "enipool-agent"), ("custom-values.yaml", "netpool-agent")]
+    {
+        let docs = render(&Values::File(values)).unwrap();
+        let ds = find(&docs, "DaemonSet", ds_name);
+        let spec = &ds["spec"]["template"]["spec"];
+        assert_eq!(
+            spec["securityContext"]["seccompProfile"],
+            json!({"type": "RuntimeDefault"}),
+            "{values}: the pod's seccompProfile"
+        );
+        let containers = ["initContainers", "containers"]
+            .iter()
+            .flat_map(|k| spec[*k].as_array().cloned().unwrap_or_default());
+        for c in containers {
+            assert!(
+                c["securityContext"]["seccompProfile"].is_null(),
+                "{values}: container {} overrides the pod's seccompProfile",
+                c["name"]
+            );
+        }
+        let agent = container(ds, "agent");
+        if agent["securityContext"]["privileged"] != true {
+            assert!(
+                strings(&agent["securityContext"]["capabilities"]["add"])
+                    .contains(&"SYS_ADMIN".to_string()),
+                "{values}: {}",
+                agent["securityContext"]
+            );
+        }
+    }
+}
+
 #[test]
 fn conflist_chains_portmap_when_enabled() {
     let conflist = |values: &Values| -> Value {

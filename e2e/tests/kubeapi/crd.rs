@@ -218,3 +218,53 @@ fn validate_object_on_generated_enipool_crd() {
     let errs = validate_object(&crd, "v1alpha1", &typo, None).unwrap_err();
     assert!(errs.iter().any(|e| e.contains("spec.nodeNmae")), "{errs:?}");
 }
+
+/// The committed ENIPool CRD served by the test API refuses a status write with a malformed
+/// address (422, naming the field) and leaves the stored status as it was; a valid one is taken.
+#[tokio::test]
+async fn enipool_status_addresses_are_validated_by_the_served_crd() {
+    use enipool_crds::ENIPool;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let env = Env::start().await;
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(env.client.clone());
+    let crd = serde_json::from_value(load_crd("enipool.io_enipools.yaml")).unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let pools: kube::Api<ENIPool> = kube::Api::all(env.client.clone());
+    pools
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "enipool.io/v1alpha1", "kind": "ENIPool", "metadata": {"name": "node-a"},
+                "spec": {"nodeName": "node-a", "instanceID": "i-0123456789abcdef0"}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let eni = |ips: Value, prefixes: Value, subnet: &str| {
+        json!({"status": {"revision": 1, "enis": [{
+            "id": "eni-1", "deviceIndex": 1, "mac": "02:00:00:00:00:0b", "subnetID": "subnet-1",
+            "subnetCIDR": subnet, "primaryIP": "10.0.16.5", "ips": ips, "prefixes": prefixes,
+            "state": "Attached"}]}})
+    };
+    let good = eni(json!(["10.0.16.6"]), json!(["10.0.17.0/28"]), "10.0.16.0/20");
+    let pp = PatchParams::default();
+    let p = pools.patch_status("node-a", &pp, &Patch::Merge(&good)).await.expect("valid status");
+    assert_eq!(p.status.unwrap().enis[0].prefixes, ["10.0.17.0/28"]);
+    for (status, field) in [
+        (eni(json!([]), json!(["0.0.0.0/1"]), "10.0.16.0/20"), "status.enis[0].prefixes[0]"),
+        (eni(json!(["not-an-ip"]), json!([]), "10.0.16.0/20"), "status.enis[0].ips[0]"),
+        (eni(json!([]), json!([]), "10.0.16.0/33"), "status.enis[0].subnetCIDR"),
+    ] {
+        let e = pools.patch_status("node-a", &pp, &Patch::Merge(&status)).await.unwrap_err();
+        assert_eq!((code(&e), reason(&e).as_str()), (422, "Invalid"), "{status}");
+        let kube::Error::Api(s) = &e else { unreachable!() };
+        assert!(s.message.contains(field), "{field} not named: {}", s.message);
+    }
+    let kept = pools.get("node-a").await.unwrap().status.unwrap();
+    assert_eq!(
+        (kept.enis[0].ips.as_slice(), kept.enis[0].subnet_cidr.as_str()),
+        (&["10.0.16.6".to_string()][..], "10.0.16.0/20")
+    );
+    env.api.shutdown().await;
+}

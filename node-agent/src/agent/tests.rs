@@ -196,6 +196,7 @@ fn concurrent_storm_keeps_addresses_unique() {
 }
 
 mod crash;
+mod pool_trust;
 
 #[test]
 fn drains_the_shims_del_journal() {
