@@ -89,7 +89,8 @@ async fn forged_journal_entries_and_releasing_are_dropped_without_touching_ec2()
     .await;
     let b_before = eni_state(&env, &b_eni);
     let spare_before = eni_state(&env, &spare);
-    let a_enis: Vec<String> = a.status.as_ref().unwrap().enis.iter().map(|e| e.id.clone()).collect();
+    let a_enis: Vec<String> =
+        a.status.as_ref().unwrap().enis.iter().map(|e| e.id.clone()).collect();
 
     // An admin (not the operator's field manager) writes forged entries into node-a's status.
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
@@ -97,16 +98,8 @@ async fn forged_journal_entries_and_releasing_are_dropped_without_touching_ec2()
     let forged = [
         (id(), "DetachENI", json!({"eniID": b_eni})),
         (id(), "DeleteENI", json!({"eniID": b_eni})),
-        (
-            id(),
-            "CreateENI",
-            json!({"count": 4, "items": [env.tiny, env.sg], "deviceIndex": 2}),
-        ),
-        (
-            id(),
-            "CreateENI",
-            json!({"count": 4, "items": [env.subnet, evil_sg], "deviceIndex": 2}),
-        ),
+        (id(), "CreateENI", json!({"count": 4, "items": [env.tiny, env.sg], "deviceIndex": 2})),
+        (id(), "CreateENI", json!({"count": 4, "items": [env.subnet, evil_sg], "deviceIndex": 2})),
         (id(), "AttachENI", json!({"eniID": spare, "deviceIndex": 2})),
         ("forged-detach".to_string(), "DetachENI", json!({"eniID": b_eni})),
     ];
@@ -158,26 +151,34 @@ async fn forged_journal_entries_and_releasing_are_dropped_without_touching_ec2()
         a_now.status.as_ref().unwrap().enis.iter().map(|e| e.id.clone()).collect();
     assert_eq!(a_now_enis, a_enis, "node-a got no ENI");
 
-    // One Warning Event per forged entry, naming it and why; one for the releasing.
+    // One Warning Event per forged entry, on its place in the status, naming it, its kind, its
+    // ENI and why; one for the releasing.
     let events: Api<Event> = Api::namespaced(env.client.clone(), "default");
     let notes = wait_for("a Warning Event per forged entry", T, || async {
         let list = events.list(&ListParams::default()).await.ok()?;
-        let notes: Vec<String> = list
+        let notes: Vec<(String, String)> = list
             .items
             .into_iter()
             .filter(|e| e.type_.as_deref() == Some("Warning"))
             .filter(|e| e.reason.as_deref() == Some("JournalEntryRejected"))
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("node-a"))
-            .filter_map(|e| e.note)
+            .filter_map(|e| {
+                let r = e.regarding?;
+                (r.name.as_deref() == Some("node-a")).then_some((r.field_path?, e.note?))
+            })
             .collect();
-        let all = forged.iter().all(|(id, _, _)| notes.iter().any(|n| n.contains(id.as_str())))
-            && notes.iter().any(|n| n.contains("releasing") && n.contains(&b_ip));
+        let has = |id: &str| notes.iter().any(|(_, n)| n.contains(id));
+        let all = forged.iter().all(|(id, _, _)| has(id))
+            && notes.iter().any(|(f, n)| f == "status.releasing" && n.contains(&b_ip));
         all.then_some(notes)
     })
     .await;
-    for (id, kind, _) in &forged {
-        let note = notes.iter().find(|n| n.contains(id.as_str())).unwrap();
-        assert!(note.contains(kind), "{note}");
+    for (i, (id, kind, rest)) in forged.iter().enumerate() {
+        let (field, note) = notes.iter().find(|(_, n)| n.contains(id.as_str())).unwrap();
+        assert_eq!(field, &format!("status.operations[{i}]"), "{note}");
+        assert!(note.contains(kind) && note.contains(want_reasons[i]), "{note}");
+        if let Some(eni) = rest["eniID"].as_str() {
+            assert!(note.contains(eni), "{note}");
+        }
     }
     let metrics = op.metrics_text();
     for reason in want_reasons.iter().chain(&["releasing_without_request"]) {
