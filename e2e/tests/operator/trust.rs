@@ -192,3 +192,55 @@ async fn forged_journal_entries_and_releasing_are_dropped_without_touching_ec2()
     assert!(dropped(&env.pool("node-a").await.unwrap()));
     op.abort();
 }
+
+/// A deleted node's pool finalizer deletes the leftovers EC2 lists as created for its instance,
+/// never an ENI its status names: a forged `status.enis` entry naming an `available` ENI created
+/// for another node leaves that ENI alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_finalizer_never_deletes_another_nodes_eni_the_status_names() {
+    let env = env().await;
+    let op = env.start_operator("op-a").await;
+    let inst_a = env.join("node-a", "m5.large", &env.subnet).await;
+    let inst_b = env.join("node-b", "m5.large", &env.subnet).await;
+    env.wait_pool("node-a", "Ready", T, is_ready).await;
+    let b = env.wait_pool("node-b", "Ready", T, is_ready).await;
+    let ec2 = env.ec2(None).await;
+    let b_tags: BTreeMap<String, String> = [
+        (tags::CLUSTER, CLUSTER),
+        (tags::OWNER, tags::OWNER_VALUE),
+        (tags::NODE, "node-b"),
+        (tags::INSTANCE_ID, inst_b.as_str()),
+        (tags::POOL_UID, b.metadata.uid.as_deref().unwrap()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let spare = ec2
+        .create_eni(&CreateEni {
+            subnet_id: env.subnet.clone(),
+            security_groups: vec![env.sg.clone()],
+            tags: b_tags,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .id;
+    let spare_before = eni_state(&env, &spare);
+    let forged = json!({"status": {"enis": [{
+        "id": spare, "deviceIndex": 1, "mac": "02:00:00:00:00:01", "subnetID": env.subnet,
+        "subnetCIDR": "10.0.0.0/20", "primaryIP": "10.0.0.99", "state": "Attached", "managed": true,
+    }]}});
+    env.pools()
+        .patch_status("node-a", &PatchParams::default(), &Patch::Merge(&forged))
+        .await
+        .expect("forge");
+    env.sim.terminate_instances(std::slice::from_ref(&inst_a)).unwrap();
+    env.delete_node("node-a").await;
+    wait_for("node-a's pool finalized and gone", T, || async {
+        env.pool("node-a").await.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(eni_state(&env, &spare), spare_before, "node-b's spare ENI is not deleted");
+    assert_eq!(env.calls("DeleteNetworkInterface"), 0, "{:?}", env.sim.counters());
+    op.abort();
+}
