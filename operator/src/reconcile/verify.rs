@@ -84,7 +84,8 @@ impl Node<'_> {
         }
         if let Some(r) = validate::releasing(&self.st) {
             let revision = self.st.releasing.take().map(|r| r.revision).unwrap_or_default();
-            self.st.revision += 1; // the agent stops holding the items back
+            // The agent stops holding the items back (saturating: the revision read is untrusted).
+            self.st.revision = self.st.revision.saturating_add(1);
             self.reject(r.reason, validate::releasing_message(&r), "status.releasing".into());
             removals.push(Removal::Releasing { revision });
         }
