@@ -67,6 +67,7 @@ fn operator_registry() -> (Registry, usize) {
     m.pool_state("node-a", Some("Ready"));
     m.resync_period(std::time::Duration::from_secs(60));
     m.journal_replay("CreateENI", "finished");
+    m.journal_rejected("eni_not_this_pool");
     m.enis_deleted("leaked", 1);
     let call = CallLabels { action: "DescribeInstances", result: "ok" };
     ec2.calls.get_or_create(&call).inc();

@@ -1,7 +1,7 @@
 //! The operator, in process, against the EC2 simulator and the test Kubernetes API: node join,
 //! scale up and down through the agent protocol, exhaustion, throttling, crash replay, failover,
-//! node deletion (and the finalizer's tag-based cleanup) and GitOps edits of policies. The agent
-//! is played by the test (SSA of `status.agent` under the agent's field manager).
+//! node deletion (and the finalizer's tag-based cleanup), GitOps edits of policies and forged
+//! journal entries in a pool's status. The agent is played by the test (SSA of `status.agent` under the agent's field manager).
 
 #[path = "operator/cleanup.rs"]
 mod cleanup;
@@ -17,3 +17,5 @@ mod harness;
 mod scenarios;
 #[path = "operator/startup.rs"]
 mod startup;
+#[path = "operator/trust.rs"]
+mod trust;

@@ -216,11 +216,12 @@ pub fn notes(before: &[Condition], after: &[Condition]) -> Vec<Note> {
                 INCONSISTENT_STATE => "InconsistentState",
                 _ => "EC2SyncFailed",
             };
-            out.push(Note { warning: true, reason, message: msg });
+            out.push(Note { warning: true, reason, message: msg, field_path: None });
         }
     }
     if is(after, READY) == Some(true) && is(before, READY) != Some(true) {
-        out.push(Note { warning: false, reason: "Ready", message: "pool is ready".into() });
+        let message = "pool is ready".into();
+        out.push(Note { warning: false, reason: "Ready", message, field_path: None });
     }
     out
 }

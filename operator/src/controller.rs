@@ -87,7 +87,16 @@ impl Context {
         Api::all(self.client.clone())
     }
 
-    async fn event(&self, pool: &ENIPool, warning: bool, reason: &str, note: String) {
+    async fn event(
+        &self,
+        pool: &ENIPool,
+        warning: bool,
+        reason: &str,
+        note: String,
+        field_path: Option<&str>,
+    ) {
+        let mut regarding = pool.object_ref(&());
+        regarding.field_path = field_path.map(String::from);
         let ev = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.into(),
@@ -95,7 +104,7 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&ev, &pool.object_ref(&())).await {
+        if let Err(error) = self.recorder.publish(&ev, &regarding).await {
             tracing::debug!(%error, "publishing event failed");
         }
     }
@@ -106,7 +115,7 @@ impl Context {
     async fn failure_event(&self, pool: &ENIPool, error: &Error) {
         let reason = error.category();
         if self.shared.memory.failure_event_due(&pool.name_any(), reason, Instant::now()) {
-            self.event(pool, true, reason, format!("reconcile failed: {error}")).await;
+            self.event(pool, true, reason, format!("reconcile failed: {error}"), None).await;
         }
     }
 }
@@ -232,6 +241,19 @@ impl StatusSink for KubeSink {
             .map_err(Error::kube("PatchPoolStatus"))?;
         Ok(())
     }
+
+    async fn remove(&self, removals: &[reconcile::Removal]) -> Result<()> {
+        let patch: json_patch::Patch = serde_json::from_value(reconcile::removal_patch(removals))?;
+        let pp = PatchParams {
+            field_manager: Some(OPERATOR_FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        self.api
+            .patch_status(&self.name, &pp, &Patch::Json::<()>(patch))
+            .await
+            .map_err(Error::kube("RemovePoolStatusEntries"))?;
+        Ok(())
+    }
 }
 
 /// Pool controller.
@@ -310,8 +332,11 @@ async fn reconcile_live(pool: &ENIPool, ctx: &Context) -> Result<Action> {
     for (kind, outcome) in &out.replays {
         ctx.metrics.journal_replay(&format!("{kind:?}"), outcome);
     }
+    for reason in &out.rejected {
+        ctx.metrics.journal_rejected(reason);
+    }
     for n in &out.notes {
-        ctx.event(pool, n.warning, n.reason, n.message.clone()).await;
+        ctx.event(pool, n.warning, n.reason, n.message.clone(), n.field_path.as_deref()).await;
     }
     let state = if pool.spec.paused {
         "Paused"

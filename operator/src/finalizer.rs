@@ -3,11 +3,12 @@
 //! at most `termination_wait`, for its instance to terminate, deletes the `available` ENIs the
 //! node left behind, and removes the finalizer.
 //!
-//! Leftovers are found two ways: the ENIs the pool's status and journal name, and the ENIs EC2
-//! lists with this cluster's tag and the pool's instance tag (every ENI the operator creates
-//! carries both, from the CreateNetworkInterface call itself). The second way catches an ENI that
-//! was created but never recorded — the operator stopped between the create and the status write
-//! and the journal entry was lost — when its node goes, instead of after GC's leak grace.
+//! Leftovers are the ENIs EC2 lists with this cluster's tag and the pool's instance tag (every ENI
+//! the operator creates carries both, from the CreateNetworkInterface call itself). That catches
+//! an ENI that was created but never recorded — the operator stopped between the create and the
+//! status write and the journal entry was lost — when its node goes, instead of after GC's leak
+//! grace. What the pool's status names is not consulted: the node writes its own pool's status,
+//! and an ENI it names may be another node's.
 //!
 //! The finalizer never holds a Node: the pool's owner reference does not block the Node's
 //! deletion, and past `termination_wait` an EC2 failure no longer holds the pool either (what is
@@ -16,14 +17,14 @@
 use crate::controller::Context;
 use crate::ec2::{Ec2Api, Ec2ErrorKind, Ec2Result, Eni};
 use crate::error::Result;
+use crate::journal::validate::created_for;
 use crate::sync::is_managed;
-use enipool_crds::{ENIPool, ENIPoolStatus, POOL_FINALIZER};
+use enipool_crds::{ENIPool, POOL_FINALIZER};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Finalizer of a pool being deleted (I/O: EC2, then the finalizer patch).
@@ -51,8 +52,7 @@ pub(crate) async fn finalize(pool: &ENIPool, ctx: &Context) -> Result<Action> {
                 tracing::warn!(pool = %pool.name_any(), %error, "instance state unknown past the termination wait; cleaning up anyway");
             }
         }
-        let status = pool.status.clone().unwrap_or_default();
-        match delete_leftovers(ec2, &ctx.shared.cluster, instance, &status).await {
+        match delete_leftovers(ec2, &ctx.shared.cluster, instance).await {
             Ok(deleted) => ctx.metrics.enis_deleted("node_deleted", deleted.len()),
             Err(e) if !overdue => return Err(e.into()),
             Err(error) => {
@@ -110,42 +110,31 @@ pub fn is_own_live_node(pool: &ENIPool, node: Option<&Node>) -> bool {
     }
 }
 
-/// ENI ids the pool's status and journal name (no I/O).
-pub fn recorded_enis(status: &ENIPoolStatus) -> Vec<String> {
-    let managed = status.enis.iter().filter(|e| e.managed).map(|e| e.id.clone());
-    let journaled =
-        status.operations.iter().filter(|o| !o.eni_id.is_empty()).map(|o| o.eni_id.clone());
-    managed.chain(journaled).collect()
+/// Whether the finalizer may delete `eni` (no I/O): created by enipool for this cluster and for
+/// `instance_id` (the tags, compared exactly: EC2 tag filters take wildcards) and `available`,
+/// never an ENI that is attached or on its way to or from an instance.
+pub fn deletable(eni: &Eni, cluster: &str, instance_id: &str) -> bool {
+    is_managed(eni, cluster)
+        && created_for(eni, instance_id)
+        && eni.status == "available"
+        && eni.attachment.is_none()
 }
 
-/// Whether the finalizer may delete `eni` (no I/O): created by enipool for this cluster (the
-/// tags, compared exactly: EC2 tag filters take wildcards) and `available`, never an ENI that is
-/// attached or on its way to or from an instance.
-pub fn deletable(eni: &Eni, cluster: &str) -> bool {
-    is_managed(eni, cluster) && eni.status == "available" && eni.attachment.is_none()
-}
-
-/// Deletes what a deleted node left behind: the deletable ENIs among those its pool recorded and
-/// those EC2 lists as created for its instance (I/O). Returns the ids deleted. A failed listing is
-/// an error (nothing is deleted); a failed delete is logged and left to GC.
+/// Deletes what a deleted node left behind: the deletable ENIs EC2 lists as created for its
+/// instance (I/O). Returns the ids deleted. A failed listing is an error (nothing is deleted); a
+/// failed delete is logged and left to GC.
 pub async fn delete_leftovers(
     ec2: &dyn Ec2Api,
     cluster: &str,
     instance_id: &str,
-    status: &ENIPoolStatus,
 ) -> Ec2Result<Vec<String>> {
-    let recorded = recorded_enis(status);
-    let mut found: BTreeMap<String, Eni> = BTreeMap::new();
-    if !recorded.is_empty() {
-        found.extend(ec2.describe_enis(&recorded).await?.into_iter().map(|e| (e.id.clone(), e)));
-    }
     // An empty instance id would select ENIs whose instance tag is empty: not this node's.
-    if !instance_id.is_empty() {
-        let tagged = ec2.list_leftover_enis(cluster, instance_id).await?;
-        found.extend(tagged.into_iter().map(|e| (e.id.clone(), e)));
+    if instance_id.is_empty() {
+        return Ok(vec![]);
     }
+    let found = ec2.list_leftover_enis(cluster, instance_id).await?;
     let mut deleted = Vec::new();
-    for eni in found.values().filter(|e| deletable(e, cluster)) {
+    for eni in found.iter().filter(|e| deletable(e, cluster, instance_id)) {
         match ec2.delete_eni(&eni.id).await {
             Ok(()) => {
                 tracing::info!(eni_id = %eni.id, %instance_id, "deleted a deleted node's leftover ENI");
@@ -165,14 +154,9 @@ mod tests {
     use super::*;
     use crate::ec2::CreateEni;
     use crate::testing::FakeEc2;
-    use enipool_crds::{tags, EniStatus, Operation, OperationKind};
+    use enipool_crds::tags;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    /// A journal entry naming `eni_id` (empty: a create that has no ENI yet).
-    fn op(eni_id: &str) -> Operation {
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        crate::journal::new_op(OperationKind::CreateENI, eni_id, 1, vec![], None, &now)
-    }
+    use std::collections::BTreeMap;
 
     fn tagged(cluster: &str, instance: &str, owner: bool) -> CreateEni {
         let mut t: BTreeMap<String, String> = [
@@ -204,51 +188,69 @@ mod tests {
         fake.enis().into_iter().map(|e| e.id).collect()
     }
 
-    /// The safety table: only this cluster's, this instance's (or recorded), available ENIs go.
+    /// The safety table: only this cluster's available ENIs created for this instance go.
     #[tokio::test]
-    async fn deletes_unrecorded_leftovers_of_the_instance_and_nothing_else() {
+    async fn deletes_leftovers_of_the_instance_and_nothing_else() {
         let fake = FakeEc2::new();
         fake.launch("i-1", "m5.large", 0);
         fake.launch("i-2", "m5.large", 0);
         let lost = create(&fake, tagged("c", "i-1", true)).await;
-        let recorded = create(&fake, tagged("c", "i-old", true)).await;
-        let journaled = create(&fake, tagged("c", "i-old", true)).await;
+        let lost_too = create(&fake, tagged("c", "i-1", true)).await;
         let other_cluster = create(&fake, tagged("other", "i-1", true)).await;
         let not_ours = create(&fake, tagged("c", "i-1", false)).await;
         let other_instance = create(&fake, tagged("c", "i-2", true)).await;
         let in_use = create(&fake, tagged("c", "i-1", true)).await;
         fake.attach_eni(&in_use, "i-2", 1).await.expect("attach");
-        // Recorded, but attached (the listing by id returns it whatever its state).
-        let recorded_in_use = create(&fake, tagged("c", "i-old", true)).await;
-        fake.attach_eni(&recorded_in_use, "i-2", 2).await.expect("attach");
-        let recorded_foreign = create(&fake, tagged("other", "i-old", true)).await;
-        let status = ENIPoolStatus {
-            enis: [&recorded, &recorded_in_use, &recorded_foreign]
-                .map(|id| EniStatus { id: id.clone(), managed: true, ..Default::default() })
-                .to_vec(),
-            operations: vec![op(&journaled)],
-            ..Default::default()
-        };
         let before = ids(&fake);
         fake.reset_calls();
 
-        let mut deleted = delete_leftovers(&fake, "c", "i-1", &status).await.expect("cleanup");
+        let mut deleted = delete_leftovers(&fake, "c", "i-1").await.expect("cleanup");
         deleted.sort();
-        let mut want = vec![lost, recorded, journaled];
+        let mut want = vec![lost, lost_too];
         want.sort();
         assert_eq!(deleted, want);
         let deletes = fake.calls().iter().filter(|c| **c == "DeleteNetworkInterface").count();
         assert_eq!(deletes, want.len(), "no delete even tried on an in-use or foreign ENI");
         let left: Vec<String> = before.into_iter().filter(|id| !want.contains(id)).collect();
         assert_eq!(ids(&fake), left, "everything else is still there");
-        for kept in
-            [other_cluster, not_ours, other_instance, in_use, recorded_in_use, recorded_foreign]
-        {
+        for kept in [other_cluster, not_ours, other_instance, in_use] {
             assert!(left.contains(&kept), "{kept} kept");
         }
         // Run again (the finalizer is retried): nothing more to do.
-        let again = delete_leftovers(&fake, "c", "i-1", &status).await.expect("cleanup");
+        let again = delete_leftovers(&fake, "c", "i-1").await.expect("cleanup");
         assert!(again.is_empty());
+        assert!(delete_leftovers(&fake, "c", "").await.expect("cleanup").is_empty());
+    }
+
+    /// What the listing returns is judged again: exact tags (EC2 tag filters take wildcards),
+    /// `available` and unattached.
+    #[test]
+    fn deletable_table() {
+        let eni = |cluster: &str, instance: &str, owner: bool, attached: bool| {
+            let req = tagged(cluster, instance, owner);
+            Eni {
+                id: "eni-1".into(),
+                status: if attached { "in-use" } else { "available" }.into(),
+                attachment: attached.then(|| crate::ec2::Attachment {
+                    instance_id: "i-1".into(),
+                    ..Default::default()
+                }),
+                tags: req.tags,
+                ..Default::default()
+            }
+        };
+        let cases = [
+            (eni("c", "i-1", true, false), true, "ours, for the instance, available"),
+            (eni("c", "i-1", true, true), false, "attached"),
+            (eni("c", "i-2", true, false), false, "created for another instance"),
+            (eni("c", "i-*", true, false), false, "a wildcard is not the instance"),
+            (eni("c", "", true, false), false, "no instance tag"),
+            (eni("other", "i-1", true, false), false, "another cluster's"),
+            (eni("c", "i-1", false, false), false, "not the operator's"),
+        ];
+        for (e, want, case) in cases {
+            assert_eq!(deletable(&e, "c", "i-1"), want, "{case}");
+        }
     }
 
     #[tokio::test]
@@ -256,24 +258,12 @@ mod tests {
         let fake = FakeEc2::new();
         let lost = create(&fake, tagged("c", "i-1", true)).await;
         fake.fail_next("DescribeNetworkInterfaces", Ec2ErrorKind::Throttled);
-        let err = delete_leftovers(&fake, "c", "i-1", &ENIPoolStatus::default()).await;
+        let err = delete_leftovers(&fake, "c", "i-1").await;
         assert_eq!(err.map_err(|e| e.kind), Err(Ec2ErrorKind::Throttled));
         assert!(ids(&fake).contains(&lost));
         assert_eq!(fake.mutations(), vec!["CreateNetworkInterface"]);
     }
 
-    #[test]
-    fn recorded_enis_are_managed_status_enis_and_journal_enis() {
-        let status = ENIPoolStatus {
-            enis: vec![
-                EniStatus { id: "eni-primary".into(), managed: false, ..Default::default() },
-                EniStatus { id: "eni-1".into(), managed: true, ..Default::default() },
-            ],
-            operations: vec![op("eni-2"), op("")],
-            ..Default::default()
-        };
-        assert_eq!(recorded_enis(&status), ["eni-1", "eni-2"]);
-    }
     /// Which Node counts as the pool's live owner: the cache and the confirming GET both go
     /// through this. A Node being deleted, absent, or recreated under the same name (another
     /// uid) is not; a pool without an owner reference trusts the name.

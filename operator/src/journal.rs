@@ -2,7 +2,9 @@
 //! `status.operations` — and that status written — before the call is made. The operation id is
 //! the ClientToken of CreateNetworkInterface and is tagged on the ENI, so a restarted or new leader
 //! finishes or abandons each entry by looking at EC2 ([`replay`]) instead of leaking or duplicating
-//! an ENI.
+//! an ENI. The status is not the operator's alone (the node's agent writes its own pool's), so an
+//! entry read back is replayed only once [`validate`] found that EC2 confirms it concerns this
+//! pool.
 //!
 //! `Operation` has no field for a CreateENI's parameters, so they ride in `items`:
 //! `[subnet-id, sg-…, sg-…, ("prefixes")]` — enough to repeat the exact same request, whose
@@ -104,6 +106,22 @@ pub async fn create_attach(
     owner: &Owner,
 ) -> Result<String, Ec2Error> {
     let eni = ec2.create_eni(&create_request(op, owner)).await?;
+    // The ClientToken is the entry's id, which a forged entry can copy from another pool's
+    // journal: an ENI EC2 returns for it is attached (or later deleted) only when it was created
+    // for this pool's instance by this entry.
+    if eni.tags.get(tags::OPERATION) != Some(&op.id)
+        || !validate::created_for(&eni, &owner.instance_id)
+    {
+        return Err(Ec2Error {
+            kind: Ec2ErrorKind::IdempotencyMismatch,
+            action: "CreateNetworkInterface",
+            code: "ForeignClientToken".into(),
+            message: format!(
+                "EC2 answered ClientToken {} with {}, not created for {} by this entry; left alone",
+                op.id, eni.id, owner.instance_id
+            ),
+        });
+    }
     op.eni_id = eni.id.clone();
     attach(ec2, &eni, op.device_index.unwrap_or(1), &owner.instance_id).await?;
     Ok(eni.id)
@@ -159,24 +177,20 @@ pub async fn replay_one(
     attached: &[Eni],
 ) -> Replayed {
     match op.kind {
-        OperationKind::CreateENI | OperationKind::AttachENI => {
+        // Nothing journals one ([`validate`] rejects it before any replay): attaching an ENI an
+        // entry names would hand this node any `available` ENI of the VPC.
+        OperationKind::AttachENI => Replayed::Abandoned("the operator never journals an AttachENI"),
+        OperationKind::CreateENI => {
             // Already attached with our token tag: only DeleteOnTermination may be missing.
             let found = attached.iter().find(|e| {
                 e.tags.get(tags::OPERATION) == Some(&op.id)
                     || (!op.eni_id.is_empty() && e.id == op.eni_id)
             });
-            let result = match (found, op.kind) {
-                (Some(eni), _) => {
+            let result = match found {
+                Some(eni) => {
                     attach(ec2, eni, op.device_index.unwrap_or(1), &owner.instance_id).await
                 }
-                (None, OperationKind::CreateENI) => create_attach(ec2, op, owner).await.map(|_| ()),
-                (None, _) => match ec2.describe_enis(std::slice::from_ref(&op.eni_id)).await {
-                    Ok(v) if v.is_empty() => return Replayed::Abandoned("ENI no longer exists"),
-                    Ok(v) => {
-                        attach(ec2, &v[0], op.device_index.unwrap_or(1), &owner.instance_id).await
-                    }
-                    Err(e) => Err(e),
-                },
+                None => create_attach(ec2, op, owner).await.map(|_| ()),
             };
             match result {
                 Ok(()) => Replayed::Done,
@@ -206,6 +220,11 @@ pub async fn replay_one(
             };
             let Some(eni) = eni else { return Replayed::Done };
             let r = match eni.attachment.as_ref() {
+                // Validated before the replay; EC2 is asked again here, and an ENI that moved to
+                // another instance meanwhile is not this pool's to detach.
+                Some(a) if a.instance_id != owner.instance_id => {
+                    return Replayed::Abandoned("attached to another instance")
+                }
                 Some(a) if a.status == "detaching" => return Replayed::Wait,
                 Some(a) => match ec2.detach_eni(&a.id, false).await {
                     Ok(()) => return Replayed::Wait, // deleted once EC2 reports it available
@@ -276,6 +295,8 @@ pub async fn replay(
     }
     r
 }
+
+pub mod validate;
 
 #[cfg(test)]
 mod tests {

@@ -34,10 +34,11 @@ pub struct ReplayLabels {
     pub outcome: String,
 }
 
-/// `reason` label of deleted ENIs.
+/// `reason` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    /// `leaked` (GC) or `node_deleted` (a deleted node's pool finalizer).
+    /// Deleted ENIs: `leaked` (GC) or `node_deleted` (a deleted node's pool finalizer). Rejected
+    /// journal entries: `journal::validate::Reason`.
     pub reason: String,
 }
 
@@ -51,6 +52,7 @@ pub struct Metrics {
     resync_period: Gauge<f64, AtomicU64>,
     leader: Gauge,
     journal_replays: Family<ReplayLabels, Counter>,
+    journal_rejected: Family<ReasonLabels, Counter>,
     enis_deleted: Family<ReasonLabels, Counter>,
     states: Mutex<HashMap<String, &'static str>>,
 }
@@ -66,6 +68,7 @@ impl Metrics {
             resync_period: Gauge::default(),
             leader: Gauge::default(),
             journal_replays: Family::default(),
+            journal_rejected: Family::default(),
             enis_deleted: Family::default(),
             states: Mutex::new(HashMap::new()),
         };
@@ -95,6 +98,12 @@ impl Metrics {
             m.journal_replays.clone(),
         );
         r.register(
+            "journal_rejected",
+            "Journal entries and releasing intents read back from a pool's status that EC2 did not \
+             confirm as the pool's own, dropped without acting, by reason",
+            m.journal_rejected.clone(),
+        );
+        r.register(
             "enis_deleted",
             "ENIs the operator deleted outside a planned release: leaked (GC) or of a deleted node",
             m.enis_deleted.clone(),
@@ -106,6 +115,11 @@ impl Metrics {
     pub fn journal_replay(&self, kind: &str, outcome: &str) {
         let labels = ReplayLabels { kind: kind.into(), outcome: outcome.into() };
         self.journal_replays.get_or_create(&labels).inc();
+    }
+
+    /// Count an entry read back from a pool's status and rejected for `reason`.
+    pub fn journal_rejected(&self, reason: &str) {
+        self.journal_rejected.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
 
     /// Count `n` ENIs deleted for `reason` (`leaked`, `node_deleted`).
@@ -187,6 +201,7 @@ mod tests {
         m.journal_replay("CreateENI", "finished");
         m.journal_replay("DeleteENI", "dropped");
         m.journal_replay("DeleteENI", "dropped");
+        m.journal_rejected("eni_not_this_pool");
         m.enis_deleted("leaked", 0);
         m.enis_deleted("node_deleted", 3);
         let out = encode(&registry);
@@ -194,6 +209,7 @@ mod tests {
             r#"enipool_operator_journal_replays_total{kind="CreateENI",outcome="finished"} 1"#,
             r#"enipool_operator_journal_replays_total{kind="DeleteENI",outcome="dropped"} 2"#,
             r#"enipool_operator_enis_deleted_total{reason="node_deleted"} 3"#,
+            r#"enipool_operator_journal_rejected_total{reason="eni_not_this_pool"} 1"#,
         ] {
             assert!(out.contains(line), "{line} missing in:\n{out}");
         }

@@ -6,7 +6,7 @@
 //! already say so (an EC2 outage retried every few seconds costs no API writes), and a failed
 //! write is logged, never returned: the reconcile's own error is what the controller sees.
 
-use super::{operator_part, PoolInput, StatusSink};
+use super::{operator_part, PoolInput, Removal, StatusSink};
 use crate::ec2::Ec2ErrorKind;
 use crate::error::{Error, Result};
 use enipool_crds::conditions::{EC2_SYNCED, READY, THROTTLED};
@@ -112,6 +112,10 @@ impl StatusSink for Recording<'_> {
         self.inner.write(status).await?;
         *self.last.lock().expect("recording lock") = Some(status.clone());
         Ok(())
+    }
+
+    async fn remove(&self, removals: &[Removal]) -> Result<()> {
+        self.inner.remove(removals).await
     }
 }
 

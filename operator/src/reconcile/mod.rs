@@ -1,5 +1,6 @@
 //! The EC2 half of a pool reconcile, testable without a Kubernetes client: observe EC2 (I/O) →
-//! replay the journal (I/O) → plan (no I/O, `plan::*`) → act, journaled (I/O) → report (the new
+//! check what the status read back asks to finish against EC2 and replay the journal (I/O,
+//! `verify.rs`) → plan (no I/O, `plan::*`) → act, journaled (I/O) → report (the new
 //! status). Status is written through a [`StatusSink`] — before each batch of EC2 mutations (the
 //! journal) and once at the end — so the kube glue in `controller.rs` only supplies the sink.
 
@@ -7,7 +8,7 @@ use crate::capacity::CapacityCache;
 use crate::conditions::{self, Round};
 use crate::ec2::{Ec2Api, Eni, Instance};
 use crate::error::{Error, Result};
-use crate::journal::{self, Owner};
+use crate::journal::Owner;
 use crate::plan::{self, Demand};
 use crate::resync::ResyncPeriod;
 use crate::sync::{self, SubnetCache, Synced};
@@ -189,6 +190,10 @@ pub struct PoolInput {
 pub trait StatusSink: Send + Sync {
     /// Write.
     async fn write(&self, status: &ENIPoolStatus) -> Result<()>;
+    /// Remove entries the reconcile dropped from the stored status, whoever wrote them: SSA only
+    /// removes what the operator itself applied, so an entry written under another field manager
+    /// would outlive every write. Guarded by what was read (see [`removal_patch`]).
+    async fn remove(&self, removals: &[Removal]) -> Result<()>;
 }
 
 /// Something worth an Event.
@@ -200,6 +205,9 @@ pub struct Note {
     pub reason: &'static str,
     /// Human text.
     pub message: String,
+    /// The part of the pool the Event is about (`status.operations[2]`), when not all of it.
+    /// Events differing in it are not folded into one series.
+    pub field_path: Option<String>,
 }
 
 /// Result of one reconcile.
@@ -213,6 +221,8 @@ pub struct Outcome {
     pub notes: Vec<Note>,
     /// The journal entries replayed this round: kind and outcome (for metrics).
     pub replays: Vec<(OperationKind, &'static str)>,
+    /// The reasons of the entries read back and rejected this round (for metrics).
+    pub rejected: Vec<&'static str>,
 }
 
 /// The operator's fields only: what SSA sends.
@@ -232,6 +242,7 @@ struct Node<'a> {
     round: Round,
     notes: Vec<Note>,
     replays: Vec<(OperationKind, &'static str)>,
+    rejected: Vec<&'static str>,
 }
 
 impl Node<'_> {
@@ -276,7 +287,7 @@ impl Node<'_> {
 }
 
 pub(super) fn note(warning: bool, reason: &'static str, message: String) -> Note {
-    Note { warning, reason, message }
+    Note { warning, reason, message, field_path: None }
 }
 
 /// Reconcile one pool against EC2 and return the status written. A failure is also shown on the
@@ -332,6 +343,7 @@ async fn reconcile_round(
         round: Round::new(shared.resync_period.current()),
         notes: vec![],
         replays: vec![],
+        rejected: vec![],
     };
     n.st.effective = Some(n.eff.clone());
     n.st.policy = Some(input.policy_name.clone());
@@ -342,15 +354,8 @@ async fn reconcile_round(
         n.round.instance_gone = Some(format!("instance {} is {}", n.inst.id, n.inst.state));
     }
     if let Ok(attached) = n.sync().await {
-        if !input.status.operations.is_empty() && running && !input.paused {
-            let r = journal::replay(n.ec2(), input.status.operations.clone(), &n.owner, &attached)
-                .await;
-            r.errors.iter().for_each(|e| n.round.note_error(e));
-            n.replays = r.outcomes;
-            if r.keep != n.st.operations {
-                n.st.operations = r.keep;
-                let _ = n.sync().await;
-            }
+        if running {
+            n.settle(sink, &attached).await;
         }
     }
     let agent = input.status.agent.as_ref();
@@ -390,11 +395,20 @@ async fn reconcile_round(
     if let Some(e) = n.round.sync_error.clone() {
         tracing::warn!(pool = %input.name, error = %e, "EC2 sync failed; mutations blocked for this node");
     }
-    Ok(Outcome { requeue: n.round.requeue(), status: n.st, notes: n.notes, replays: n.replays })
+    Ok(Outcome {
+        requeue: n.round.requeue(),
+        status: n.st,
+        notes: n.notes,
+        replays: n.replays,
+        rejected: n.rejected,
+    })
 }
 
 pub mod failure;
 mod grow;
 mod release;
+mod verify;
+
+pub use verify::{removal_patch, Removal, REJECTED};
 #[cfg(test)]
 mod tests;

@@ -2,13 +2,16 @@
 
 use super::*;
 use crate::ec2::Ec2ErrorKind;
+use crate::journal;
 use crate::testing::FakeEc2;
 use enipool_crds::{AgentStatus, IpMode, OperationKind, Releasable, ReleaseSettings, Sizing};
 
-/// Records every status write with the number of EC2 mutations made before it.
+/// Records every status write with the number of EC2 mutations made before it, and every
+/// removal.
 pub(super) struct Sink {
     fake: Arc<FakeEc2>,
     pub(super) writes: Mutex<Vec<(ENIPoolStatus, usize)>>,
+    pub(super) removals: Mutex<Vec<Removal>>,
 }
 
 #[async_trait::async_trait]
@@ -16,6 +19,11 @@ impl StatusSink for Sink {
     async fn write(&self, status: &ENIPoolStatus) -> Result<()> {
         assert!(status.agent.is_none(), "the operator never sends status.agent");
         self.writes.lock().unwrap().push((status.clone(), self.fake.mutations().len()));
+        Ok(())
+    }
+
+    async fn remove(&self, removals: &[Removal]) -> Result<()> {
+        self.removals.lock().unwrap().extend(removals.iter().cloned());
         Ok(())
     }
 }
@@ -53,7 +61,12 @@ pub(super) fn world(
         policy,
         ..Default::default()
     };
-    World { sink: Sink { fake: fake.clone(), writes: Mutex::new(vec![]) }, fake, shared, input }
+    World {
+        sink: Sink { fake: fake.clone(), writes: Mutex::new(vec![]), removals: Mutex::new(vec![]) },
+        fake,
+        shared,
+        input,
+    }
 }
 
 impl World {

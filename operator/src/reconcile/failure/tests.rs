@@ -265,6 +265,10 @@ impl StatusSink for Broken {
     async fn write(&self, _: &ENIPoolStatus) -> Result<()> {
         Err(kube_err(500))
     }
+
+    async fn remove(&self, _: &[crate::reconcile::Removal]) -> Result<()> {
+        Err(kube_err(500))
+    }
 }
 
 #[tokio::test]
