@@ -343,12 +343,6 @@ async fn aws_ec2_happy_path_against_moto() {
     assert_eq!(cluster.iter().map(|e| &e.id).collect::<Vec<_>>(), vec![&eni.id]);
     assert!(ec2.list_cluster_enis("another-cluster").await.unwrap().is_empty());
 
-    ec2.create_tags(std::slice::from_ref(&eni.id), &map(&[("extra", "1")]))
-        .await
-        .expect("create_tags");
-    let now = ec2.describe_enis(std::slice::from_ref(&eni.id)).await.unwrap();
-    assert_eq!(now[0].tags.get("extra").map(String::as_str), Some("1"));
-
     // Detach (instant in moto) and delete.
     ec2.detach_eni(&attachment, false).await.expect("detach_eni");
     let now = ec2.describe_enis(std::slice::from_ref(&eni.id)).await.unwrap();

@@ -273,12 +273,6 @@ pub trait Ec2Api: Send + Sync + 'static {
     async fn unassign_ips(&self, eni_id: &str, ips: &[Ipv4Addr]) -> Ec2Result<()>;
     /// UnassignPrivateIpAddresses for prefixes.
     async fn unassign_prefixes(&self, eni_id: &str, prefixes: &[Ipv4Net]) -> Ec2Result<()>;
-    /// CreateTags.
-    async fn create_tags(
-        &self,
-        resource_ids: &[String],
-        tags: &BTreeMap<String, String>,
-    ) -> Ec2Result<()>;
     /// The sustained describe rate (calls/s) this client allows itself, when it limits itself: the
     /// periodic resync is sized to a share of it (`resync.rs`). `None`: unknown, no sizing.
     fn describe_qps(&self) -> Option<f64> {

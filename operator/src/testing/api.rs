@@ -318,15 +318,4 @@ impl Ec2Api for FakeEc2 {
         gone.into_iter().for_each(|p| s.give_back(&subnet, p));
         Ok(())
     }
-
-    async fn create_tags(&self, ids: &[String], tags: &BTreeMap<String, String>) -> Ec2Result<()> {
-        let mut s = self.state.lock().expect("lock");
-        s.enter("CreateTags")?;
-        for id in ids {
-            if let Some(e) = s.enis.get_mut(id) {
-                e.tags.extend(tags.clone());
-            }
-        }
-        Ok(())
-    }
 }

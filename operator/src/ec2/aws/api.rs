@@ -306,25 +306,6 @@ impl Ec2Api for AwsEc2 {
             .map(drop)
     }
 
-    async fn create_tags(
-        &self,
-        resource_ids: &[String],
-        tags: &BTreeMap<String, String>,
-    ) -> Ec2Result<()> {
-        const ACTION: &str = "CreateTags";
-        if resource_ids.is_empty() || tags.is_empty() {
-            return Ok(());
-        }
-        let req = self
-            .client
-            .create_tags()
-            .set_resources(Some(resource_ids.to_vec()))
-            .set_tags(Some(sdk_tags(tags)));
-        self.send(ACTION, ApiClass::Mutate, Retry::Idempotent, || req.clone().send())
-            .await
-            .map(drop)
-    }
-
     /// The configured describe bucket (after `--budget-share`), not the AIMD rate of the moment:
     /// the resync period is sized for steady state, throttling is handled by the limiter.
     fn describe_qps(&self) -> Option<f64> {

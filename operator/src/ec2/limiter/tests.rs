@@ -146,7 +146,7 @@ async fn throttles_are_retried_and_halve_the_rate_once() {
     // While reduced, calls are paced at the reduced rate with no burst.
     let start = Instant::now();
     for _ in 0..5 {
-        l.call("CreateTags", ApiClass::Mutate, Retry::Idempotent, || async { Ok(()) })
+        l.call("AssignPrivateIpAddresses", ApiClass::Mutate, Retry::Idempotent, || async { Ok(()) })
             .await
             .unwrap();
     }

@@ -81,9 +81,6 @@ impl Ec2Api for Types {
     async fn unassign_prefixes(&self, _: &str, _: &[Ipv4Net]) -> Ec2Result<()> {
         unimplemented!()
     }
-    async fn create_tags(&self, _: &[String], _: &BTreeMap<String, String>) -> Ec2Result<()> {
-        unimplemented!()
-    }
 }
 
 fn limits(max_enis: i32, ips_per_eni: i32) -> InstanceLimits {
