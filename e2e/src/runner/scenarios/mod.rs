@@ -4,6 +4,7 @@
 
 mod basic;
 mod chaos;
+mod forgery;
 mod kubectl;
 mod real;
 mod sizing;
@@ -106,6 +107,11 @@ pub static SCENARIOS: &[Scenario] = &[
         "ec2-throttling-storm",
         "under an EC2 throttling storm the pools converge within the call budget",
         chaos::throttling_storm
+    ),
+    scenario!(
+        "compromised-agent",
+        "an agent's own bound token, under the chart's RBAC and admission policy, cannot forge the operator's journal, ENIs or spec, nor touch another node's pool",
+        forgery::compromised_agent
     ),
     scenario!(
         real "pools-match-ec2",
