@@ -6,7 +6,8 @@
 //! latest state (except `Exact` on another version: 410); `dryRun` is refused.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::{Request, State as AxState};
@@ -15,11 +16,14 @@ use axum::Router;
 use http::{header, Method, StatusCode};
 use serde_json::{json, Value};
 
+use super::admission::Caller;
+use super::audit::AuditRecord;
+use super::authn::{UserInfo, MASTERS};
 use super::error::{ApiError, ApiResult};
 use super::ops::{self, Own, Target};
 use super::patch::PatchKind;
 use super::selectors::{FieldSelector, LabelSelector};
-use super::{apply, discovery, gc, patch, table, watch, Shared};
+use super::{apply, discovery, gc, patch, rbac, table, tokenrequest, watch, Shared};
 
 /// The router: everything goes through [`dispatch`].
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -35,14 +39,12 @@ fn json_response(code: StatusCode, v: &Value) -> Response {
 
 async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let user = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .and_then(|tok| shared.config.tokens.iter().find(|(t, _)| t == tok).map(|(_, u)| u.clone()))
-        .unwrap_or_else(|| "system:anonymous".into());
-    shared.note_user(&user);
+    let bearer = parts.headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+    let user = match shared.with_state(|st| st.tokens.authenticate(&st.store, bearer)) {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    shared.note_user(&user.username);
     let query: Query = parts
         .uri
         .query()
@@ -54,18 +56,24 @@ async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Respon
     let accept = hdr(header::ACCEPT);
     let content_type = hdr(header::CONTENT_TYPE);
     let user_agent = hdr(header::USER_AGENT);
-    let body = match axum::body::to_bytes(body, 64 << 20).await {
-        Ok(b) => b,
-        Err(e) => return ApiError::bad_request(format!("reading body: {e}")).into_response(),
-    };
     let path = parts.uri.path().to_string();
     let audit = super::audit::AuditRecord::from_request(
-        &user,
+        &user.username,
         &parts.method,
         &path,
         query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     );
     shared.audit.record(audit.clone());
+    let rbac = shared.rbac.load(Ordering::SeqCst) && !user.in_group(MASTERS);
+    if rbac {
+        if let Err(e) = shared.with_state(|st| rbac::check(&st.store, &user, &audit)) {
+            return e.into_response();
+        }
+    }
+    let body = match axum::body::to_bytes(body, 64 << 20).await {
+        Ok(b) => b,
+        Err(e) => return ApiError::bad_request(format!("reading body: {e}")).into_response(),
+    };
     if let Some(delay) = shared.list_delay(&audit) {
         tokio::time::sleep(delay).await;
     }
@@ -77,19 +85,26 @@ async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Respon
         content_type,
         user_agent,
         body: body.to_vec(),
+        user,
+        attrs: audit,
+        rbac,
+        warnings: Mutex::new(Vec::new()),
     };
-    let res = route(&shared, &segs, &req);
-    match res {
-        Ok(Routed::Response(r)) => {
-            shared.audit.responded(&audit, r.status());
-            r
-        }
+    let mut response = match route(&shared, &segs, &req) {
+        Ok(Routed::Response(r)) => r,
         Ok(Routed::Watch(tw)) => {
             let (t, w) = *tw;
             watch::serve(shared, t, w)
         }
         Err(e) => e.into_response(),
+    };
+    for w in req.warnings.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Ok(v) = http::HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, v);
+        }
     }
+    response
 }
 
 /// One request, parsed.
@@ -100,9 +115,25 @@ pub struct Req {
     content_type: String,
     user_agent: String,
     body: Vec<u8>,
+    user: UserInfo,
+    /// Its authorization attributes.
+    attrs: AuditRecord,
+    /// Whether RBAC decides this request.
+    rbac: bool,
+    /// `Warning` headers for the response (admission policies with the Warn action).
+    warnings: Mutex<Vec<String>>,
 }
 
 impl Req {
+    fn caller<'a>(&'a self, shared: &'a Shared) -> Caller<'a> {
+        Caller {
+            user: &self.user,
+            attrs: &self.attrs,
+            rbac: self.rbac,
+            audit: &shared.audit,
+            warnings: &self.warnings,
+        }
+    }
     fn q(&self, k: &str) -> Option<&str> {
         self.query.get(k).map(String::as_str)
     }
@@ -235,10 +266,20 @@ fn resource(
     rest: &[&str],
     req: &Req,
 ) -> ApiResult<Routed> {
-    let t = target(shared, group, version, rest)?;
     if req.q("dryRun").is_some_and(|d| !d.is_empty()) {
         return Err(ApiError::bad_request("dryRun is not supported by the e2e API server"));
     }
+    let caller = req.caller(shared);
+    if let ("", "v1", ["namespaces", ns, "serviceaccounts", name, "token"]) = (group, version, rest)
+    {
+        if req.method != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        let body = parse_json(&req.body)?;
+        let v = shared.with_state(|st| tokenrequest::create(st, ns, name, body, &caller))?;
+        return Ok(Routed::Response(json_response(StatusCode::CREATED, &v)));
+    }
+    let t = target(shared, group, version, rest)?;
     let respond = |v: ApiResult<Value>, created: bool| -> ApiResult<Routed> {
         let v = v?;
         let v = if req.wants_table() && v.get("kind").is_some_and(|k| k != "Status") {
@@ -282,7 +323,7 @@ fn resource(
             let manager = req.manager();
             respond(
                 shared.with_state(|st| {
-                    ops::create(st, &t, body, Own::Update(&manager), req.strict())
+                    ops::create(st, &t, body, Own::Update(&manager), req.strict(), Some(&caller))
                 }),
                 true,
             )
@@ -291,7 +332,8 @@ fn resource(
             let body = parse_json(&req.body)?;
             let manager = req.manager();
             respond(
-                shared.with_state(|st| put(st, &t, &n, body, &sub, &manager, req.strict())),
+                shared
+                    .with_state(|st| put(st, &t, &n, body, &sub, &manager, req.strict(), &caller)),
                 false,
             )
         }
@@ -313,6 +355,7 @@ fn resource(
                             req.flag("force"),
                             &sub,
                             req.strict(),
+                            Some(&caller),
                         )
                     }),
                     created && sub.is_empty(),
@@ -326,14 +369,15 @@ fn resource(
                         return Err(ApiError::conflict(&t.def.group_resource(), &n, "the object has been modified; please apply your changes to the latest version and try again"));
                     }
                 }
-                ops::update(st, &t, &old, new, &sub, Own::Update(&manager), req.strict())
+                ops::update(st, &t, &old, new, &sub, Own::Update(&manager), req.strict(), Some(&caller))
             }), false)
         }
         (&Method::DELETE, Some(n)) => {
             let opts = delete_options(req)?;
             respond(
                 shared.with_state(|st| {
-                    ops::delete(st, &t, &t.key(&n), opts.0, opts.1.as_deref(), opts.2.as_deref())
+                    let (uid, rv) = (opts.1.as_deref(), opts.2.as_deref());
+                    ops::delete(st, &t, &t.key(&n), opts.0, uid, rv, Some(&caller))
                 }),
                 false,
             )
@@ -346,7 +390,11 @@ fn resource(
                     let n = item["metadata"]["name"].as_str().unwrap_or_default();
                     let mut tt = t.clone();
                     tt.namespace = item["metadata"]["namespace"].as_str().map(String::from);
-                    let _ = ops::delete(st, &tt, &tt.key(n), opts.0, None, None);
+                    match ops::delete(st, &tt, &tt.key(n), opts.0, None, None, Some(&caller)) {
+                        // Objects already deleted stay deleted; the first refusal ends it.
+                        Ok(_) | Err(ApiError { code: 404, .. }) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
                 l["metadata"]["resourceVersion"] = json!(st.store.rv().to_string());
                 Ok(l)
@@ -363,6 +411,8 @@ fn parse_json(body: &[u8]) -> ApiResult<Value> {
         .map_err(|e| ApiError::bad_request(format!("invalid body: {}", e.message)))
 }
 
+// The request's parts one for one; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn put(
     st: &mut super::State,
     t: &Target,
@@ -371,6 +421,7 @@ fn put(
     sub: &str,
     manager: &str,
     strict: bool,
+    caller: &Caller,
 ) -> ApiResult<Value> {
     let old = st
         .store
@@ -399,7 +450,7 @@ fn put(
             "Precondition failed: UID in precondition does not match the UID in record",
         ));
     }
-    ops::update(st, t, &old, body, sub, Own::Update(manager), strict)
+    ops::update(st, t, &old, body, sub, Own::Update(manager), strict, Some(caller))
 }
 
 type DeleteOpts = (gc::Propagation, Option<String>, Option<String>);
