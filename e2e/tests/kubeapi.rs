@@ -11,5 +11,7 @@ mod common;
 mod crd;
 #[path = "kubeapi/kubectl.rs"]
 mod kubectl;
+#[path = "kubeapi/tokens.rs"]
+mod tokens;
 #[path = "kubeapi/watch.rs"]
 mod watch;

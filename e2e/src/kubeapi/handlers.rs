@@ -1,173 +1,37 @@
 //! HTTP routing and the REST verbs. One fallback handler parses Kubernetes paths itself, which
 //! keeps `/api/v1/namespaces/{ns}/pods/{name}/status` and friends in one readable place.
 //!
+//! Besides stored resources: TokenRequest (`tokenrequest.rs`) and SelfSubjectReview.
+//!
 //! Departures: `limit`/`continue` pages are not snapshots (a continued list sees newer objects);
 //! `resourceVersion`/`resourceVersionMatch` on lists are accepted but always answered with the
 //! latest state (except `Exact` on another version: 410); `dryRun` is refused.
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State as AxState};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use http::{header, Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::admission::Caller;
-use super::audit::AuditRecord;
-use super::authn::{UserInfo, MASTERS};
 use super::error::{ApiError, ApiResult};
 use super::ops::{self, Own, Target};
 use super::patch::PatchKind;
+use super::request::Req;
 use super::selectors::{FieldSelector, LabelSelector};
-use super::{apply, discovery, gc, patch, rbac, table, tokenrequest, watch, Shared};
+use super::{apply, discovery, gc, patch, protobuf, table, tokenrequest, watch, Shared};
 
-/// The router: everything goes through [`dispatch`].
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new().fallback(dispatch).with_state(shared)
-}
-
-/// Parsed query string.
-pub type Query = HashMap<String, String>;
-
-fn json_response(code: StatusCode, v: &Value) -> Response {
+pub(super) fn json_response(code: StatusCode, v: &Value) -> Response {
     (code, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
-async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let bearer = parts.headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
-    let user = match shared.with_state(|st| st.tokens.authenticate(&st.store, bearer)) {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
-    };
-    shared.note_user(&user.username);
-    let query: Query = parts
-        .uri
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
-    let hdr = |h: header::HeaderName| {
-        parts.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
-    };
-    let accept = hdr(header::ACCEPT);
-    let content_type = hdr(header::CONTENT_TYPE);
-    let user_agent = hdr(header::USER_AGENT);
-    let path = parts.uri.path().to_string();
-    let audit = super::audit::AuditRecord::from_request(
-        &user.username,
-        &parts.method,
-        &path,
-        query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    );
-    shared.audit.record(audit.clone());
-    let rbac = shared.rbac.load(Ordering::SeqCst) && !user.in_group(MASTERS);
-    if rbac {
-        if let Err(e) = shared.with_state(|st| rbac::check(&st.store, &user, &audit)) {
-            return e.into_response();
-        }
-    }
-    let body = match axum::body::to_bytes(body, 64 << 20).await {
-        Ok(b) => b,
-        Err(e) => return ApiError::bad_request(format!("reading body: {e}")).into_response(),
-    };
-    if let Some(delay) = shared.list_delay(&audit) {
-        tokio::time::sleep(delay).await;
-    }
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let req = Req {
-        method: parts.method.clone(),
-        query,
-        accept,
-        content_type,
-        user_agent,
-        body: body.to_vec(),
-        user,
-        attrs: audit,
-        rbac,
-        warnings: Mutex::new(Vec::new()),
-    };
-    let mut response = match route(&shared, &segs, &req) {
-        Ok(Routed::Response(r)) => r,
-        Ok(Routed::Watch(tw)) => {
-            let (t, w) = *tw;
-            watch::serve(shared, t, w)
-        }
-        Err(e) => e.into_response(),
-    };
-    for w in req.warnings.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
-        if let Ok(v) = http::HeaderValue::from_str(&text) {
-            response.headers_mut().append(header::WARNING, v);
-        }
-    }
-    response
-}
-
-/// One request, parsed.
-pub struct Req {
-    method: Method,
-    query: Query,
-    accept: String,
-    content_type: String,
-    user_agent: String,
-    body: Vec<u8>,
-    user: UserInfo,
-    /// Its authorization attributes.
-    attrs: AuditRecord,
-    /// Whether RBAC decides this request.
-    rbac: bool,
-    /// `Warning` headers for the response (admission policies with the Warn action).
-    warnings: Mutex<Vec<String>>,
-}
-
-impl Req {
-    fn caller<'a>(&'a self, shared: &'a Shared) -> Caller<'a> {
-        Caller {
-            user: &self.user,
-            attrs: &self.attrs,
-            rbac: self.rbac,
-            audit: &shared.audit,
-            warnings: &self.warnings,
-        }
-    }
-    fn q(&self, k: &str) -> Option<&str> {
-        self.query.get(k).map(String::as_str)
-    }
-    fn flag(&self, k: &str) -> bool {
-        matches!(self.q(k), Some("true" | "1"))
-    }
-    fn wants_table(&self) -> bool {
-        self.accept.split(',').next().is_some_and(|a| a.contains("as=Table"))
-    }
-    /// Field manager: the query parameter, else the user agent's program name (like the server).
-    fn manager(&self) -> String {
-        match self.q("fieldManager") {
-            Some(m) if !m.is_empty() => m.to_string(),
-            _ => self
-                .user_agent
-                .split('/')
-                .next()
-                .filter(|s| !s.is_empty())
-                .unwrap_or("unknown")
-                .to_string(),
-        }
-    }
-    /// `fieldValidation=Strict` rejects unknown fields; the default (Warn) and Ignore prune them.
-    fn strict(&self) -> bool {
-        self.q("fieldValidation") == Some("Strict")
-    }
-}
-
-enum Routed {
+pub(super) enum Routed {
     Response(Response),
     Watch(Box<(Target, watch::WatchParams)>),
 }
 
-fn route(shared: &Arc<Shared>, segs: &[&str], req: &Req) -> ApiResult<Routed> {
+pub(super) fn route(shared: &Arc<Shared>, segs: &[&str], req: &Req) -> ApiResult<Routed> {
     let resp = |v: Value| Ok(Routed::Response(json_response(StatusCode::OK, &v)));
     match segs {
         [] => resp(
@@ -275,8 +139,23 @@ fn resource(
         if req.method != Method::POST {
             return Err(ApiError::method_not_allowed());
         }
-        let body = parse_json(&req.body)?;
+        let body = if req.content_type.starts_with(protobuf::CONTENT_TYPE) {
+            protobuf::token_request(&req.body)
+                .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?
+        } else {
+            parse_json(&req.body)?
+        };
         let v = shared.with_state(|st| tokenrequest::create(st, ns, name, body, &caller))?;
+        return Ok(Routed::Response(json_response(StatusCode::CREATED, &v)));
+    }
+    if let ("authentication.k8s.io", "v1", ["selfsubjectreviews"]) = (group, version, rest) {
+        if req.method != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        // `kubectl auth whoami`: the request's own user.
+        let v = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview",
+            "metadata": {"creationTimestamp": super::now()},
+            "status": {"userInfo": req.user.to_json()}});
         return Ok(Routed::Response(json_response(StatusCode::CREATED, &v)));
     }
     let t = target(shared, group, version, rest)?;

@@ -40,7 +40,9 @@ mod gc;
 mod handlers;
 mod ops;
 mod patch;
+mod protobuf;
 pub mod rbac;
+mod request;
 pub mod resources;
 pub mod schema;
 mod selectors;
@@ -223,7 +225,7 @@ impl KubeApi {
             audit: audit::AuditLog::default(),
             list_delays: Mutex::new(BTreeMap::new()),
         });
-        let router = handlers::router(shared.clone());
+        let router = request::router(shared.clone());
         let mut stop = shared.stopping.subscribe();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
