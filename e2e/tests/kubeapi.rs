@@ -14,6 +14,8 @@ mod common;
 mod crd;
 #[path = "kubeapi/kubectl.rs"]
 mod kubectl;
+#[path = "kubeapi/policies.rs"]
+mod policies;
 #[path = "kubeapi/rbac.rs"]
 mod rbac;
 #[path = "kubeapi/tokens.rs"]
