@@ -18,6 +18,8 @@ mod kubectl;
 mod policies;
 #[path = "kubeapi/rbac.rs"]
 mod rbac;
+#[path = "kubeapi/status.rs"]
+mod status;
 #[path = "kubeapi/tokens.rs"]
 mod tokens;
 #[path = "kubeapi/watch.rs"]
