@@ -21,10 +21,13 @@
 //! Departures from the real apiserver are documented next to the code that makes them
 //! (`authn.rs`, `rbac.rs`, `admission.rs`, `admission_match.rs`, `tokenrequest.rs`, `gc.rs`,
 //! `patch.rs`, `apply.rs`, `fields.rs`, `schema.rs`, `resources.rs`, `handlers.rs`). The main
-//! ones: RBAC is off unless asked for; an unknown bearer token is anonymous rather than refused;
-//! service-account tokens are opaque strings, not JWTs; no admission webhooks or mutating
-//! policies, and the server's own writes (garbage collection) skip admission; no graceful pod
-//! deletion (pods go at once); no protobuf; no aggregated discovery; built-in kinds are not
+//! ones: plain HTTP, so kubectl (client-go sends credentials only over HTTPS) is always
+//! `system:anonymous` (with RBAC on, grant it what it needs through a binding to
+//! `system:unauthenticated`; kube-rs clients do send their tokens); RBAC is off unless asked
+//! for; an unknown bearer token is anonymous rather than refused; service-account tokens are
+//! opaque strings, not JWTs; no admission webhooks or mutating policies, and the server's own
+//! writes (garbage collection) skip admission; no graceful pod deletion (pods go at once); no
+//! protobuf but a TokenRequest body; no aggregated discovery; built-in kinds are not
 //! schema-validated.
 
 pub mod admission;

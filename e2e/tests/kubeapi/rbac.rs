@@ -51,6 +51,19 @@ async fn create_rbac(client: &kube::Client, objects: Value) {
     }
 }
 
+/// kubectl's combined output when it fails (it must).
+async fn kubectl_status(env: &Env, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(crate::common::KUBECTL)
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig())
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "kubectl {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
 fn sa_subject() -> Value {
     json!([{"kind": "ServiceAccount", "name": "agent", "namespace": "kube-system"}])
 }
@@ -206,5 +219,31 @@ async fn kubectl_applies_the_charts_rbac_and_it_decides() {
     pools.get("n1").await.unwrap();
     let msg = forbidden(pools.delete("n1", &DeleteParams::default()).await.unwrap_err());
     assert_eq!(msg, "enipools.enipool.io \"n1\" is forbidden: User \"system:serviceaccount:kube-system:enipool-agent\" cannot delete resource \"enipools\" in API group \"enipool.io\" at the cluster scope");
+
+    // With RBAC on, kubectl (anonymous here) gets what system:unauthenticated is granted: not
+    // even discovery at first.
+    let out = kubectl_status(&env, &["get", "enipools"]).await;
+    assert!(out.contains("Error from server (Forbidden)"), "{out}");
+    let denied =
+        env.api.audit().into_iter().any(|r| r.user == "system:anonymous" && r.path == "/api");
+    assert!(denied, "kubectl's discovery was the anonymous request");
+    create_rbac(&env.client, json!([
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "discovery"},
+         "rules": [{"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*"], "verbs": ["get"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "discovery"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "discovery"},
+         "subjects": [{"kind": "Group", "name": "system:unauthenticated"}]},
+    ])).await;
+    let out = kubectl_status(&env, &["get", "enipools"]).await;
+    assert!(out.contains("Error from server (Forbidden): enipools.enipool.io is forbidden: User \"system:anonymous\" cannot list resource \"enipools\" in API group \"enipool.io\" at the cluster scope"), "{out}");
+    create_rbac(&env.client, json!([
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "all"},
+         "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                   {"nonResourceURLs": ["*"], "verbs": ["*"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "kubectl"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "all"},
+         "subjects": [{"kind": "Group", "name": "system:unauthenticated"}]},
+    ])).await;
+    assert!(kubectl(&env, &["get", "enipools", "-o", "name"]).await.contains("enipool.io/n1"));
     env.api.shutdown().await;
 }
