@@ -3,6 +3,9 @@
 
 #[path = "kubeapi/audit.rs"]
 mod audit;
+#[allow(dead_code)]
+#[path = "common/chart_rbac.rs"]
+mod chart_rbac;
 #[path = "kubeapi/client.rs"]
 mod client;
 #[path = "kubeapi/common.rs"]
@@ -11,5 +14,13 @@ mod common;
 mod crd;
 #[path = "kubeapi/kubectl.rs"]
 mod kubectl;
+#[path = "kubeapi/policies.rs"]
+mod policies;
+#[path = "kubeapi/rbac.rs"]
+mod rbac;
+#[path = "kubeapi/status.rs"]
+mod status;
+#[path = "kubeapi/tokens.rs"]
+mod tokens;
 #[path = "kubeapi/watch.rs"]
 mod watch;

@@ -11,6 +11,7 @@
 
 use serde_json::{json, Value};
 
+use super::admission::Caller;
 use super::error::{ApiError, ApiResult, Cause};
 use super::fields::{self, ManagedEntry, Schema};
 use super::ops::{self, Own, Target};
@@ -56,6 +57,7 @@ pub fn apply(
     force: bool,
     sub: &str,
     strict: bool,
+    caller: Option<&Caller>,
 ) -> ApiResult<Value> {
     if manager.is_empty() {
         return Err(ApiError::bad_request(
@@ -100,7 +102,7 @@ pub fn apply(
         let mut obj = a;
         obj["metadata"]["name"] = json!(name);
         fields::write_managed(&mut obj, &[entry(owned)]);
-        return ops::create(st, t, obj, Own::Done, strict);
+        return ops::create(st, t, obj, Own::Done, strict, caller);
     };
     if let Some(rv) = a["metadata"]["resourceVersion"].as_str() {
         if live["metadata"]["resourceVersion"] != rv {
@@ -202,7 +204,7 @@ pub fn apply(
         e.fields.retain(|p| fields::get_at(&new, p).is_some());
     }
     fields::write_managed(&mut new, &entries);
-    ops::update(st, t, &live, new, sub, Own::Done, strict)
+    ops::update(st, t, &live, new, sub, Own::Done, strict, caller)
 }
 
 fn merge(live: &mut Value, applied: &Value, schema: Schema) {

@@ -86,7 +86,7 @@ pub fn collect(st: &mut State, uid: &str, propagation: Propagation) {
             new["metadata"]["resourceVersion"] = json!(rv.to_string());
             st.store.put(key, new, rv);
         } else {
-            let _ = ops::delete(st, &t, &key, Propagation::Background, None, None);
+            let _ = ops::delete(st, &t, &key, Propagation::Background, None, None, None);
         }
     }
 }
@@ -101,7 +101,7 @@ pub fn delete_namespace_contents(st: &mut State, ns: &str) {
         .collect();
     for (key, obj) in keys {
         if let Some(t) = target_for(st, &key, &obj) {
-            let _ = ops::delete(st, &t, &key, Propagation::Background, None, None);
+            let _ = ops::delete(st, &t, &key, Propagation::Background, None, None, None);
         }
     }
 }

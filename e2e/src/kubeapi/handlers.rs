@@ -1,142 +1,37 @@
 //! HTTP routing and the REST verbs. One fallback handler parses Kubernetes paths itself, which
 //! keeps `/api/v1/namespaces/{ns}/pods/{name}/status` and friends in one readable place.
 //!
+//! Besides stored resources: TokenRequest (`tokenrequest.rs`) and SelfSubjectReview.
+//!
 //! Departures: `limit`/`continue` pages are not snapshots (a continued list sees newer objects);
 //! `resourceVersion`/`resourceVersionMatch` on lists are accepted but always answered with the
 //! latest state (except `Exact` on another version: 410); `dryRun` is refused.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State as AxState};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use http::{header, Method, StatusCode};
 use serde_json::{json, Value};
 
+use super::admission::Caller;
 use super::error::{ApiError, ApiResult};
 use super::ops::{self, Own, Target};
 use super::patch::PatchKind;
+use super::request::Req;
 use super::selectors::{FieldSelector, LabelSelector};
-use super::{apply, discovery, gc, patch, table, watch, Shared};
+use super::{apply, discovery, gc, patch, protobuf, table, tokenrequest, watch, Shared};
 
-/// The router: everything goes through [`dispatch`].
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new().fallback(dispatch).with_state(shared)
-}
-
-/// Parsed query string.
-pub type Query = HashMap<String, String>;
-
-fn json_response(code: StatusCode, v: &Value) -> Response {
+pub(super) fn json_response(code: StatusCode, v: &Value) -> Response {
     (code, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
-async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let user = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .and_then(|tok| shared.config.tokens.iter().find(|(t, _)| t == tok).map(|(_, u)| u.clone()))
-        .unwrap_or_else(|| "system:anonymous".into());
-    shared.note_user(&user);
-    let query: Query = parts
-        .uri
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
-    let hdr = |h: header::HeaderName| {
-        parts.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
-    };
-    let accept = hdr(header::ACCEPT);
-    let content_type = hdr(header::CONTENT_TYPE);
-    let user_agent = hdr(header::USER_AGENT);
-    let body = match axum::body::to_bytes(body, 64 << 20).await {
-        Ok(b) => b,
-        Err(e) => return ApiError::bad_request(format!("reading body: {e}")).into_response(),
-    };
-    let path = parts.uri.path().to_string();
-    let audit = super::audit::AuditRecord::from_request(
-        &user,
-        &parts.method,
-        &path,
-        query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    );
-    shared.audit.record(audit.clone());
-    if let Some(delay) = shared.list_delay(&audit) {
-        tokio::time::sleep(delay).await;
-    }
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let req = Req {
-        method: parts.method.clone(),
-        query,
-        accept,
-        content_type,
-        user_agent,
-        body: body.to_vec(),
-    };
-    let res = route(&shared, &segs, &req);
-    match res {
-        Ok(Routed::Response(r)) => {
-            shared.audit.responded(&audit, r.status());
-            r
-        }
-        Ok(Routed::Watch(tw)) => {
-            let (t, w) = *tw;
-            watch::serve(shared, t, w)
-        }
-        Err(e) => e.into_response(),
-    }
-}
-
-/// One request, parsed.
-pub struct Req {
-    method: Method,
-    query: Query,
-    accept: String,
-    content_type: String,
-    user_agent: String,
-    body: Vec<u8>,
-}
-
-impl Req {
-    fn q(&self, k: &str) -> Option<&str> {
-        self.query.get(k).map(String::as_str)
-    }
-    fn flag(&self, k: &str) -> bool {
-        matches!(self.q(k), Some("true" | "1"))
-    }
-    fn wants_table(&self) -> bool {
-        self.accept.split(',').next().is_some_and(|a| a.contains("as=Table"))
-    }
-    /// Field manager: the query parameter, else the user agent's program name (like the server).
-    fn manager(&self) -> String {
-        match self.q("fieldManager") {
-            Some(m) if !m.is_empty() => m.to_string(),
-            _ => self
-                .user_agent
-                .split('/')
-                .next()
-                .filter(|s| !s.is_empty())
-                .unwrap_or("unknown")
-                .to_string(),
-        }
-    }
-    /// `fieldValidation=Strict` rejects unknown fields; the default (Warn) and Ignore prune them.
-    fn strict(&self) -> bool {
-        self.q("fieldValidation") == Some("Strict")
-    }
-}
-
-enum Routed {
+pub(super) enum Routed {
     Response(Response),
     Watch(Box<(Target, watch::WatchParams)>),
 }
 
-fn route(shared: &Arc<Shared>, segs: &[&str], req: &Req) -> ApiResult<Routed> {
+pub(super) fn route(shared: &Arc<Shared>, segs: &[&str], req: &Req) -> ApiResult<Routed> {
     let resp = |v: Value| Ok(Routed::Response(json_response(StatusCode::OK, &v)));
     match segs {
         [] => resp(
@@ -235,10 +130,35 @@ fn resource(
     rest: &[&str],
     req: &Req,
 ) -> ApiResult<Routed> {
-    let t = target(shared, group, version, rest)?;
     if req.q("dryRun").is_some_and(|d| !d.is_empty()) {
         return Err(ApiError::bad_request("dryRun is not supported by the e2e API server"));
     }
+    let caller = req.caller(shared);
+    if let ("", "v1", ["namespaces", ns, "serviceaccounts", name, "token"]) = (group, version, rest)
+    {
+        if req.method != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        let body = if req.content_type.starts_with(protobuf::CONTENT_TYPE) {
+            protobuf::token_request(&req.body)
+                .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?
+        } else {
+            parse_json(&req.body)?
+        };
+        let v = shared.with_state(|st| tokenrequest::create(st, ns, name, body, &caller))?;
+        return Ok(Routed::Response(json_response(StatusCode::CREATED, &v)));
+    }
+    if let ("authentication.k8s.io", "v1", ["selfsubjectreviews"]) = (group, version, rest) {
+        if req.method != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        // `kubectl auth whoami`: the request's own user.
+        let v = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview",
+            "metadata": {"creationTimestamp": super::now()},
+            "status": {"userInfo": req.user.to_json()}});
+        return Ok(Routed::Response(json_response(StatusCode::CREATED, &v)));
+    }
+    let t = target(shared, group, version, rest)?;
     let respond = |v: ApiResult<Value>, created: bool| -> ApiResult<Routed> {
         let v = v?;
         let v = if req.wants_table() && v.get("kind").is_some_and(|k| k != "Status") {
@@ -282,7 +202,7 @@ fn resource(
             let manager = req.manager();
             respond(
                 shared.with_state(|st| {
-                    ops::create(st, &t, body, Own::Update(&manager), req.strict())
+                    ops::create(st, &t, body, Own::Update(&manager), req.strict(), Some(&caller))
                 }),
                 true,
             )
@@ -291,7 +211,8 @@ fn resource(
             let body = parse_json(&req.body)?;
             let manager = req.manager();
             respond(
-                shared.with_state(|st| put(st, &t, &n, body, &sub, &manager, req.strict())),
+                shared
+                    .with_state(|st| put(st, &t, &n, body, &sub, &manager, req.strict(), &caller)),
                 false,
             )
         }
@@ -313,6 +234,7 @@ fn resource(
                             req.flag("force"),
                             &sub,
                             req.strict(),
+                            Some(&caller),
                         )
                     }),
                     created && sub.is_empty(),
@@ -326,14 +248,15 @@ fn resource(
                         return Err(ApiError::conflict(&t.def.group_resource(), &n, "the object has been modified; please apply your changes to the latest version and try again"));
                     }
                 }
-                ops::update(st, &t, &old, new, &sub, Own::Update(&manager), req.strict())
+                ops::update(st, &t, &old, new, &sub, Own::Update(&manager), req.strict(), Some(&caller))
             }), false)
         }
         (&Method::DELETE, Some(n)) => {
             let opts = delete_options(req)?;
             respond(
                 shared.with_state(|st| {
-                    ops::delete(st, &t, &t.key(&n), opts.0, opts.1.as_deref(), opts.2.as_deref())
+                    let (uid, rv) = (opts.1.as_deref(), opts.2.as_deref());
+                    ops::delete(st, &t, &t.key(&n), opts.0, uid, rv, Some(&caller))
                 }),
                 false,
             )
@@ -346,7 +269,11 @@ fn resource(
                     let n = item["metadata"]["name"].as_str().unwrap_or_default();
                     let mut tt = t.clone();
                     tt.namespace = item["metadata"]["namespace"].as_str().map(String::from);
-                    let _ = ops::delete(st, &tt, &tt.key(n), opts.0, None, None);
+                    match ops::delete(st, &tt, &tt.key(n), opts.0, None, None, Some(&caller)) {
+                        // Objects already deleted stay deleted; the first refusal ends it.
+                        Ok(_) | Err(ApiError { code: 404, .. }) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
                 l["metadata"]["resourceVersion"] = json!(st.store.rv().to_string());
                 Ok(l)
@@ -363,6 +290,8 @@ fn parse_json(body: &[u8]) -> ApiResult<Value> {
         .map_err(|e| ApiError::bad_request(format!("invalid body: {}", e.message)))
 }
 
+// The request's parts one for one; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn put(
     st: &mut super::State,
     t: &Target,
@@ -371,6 +300,7 @@ fn put(
     sub: &str,
     manager: &str,
     strict: bool,
+    caller: &Caller,
 ) -> ApiResult<Value> {
     let old = st
         .store
@@ -399,7 +329,7 @@ fn put(
             "Precondition failed: UID in precondition does not match the UID in record",
         ));
     }
-    ops::update(st, t, &old, body, sub, Own::Update(manager), strict)
+    ops::update(st, t, &old, body, sub, Own::Update(manager), strict, Some(caller))
 }
 
 type DeleteOpts = (gc::Propagation, Option<String>, Option<String>);

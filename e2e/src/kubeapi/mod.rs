@@ -2,22 +2,40 @@
 //!
 //! It serves what enipool, kube-rs (client, watcher, controller, leases, event recorder) and
 //! `kubectl` use: discovery, core Namespaces/Nodes/Pods/Events/Services/ConfigMaps/Secrets/
-//! ServiceAccounts, coordination Leases, events.k8s.io Events and CustomResourceDefinitions
+//! ServiceAccounts (with TokenRequest), coordination Leases, events.k8s.io Events, RBAC roles and
+//! bindings, ValidatingAdmissionPolicies and their bindings, and CustomResourceDefinitions
 //! (creating one serves its resource with schema + CEL validation and printer columns);
 //! get/list/watch with resourceVersion semantics (bookmarks, 410 Gone after compaction,
 //! `sendInitialEvents`), label and field selectors, create/update/merge, JSON and
 //! server-side-apply patches with field managers, the status subresource, `metadata.generation`,
 //! finalizers, and garbage collection through ownerReferences.
 //!
+//! Each request goes through the stages of a real apiserver, in its order: authentication
+//! (`authn.rs`: static tokens, and service-account tokens minted by TokenRequest with the bound
+//! pod's and node's extras), authorization (`rbac.rs`: RBAC from the stored roles and bindings,
+//! when [`KubeApiConfig::rbac`] is on; `system:masters` is never restricted), decoding and
+//! patching, schema validation (custom resources), ValidatingAdmissionPolicies (`admission.rs`,
+//! always enforced), then storage. Every request is also recorded as the authorizer sees it
+//! ([`KubeApi::audit`]).
+//!
 //! Departures from the real apiserver are documented next to the code that makes them
-//! (`gc.rs`, `patch.rs`, `apply.rs`, `fields.rs`, `schema.rs`, `resources.rs`, `handlers.rs`).
-//! The main ones: no authentication/authorization (bearer tokens are only mapped to user names;
-//! every request is recorded as the authorizer would see it, [`KubeApi::audit`]),
-//! no admission webhooks, no graceful pod deletion (pods go at once), no protobuf, no aggregated
-//! discovery, built-in kinds are not schema-validated.
+//! (`authn.rs`, `rbac.rs`, `admission.rs`, `admission_match.rs`, `tokenrequest.rs`, `gc.rs`,
+//! `patch.rs`, `apply.rs`, `fields.rs`, `schema.rs`, `resources.rs`, `handlers.rs`). The main
+//! ones: plain HTTP, so kubectl (client-go sends credentials only over HTTPS) is always
+//! `system:anonymous` (with RBAC on, grant it what it needs through a binding to
+//! `system:unauthenticated`; kube-rs clients do send their tokens); RBAC is off unless asked
+//! for; an unknown bearer token is anonymous rather than refused; service-account tokens are
+//! opaque strings, not JWTs; no admission webhooks or mutating policies, and the server's own
+//! writes (garbage collection) skip admission; no graceful pod deletion (pods go at once); no
+//! protobuf but a TokenRequest body; no aggregated discovery; built-in kinds are not
+//! schema-validated.
 
+pub mod admission;
+mod admission_match;
 mod apply;
 pub mod audit;
+pub mod authn;
+mod celenv;
 mod discovery;
 pub mod error;
 pub mod fields;
@@ -25,23 +43,30 @@ mod gc;
 mod handlers;
 mod ops;
 mod patch;
+mod protobuf;
+pub mod rbac;
+mod request;
 pub mod resources;
 pub mod schema;
 mod selectors;
 pub mod store;
 pub mod table;
+mod tokenrequest;
 mod watch;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::watch as tokio_watch;
 
+pub use admission::{AdmissionRequest, Verdict};
 pub use audit::AuditRecord;
+pub use authn::UserInfo;
 pub use error::ApiError;
 pub use schema::validate_object;
 
@@ -52,8 +77,14 @@ pub struct KubeApiConfig {
     pub event_log_capacity: usize,
     /// How often an idle watch that allows bookmarks receives one.
     pub bookmark_interval: Duration,
-    /// Bearer token → user name. Requests are never rejected; the user is only recorded.
-    pub tokens: Vec<(String, String)>,
+    /// Static bearer tokens and their users (`"name".into()` is a user without groups; every
+    /// authenticated user is also in `system:authenticated`). The first one is written into
+    /// kubeconfigs and used by [`KubeApi::client`]; by default it is `admin` in `system:masters`.
+    pub tokens: Vec<(String, UserInfo)>,
+    /// Authorize every request of a user outside `system:masters` with the stored RBAC objects
+    /// (403 Forbidden when no rule allows it). Off: everything is allowed (and still audited).
+    /// [`KubeApi::set_rbac`] changes it at run time.
+    pub rbac: bool,
     /// Namespaces created at start.
     pub namespaces: Vec<String>,
 }
@@ -63,7 +94,8 @@ impl Default for KubeApiConfig {
         KubeApiConfig {
             event_log_capacity: store::DEFAULT_LOG_CAPACITY,
             bookmark_interval: Duration::from_secs(5),
-            tokens: vec![(DEFAULT_TOKEN.into(), "admin".into())],
+            tokens: vec![(DEFAULT_TOKEN.into(), UserInfo::admin("admin"))],
+            rbac: false,
             namespaces: ["default", "kube-system", "kube-public", "kube-node-lease"]
                 .map(String::from)
                 .to_vec(),
@@ -78,6 +110,7 @@ pub const DEFAULT_TOKEN: &str = "enipool-e2e-admin-token";
 pub(crate) struct State {
     pub(crate) store: store::Store,
     pub(crate) registry: resources::Registry,
+    pub(crate) tokens: authn::Tokens,
 }
 
 /// Shared between the HTTP handlers.
@@ -89,8 +122,10 @@ pub(crate) struct Shared {
     stopping: tokio_watch::Sender<bool>,
     config: KubeApiConfig,
     addr: SocketAddr,
-    /// User names of requests seen, most recent last (for later admission-policy emulation).
+    /// User names of requests seen, in order of first appearance.
     users: Mutex<Vec<String>>,
+    /// Whether RBAC authorizes requests ([`KubeApiConfig::rbac`]).
+    rbac: AtomicBool,
     /// Every request as the authorizer sees it.
     audit: audit::AuditLog,
     /// LIST requests of these resources (plural) are answered after the delay: a slow initial
@@ -164,6 +199,7 @@ impl KubeApi {
         let mut state = State {
             store: store::Store::new(config.event_log_capacity),
             registry: resources::Registry::new(),
+            tokens: authn::Tokens { static_tokens: config.tokens.clone(), minted: BTreeMap::new() },
         };
         let ns_def = state.registry.find("", "v1", "namespaces").cloned().expect("namespaces");
         let t = ops::Target {
@@ -175,11 +211,12 @@ impl KubeApi {
         };
         for ns in &config.namespaces {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            ops::create(&mut state, &t, obj, ops::Own::Update("kube-apiserver"), false)
+            ops::create(&mut state, &t, obj, ops::Own::Update("kube-apiserver"), false, None)
                 .map_err(|e| KubeApiError::Kube(e.message))?;
         }
         let (changed, _) = tokio_watch::channel(state.store.rv());
         let (stopping, _) = tokio_watch::channel(false);
+        let rbac = AtomicBool::new(config.rbac);
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             changed,
@@ -187,10 +224,11 @@ impl KubeApi {
             config,
             addr,
             users: Mutex::new(Vec::new()),
+            rbac,
             audit: audit::AuditLog::default(),
             list_delays: Mutex::new(BTreeMap::new()),
         });
-        let router = handlers::router(shared.clone());
+        let router = request::router(shared.clone());
         let mut stop = shared.stopping.subscribe();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -208,9 +246,18 @@ impl KubeApi {
         format!("http://{}", self.shared.addr)
     }
 
-    /// Write a kubeconfig (cluster, a token user, current context) pointing at this server.
+    fn first_token(&self) -> String {
+        self.shared.config.tokens.first().map(|t| t.0.clone()).unwrap_or_default()
+    }
+
+    /// Write a kubeconfig (cluster, a token user, current context) pointing at this server, with
+    /// the first configured token.
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
-        let token = self.shared.config.tokens.first().map(|t| t.0.clone()).unwrap_or_default();
+        self.write_kubeconfig_with_token(path, &self.first_token())
+    }
+
+    /// [`KubeApi::write_kubeconfig`] with another bearer token.
+    pub fn write_kubeconfig_with_token(&self, path: &Path, token: &str) -> std::io::Result<()> {
         let cfg = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: enipool-e2e\n  cluster:\n    server: {}\n\
              users:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: enipool-e2e\n  context:\n    \
@@ -220,16 +267,38 @@ impl KubeApi {
         std::fs::write(path, cfg)
     }
 
-    /// A kube client for this server (default namespace `default`).
+    /// A kube client for this server (default namespace `default`) with the first configured
+    /// token.
     pub fn client(&self) -> Result<kube::Client, KubeApiError> {
+        self.client_with_token(&self.first_token())
+    }
+
+    /// A kube client that authenticates with `token` (a static one, or one a TokenRequest
+    /// returned).
+    pub fn client_with_token(&self, token: &str) -> Result<kube::Client, KubeApiError> {
         let url = self
             .url()
             .parse()
             .map_err(|e: http::uri::InvalidUri| KubeApiError::Kube(e.to_string()))?;
         let mut cfg = kube::Config::new(url);
-        cfg.auth_info.token =
-            Some(self.shared.config.tokens.first().map(|t| t.0.clone()).unwrap_or_default().into());
+        cfg.auth_info.token = Some(token.to_string().into());
         kube::Client::try_from(cfg).map_err(|e| KubeApiError::Kube(e.to_string()))
+    }
+
+    /// Accept `token` as `user` from now on (a later token with the same text replaces it).
+    pub fn add_token(&self, token: &str, user: UserInfo) {
+        self.shared.with_state(|st| st.tokens.static_tokens.push((token.to_string(), user)));
+    }
+
+    /// Turn RBAC authorization on or off ([`KubeApiConfig::rbac`]); requests already being
+    /// served keep the decision they got.
+    pub fn set_rbac(&self, enabled: bool) {
+        self.shared.rbac.store(enabled, Ordering::SeqCst);
+    }
+
+    /// Whether RBAC authorization is on.
+    pub fn rbac_enabled(&self) -> bool {
+        self.shared.rbac.load(Ordering::SeqCst)
     }
 
     /// Drop the whole watch event log, as an etcd compaction does: watches resuming from any

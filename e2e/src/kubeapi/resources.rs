@@ -3,6 +3,9 @@
 
 use serde_json::Value;
 
+use super::admission::GROUP as ADMISSION;
+use super::rbac::GROUP as RBAC;
+
 /// One `additionalPrinterColumns` entry.
 #[derive(Debug, Clone)]
 pub struct PrinterColumn {
@@ -123,7 +126,10 @@ impl Default for Registry {
 
 impl Registry {
     /// The built-ins: core Namespaces, Nodes, Pods, Events, Services, ConfigMaps, Secrets,
-    /// ServiceAccounts; coordination.k8s.io Leases; events.k8s.io Events; apiextensions CRDs.
+    /// ServiceAccounts (and their `token` subresource, `tokenrequest.rs`); coordination.k8s.io
+    /// Leases; events.k8s.io Events; apiextensions CRDs; RBAC ClusterRoles, ClusterRoleBindings,
+    /// Roles and RoleBindings (`rbac.rs`); ValidatingAdmissionPolicies and their bindings
+    /// (`admission.rs`).
     ///
     /// Departure: core/v1 Events and events.k8s.io/v1 Events are separate storages here (the real
     /// server serves one storage under both schemas), so `kubectl get events` does not show events
@@ -148,6 +154,28 @@ impl Registry {
                 false,
                 true,
                 &["crd", "crds"],
+            ),
+            builtin(RBAC, "v1", "clusterroles", "ClusterRole", false, false, &[]),
+            builtin(RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding", false, false, &[]),
+            builtin(RBAC, "v1", "roles", "Role", true, false, &[]),
+            builtin(RBAC, "v1", "rolebindings", "RoleBinding", true, false, &[]),
+            builtin(
+                ADMISSION,
+                "v1",
+                "validatingadmissionpolicies",
+                "ValidatingAdmissionPolicy",
+                false,
+                true,
+                &[],
+            ),
+            builtin(
+                ADMISSION,
+                "v1",
+                "validatingadmissionpolicybindings",
+                "ValidatingAdmissionPolicyBinding",
+                false,
+                false,
+                &[],
             ),
         ];
         for d in &mut defs {

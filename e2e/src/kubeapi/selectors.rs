@@ -73,6 +73,38 @@ impl LabelSelector {
         Ok(LabelSelector(reqs))
     }
 
+    /// A `metav1.LabelSelector` object (`matchLabels`, `matchExpressions` with `In`, `NotIn`,
+    /// `Exists`, `DoesNotExist`); null or `{}` selects everything.
+    pub fn from_json(sel: &Value) -> Result<Self, String> {
+        let mut reqs = Vec::new();
+        for (k, v) in sel["matchLabels"].as_object().into_iter().flatten() {
+            let v = v.as_str().ok_or_else(|| format!("matchLabels[{k:?}] is not a string"))?;
+            reqs.push(LabelReq::Eq(k.clone(), v.to_string()));
+        }
+        for e in sel["matchExpressions"].as_array().into_iter().flatten() {
+            let key = e["key"].as_str().ok_or("matchExpressions[].key is required")?.to_string();
+            let values: Vec<String> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            reqs.push(match e["operator"].as_str() {
+                Some("In") => LabelReq::In(key, values),
+                Some("NotIn") => LabelReq::NotIn(key, values),
+                Some("Exists") => LabelReq::Exists(key),
+                Some("DoesNotExist") => LabelReq::NotExists(key),
+                other => return Err(format!("{other:?} is not a valid label selector operator")),
+            });
+        }
+        Ok(LabelSelector(reqs))
+    }
+
+    /// Whether the selector has no requirements (selects everything).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether an object's labels match.
     pub fn matches(&self, obj: &Value) -> bool {
         let labels = &obj["metadata"]["labels"];

@@ -16,8 +16,9 @@ use futures::SinkExt;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::handlers::{stream_response, Query};
+use super::handlers::stream_response;
 use super::ops::Target;
+use super::request::Query;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::store::{EventType, ObjKey};
 use super::{table, Shared};

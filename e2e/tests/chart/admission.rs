@@ -3,135 +3,42 @@
 //! subresource. Each field a compromised node could forge is tried on its own.
 
 use super::{find, render, strings, Values, NAMESPACE, NODE_NAME_CLAIM, RELEASE};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
+use enipool_e2e::kubeapi::admission::{validate, AdmissionRequest, Gvk, Gvr, Operation};
+use enipool_e2e::kubeapi::UserInfo;
 use serde_json::{json, Value};
 
-struct Vap {
-    match_conditions: Vec<String>,
-    /// (expression, message or messageExpression, is the message an expression)
-    validations: Vec<(String, String, bool)>,
-}
-
-fn agent_vap() -> Vap {
+fn agent_vap() -> Vec<Value> {
     let docs = render(&Values::File("default-values.yaml")).unwrap();
-    let vap = find(&docs, "ValidatingAdmissionPolicy", &format!("{RELEASE}-agent-own-pool"));
-    let binding =
-        find(&docs, "ValidatingAdmissionPolicyBinding", &format!("{RELEASE}-agent-own-pool"));
+    let name = format!("{RELEASE}-agent-own-pool");
+    let vap = find(&docs, "ValidatingAdmissionPolicy", &name);
+    let binding = find(&docs, "ValidatingAdmissionPolicyBinding", &name);
     assert_eq!(binding["spec"]["policyName"], vap["metadata"]["name"]);
     assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
     assert_eq!(vap["spec"]["failurePolicy"], "Fail");
     let rules = &vap["spec"]["matchConstraints"]["resourceRules"][0];
     assert_eq!(strings(&rules["resources"]), vec!["enipools", "enipools/status"]);
     assert_eq!(strings(&rules["operations"]), vec!["CREATE", "UPDATE", "DELETE"]);
-    assert!(vap["spec"]["variables"].is_null(), "the evaluator below binds no `variables`");
-    Vap {
-        match_conditions: vap["spec"]["matchConditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["expression"].as_str().unwrap().to_string())
-            .collect(),
-        validations: vap["spec"]["validations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| match v["messageExpression"].as_str() {
-                Some(m) => (v["expression"].as_str().unwrap().to_string(), m.to_string(), true),
-                None => (
-                    v["expression"].as_str().unwrap().to_string(),
-                    v["message"].as_str().unwrap_or_default().to_string(),
-                    false,
-                ),
-            })
-            .collect(),
-    }
+    vec![vap.clone(), binding.clone()]
 }
 
-/// One admission request as the apiserver hands it to the policy.
-struct Req {
-    operation: &'static str,
-    sub_resource: &'static str,
-    name: String,
-    username: String,
-    extra: Value,
-    object: Value,
-    old_object: Value,
-}
-
-/// Evaluates one expression with the variables a ValidatingAdmissionPolicy binds (`object`,
-/// `oldObject`, and the whole `request`, including `userInfo.extra`, which kube-cel's own
-/// VapEvaluator leaves out), with the Kubernetes CEL library.
-fn eval(expr: &str, r: &Req) -> Result<kube_cel::cel::Value> {
-    use kube_cel::cel::{Context, Program};
-    use kube_cel::KubeCelExt;
-    let mut ctx = Context::default();
-    ctx.register_all();
-    let request = json!({
-        "operation": r.operation, "name": r.name, "namespace": "", "dryRun": false,
-        "subResource": r.sub_resource,
-        "kind": {"group": "enipool.io", "version": "v1alpha1", "kind": "ENIPool"},
-        "resource": {"group": "enipool.io", "version": "v1alpha1", "resource": "enipools"},
-        "userInfo": {"username": r.username, "uid": "u",
-                     "groups": ["system:serviceaccounts", "system:authenticated"],
-                     "extra": r.extra},
-    });
-    ctx.add_variable_from_value("object", to_cel(&r.object));
-    ctx.add_variable_from_value("oldObject", to_cel(&r.old_object));
-    ctx.add_variable_from_value("request", to_cel(&request));
-    let program = Program::compile(expr).map_err(|e| anyhow!("compiling {expr}: {e}"))?;
-    program.execute(&ctx).map_err(|e| anyhow!("evaluating {expr}: {e}"))
-}
-
-/// JSON as the apiserver hands it to CEL: integers are `int` (int64), as in an unstructured
-/// object. (cel's serde conversion makes non-negative ones `uint`, and `uint(0) == 0` is false
-/// there, so a default of `0` would never equal a stored `0`.)
-fn to_cel(v: &Value) -> kube_cel::cel::Value {
-    use kube_cel::cel::Value as Cel;
-    match v {
-        Value::Null => Cel::Null,
-        Value::Bool(b) => Cel::Bool(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => Cel::Int(i),
-            (None, Some(u)) => Cel::UInt(u),
-            _ => Cel::Float(n.as_f64().unwrap_or_default()),
-        },
-        Value::String(s) => Cel::from(s.as_str()),
-        Value::Array(a) => Cel::from(a.iter().map(to_cel).collect::<Vec<_>>()),
-        Value::Object(o) => Cel::from(
-            o.iter()
-                .map(|(k, v)| (k.clone(), to_cel(v)))
-                .collect::<std::collections::HashMap<_, _>>(),
-        ),
-    }
-}
-
-/// `Ok` when the policy admits `r`, else the denial message. `failurePolicy: Fail`: an evaluation
-/// error denies too.
-fn admit(vap: &Vap, r: &Req) -> Result<(), String> {
-    use kube_cel::cel::Value as Cel;
-    for m in &vap.match_conditions {
-        match eval(m, r) {
-            Ok(Cel::Bool(true)) => {}
-            Ok(Cel::Bool(false)) => return Ok(()),
-            other => return Err(format!("match condition {m}: {other:?}")),
+/// `Ok` when the policy admits `r`, else the denial message (403 Forbidden, as the policy's
+/// `reason` says).
+fn admit(policy: &[Value], r: &AdmissionRequest) -> Result<(), String> {
+    match validate(policy, r).denied {
+        None => Ok(()),
+        Some(e) => {
+            assert_eq!((e.code, e.reason), (403, "Forbidden"), "{}", e.message);
+            assert!(!e.message.contains("resulted in error"), "{}", e.message);
+            Err(e.message)
         }
     }
-    for (expr, message, is_expr) in &vap.validations {
-        match eval(expr, r) {
-            Ok(Cel::Bool(true)) => {}
-            Ok(Cel::Bool(false)) if *is_expr => match eval(message, r) {
-                Ok(Cel::String(s)) => return Err(s.to_string()),
-                other => return Err(format!("messageExpression {message}: {other:?}")),
-            },
-            Ok(Cel::Bool(false)) => return Err(message.clone()),
-            other => return Err(format!("{expr}: {other:?}")),
-        }
-    }
-    Ok(())
 }
 
-fn agent_user() -> String {
-    format!("system:serviceaccount:{NAMESPACE}:{RELEASE}-agent")
+fn agent_user(node: &str) -> UserInfo {
+    UserInfo::service_account(NAMESPACE, &format!("{RELEASE}-agent"))
+        .with_groups(["system:authenticated"])
+        .with_extra(NODE_NAME_CLAIM, [node])
 }
 
 /// A pool as the operator leaves it: spec, labels, finalizer, owner, and a status with a journal.
@@ -169,15 +76,36 @@ fn status_write(old: &Value, f: impl FnOnce(&mut Value)) -> Value {
     new
 }
 
-fn update(node: &str, claim: &str, old: Value, new: Value) -> Req {
-    Req {
-        operation: "UPDATE",
-        sub_resource: "status",
-        name: node.into(),
-        username: agent_user(),
-        extra: json!({NODE_NAME_CLAIM: [claim]}),
-        object: new,
-        old_object: old,
+fn update(node: &str, claim: &str, old: Value, new: Value) -> AdmissionRequest {
+    request(Operation::Update, "status", node, agent_user(claim), Some(new), Some(old))
+}
+
+fn request(
+    operation: Operation,
+    sub_resource: &str,
+    name: &str,
+    user: UserInfo,
+    object: Option<Value>,
+    old_object: Option<Value>,
+) -> AdmissionRequest {
+    AdmissionRequest {
+        operation,
+        kind: Gvk {
+            group: "enipool.io".into(),
+            version: "v1alpha1".into(),
+            kind: "ENIPool".into(),
+        },
+        resource: Gvr {
+            group: "enipool.io".into(),
+            version: "v1alpha1".into(),
+            resource: "enipools".into(),
+        },
+        sub_resource: sub_resource.into(),
+        name: name.into(),
+        user,
+        object,
+        old_object,
+        ..Default::default()
     }
 }
 
@@ -187,13 +115,14 @@ fn only_the_agents_service_account_is_matched() {
     let old = pool("n1");
     let forged = status_write(&old, |o| o["status"]["operations"] = json!([]));
     for user in [
-        format!("system:serviceaccount:{NAMESPACE}:{RELEASE}-operator"),
-        "kubernetes-admin".to_string(),
-        format!("system:serviceaccount:other-ns:{RELEASE}-agent"),
+        UserInfo::service_account(NAMESPACE, &format!("{RELEASE}-operator")),
+        UserInfo::new("kubernetes-admin"),
+        UserInfo::service_account("other-ns", &format!("{RELEASE}-agent"))
+            .with_extra(NODE_NAME_CLAIM, ["n1"]),
     ] {
         let mut r = update("n1", "n1", old.clone(), forged.clone());
-        r.username = user.clone();
-        assert_eq!(admit(&vap, &r), Ok(()), "{user} must not be subject to the agent's policy");
+        r.user = user.clone();
+        assert_eq!(admit(&vap, &r), Ok(()), "{user:?} must not be subject to the agent's policy");
     }
     let r = update("n1", "n1", old, forged);
     assert!(admit(&vap, &r).is_err(), "the agent is subject to it");
@@ -226,9 +155,10 @@ fn the_agent_may_not_write_another_nodes_pool_or_without_a_node_claim() {
     assert!(err.contains("its own node") && err.contains("ip-10-0-0-2"), "message: {err}");
     // A token without the node-name claim (not a bound pod token, or a cluster < 1.30): denied,
     // not an evaluation error.
-    for extra in [json!({}), json!({NODE_NAME_CLAIM: []})] {
+    let sa = UserInfo::service_account(NAMESPACE, &format!("{RELEASE}-agent"));
+    for user in [sa.clone(), sa.with_extra(NODE_NAME_CLAIM, Vec::<String>::new())] {
         let mut r = update("ip-10-0-0-2", "ip-10-0-0-2", old.clone(), new.clone());
-        r.extra = extra;
+        r.user = user;
         let err = admit(&vap, &r).unwrap_err();
         assert!(err.contains("its own node"), "message: {err}");
     }
@@ -302,26 +232,14 @@ fn every_forged_field_of_the_agents_own_pool_is_refused() {
 fn the_agent_may_not_create_delete_or_write_the_main_resource() {
     let vap = agent_vap();
     let old = pool("n1");
-    let create = Req {
-        operation: "CREATE",
-        sub_resource: "",
-        object: old.clone(),
-        old_object: Value::Null,
-        ..update("n1", "n1", Value::Null, Value::Null)
-    };
+    let create = request(Operation::Create, "", "n1", agent_user("n1"), Some(old.clone()), None);
     let err = admit(&vap, &create).unwrap_err();
     assert!(err.contains("may not create or delete"), "{err}");
-    let delete = Req {
-        operation: "DELETE",
-        sub_resource: "",
-        object: Value::Null,
-        old_object: old.clone(),
-        ..update("n1", "n1", Value::Null, Value::Null)
-    };
+    let delete = request(Operation::Delete, "", "n1", agent_user("n1"), None, Some(old.clone()));
     let err = admit(&vap, &delete).unwrap_err();
     assert!(err.contains("may not create or delete"), "{err}");
     let mut main = update("n1", "n1", old.clone(), status_write(&old, |_| {}));
-    main.sub_resource = "";
+    main.sub_resource = String::new();
     let err = admit(&vap, &main).unwrap_err();
     assert!(err.contains("status subresource"), "{err}");
 }
@@ -331,7 +249,8 @@ fn the_agent_may_not_create_delete_or_write_the_main_resource() {
 /// is, and when a guarded field's "missing" value differs from the CRD's default.
 #[test]
 fn the_policy_guards_every_status_field_but_agent() -> Result<()> {
-    let vap = agent_vap();
+    let policy = agent_vap();
+    let validations = policy[0]["spec"]["validations"].as_array().unwrap();
     let crd: Value = serde_saphyr::from_str(&std::fs::read_to_string(
         super::root().join("crds/enipool.io_enipools.yaml"),
     )?)?;
@@ -342,8 +261,12 @@ fn the_policy_guards_every_status_field_but_agent() -> Result<()> {
                 continue;
             }
             let path = format!("status.{name}");
-            let Some((expr, _, _)) =
-                vap.validations.iter().find(|(_, m, _)| m.ends_with(&format!("changes {path}")))
+            let Some(expr) = validations
+                .iter()
+                .find(|v| {
+                    v["message"].as_str().is_some_and(|m| m.ends_with(&format!("changes {path}")))
+                })
+                .and_then(|v| v["expression"].as_str())
             else {
                 bail!("the agent admission policy does not guard {path}");
             };

@@ -115,6 +115,44 @@ pub fn widget(name: &str, spec: Value) -> DynamicObject {
     .expect("widget")
 }
 
+/// `/usr/bin/kubectl`.
+pub const KUBECTL: &str = "/usr/bin/kubectl";
+
+/// Run kubectl with the environment's kubeconfig (later `--kubeconfig` arguments override it);
+/// its stdout. Panics when it fails.
+pub async fn kubectl(env: &Env, args: &[&str]) -> String {
+    assert!(std::path::Path::new(KUBECTL).exists(), "{KUBECTL} is required for these tests");
+    let out = tokio::process::Command::new(KUBECTL)
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig())
+        .args(args)
+        .output()
+        .await
+        .expect("run kubectl");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A typed object from JSON.
+pub fn obj<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).expect("object")
+}
+
+/// The user the server authenticates `client` as (a SelfSubjectReview's `status.userInfo`).
+pub async fn whoami(client: &kube::Client) -> Value {
+    let req = http::Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
+        .header("content-type", "application/json")
+        .body(br#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#.to_vec())
+        .unwrap();
+    let review: Value = client.request(req).await.expect("SelfSubjectReview");
+    review["status"]["userInfo"].clone()
+}
+
 /// The HTTP status code of a kube API error.
 pub fn code(e: &kube::Error) -> u16 {
     match e {

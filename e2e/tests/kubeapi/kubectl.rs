@@ -8,27 +8,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::common::{install_widgets, Env};
-
-const KUBECTL: &str = "/usr/bin/kubectl";
-
-async fn kubectl(env: &Env, args: &[&str]) -> String {
-    assert!(std::path::Path::new(KUBECTL).exists(), "{KUBECTL} is required for these tests");
-    let out = tokio::process::Command::new(KUBECTL)
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig())
-        .args(args)
-        .output()
-        .await
-        .expect("run kubectl");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed:\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+use crate::common::{install_widgets, kubectl, Env, KUBECTL};
 
 fn repo(path: &str) -> String {
     format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))

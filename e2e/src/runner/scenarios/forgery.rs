@@ -19,8 +19,11 @@ use std::path::{Path, PathBuf};
 /// Field manager of the agent's own status writes.
 const AGENT_MANAGER: &str = "enipool-agent";
 /// The chart templates that make the agent's identity and its limits.
-const TEMPLATES: [&str; 3] =
-    ["templates/serviceaccounts.yaml", "templates/rbac.yaml", "templates/agent-admission-policy.yaml"];
+const TEMPLATES: [&str; 3] = [
+    "templates/serviceaccounts.yaml",
+    "templates/rbac.yaml",
+    "templates/agent-admission-policy.yaml",
+];
 
 pub async fn compromised_agent(t: Target) -> Result<()> {
     with_cluster(&t, Spec::new("compromised-agent", 2), |c| {
@@ -54,7 +57,8 @@ impl AgentIdentity {
     async fn install(c: &Cluster) -> Result<AgentIdentity> {
         let release = c.names.run.clone().unwrap_or_else(|| "enipool".into());
         let docs = render_chart(&release, c.pod_namespace(), &c.name)?;
-        let is_agent = |d: &Value| d["metadata"]["labels"]["app.kubernetes.io/component"] == "agent";
+        let is_agent =
+            |d: &Value| d["metadata"]["labels"]["app.kubernetes.io/component"] == "agent";
         let mut objects = Vec::new();
         for mut d in docs.into_iter().filter(is_agent) {
             let kind = d["kind"].as_str().unwrap_or_default().to_string();
@@ -181,9 +185,12 @@ fn render_chart(release: &str, namespace: &str, cluster: &str) -> Result<Vec<Val
         .find(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from("helm"));
     let mut cmd = std::process::Command::new(&helm);
-    cmd.args(["template", release])
-        .arg(&chart)
-        .args(["--namespace", namespace, "--set", &format!("clusterName={cluster}")]);
+    cmd.args(["template", release]).arg(&chart).args([
+        "--namespace",
+        namespace,
+        "--set",
+        &format!("clusterName={cluster}"),
+    ]);
     for t in TEMPLATES {
         cmd.args(["--show-only", t]);
     }
@@ -300,7 +307,8 @@ async fn attack(c: &Cluster, agent: &kube::Client, own: &str, victim: &str) -> R
         "forbidden",
     )?;
     let mut new_pool = before_victim.clone();
-    new_pool.metadata = kube::core::ObjectMeta { name: Some("forged-pool".into()), ..Default::default() };
+    new_pool.metadata =
+        kube::core::ObjectMeta { name: Some("forged-pool".into()), ..Default::default() };
     new_pool.status = None;
     refused("a pool create", pools.create(&PostParams::default(), &new_pool).await, "forbidden")?;
     refused(
@@ -308,7 +316,11 @@ async fn attack(c: &Cluster, agent: &kube::Client, own: &str, victim: &str) -> R
         pools.delete(victim, &DeleteParams::default()).await.map(|_| ()),
         "forbidden",
     )?;
-    refused("the own pool's delete", pools.delete(own, &DeleteParams::default()).await.map(|_| ()), "forbidden")?;
+    refused(
+        "the own pool's delete",
+        pools.delete(own, &DeleteParams::default()).await.map(|_| ()),
+        "forbidden",
+    )?;
 
     c.step("checking both pools and EC2");
     let after_own = c.pool(own).await?;
@@ -324,7 +336,10 @@ async fn attack(c: &Cluster, agent: &kube::Client, own: &str, victim: &str) -> R
         !ops.iter().any(|o| forged_ids.contains(&o.id)),
         "a forged journal entry reached the pool: {ops:?}"
     );
-    ensure!(after_victim.metadata.deletion_timestamp.is_none(), "the victim's pool is being deleted");
+    ensure!(
+        after_victim.metadata.deletion_timestamp.is_none(),
+        "the victim's pool is being deleted"
+    );
     let victim_enis = after_victim.status.map(|s| s.enis).unwrap_or_default();
     ensure!(
         victim_enis.iter().any(|e| e.id == victim_eni.id && !e.attachment_id.is_empty()),
@@ -334,7 +349,8 @@ async fn attack(c: &Cluster, agent: &kube::Client, own: &str, victim: &str) -> R
     if let Some(sim) = &c.sim {
         let victim_instance = c.node(victim)?.instance_id;
         let eni = sim.snapshot().enis.get(&victim_eni.id).cloned();
-        let attached_to = eni.as_ref().and_then(|e| e.attachment.as_ref()).map(|a| a.instance_id.clone());
+        let attached_to =
+            eni.as_ref().and_then(|e| e.attachment.as_ref()).map(|a| a.instance_id.clone());
         ensure!(
             attached_to.as_deref() == Some(victim_instance.as_str()),
             "EC2: the victim's ENI {} is attached to {attached_to:?}, not {victim_instance}",
@@ -349,7 +365,11 @@ fn refused<T: std::fmt::Debug>(what: &str, r: kube::Result<T>, needle: &str) -> 
     match r {
         Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains(needle) => Ok(()),
         Err(kube::Error::Api(e)) => {
-            bail!("{what}: refused, but with {} {:?} (expected 403 mentioning {needle:?})", e.code, e.message)
+            bail!(
+                "{what}: refused, but with {} {:?} (expected 403 mentioning {needle:?})",
+                e.code,
+                e.message
+            )
         }
         Err(e) => bail!("{what}: failed without an API answer: {e}"),
         Ok(v) => bail!("{what} was ADMITTED for a compromised agent: {v:?}"),

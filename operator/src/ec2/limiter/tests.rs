@@ -146,9 +146,11 @@ async fn throttles_are_retried_and_halve_the_rate_once() {
     // While reduced, calls are paced at the reduced rate with no burst.
     let start = Instant::now();
     for _ in 0..5 {
-        l.call("AssignPrivateIpAddresses", ApiClass::Mutate, Retry::Idempotent, || async { Ok(()) })
-            .await
-            .unwrap();
+        l.call("AssignPrivateIpAddresses", ApiClass::Mutate, Retry::Idempotent, || async {
+            Ok(())
+        })
+        .await
+        .unwrap();
     }
     let took = start.elapsed().as_secs_f64();
     assert!(took >= 4.0 / 2.0 - 1e-6, "5 calls at 2/s take >= 2 s, took {took}");
