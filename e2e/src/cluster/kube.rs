@@ -59,6 +59,15 @@ impl KubeEnv {
         self.local.as_ref().map(|l| l.api.url())
     }
 
+    /// Makes the platform's API authorize every request by RBAC, as a real cluster always does.
+    /// Its own components keep running as `system:masters`; kubectl, anonymous there (client-go
+    /// sends no token over plain HTTP), is refused from then on.
+    pub fn enforce_rbac(&self) {
+        if let Some(l) = &self.local {
+            l.api.set_rbac(true);
+        }
+    }
+
     /// Stops the platform's API server (nothing for a real cluster).
     pub async fn shutdown(&mut self) {
         if let Some(l) = self.local.take() {
