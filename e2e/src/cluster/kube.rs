@@ -68,6 +68,15 @@ impl KubeEnv {
         }
     }
 
+    /// Writes a kubeconfig of the platform's API that authenticates with `token` (an error on a
+    /// real cluster, whose processes use the given kubeconfig).
+    pub fn write_kubeconfig_with_token(&self, path: &Path, token: &str) -> Result<()> {
+        let l = self.local.as_ref().context("not the platform's own API")?;
+        l.api
+            .write_kubeconfig_with_token(path, token)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
     /// Stops the platform's API server (nothing for a real cluster).
     pub async fn shutdown(&mut self) {
         if let Some(l) = self.local.take() {

@@ -14,6 +14,7 @@
 
 pub mod diag;
 pub mod external;
+pub mod identity;
 pub mod kube;
 pub mod kubelet;
 pub mod node;
@@ -28,6 +29,7 @@ use crate::fabric::Fabric;
 use anyhow::{bail, Context, Result};
 use enipool_crds::ENIPool;
 use external::{ExternalRun, KubeNames};
+use identity::AgentIdentity;
 use procs::Supervisor;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -111,6 +113,9 @@ pub struct Cluster {
     pub subnet_ids: Vec<String>,
     /// Security group of the nodes.
     pub sg_id: String,
+    /// The agents' ServiceAccount, RBAC and admission policy, when the platform installed them
+    /// (its own API); the agents then authenticate with tokens bound to a Pod on their node.
+    pub agent_identity: Option<identity::AgentIdentity>,
     nodes: Mutex<BTreeMap<String, NodeInfo>>,
     pods: Mutex<BTreeMap<String, PodInfo>>,
     finished: bool,
@@ -206,13 +211,24 @@ impl Cluster {
                 }
             }
             kube::install_crds(&kube.client).await?;
-            kube::apply_policy(&kube.client, &names.policy, &spec.policy).await
+            kube::apply_policy(&kube.client, &names.policy, &spec.policy).await?;
+            // On the platform's own API the agents run as the chart makes them: their
+            // ServiceAccount, with pod-bound tokens, under the chart's admission policy.
+            match kube.is_local() {
+                true => AgentIdentity::install(&kube.client, "enipool", LEASE_NAMESPACE, None)
+                    .await
+                    .map(Some),
+                false => Ok(None),
+            }
         };
-        if let Err(e) = setup.await {
-            kube.shutdown().await;
-            sim.shutdown().await;
-            return Err(e);
-        }
+        let agent_identity = match setup.await {
+            Ok(id) => id,
+            Err(e) => {
+                kube.shutdown().await;
+                sim.shutdown().await;
+                return Err(e);
+            }
+        };
         let name = format!("e2e-{}", fabric.prefix());
         let c = Cluster {
             name,
@@ -225,6 +241,7 @@ impl Cluster {
             vpc_id,
             subnet_ids,
             sg_id,
+            agent_identity,
             nodes: Mutex::new(BTreeMap::new()),
             pods: Mutex::new(BTreeMap::new()),
             finished: false,

@@ -20,6 +20,8 @@ pub const CHAINED_PLUGINS: &[&str] = &["portmap", "tuning", "loopback"];
 pub const NETWORK_NAME: &str = "enipool";
 /// MTU the agent and shim use (the chart's default).
 pub const MTU: u32 = 9001;
+/// The agent's kubeconfig in its node's directory, with its pod-bound token.
+const AGENT_KUBECONFIG: &str = "agent.kubeconfig";
 
 /// A joined node.
 #[derive(Debug, Clone)]
@@ -129,6 +131,11 @@ impl Cluster {
             driver,
             agent: format!("agent-{name}"),
         };
+        if let Some(id) = &self.agent_identity {
+            let pod = format!("enipool-agent-{name}");
+            let token = id.token_on(&self.kube.client, &name, &pod, None).await?;
+            self.kube.write_kubeconfig_with_token(&info.dir.join(AGENT_KUBECONFIG), &token)?;
+        }
         self.nodes.lock().unwrap_or_else(|e| e.into_inner()).insert(name, info.clone());
         self.start_agent(&info)?;
         Ok(info)
@@ -243,8 +250,10 @@ impl Cluster {
         f.netns = Some(n.netns_path().display().to_string());
         let mut args = agent_args(&f);
         args.extend(self.spec.agent_args.iter().cloned());
+        let own = n.dir.join(AGENT_KUBECONFIG);
+        let kubeconfig = if own.exists() { own } else { self.kube.kubeconfig.clone() };
         let env = vec![
-            ("KUBECONFIG".into(), self.kube.kubeconfig.clone().into()),
+            ("KUBECONFIG".into(), kubeconfig.into()),
             ("RUST_LOG".into(), std::env::var_os("ENIPOOL_E2E_LOG").unwrap_or("info".into())),
             ("NO_COLOR".into(), "1".into()),
         ];

@@ -4,26 +4,19 @@
 //! refused by the API server, and nothing of either pool changes.
 
 use super::{all_pools_ready, with_cluster, SETTLE};
-use crate::cluster::external::{container_security_context, pod_spec_extras, RUN_LABEL};
+use crate::cluster::identity::{client_with_token, AgentIdentity};
 use crate::cluster::{wait, Cluster, Spec};
 use crate::runner::Target;
 use anyhow::{bail, ensure, Context, Result};
 use enipool_crds::{ENIPool, Operation, OperationKind};
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::GroupVersionKind;
-use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
 
 /// Field manager of the agent's own status writes.
 const AGENT_MANAGER: &str = "enipool-agent";
-/// The chart templates that make the agent's identity and its limits.
-const TEMPLATES: [&str; 3] = [
-    "templates/serviceaccounts.yaml",
-    "templates/rbac.yaml",
-    "templates/agent-admission-policy.yaml",
-];
+/// The Pod the compromised agent's token is bound to.
+const COMPROMISED_POD: &str = "compromised-agent";
 
 pub async fn compromised_agent(t: Target) -> Result<()> {
     with_cluster(&t, Spec::new("compromised-agent", 2), |c| {
@@ -31,179 +24,36 @@ pub async fn compromised_agent(t: Target) -> Result<()> {
             all_pools_ready(c).await?;
             let nodes = c.nodes();
             let (own, victim) = (nodes[0].name.clone(), nodes[1].name.clone());
-            c.step("installing the chart's agent ServiceAccount, RBAC and admission policy");
             c.kube.enforce_rbac();
-            let identity = AgentIdentity::install(c).await?;
+            // The platform's API has the chart's agent identity already (its agents run with it);
+            // on an external cluster the run installs its own, under per-run names.
+            let run = c.names.run.as_deref();
+            let installed = match (&c.agent_identity, run) {
+                (Some(_), _) => None,
+                (None, release) => {
+                    c.step(
+                        "installing the chart's agent ServiceAccount, RBAC and admission policy",
+                    );
+                    let release = release.unwrap_or("enipool");
+                    Some(AgentIdentity::install(c.client(), release, c.pod_namespace(), run).await?)
+                }
+            };
+            let identity = installed.as_ref().or(c.agent_identity.as_ref()).context("identity")?;
             let r = async {
-                let agent = identity.client_on(c, &own).await?;
+                let token = identity.token_on(c.client(), &own, COMPROMISED_POD, run).await?;
+                let agent = client_with_token(&c.kube.kubeconfig, token).await?;
                 attack(c, &agent, &own, &victim).await
             }
             .await;
-            identity.remove(c).await;
+            let pods: Api<Pod> = Api::namespaced(c.client().clone(), &identity.namespace);
+            let _ = pods.delete(COMPROMISED_POD, &DeleteParams::default()).await;
+            if let Some(id) = &installed {
+                id.remove(c.client()).await;
+            }
             r
         })
     })
     .await
-}
-
-/// The chart's agent ServiceAccount, ClusterRole(Binding) and admission policy(Binding), as
-/// installed for this run.
-struct AgentIdentity {
-    objects: Vec<(ApiResource, Value)>,
-    service_account: String,
-    pod: String,
-}
-
-impl AgentIdentity {
-    async fn install(c: &Cluster) -> Result<AgentIdentity> {
-        let release = c.names.run.clone().unwrap_or_else(|| "enipool".into());
-        let docs = render_chart(&release, c.pod_namespace(), &c.name)?;
-        let is_agent =
-            |d: &Value| d["metadata"]["labels"]["app.kubernetes.io/component"] == "agent";
-        let mut objects = Vec::new();
-        for mut d in docs.into_iter().filter(is_agent) {
-            let kind = d["kind"].as_str().unwrap_or_default().to_string();
-            let Some(ar) = resource_of(&kind) else { continue };
-            if let Some(run) = &c.names.run {
-                d["metadata"]["labels"][RUN_LABEL] = json!(run);
-            }
-            objects.push((ar, d));
-        }
-        let kinds: Vec<&str> = objects.iter().map(|(ar, _)| ar.kind.as_str()).collect();
-        for want in [
-            "ServiceAccount",
-            "ClusterRole",
-            "ClusterRoleBinding",
-            "ValidatingAdmissionPolicy",
-            "ValidatingAdmissionPolicyBinding",
-        ] {
-            ensure!(kinds.contains(&want), "the chart renders no agent {want} (found {kinds:?})");
-        }
-        let service_account = objects
-            .iter()
-            .find(|(ar, _)| ar.kind == "ServiceAccount")
-            .and_then(|(_, d)| d["metadata"]["name"].as_str())
-            .context("agent ServiceAccount name")?
-            .to_string();
-        let id = AgentIdentity { objects, service_account, pod: "compromised-agent".into() };
-        let pp = PatchParams::apply(crate::cluster::kube::MANAGER).force();
-        for (ar, d) in &id.objects {
-            let name = d["metadata"]["name"].as_str().unwrap_or_default();
-            id.api(c, ar)
-                .patch(name, &pp, &Patch::Apply(d))
-                .await
-                .with_context(|| format!("applying {} {name}", ar.kind))?;
-        }
-        Ok(id)
-    }
-
-    fn api(&self, c: &Cluster, ar: &ApiResource) -> Api<DynamicObject> {
-        if ar.kind == "ServiceAccount" {
-            Api::namespaced_with(c.client().clone(), c.pod_namespace(), ar)
-        } else {
-            Api::all_with(c.client().clone(), ar)
-        }
-    }
-
-    /// A client holding what a compromised agent on `node` holds: a token of the agent's
-    /// ServiceAccount bound to a Pod on that node (so it carries the node-name claim).
-    async fn client_on(&self, c: &Cluster, node: &str) -> Result<kube::Client> {
-        let pods: Api<Pod> = Api::namespaced(c.client().clone(), c.pod_namespace());
-        let mut spec = pod_spec_extras();
-        spec["nodeName"] = json!(node);
-        spec["serviceAccountName"] = json!(self.service_account);
-        spec["containers"] = json!([{"name": "agent", "image": "enipool-agent:e2e",
-                                      "securityContext": container_security_context()}]);
-        let mut labels = json!({});
-        if let Some(run) = &c.names.run {
-            labels[RUN_LABEL] = json!(run);
-        }
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": self.pod, "labels": labels}, "spec": spec,
-        }))?;
-        let pod = pods.create(&PostParams::default(), &pod).await.context("creating the Pod")?;
-        let sas: Api<ServiceAccount> = Api::namespaced(c.client().clone(), c.pod_namespace());
-        let req: TokenRequest = serde_json::from_value(json!({
-            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-            "spec": {"audiences": [], "expirationSeconds": 600,
-                     "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": self.pod,
-                                        "uid": pod.metadata.uid}},
-        }))?;
-        let token = sas
-            .create_token_request(&self.service_account, &PostParams::default(), &req)
-            .await
-            .context("requesting a token for the agent's ServiceAccount bound to the Pod")?
-            .status
-            .context("the TokenRequest has no status")?
-            .token;
-        client_with_token(&c.kube.kubeconfig, token).await
-    }
-
-    /// Best effort: an external cluster keeps cluster-scoped objects past the run's namespace.
-    async fn remove(&self, c: &Cluster) {
-        let pods: Api<Pod> = Api::namespaced(c.client().clone(), c.pod_namespace());
-        let _ = pods.delete(&self.pod, &DeleteParams::default()).await;
-        for (ar, d) in self.objects.iter().rev() {
-            let name = d["metadata"]["name"].as_str().unwrap_or_default();
-            if let Err(e) = self.api(c, ar).delete(name, &DeleteParams::default()).await {
-                tracing::warn!(kind = %ar.kind, name, error = %e, "removing the agent identity");
-            }
-        }
-    }
-}
-
-/// The same API server as the runner's kubeconfig, authenticated only by `token`.
-async fn client_with_token(kubeconfig: &Path, token: String) -> Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    cfg.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
-    Ok(kube::Client::try_from(cfg)?)
-}
-
-fn resource_of(kind: &str) -> Option<ApiResource> {
-    let (group, version, plural) = match kind {
-        "ServiceAccount" => ("", "v1", "serviceaccounts"),
-        "ClusterRole" => ("rbac.authorization.k8s.io", "v1", "clusterroles"),
-        "ClusterRoleBinding" => ("rbac.authorization.k8s.io", "v1", "clusterrolebindings"),
-        "ValidatingAdmissionPolicy" => {
-            ("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies")
-        }
-        "ValidatingAdmissionPolicyBinding" => {
-            ("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings")
-        }
-        _ => return None,
-    };
-    Some(ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural))
-}
-
-/// `helm template` of the chart in this repository, only the templates of [`TEMPLATES`].
-fn render_chart(release: &str, namespace: &str, cluster: &str) -> Result<Vec<Value>> {
-    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/enipool");
-    let helm = ["/usr/local/bin/helm", "/usr/bin/helm"]
-        .map(PathBuf::from)
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("helm"));
-    let mut cmd = std::process::Command::new(&helm);
-    cmd.args(["template", release]).arg(&chart).args([
-        "--namespace",
-        namespace,
-        "--set",
-        &format!("clusterName={cluster}"),
-    ]);
-    for t in TEMPLATES {
-        cmd.args(["--show-only", t]);
-    }
-    let out = cmd.output().with_context(|| {
-        format!("running {} (scripts/install-deps installs helm v3)", helm.display())
-    })?;
-    if !out.status.success() {
-        bail!("helm template failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout))
-        .context("parsing the rendered chart")?;
-    Ok(docs.into_iter().filter(Value::is_object).collect())
 }
 
 /// The forgeries, each of which must be refused with 403, then the pools checked unchanged.
