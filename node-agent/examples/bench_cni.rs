@@ -281,6 +281,7 @@ fn main() {
         ..Default::default()
     };
     Programmer::new(HostSettings { mtu: 9001, ..Default::default() }).apply_to(&agent, &view, None);
+    agent.verify_store(None, false).unwrap();
     let socket = dir.path().join("cni.sock");
     let listener = {
         let _g = rt.enter();

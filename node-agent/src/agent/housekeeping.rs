@@ -43,6 +43,9 @@ impl Agent {
     /// the others become leak candidates freed after the grace (unless the runtime DELs or
     /// re-ADDs them first).
     pub fn reconcile_host(&self) -> Result<()> {
+        // Never on a store that forgot allocations: its leak candidates' teardown would delete
+        // the routes of running pods that hold their addresses now.
+        self.serving()?;
         // Veths a DEL tore down before the last exit but did not delete yet (a crash between the
         // DEL's reply and the reaper): delete them first, so they count as absent below.
         if let Err(e) = self.host.reap_links() {
@@ -103,14 +106,19 @@ impl Agent {
         Ok(n)
     }
 
-    /// Periodic housekeeping: expire cooldowns, free due leaks, forget old refusals.
+    /// Periodic housekeeping: expire cooldowns, watch records rebuilt from the host, free due
+    /// leaks, forget old refusals. Nothing while the store is unchecked or refused.
     pub fn tick(&self) -> Result<()> {
+        if self.serving().is_err() {
+            return Ok(());
+        }
         {
             let mut st = self.state.lock().unwrap();
             if self.store.expire_cooling(&mut st, now_secs())? > 0 {
                 self.changed.notify_one();
             }
         }
+        self.watch_rebuilt()?;
         self.free_leaks()?;
         let expired = {
             let mut refused = self.refused.lock().unwrap();

@@ -6,7 +6,7 @@ use crate::alloc;
 use crate::error::{Error, Result};
 use crate::hostnet::{self, PodConfig};
 use crate::pool::PoolView;
-use crate::store::{now_secs, AllocKey, Allocation};
+use crate::store::{now_secs, AllocKey, Allocation, Origin};
 use enipool_cni::proto::{AddResult, Attachment, Request};
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -28,7 +28,7 @@ impl Agent {
         }
         let key = AllocKey::new(&req.container_id, &req.if_name);
         let view = self.view();
-        let existing = self.state.lock().unwrap().allocations.get(&key).cloned();
+        let existing = self.allocation_for(req)?;
         let mtu = req.mtu.unwrap_or(self.cfg.mtu);
         if let Some(a) = existing {
             // Repeated ADD: same address; re-wire only if the wiring is gone, with the MTU this
@@ -66,6 +66,7 @@ impl Agent {
                 pod_name: req.args.get("K8S_POD_NAME").cloned().unwrap_or_default(),
                 created_at: now,
                 epoch: st.epoch,
+                origin: Origin::Cni,
             };
             // Durable before the netns is touched (invariant 5).
             self.store.add(&mut st, a.clone())?;
@@ -95,9 +96,8 @@ impl Agent {
     }
 
     pub(super) fn del(&self, req: &Request) -> Result<()> {
-        let key = AllocKey::new(&req.container_id, &req.if_name);
         let view = self.view();
-        let existing = self.state.lock().unwrap().allocations.get(&key).cloned();
+        let existing = self.allocation_for(req)?;
         let Some(a) = existing else {
             // Unknown container: success (CNI DEL is idempotent). Clean a stray veth if we can name it.
             if !req.netns.is_empty() {
@@ -138,8 +138,7 @@ impl Agent {
     }
 
     pub(super) fn check(&self, req: &Request) -> Result<AddResult> {
-        let key = AllocKey::new(&req.container_id, &req.if_name);
-        let a = self.state.lock().unwrap().allocations.get(&key).cloned();
+        let a = self.allocation_for(req)?;
         let a = a.ok_or_else(|| Error::UnknownContainer(req.container_id.clone()))?;
         let view = self.view();
         let wired = self.host.check_pod(&self.pod_config(&a, &view))?;
@@ -155,7 +154,8 @@ impl Agent {
             .unwrap()
             .allocations
             .values()
-            .filter(|a| !valid.contains(&a.key()))
+            // A record rebuilt from the host names no container the runtime could list.
+            .filter(|a| a.origin == Origin::Cni && !valid.contains(&a.key()))
             .cloned()
             .collect();
         let view = self.view();

@@ -8,12 +8,24 @@ fn cfg() -> CoreConfig {
     CoreConfig { mtu: 9001, external_snat: false, leak_grace_seconds: 0 }
 }
 
-fn agent_at(path: &std::path::Path, host: Arc<FakeHost>) -> Agent {
-    let a = Agent::open(path, "boot", host, cfg(), Arc::new(Metrics::unregistered())).unwrap();
-    a.set_view(view(vec![
+/// The pool of [`agent_at`].
+fn pool() -> crate::pool::PoolView {
+    view(vec![
         eni("eni-0", 0, &["10.0.0.20", "10.0.0.21"], &[]),
         eni("eni-1", 1, &["10.0.0.30"], &["10.0.2.0/28"]),
-    ]));
+    ])
+}
+
+/// An agent as the binary starts it on a node whose ENIPool never had a `status.agent`.
+fn agent_at(path: &std::path::Path, host: Arc<FakeHost>) -> Agent {
+    let a = Agent::open(path, "boot", host, cfg(), Arc::new(Metrics::unregistered())).unwrap();
+    a.set_view(pool());
+    checked(a)
+}
+
+/// `a` after the start-up store check found its store consistent.
+fn checked(a: Agent) -> Agent {
+    assert_eq!(a.verify_store(None, false).unwrap(), StoreCheck::Consistent);
     a
 }
 
@@ -61,14 +73,16 @@ fn add_is_idempotent_and_del_cools() {
 #[test]
 fn empty_pool_answers_try_again_and_raises_demand() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Agent::open(
-        &dir.path().join("s.redb"),
-        "b",
-        Arc::new(FakeHost::default()),
-        cfg(),
-        Arc::new(Metrics::unregistered()),
-    )
-    .unwrap();
+    let a = checked(
+        Agent::open(
+            &dir.path().join("s.redb"),
+            "b",
+            Arc::new(FakeHost::default()),
+            cfg(),
+            Arc::new(Metrics::unregistered()),
+        )
+        .unwrap(),
+    );
     match a.handle(req(Command::Add, "c1")) {
         Response::Error(e) => assert_eq!(e.code, codes::TRY_AGAIN_LATER),
         other => panic!("{other:?}"),
@@ -81,14 +95,16 @@ fn empty_pool_answers_try_again_and_raises_demand() {
 fn retried_sandboxes_of_one_pod_count_as_one_demand_and_clear_on_success() {
     let dir = tempfile::tempdir().unwrap();
     let host = Arc::new(FakeHost::default());
-    let a = Agent::open(
-        &dir.path().join("s.redb"),
-        "b",
-        host,
-        cfg(),
-        Arc::new(Metrics::unregistered()),
-    )
-    .unwrap();
+    let a = checked(
+        Agent::open(
+            &dir.path().join("s.redb"),
+            "b",
+            host,
+            cfg(),
+            Arc::new(Metrics::unregistered()),
+        )
+        .unwrap(),
+    );
     let pod_req = |cid: &str, name: &str| {
         let mut r = req(Command::Add, cid);
         r.args.insert("K8S_POD_NAMESPACE".into(), "default".into());
@@ -197,6 +213,7 @@ fn concurrent_storm_keeps_addresses_unique() {
 
 mod crash;
 mod pool_trust;
+mod store_check;
 
 #[test]
 fn drains_the_shims_del_journal() {

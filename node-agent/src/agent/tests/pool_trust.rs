@@ -60,7 +60,9 @@ fn a_bad_pool_status_is_refused_whole_and_the_view_kept() {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let host = Arc::new(FakeHost::default());
-    let a = Agent::open(&dir.path().join("s.redb"), "boot", host.clone(), cfg(), metrics).unwrap();
+    let a = checked(
+        Agent::open(&dir.path().join("s.redb"), "boot", host.clone(), cfg(), metrics).unwrap(),
+    );
     let mut prog = Programmer::new(HostSettings { mtu: 9001, ..Default::default() });
 
     prog.apply_status(&a, "node-a", &status(1, &["10.0.0.20"], &["10.0.17.0/28"]), None)
