@@ -330,7 +330,8 @@ fn main() {
                     netns: pods[i % NS_PER_WORKER].path(),
                     args: Default::default(),
                     mtu: None,
-                    valid_attachments: vec![],
+                    network: "enipool".into(),
+                    valid_attachments: None,
                 };
                 let t = Instant::now();
                 let r = agent.handle(req);

@@ -213,7 +213,7 @@ impl Agent {
                 Command::Status => Ok(Response::Status(self.status())),
                 Command::Gc => self
                     .serving()
-                    .and_then(|()| self.gc(&req.valid_attachments))
+                    .and_then(|()| self.gc(&req.network, req.valid_attachments.as_deref()))
                     .map(|released| Response::Done { released }),
                 Command::Add | Command::Del | Command::Check => {
                     if req.container_id.is_empty() || req.if_name.is_empty() {

@@ -90,6 +90,10 @@ pub struct Allocation {
     pub created_at: u64,
     /// Agent epoch that made it.
     pub epoch: u64,
+    /// The CNI network (the config's `name`) of the ADD; empty in records made before it was
+    /// recorded, and in records rebuilt from the host. A GC acts only on its own network's.
+    #[serde(default)]
+    pub network: String,
     /// Where the record came from (absent in records of a CNI ADD).
     #[serde(default, skip_serializing_if = "Origin::is_cni")]
     pub origin: Origin,

@@ -47,7 +47,8 @@ fn req(command: Command, cid: &str) -> Request {
         netns: format!("/var/run/netns/{cid}"),
         args: Default::default(),
         mtu: None,
-        valid_attachments: Vec::new(),
+        network: "enipool".into(),
+        valid_attachments: None,
     }
 }
 

@@ -31,6 +31,7 @@ impl Agent {
         let existing = self.allocation_for(req)?;
         let mtu = req.mtu.unwrap_or(self.cfg.mtu);
         if let Some(a) = existing {
+            let a = self.record_network(a, &req.network)?;
             // Repeated ADD: same address; re-wire only if the wiring is gone, with the MTU this
             // request asks for (as a first ADD would).
             let mut pod = self.pod_config(&a, &view);
@@ -66,6 +67,7 @@ impl Agent {
                 pod_name: req.args.get("K8S_POD_NAME").cloned().unwrap_or_default(),
                 created_at: now,
                 epoch: st.epoch,
+                network: req.network.clone(),
                 origin: Origin::Cni,
             };
             // Durable before the netns is touched (invariant 5).
@@ -137,6 +139,18 @@ impl Agent {
         Ok(())
     }
 
+    /// Record the network of an allocation made before networks were recorded, when a repeated
+    /// ADD names it; from then on its network's GC can judge it.
+    fn record_network(&self, a: Allocation, network: &str) -> Result<Allocation> {
+        if !a.network.is_empty() || network.is_empty() {
+            return Ok(a);
+        }
+        let mut st = self.state.lock().unwrap();
+        let recorded = Allocation { network: network.to_string(), ..a };
+        self.store.replace(&mut st, &recorded.key(), recorded.clone())?;
+        Ok(recorded)
+    }
+
     pub(super) fn check(&self, req: &Request) -> Result<AddResult> {
         let a = self.allocation_for(req)?;
         let a = a.ok_or_else(|| Error::UnknownContainer(req.container_id.clone()))?;
@@ -145,7 +159,21 @@ impl Agent {
         Ok(result(&a, wired, req.mtu.unwrap_or(self.cfg.mtu)))
     }
 
-    pub(super) fn gc(&self, valid: &[Attachment]) -> Result<u32> {
+    /// GC of `network`: release its allocations the runtime's `valid` list does not name. Only
+    /// with both: another network's GC (a Multus delegate, a second conflist) must not touch
+    /// ours, and a runtime that sent no list has not said that anything is stale.
+    pub(super) fn gc(&self, network: &str, valid: Option<&[Attachment]>) -> Result<u32> {
+        if network.is_empty() {
+            return Err(Error::InvalidRequest(
+                "GC needs the network name (the shim predates GC scoping: upgrade it)".into(),
+            ));
+        }
+        let Some(valid) = valid else {
+            return Err(Error::InvalidRequest(format!(
+                "GC of network {network:?} without {:?}: nothing released",
+                enipool_cni::config::VALID_ATTACHMENTS
+            )));
+        };
         let valid: BTreeSet<AllocKey> =
             valid.iter().map(|a| AllocKey::new(&a.container_id, &a.if_name)).collect();
         let stale: Vec<Allocation> = self
@@ -154,8 +182,10 @@ impl Agent {
             .unwrap()
             .allocations
             .values()
-            // A record rebuilt from the host names no container the runtime could list.
-            .filter(|a| a.origin == Origin::Cni && !valid.contains(&a.key()))
+            // A record rebuilt from the host names no container the runtime could list; one
+            // without a network predates its recording (a later ADD or DEL settles it).
+            .filter(|a| a.origin == Origin::Cni && a.network == network)
+            .filter(|a| !valid.contains(&a.key()))
             .cloned()
             .collect();
         let view = self.view();

@@ -38,7 +38,8 @@ fn req(cmd: Command, cid: &str) -> Request {
         netns: format!("/var/run/netns/{cid}"),
         args: Default::default(),
         mtu: None,
-        valid_attachments: Vec::new(),
+        network: "enipool".into(),
+        valid_attachments: None,
     }
 }
 
@@ -147,7 +148,8 @@ fn gc_frees_what_the_runtime_no_longer_knows() {
         ip_of(&a.handle(req(Command::Add, c)));
     }
     let mut gc = req(Command::Gc, "");
-    gc.valid_attachments = vec![Attachment { container_id: "b".into(), if_name: "eth0".into() }];
+    gc.valid_attachments =
+        Some(vec![Attachment { container_id: "b".into(), if_name: "eth0".into() }]);
     assert_eq!(a.handle(gc), Response::Done { released: 2 });
     assert_eq!(a.state().allocations.len(), 1);
 }
@@ -212,6 +214,7 @@ fn concurrent_storm_keeps_addresses_unique() {
 }
 
 mod crash;
+mod gc_scope;
 mod pool_trust;
 mod store_check;
 

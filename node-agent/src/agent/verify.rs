@@ -146,10 +146,11 @@ impl Agent {
             netns: req.netns.clone(),
             pod_namespace: arg("K8S_POD_NAMESPACE"),
             pod_name: arg("K8S_POD_NAME"),
+            network: req.network.clone(),
             origin: Origin::Cni,
             ..old.clone()
         };
-        self.store.adopt(&mut st, &old.key(), adopted.clone())?;
+        self.store.replace(&mut st, &old.key(), adopted.clone())?;
         drop(st);
         self.leaks.lock().unwrap().remove(&old.key());
         tracing::info!(container = %req.container_id, ip = %adopted.ip, host_if = %adopted.host_if, "adopted an allocation rebuilt from the host");

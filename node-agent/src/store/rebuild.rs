@@ -1,20 +1,22 @@
-//! Writing what the start-up check decided: a rebuild from the host in one transaction, and the
-//! adoption of a rebuilt record by the request that names its veth.
+//! Writing what the start-up check decided: a rebuild from the host in one transaction; and
+//! rewriting one record in place (a rebuilt record adopted by the request that names its veth, a
+//! network recorded on an older record).
 
 use super::{ip_key, verify, AllocKey, Allocation, State, Store};
 use super::{ALLOCATIONS, BY_IP, COOLING, META, META_STR, OFFERED};
 use crate::error::{Error, Result};
 
 impl Store {
-    /// Give an allocation rebuilt from the host the identity of the request that names its veth:
-    /// `old`'s record is replaced by `new` (same address) in one transaction.
-    pub fn adopt(&self, st: &mut State, old: &AllocKey, new: Allocation) -> Result<()> {
+    /// Replace `old`'s record by `new`, which keeps its address (a rebuilt record taking the
+    /// identity of the request that names its veth, or a record gaining its network), in one
+    /// transaction.
+    pub fn replace(&self, st: &mut State, old: &AllocKey, new: Allocation) -> Result<()> {
         let key = new.key();
         match st.allocations.get(old) {
             Some(a) if a.ip == new.ip => {}
             _ => return Err(Error::StoreInvariant(format!("{old:?} does not hold {}", new.ip))),
         }
-        if st.allocations.contains_key(&key) {
+        if key != *old && st.allocations.contains_key(&key) {
             return Err(Error::StoreInvariant(format!("{key:?} already allocated")));
         }
         let bytes = serde_json::to_vec(&new).map_err(Error::StoreRecord)?;

@@ -156,12 +156,37 @@ fn a_rebuild_and_an_adoption_are_durable() {
         origin: Origin::Cni,
         ..rebuilt.clone()
     };
-    s.adopt(&mut st, &rebuilt.key(), adopted.clone()).unwrap();
+    s.replace(&mut st, &rebuilt.key(), adopted.clone()).unwrap();
     assert_eq!(st.by_ip[&adopted.ip], AllocKey::new("ctr", "eth0"));
     assert_eq!(s.load().unwrap(), st);
     let other = Allocation { ip: "10.0.0.9".parse().unwrap(), ..adopted };
-    assert!(matches!(s.adopt(&mut st, &rebuilt.key(), other), Err(Error::StoreInvariant(_))));
+    assert!(matches!(s.replace(&mut st, &rebuilt.key(), other), Err(Error::StoreInvariant(_))));
     drop(s);
     let (_, reopened) = open(&dir);
     assert_eq!(reopened, st);
+}
+
+/// A store written before records carried their network and origin still opens: such a record
+/// reads as a CNI ADD's with no network.
+#[test]
+fn records_of_an_older_agent_stay_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let old = r#"{"containerId":"c1","ifName":"eth0","ip":"10.0.0.5","eniId":"eni-0","table":254,
+        "netns":"/var/run/netns/c1","hostIf":"eni0123456789a","podNamespace":"default",
+        "podName":"web","createdAt":7,"epoch":3}"#;
+    {
+        let (s, _) = Store::open(&path).unwrap();
+        let tx = s.db.begin_write().unwrap();
+        tx.open_table(ALLOCATIONS).unwrap().insert("c1\0eth0", old.as_bytes()).unwrap();
+        tx.open_table(BY_IP)
+            .unwrap()
+            .insert(ip_key("10.0.0.5".parse().unwrap()), "c1\0eth0")
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let (_, st) = Store::open(&path).unwrap();
+    let a = &st.allocations[&AllocKey::new("c1", "eth0")];
+    assert_eq!((a.network.as_str(), a.origin, a.pod_name.as_str()), ("", Origin::Cni, "web"));
+    assert_eq!(st.by_ip[&a.ip], a.key());
 }

@@ -191,6 +191,7 @@ fn from_host(p: &HostPod, view: &PoolView, now: u64, epoch: u64) -> Allocation {
         pod_name: String::new(),
         created_at: now,
         epoch,
+        network: String::new(),
         origin: Origin::Host,
     }
 }

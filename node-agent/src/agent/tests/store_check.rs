@@ -70,7 +70,7 @@ fn a_lost_store_refuses_to_serve_instead_of_double_assigning() {
         assert_eq!(error_of(a.handle(pod_req(cmd, "running"))).code, codes::IO_FAILURE, "{cmd:?}");
     }
     let mut gc = req(Command::Gc, "");
-    gc.valid_attachments = Vec::new();
+    gc.valid_attachments = Some(Vec::new());
     assert_eq!(error_of(a.handle(gc)).code, codes::IO_FAILURE);
     assert!(a.readiness().unwrap_err().contains("does not match this node"));
     let s = a.status();
@@ -173,7 +173,7 @@ fn rebuild_from_the_host_never_hands_out_an_address_a_running_pod_holds() {
 
     // A runtime GC cannot name the rebuilt records' containers: they stay.
     let mut gc = req(Command::Gc, "");
-    gc.valid_attachments = Vec::new();
+    gc.valid_attachments = Some(Vec::new());
     assert_eq!(a.handle(gc), Response::Done { released: 0 });
 
     // Drain the pool: nothing a running pod holds, nothing offered.
