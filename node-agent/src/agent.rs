@@ -48,7 +48,8 @@ pub struct CoreConfig {
     pub mtu: u32,
     /// SNAT done outside the node: secondary-ENI pods send everything by their ENI.
     pub external_snat: bool,
-    /// Seconds an allocation without a host veth survives a restart before it is freed.
+    /// Seconds an allocation without a host veth survives a restart before it is freed (none
+    /// after a reboot).
     pub leak_grace_seconds: u64,
 }
 

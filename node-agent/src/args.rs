@@ -38,7 +38,8 @@ pub struct Args {
     /// Destinations never SNATed besides the VPC CIDRs (comma separated).
     #[arg(long, env = "ENIPOOL_AGENT_SNAT_EXCLUDE_CIDRS", value_delimiter = ',')]
     pub snat_exclude_cidrs: Vec<Ipv4Net>,
-    /// Seconds an allocation without a host veth survives a restart before it is freed.
+    /// Seconds an allocation without a host veth survives a restart before it is freed (after a
+    /// reboot it is freed at once: no pod survives one).
     #[arg(long, env = "ENIPOOL_AGENT_LEAK_GRACE_SECONDS", default_value_t = 600)]
     pub leak_grace_seconds: u64,
     /// Debounce of `status.agent` publications, in milliseconds.

@@ -50,6 +50,33 @@ fn ip_of(r: &Response) -> std::net::Ipv4Addr {
     }
 }
 
+/// Log lines written while `f` runs.
+fn logs_of<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let w = buf.clone();
+    let sub = tracing_subscriber::fmt().with_ansi(false).with_writer(move || w.clone()).finish();
+    let out = tracing::subscriber::with_default(sub, f);
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
+
+fn metric_text(registry: &prometheus_client::registry::Registry) -> String {
+    let mut s = String::new();
+    prometheus_client::encoding::text::encode(&mut s, registry).unwrap();
+    s
+}
+
 #[test]
 fn add_is_idempotent_and_del_cools() {
     let dir = tempfile::tempdir().unwrap();
@@ -216,6 +243,7 @@ fn concurrent_storm_keeps_addresses_unique() {
 mod crash;
 mod gc_scope;
 mod pool_trust;
+mod reboot;
 mod store_check;
 
 #[test]

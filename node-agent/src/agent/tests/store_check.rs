@@ -35,12 +35,6 @@ fn error_of(r: Response) -> enipool_cni::proto::ErrorReply {
     }
 }
 
-fn metric_text(registry: &prometheus_client::registry::Registry) -> String {
-    let mut s = String::new();
-    prometheus_client::encoding::text::encode(&mut s, registry).unwrap();
-    s
-}
-
 #[test]
 fn a_lost_store_refuses_to_serve_instead_of_double_assigning() {
     let dir = tempfile::tempdir().unwrap();
