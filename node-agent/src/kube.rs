@@ -149,7 +149,13 @@ pub async fn watch_pool(
             p.lock().unwrap_or_else(|e| e.into_inner()).apply_status(&a, &pool, &st, fallback)
         })
         .await;
-        let first = |v: &mut Option<PoolArrived>| v.is_none() && v.replace(arrived).is_none();
+        let first = |v: &mut Option<PoolArrived>| {
+            if v.is_some() {
+                return false;
+            }
+            *v = Some(arrived);
+            true
+        };
         match r {
             // Logged and counted by apply_status; startup keeps waiting for a usable status.
             Ok(Err(_)) => {}
