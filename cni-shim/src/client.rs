@@ -115,7 +115,8 @@ mod tests {
             netns: String::new(),
             args: Default::default(),
             mtu: None,
-            valid_attachments: vec![],
+            network: "enipool".into(),
+            valid_attachments: None,
         }
     }
 

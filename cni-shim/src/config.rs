@@ -25,6 +25,9 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// STATUS never waits longer than this: the runtime polls it and a slow answer means "not ready".
 pub const STATUS_TIMEOUT_CAP_MS: u64 = 2_000;
 
+/// The GC input key listing the attachments still in use (CNI 1.1).
+pub const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
+
 /// Capabilities whose runtimeConfig enipool would have to honour but cannot (it picks addresses and
 /// MACs itself); declaring one is rejected rather than silently ignored.
 const UNSUPPORTED_CAPABILITIES: &[&str] = &["ips", "mac", "ipRanges", "infinibandGUID", "deviceID"];
@@ -83,8 +86,8 @@ pub struct NetConf {
     pub runtime_config: Map<String, Value>,
     /// `dns`, echoed into the ADD result.
     pub dns: Option<Dns>,
-    /// `cni.dev/valid-attachments` (GC).
-    pub valid_attachments: Vec<Attachment>,
+    /// `cni.dev/valid-attachments`: required for GC, `None` when absent (other verbs).
+    pub valid_attachments: Option<Vec<Attachment>>,
 }
 
 /// A fully parsed invocation.
@@ -123,7 +126,7 @@ struct RawConf {
     runtime_config: Map<String, Value>,
     dns: Option<Dns>,
     #[serde(rename = "cni.dev/valid-attachments", default)]
-    valid_attachments: Vec<RawAttachment>,
+    valid_attachments: Option<Vec<RawAttachment>>,
 }
 
 #[derive(Deserialize)]
@@ -255,9 +258,18 @@ pub fn parse_conf(stdin: &[u8], command: Command) -> Result<NetConf, Error> {
     }
     let timeout_ms =
         if command == Command::Status { timeout_ms.min(STATUS_TIMEOUT_CAP_MS) } else { timeout_ms };
-    let mut valid_attachments = Vec::with_capacity(raw.valid_attachments.len());
-    for a in raw.valid_attachments {
-        valid_attachments.push(Attachment { container_id: a.container_id, if_name: a.ifname });
+    let valid_attachments = raw.valid_attachments.map(|list| {
+        list.into_iter()
+            .map(|a| Attachment { container_id: a.container_id, if_name: a.ifname })
+            .collect::<Vec<_>>()
+    });
+    // Without the runtime's list a GC cannot tell a live attachment from a stale one; taking the
+    // missing key for an empty list would tear down every pod of the network.
+    if command == Command::Gc && valid_attachments.is_none() {
+        return Err(Error::InvalidConfig(format!(
+            "GC of network {name:?} needs {VALID_ATTACHMENTS:?} (the list of attachments the \
+             runtime still uses); without it nothing is released"
+        )));
     }
     Ok(NetConf {
         cni_version: raw.cni_version,
@@ -427,7 +439,7 @@ mod tests {
         };
         assert_eq!(
             conf.valid_attachments,
-            [Attachment { container_id: "a".into(), if_name: "eth0".into() }]
+            Some(vec![Attachment { container_id: "a".into(), if_name: "eth0".into() }])
         );
         let v = env(&[("CNI_COMMAND", "VERSION")]);
         assert_eq!(parse_invocation(&v, b"").unwrap(), Invocation::Version(None));
@@ -436,6 +448,22 @@ mod tests {
             Invocation::Version(Some("0.4.0".into()))
         );
         assert_eq!(parse_invocation(&v, b"{").unwrap_err().code(), DECODING_FAILURE);
+    }
+
+    /// GC acts only on an explicit list: a missing key is an invalid config naming it (never an
+    /// empty list, which would release every attachment), an empty list is kept as given, and
+    /// the other verbs do not need the key.
+    #[test]
+    fn gc_needs_the_valid_attachments_key() {
+        let err = parse_conf(br#"{"cniVersion":"1.1.0","name":"n"}"#, Command::Gc).unwrap_err();
+        assert_eq!(err.code(), INVALID_NETWORK_CONFIG, "{err}");
+        assert!(err.to_string().contains("cni.dev/valid-attachments"), "{err}");
+        let null = br#"{"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":null}"#;
+        assert_eq!(parse_conf(null, Command::Gc).unwrap_err().code(), INVALID_NETWORK_CONFIG);
+        let empty = br#"{"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":[]}"#;
+        assert_eq!(parse_conf(empty, Command::Gc).unwrap().valid_attachments, Some(vec![]));
+        let add = parse_conf(br#"{"cniVersion":"1.1.0","name":"n"}"#, Command::Add).unwrap();
+        assert_eq!(add.valid_attachments, None);
     }
 
     #[test]

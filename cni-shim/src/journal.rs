@@ -112,7 +112,8 @@ mod tests {
             netns: "/var/run/netns/x".into(),
             args: [("K8S_POD_NAME".to_string(), "web".to_string())].into(),
             mtu: None,
-            valid_attachments: vec![],
+            network: "enipool".into(),
+            valid_attachments: None,
         }
     }
 

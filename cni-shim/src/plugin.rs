@@ -54,6 +54,7 @@ fn dispatch(
         netns: env.netns.clone(),
         args: env.args.clone(),
         mtu: conf.mtu,
+        network: conf.name.clone(),
         valid_attachments: conf.valid_attachments.clone(),
     };
     match command {

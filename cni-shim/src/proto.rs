@@ -37,7 +37,7 @@ pub enum Command {
     Check,
     /// Is the plugin ready to serve ADD (CNI 1.1)?
     Status,
-    /// Release every allocation not in `valid_attachments` (CNI 1.1).
+    /// Release every allocation of the request's network not in `valid_attachments` (CNI 1.1).
     Gc,
 }
 
@@ -74,9 +74,14 @@ pub struct Request {
     /// MTU for the pod interface from the network config, if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
-    /// For GC: every attachment the runtime still considers valid.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub valid_attachments: Vec<Attachment>,
+    /// The network config's `name`: recorded with each allocation at ADD, and the scope of a GC
+    /// (a GC releases only allocations of its own network). Empty from a shim that predates it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub network: String,
+    /// For GC: every attachment the runtime still considers valid. `None` when the runtime gave
+    /// no list, which is not the same as an empty one: a GC without it releases nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_attachments: Option<Vec<Attachment>>,
 }
 
 /// What the agent did for an ADD (or found for a repeated ADD / CHECK).
@@ -143,4 +148,36 @@ pub struct ErrorReply {
     /// Longer details: what to check or do.
     #[serde(default)]
     pub details: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gc_scope_survives_the_wire() {
+        let gc = Request {
+            protocol: PROTOCOL_VERSION,
+            command: Command::Gc,
+            container_id: String::new(),
+            if_name: String::new(),
+            netns: String::new(),
+            args: BTreeMap::new(),
+            mtu: None,
+            network: "enipool".into(),
+            valid_attachments: Some(Vec::new()),
+        };
+        let line = serde_json::to_string(&gc).unwrap();
+        assert!(line.contains(r#""validAttachments":[]"#), "an empty list is sent: {line}");
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), gc);
+        let no_list = Request { valid_attachments: None, ..gc };
+        let line = serde_json::to_string(&no_list).unwrap();
+        assert!(!line.contains("validAttachments"), "{line}");
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), no_list);
+        // A request of a shim that predates both fields.
+        let old: Request =
+            serde_json::from_str(r#"{"protocol":1,"command":"GC","containerId":"","ifName":""}"#)
+                .unwrap();
+        assert_eq!((old.network.as_str(), old.valid_attachments), ("", None));
+    }
 }

@@ -220,10 +220,22 @@ fn cases() -> Vec<Case> {
             extra: json!({"cni.dev/valid-attachments": [{"containerID": "a", "ifname": "eth0"}, {"containerID": "b", "ifname": "eth0"}]}),
             got: Some(|r| {
                 assert_eq!(r[0].command, Command::Gc);
-                assert_eq!(r[0].valid_attachments.len(), 2);
-                assert_eq!(r[0].valid_attachments[1].container_id, "b");
+                assert_eq!(r[0].network, "enipool", "the GC's scope");
+                let valid = r[0].valid_attachments.as_ref().expect("the runtime's list");
+                assert_eq!(valid.len(), 2);
+                assert_eq!(valid[1].container_id, "b");
             }),
             ..case("gc", "GC", "1.1.0")
+        },
+        Case {
+            extra: json!({"cni.dev/valid-attachments": []}),
+            got: Some(|r| assert_eq!(r[0].valid_attachments, Some(vec![]))),
+            ..case("gc with an empty list", "GC", "1.1.0")
+        },
+        Case {
+            expect: Expect::Err(codes::INVALID_NETWORK_CONFIG, "cni.dev/valid-attachments"),
+            got: Some(|r| assert!(r.is_empty(), "nothing sent to the agent: {r:?}")),
+            ..case("gc without valid-attachments", "GC", "1.1.0")
         },
         Case {
             expect: Expect::Err(codes::INCOMPATIBLE_VERSION, "GC"),
@@ -232,6 +244,7 @@ fn cases() -> Vec<Case> {
         Case {
             agent: Agent::Absent,
             expect: Expect::Err(codes::TRY_AGAIN_LATER, "agent not running"),
+            extra: json!({"cni.dev/valid-attachments": []}),
             ..case("gc agent absent", "GC", "1.1.0")
         },
         Case {

@@ -281,6 +281,7 @@ fn main() {
         ..Default::default()
     };
     Programmer::new(HostSettings { mtu: 9001, ..Default::default() }).apply_to(&agent, &view, None);
+    agent.verify_store(None, false).unwrap();
     let socket = dir.path().join("cni.sock");
     let listener = {
         let _g = rt.enter();
@@ -329,7 +330,8 @@ fn main() {
                     netns: pods[i % NS_PER_WORKER].path(),
                     args: Default::default(),
                     mtu: None,
-                    valid_attachments: vec![],
+                    network: "enipool".into(),
+                    valid_attachments: None,
                 };
                 let t = Instant::now();
                 let r = agent.handle(req);

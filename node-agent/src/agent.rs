@@ -7,18 +7,24 @@
 //! commit so two ADDs can never pick the same address, and by the offer path so an offer can never
 //! include an address an in-flight ADD is committing. It is never held across netlink calls.
 //!
+//! Nothing that needs the store is served before the start-up check has compared it with the node
+//! ([`Agent::verify_store`]); a store that forgot allocations keeps the agent refusing.
+//!
 //! The methods are split by caller: [`Agent::handle`] and STATUS here, the per-pod requests in
-//! `pods`, restart and periodic work in `housekeeping`, offers and the report in `publish`.
+//! `pods`, restart and periodic work in `housekeeping`, offers and the report in `publish`, the
+//! start-up store check in `verify`.
 
 mod housekeeping;
 mod pods;
 mod publish;
+mod verify;
 
 use crate::alloc;
 use crate::error::{Error, Result};
 use crate::hostnet::{self, HostNet, PodConfig};
 use crate::metrics::Metrics;
 use crate::pool::PoolView;
+use crate::store::verify::Opened;
 use crate::store::{now_secs, AllocKey, Allocation, State, Store};
 use enipool_cni::proto::{Command, ErrorReply, Request, Response, StatusResult};
 use ipnet::Ipv4Net;
@@ -30,6 +36,7 @@ use std::time::{Duration, Instant};
 /// CNI error codes, shared with the shim.
 pub use enipool_cni::error::codes;
 pub use publish::Report;
+pub use verify::StoreCheck;
 
 /// How long a refused ADD counts as pending demand (the runtime retries within seconds).
 const DEMAND_WINDOW: Duration = Duration::from_secs(60);
@@ -41,14 +48,31 @@ pub struct CoreConfig {
     pub mtu: u32,
     /// SNAT done outside the node: secondary-ENI pods send everything by their ENI.
     pub external_snat: bool,
-    /// Seconds an allocation without a host veth survives a restart before it is freed.
+    /// Seconds an allocation without a host veth survives a restart before it is freed (none
+    /// after a reboot).
     pub leak_grace_seconds: u64,
+}
+
+/// Whether requests that need the store are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Serving {
+    /// The start-up check has not run yet.
+    Unchecked,
+    /// The store matches the node.
+    Yes,
+    /// The store does not match the node: the reason.
+    Refused(String),
 }
 
 /// The agent core.
 pub struct Agent {
     store: Store,
     state: Mutex<State>,
+    /// What the store held before this start.
+    opened: Opened,
+    /// This boot's id (empty when unknown).
+    boot_id: String,
+    serving: RwLock<Serving>,
     view: RwLock<Arc<PoolView>>,
     /// A view from the ENIPool has been set (the initial one is an empty placeholder).
     has_view: AtomicBool,
@@ -68,7 +92,9 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Open the store, start a new epoch.
+    /// Open the store. Nothing that needs it is served, and the new epoch is not started, until
+    /// [`Agent::verify_store`] has checked it against the node: a refused start must leave the
+    /// epoch where it was, or the next start would take a lost store for a current one.
     pub fn open(
         path: &std::path::Path,
         boot_id: &str,
@@ -76,12 +102,21 @@ impl Agent {
         cfg: CoreConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Agent> {
-        let (store, mut st) = Store::open(path)?;
-        let epoch = store.bump_epoch(&mut st, boot_id)?;
-        tracing::info!(epoch, allocations = st.allocations.len(), "opened allocation store");
+        let (store, st) = Store::open(path)?;
+        let opened =
+            Opened { created: store.created(), epoch: st.epoch, boot_id: st.boot_id.clone() };
+        tracing::info!(
+            epoch = st.epoch,
+            allocations = st.allocations.len(),
+            new_file = opened.created,
+            "opened allocation store"
+        );
         Ok(Agent {
             store,
             state: Mutex::new(st),
+            opened,
+            boot_id: boot_id.to_string(),
+            serving: RwLock::new(Serving::Unchecked),
             view: RwLock::new(Arc::new(PoolView::default())),
             has_view: AtomicBool::new(false),
             host,
@@ -111,12 +146,33 @@ impl Agent {
         self.view.read().unwrap().clone()
     }
 
-    /// Replace the pool view (after the ENIs were programmed) and settle offers.
+    /// Whether requests that need the store are served; the error says why not.
+    fn serving(&self) -> Result<()> {
+        match &*self.serving.read().unwrap() {
+            Serving::Yes => Ok(()),
+            Serving::Unchecked => Err(Error::StoreUnchecked),
+            Serving::Refused(reason) => Err(Error::StoreMismatch(reason.clone())),
+        }
+    }
+
+    /// Whether `status.agent` may be published: not before the store was checked (a store that
+    /// forgot allocations would publish an epoch that hides it from the next start's check).
+    pub fn publishable(&self) -> bool {
+        self.serving().is_ok()
+    }
+
+    /// Replace the pool view (after the ENIs were programmed) and settle offers (once the store
+    /// is checked: an offer planned from a store that forgot allocations could name them).
     pub fn set_view(&self, v: PoolView) {
         *self.view.write().unwrap() = Arc::new(v);
         self.has_view.store(true, Ordering::SeqCst);
-        if let Err(e) = self.settle_offers() {
-            tracing::warn!(error = &e as &dyn std::error::Error, "settling release offers failed");
+        if self.serving().is_ok() {
+            if let Err(e) = self.settle_offers() {
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "settling release offers failed"
+                );
+            }
         }
         self.update_gauges();
         self.changed.notify_one();
@@ -156,12 +212,15 @@ impl Agent {
         } else {
             match cmd {
                 Command::Status => Ok(Response::Status(self.status())),
-                Command::Gc => {
-                    self.gc(&req.valid_attachments).map(|released| Response::Done { released })
-                }
+                Command::Gc => self
+                    .serving()
+                    .and_then(|()| self.gc(&req.network, req.valid_attachments.as_deref()))
+                    .map(|released| Response::Done { released }),
                 Command::Add | Command::Del | Command::Check => {
                     if req.container_id.is_empty() || req.if_name.is_empty() {
                         Err(Error::InvalidRequest("containerId and ifName are required".into()))
+                    } else if let Err(e) = self.serving() {
+                        Err(e)
                     } else {
                         self.with_container_lock(&req.container_id, || match cmd {
                             Command::Add => self.add(&req).map(Response::Added),
@@ -209,6 +268,9 @@ impl Agent {
     /// STATUS (CNI semantics, for the runtime): ready when an ADD would get an address now.
     /// Not the agent's own readiness: see [`Agent::readiness`].
     pub fn status(&self) -> StatusResult {
+        if let Err(e) = self.serving() {
+            return StatusResult { ready: false, available: 0, reason: e.to_string() };
+        }
         let view = self.view();
         let st = self.state.lock().unwrap();
         let available = alloc::available(&view, &st, now_secs());
@@ -223,13 +285,17 @@ impl Agent {
     }
 
     /// Readiness of the agent itself (`/readyz`, the pod's readiness probe): whether it can serve
-    /// CNI requests. It needs its store (open, or there is no `Agent`), the pool view from its
+    /// CNI requests. It needs its store (open, or there is no `Agent`, and checked against the
+    /// node by [`Agent::verify_store`]), the pool view from its
     /// ENIPool, and at least one ENI of that view programmed on the host. A pool without a free
     /// address right now is *not* a readiness failure: ADD answers try-again-later and raises
     /// demand, STATUS reports it to the runtime and the ENIPool's status to people. Otherwise a
     /// node whose pods use every address would turn its agent NotReady (stalling DaemonSet
     /// rollouts through `maxUnavailable`). `Ok` carries a one-line summary, `Err` the reason.
     pub fn readiness(&self) -> std::result::Result<String, String> {
+        if let Err(e) = self.serving() {
+            return Err(e.to_string());
+        }
         if !self.has_view.load(Ordering::SeqCst) {
             return Err("no pool view yet (waiting for this node's ENIPool)".into());
         }
@@ -252,13 +318,17 @@ pub fn to_reply(e: &Error) -> ErrorReply {
         Error::IncompatibleProtocol { .. } => codes::INCOMPATIBLE_VERSION,
         Error::InvalidRequest(_) => codes::INVALID_NETWORK_CONFIG,
         Error::UnknownContainer(_) => codes::UNKNOWN_CONTAINER,
-        Error::HostNet(_) | Error::Store(_) | Error::StoreRecord(_) | Error::Io { .. } => {
-            codes::IO_FAILURE
-        }
+        Error::HostNet(_)
+        | Error::Store(_)
+        | Error::StoreRecord(_)
+        | Error::StoreFile { .. }
+        | Error::StoreMismatch(_)
+        | Error::Io { .. } => codes::IO_FAILURE,
         _ => codes::TRY_AGAIN_LATER,
     };
     let details = match e {
         Error::PoolEmpty => "the node's pool has no free address yet; pending demand was raised and the operator adds addresses. Retry shortly.".into(),
+        Error::StoreMismatch(_) => "category store_mismatch: the node agent refuses to serve until its allocation store is rebuilt (docs/operations.md, troubleshooting: the allocation store does not match this node)".into(),
         _ => format!("category {}", e.category()),
     };
     ErrorReply { code, msg: e.to_string(), details }

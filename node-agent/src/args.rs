@@ -38,12 +38,19 @@ pub struct Args {
     /// Destinations never SNATed besides the VPC CIDRs (comma separated).
     #[arg(long, env = "ENIPOOL_AGENT_SNAT_EXCLUDE_CIDRS", value_delimiter = ',')]
     pub snat_exclude_cidrs: Vec<Ipv4Net>,
-    /// Seconds an allocation without a host veth survives a restart before it is freed.
+    /// Seconds an allocation without a host veth survives a restart before it is freed (after a
+    /// reboot it is freed at once: no pod survives one).
     #[arg(long, env = "ENIPOOL_AGENT_LEAK_GRACE_SECONDS", default_value_t = 600)]
     pub leak_grace_seconds: u64,
     /// Debounce of `status.agent` publications, in milliseconds.
     #[arg(long, env = "ENIPOOL_AGENT_PUBLISH_DEBOUNCE_MS", default_value_t = 1000)]
     pub publish_debounce_ms: u64,
+    /// Rebuild the allocation store from the pods wired on the host when the start-up check finds
+    /// that it does not match the node (missing, empty, or behind the epoch this node's agent
+    /// published; or pods wired that it does not hold). Without it the agent refuses to serve.
+    /// Does nothing when the store matches: unset it once the rebuild is done.
+    #[arg(long, env = "ENIPOOL_AGENT_REBUILD_STORE_FROM_HOST")]
+    pub rebuild_store_from_host: bool,
     /// Network namespace to program as "the host" (default: the agent's own).
     #[arg(long, env = "ENIPOOL_AGENT_NETNS")]
     pub netns: Option<PathBuf>,
@@ -96,5 +103,11 @@ mod tests {
         assert!(matches!(a.command, Some(Cmd::SysctlInit)));
         let a = Args::try_parse_from(["enipool-agent", "uninstall"]).unwrap();
         assert!(matches!(a.command, Some(Cmd::Uninstall)));
+        let a = Args::try_parse_from(["enipool-agent", "--node-name=n"]).unwrap();
+        assert!(!a.rebuild_store_from_host, "a rebuild is never the default");
+        let a =
+            Args::try_parse_from(["enipool-agent", "--node-name=n", "--rebuild-store-from-host"])
+                .unwrap();
+        assert!(a.rebuild_store_from_host);
     }
 }

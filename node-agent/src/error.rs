@@ -15,6 +15,22 @@ pub enum Error {
     /// The store refused a write that would break an invariant (address given twice, ...).
     #[error("allocation store invariant: {0}")]
     StoreInvariant(String),
+    /// The store file cannot be opened: truncated, altered, or not a store at all. Left as it is.
+    #[error("allocation store {path}: {source}; the file is left as it is (see the troubleshooting guide on a lost or damaged store)", path = path.display())]
+    StoreFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What redb found.
+        #[source]
+        source: redb::Error,
+    },
+    /// The store has not been checked against the node yet: the agent waits for its ENIPool.
+    #[error("the allocation store is not checked against this node yet (waiting for this node's ENIPool)")]
+    StoreUnchecked,
+    /// The store has forgotten allocations running pods hold (the message says how it knows);
+    /// the agent refuses every request that needs it.
+    #[error("{0}")]
+    StoreMismatch(String),
     /// No address is allocatable right now; the shim reports "try again later".
     #[error("no address available on this node (pool empty or not yet programmed)")]
     PoolEmpty,
@@ -78,6 +94,9 @@ impl Error {
         match self {
             Error::Store(_) | Error::StoreRecord(_) => "store",
             Error::StoreInvariant(_) => "store_invariant",
+            Error::StoreFile { .. } => "store",
+            Error::StoreUnchecked => "store_unchecked",
+            Error::StoreMismatch(_) => "store_mismatch",
             Error::PoolEmpty => "pool_empty",
             Error::InvalidRequest(_) => "invalid_request",
             Error::IncompatibleProtocol { .. } => "incompatible_protocol",

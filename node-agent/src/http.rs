@@ -47,9 +47,10 @@ async fn metrics(
     (code, [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
 }
 
-/// 200 while the agent can serve CNI requests ([`Agent::readiness`]: pool view received, an ENI
-/// programmed), also when no address is free right now (the body says so; CNI STATUS and the
-/// ENIPool's status report that, not the pod's readiness). 503 with the reason otherwise.
+/// 200 while the agent can serve CNI requests ([`Agent::readiness`]: store checked against the
+/// node, pool view received, an ENI programmed), also when no address is free right now (the body
+/// says so; CNI STATUS and the ENIPool's status report that, not the pod's readiness). 503 with
+/// the reason otherwise.
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
     match s.agent.readiness() {
         Ok(summary) => (StatusCode::OK, format!("{summary}\n")),

@@ -5,6 +5,7 @@
 use crate::agent::{Agent, Report};
 use crate::error::{Error, Result};
 use crate::program::{HostSettings, Programmer};
+use crate::store::verify::Published;
 use enipool_crds::{AgentStatus, ENIPool, ENIPoolStatus, Releasable, AGENT_FIELD_MANAGER};
 use futures::StreamExt;
 use ipnet::Ipv4Net;
@@ -42,6 +43,13 @@ pub struct NodeFacts {
     pub deleting: bool,
 }
 
+/// The first usable ENIPool, as the start-up store check needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolArrived {
+    /// Its `status.agent`: what this node's agent last published (`None`: nothing yet).
+    pub published: Option<Published>,
+}
+
 /// Facts from a Node object.
 pub fn node_facts(n: &Node) -> NodeFacts {
     NodeFacts {
@@ -57,13 +65,14 @@ pub fn node_facts(n: &Node) -> NodeFacts {
 }
 
 /// Watch the node's own ENIPool and Node, both by name (field selector `metadata.name`); program
-/// node and ENIs and hand the view to the agent whenever either changes. Returns when a watch
-/// stream ends (the caller exits: the DaemonSet restarts us).
+/// node and ENIs and hand the view to the agent whenever either changes. The first usable status
+/// goes to `ready_tx` with what it says this node's agent published. Returns when a watch stream
+/// ends (the caller exits: the DaemonSet restarts us).
 pub async fn watch_pool(
     client: kube::Client,
     agent: Arc<Agent>,
     cfg: KubeConfig,
-    ready_tx: tokio::sync::watch::Sender<bool>,
+    ready_tx: tokio::sync::watch::Sender<Option<PoolArrived>>,
 ) -> Result<()> {
     let by_name = || watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name));
     let pools: Api<ENIPool> = Api::all(client.clone());
@@ -133,21 +142,29 @@ pub async fn watch_pool(
             },
         }
         let Some(st) = status.clone() else { continue };
+        let arrived = PoolArrived { published: st.agent.as_ref().map(Published::from_status) };
         let (a, p, fallback) = (agent.clone(), programmer.clone(), facts.internal_ip);
         let pool = cfg.node_name.clone();
         let r = tokio::task::spawn_blocking(move || {
             p.lock().unwrap_or_else(|e| e.into_inner()).apply_status(&a, &pool, &st, fallback)
         })
         .await;
+        let first = |v: &mut Option<PoolArrived>| {
+            if v.is_some() {
+                return false;
+            }
+            *v = Some(arrived);
+            true
+        };
         match r {
             // Logged and counted by apply_status; startup keeps waiting for a usable status.
             Ok(Err(_)) => {}
             Ok(Ok(())) => {
-                let _ = ready_tx.send(true);
+                ready_tx.send_if_modified(first);
             }
             Err(e) => {
                 tracing::error!(%e, "host programming task");
-                let _ = ready_tx.send(true);
+                ready_tx.send_if_modified(first);
             }
         }
     }
@@ -231,8 +248,10 @@ pub fn agent_status(r: &Report, pending_pods: usize) -> AgentStatus {
     }
 }
 
-/// Publish `status.agent` with server-side apply: at once when woken urgently (demand, offer),
-/// otherwise at most once per debounce, and at least every 30 s as a heartbeat. No force: the
+/// Publish `status.agent` with server-side apply: at once when woken urgently (demand, offer, the
+/// store checked), otherwise at most once per debounce, and at least every 30 s as a heartbeat.
+/// Nothing before the store was checked, nor while the agent refuses to serve: the status keeps
+/// what the agent published last, the witness the next start's check compares with. No force: the
 /// agent is the only manager of `status.agent`, so a conflict is a bug to surface, not override.
 pub async fn publish(
     client: kube::Client,
@@ -250,6 +269,9 @@ pub async fn publish(
             _ = agent.urgent.notified() => {}
             _ = async { agent.changed.notified().await; tokio::time::sleep(debounce).await } => {}
             _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        if !agent.publishable() {
+            continue;
         }
         let a = agent.clone();
         let report = tokio::task::spawn_blocking(move || a.report()).await.unwrap_or_default();

@@ -35,6 +35,8 @@ pub struct Metrics {
     epoch: Gauge,
     status_patches: Family<ResultLabel, Counter>,
     pool_status_refusals: Counter,
+    store_mismatch: Gauge,
+    store_rebuilds: Counter,
 }
 
 fn latency() -> Histogram {
@@ -57,6 +59,8 @@ impl Metrics {
             epoch: Gauge::default(),
             status_patches: Family::default(),
             pool_status_refusals: Counter::default(),
+            store_mismatch: Gauge::default(),
+            store_rebuilds: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("enipool_agent");
         r.register("cni_requests", "CNI requests by command and result", m.cni_requests.clone());
@@ -89,6 +93,16 @@ impl Metrics {
             "pool_status_refusals",
             "ENIPool statuses refused as invalid (the previous pool view was kept)",
             m.pool_status_refusals.clone(),
+        );
+        r.register(
+            "store_mismatch",
+            "1 while the agent refuses to serve because its allocation store does not match the node",
+            m.store_mismatch.clone(),
+        );
+        r.register(
+            "store_rebuilds",
+            "Allocation stores rebuilt from the host (--rebuild-store-from-host)",
+            m.store_rebuilds.clone(),
         );
         m
     }
@@ -128,6 +142,16 @@ impl Metrics {
     /// Count a status patch.
     pub fn status_patch(&self, result: &'static str) {
         self.status_patches.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Whether the agent refuses to serve because of its store.
+    pub fn store_mismatch(&self, refused: bool) {
+        self.store_mismatch.set(i64::from(refused));
+    }
+
+    /// Count a store rebuilt from the host.
+    pub fn store_rebuilt(&self) {
+        self.store_rebuilds.inc();
     }
 
     /// Count an ENIPool status refused by validation.

@@ -1,5 +1,7 @@
-//! Start-up sequence: store (epoch bump), journal drain, pool watch and ENI programming, host
-//! reconcile of allocations (leak grace), then serve CNI, HTTP and the publisher.
+//! Start-up sequence: store (epoch bump), pool watch and ENI programming, the store check against
+//! the published status and the host, journal drain, host reconcile of allocations (leak grace),
+//! then serve CNI, HTTP and the publisher. Serving starts after the first ENIPool at the latest
+//! 60 s after start; until the store is checked, requests that need it answer try-again-later.
 //!
 //! Stopping: SIGTERM (the kubelet stopping the pod) and SIGINT (Ctrl-C) both end the agent the
 //! same way, at any point after start-up began: it stops accepting CNI connections, lets the HTTP
@@ -8,13 +10,15 @@
 //! runtime waits for blocking tasks); its reply may be lost, and the shim's retry is answered from
 //! the durable store (ADD and DEL are idempotent).
 
-use crate::agent::{Agent, CoreConfig};
+use crate::agent::{Agent, CoreConfig, StoreCheck};
 use crate::args::{Args, Cmd};
 use crate::error::{Error, Result};
 use crate::hostnet::netlink::NetlinkHost;
 use crate::hostnet::HostNet;
+use crate::kube::PoolArrived;
 use crate::metrics::Metrics;
 use std::future::IntoFuture;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +51,48 @@ impl StopSignals {
     }
 }
 
+/// The start-up work that needs the pool: wait for the first usable ENIPool, check the store
+/// against what it says this node's agent published and against the host, then (unless the agent
+/// refuses to serve) drain the DEL journal and reconcile the host. Sets `started` when done and
+/// then never returns: it returns only an error, which stops the agent.
+async fn start_up(
+    agent: Arc<Agent>,
+    mut ready_rx: tokio::sync::watch::Receiver<Option<PoolArrived>>,
+    journal_dir: PathBuf,
+    rebuild_store_from_host: bool,
+    started: tokio::sync::watch::Sender<bool>,
+) -> Result<()> {
+    let joined = |e: tokio::task::JoinError| Error::Stopped(format!("start-up task: {e}"));
+    let arrived = ready_rx
+        .wait_for(|r| r.is_some())
+        .await
+        .map_err(|_| Error::Stopped("the ENIPool watch ended before a usable pool".into()))?
+        .clone()
+        .unwrap_or_default();
+    let a = agent.clone();
+    let check = tokio::task::spawn_blocking(move || {
+        a.verify_store(arrived.published.as_ref(), rebuild_store_from_host)
+    })
+    .await
+    .map_err(joined)??;
+    tracing::info!(result = ?check, "allocation store checked against this node");
+    if !matches!(check, StoreCheck::Refused(_)) {
+        let a = agent.clone();
+        let drained = tokio::task::spawn_blocking(move || a.drain_journal(&journal_dir))
+            .await
+            .map_err(joined)?;
+        tracing::info!(drained, "DEL journal drained");
+        let a = agent.clone();
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || a.reconcile_host()).await.map_err(joined)?
+        {
+            tracing::error!(error = &e as &dyn std::error::Error, "host reconcile");
+        }
+    }
+    let _ = started.send(true);
+    std::future::pending().await
+}
+
 fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
@@ -68,6 +114,7 @@ pub async fn run(args: Args) -> Result<()> {
         leak_grace_seconds,
         publish_debounce_ms,
         netns,
+        rebuild_store_from_host,
         log_format: _,
         command,
     } = args;
@@ -114,6 +161,7 @@ pub async fn run(args: Args) -> Result<()> {
         introspection = %introspection_addr,
         mtu,
         external_snat,
+        rebuild_store_from_host,
         "starting enipool-agent"
     );
     let mut registry = prometheus_client::registry::Registry::default();
@@ -130,17 +178,31 @@ pub async fn run(args: Args) -> Result<()> {
         external_snat,
         debounce: Duration::from_millis(publish_debounce_ms),
     };
-    let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(None);
     let mut pool_task =
         tokio::spawn(crate::kube::watch_pool(client.clone(), agent.clone(), kcfg, ready_tx));
-    // Wait for the first ENIPool (ENIs programmed) before reconciling and serving, so a restart
-    // never answers ADD from an empty view; do not wait forever (STATUS says why meanwhile).
+    let (started_tx, mut started_rx) = tokio::sync::watch::channel(false);
+    let startup = start_up(
+        agent.clone(),
+        ready_rx,
+        del_journal_dir.clone(),
+        rebuild_store_from_host,
+        started_tx,
+    );
+    tokio::pin!(startup);
+    // Wait for the first ENIPool (ENIs programmed, the store checked, the host reconciled) before
+    // serving, so a restart never answers ADD from an empty view or an unchecked store; do not
+    // wait forever (STATUS says why meanwhile, and the start-up goes on in the background).
     tracing::info!(pool = %node_name, "waiting for this node's ENIPool and Node (up to 60 s)");
     tokio::select! {
-        r = tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)) => {
+        r = tokio::time::timeout(Duration::from_secs(60), started_rx.wait_for(|s| *s)) => {
             if r.is_err() {
-                tracing::warn!(pool = %node_name, "no usable ENIPool after 60 s; serving anyway (ADD answers try-again-later until it arrives)");
+                tracing::warn!(pool = %node_name, "no usable ENIPool after 60 s; serving anyway (requests answer try-again-later until it arrives and the allocation store is checked)");
             }
+        }
+        r = &mut startup => {
+            pool_task.abort();
+            return r;
         }
         sig = stop.recv() => {
             tracing::info!(signal = sig, "stop signal received before serving; shutting down");
@@ -148,14 +210,6 @@ pub async fn run(args: Args) -> Result<()> {
             tracing::info!("enipool-agent stopped");
             return Ok(());
         }
-    }
-    let a = agent.clone();
-    let jdir = del_journal_dir.clone();
-    let drained = tokio::task::spawn_blocking(move || a.drain_journal(&jdir)).await.unwrap_or(0);
-    tracing::info!(drained, "DEL journal drained");
-    let a = agent.clone();
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.reconcile_host()).await {
-        tracing::error!(error = &e as &dyn std::error::Error, "host reconcile");
     }
     let listener = crate::cni::bind(&socket)?;
     let pending = Arc::new(AtomicUsize::new(0));
@@ -202,6 +256,7 @@ pub async fn run(args: Args) -> Result<()> {
         r = crate::kube::watch_pods(client.clone(), node_name.clone(), pending.clone(), agent.clone()) => r,
         r = crate::kube::publish(client, agent.clone(), node_name, pending, Duration::from_millis(publish_debounce_ms)) => r,
         r = &mut pool_task => r.unwrap_or_else(|e| Err(Error::Stopped(format!("pool task: {e}")))),
+        r = &mut startup => r,
         r = &mut http_m => joined(r, "metrics server"),
         r = &mut http_i => joined(r, "introspection server"),
         _ = ticker => Ok(()),

@@ -6,6 +6,11 @@
 //! survives `kill -9` and power loss, and a change interrupted part-way never happened. The agent
 //! keeps an in-memory mirror ([`State`]) that is only updated after the commit succeeded; disk and
 //! memory therefore never disagree about an address being free.
+//!
+//! A file that is missing or empty is initialised as a new store ([`Store::created`] says so: the
+//! start-up check in [`verify`] decides whether that is a fresh node or a lost store); a file that
+//! is truncated or altered fails to open with an error (redb's integrity check on open), never a
+//! panic and never a silently repaired store.
 
 use crate::error::{Error, Result};
 use ipnet::Ipv4Net;
@@ -14,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
+
+mod rebuild;
+pub mod verify;
 
 /// Allocation key `container_id \0 if_name` → JSON [`Allocation`].
 const ALLOCATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("allocations");
@@ -82,6 +90,32 @@ pub struct Allocation {
     pub created_at: u64,
     /// Agent epoch that made it.
     pub epoch: u64,
+    /// The CNI network (the config's `name`) of the ADD; empty in records made before it was
+    /// recorded, and in records rebuilt from the host. A GC acts only on its own network's.
+    #[serde(default)]
+    pub network: String,
+    /// Where the record came from (absent in records of a CNI ADD).
+    #[serde(default, skip_serializing_if = "Origin::is_cni")]
+    pub origin: Origin,
+}
+
+/// Where an allocation record came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Origin {
+    /// A CNI ADD: the container and interface are known.
+    #[default]
+    Cni,
+    /// Rebuilt from the host's wiring after the store was lost: only the address, the veth and
+    /// the table are known. The first request naming the veth's netns and interface adopts it
+    /// ([`Store::adopt`]); until then GC cannot judge it and leaves it alone.
+    Host,
+}
+
+impl Origin {
+    fn is_cni(&self) -> bool {
+        *self == Origin::Cni
+    }
 }
 
 impl Allocation {
@@ -120,6 +154,7 @@ pub struct State {
 /// The redb database.
 pub struct Store {
     db: Database,
+    created: bool,
 }
 
 fn ip_key(ip: Ipv4Addr) -> u32 {
@@ -127,16 +162,43 @@ fn ip_key(ip: Ipv4Addr) -> u32 {
 }
 
 impl Store {
-    /// Open (or create) the store at `path` and load its state.
+    /// Open (or create) the store at `path` and load its state. The whole file is verified
+    /// (every page's checksum): a truncated or altered file is an error naming the file, and the
+    /// file is left as it was for a person to look at.
     pub fn open(path: &Path) -> Result<(Store, State)> {
-        if let Some(dir) = path.parent() {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let new_dir = dir.is_some_and(|d| !d.exists());
+        if let Some(dir) = dir {
             std::fs::create_dir_all(dir).map_err(Error::io("create state dir"))?;
         }
-        let db = Database::create(path)?;
-        let store = Store { db };
+        // redb initialises a missing or empty file as a new database.
+        let created = std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(true);
+        let corrupt = |e: redb::Error| Error::StoreFile { path: path.to_path_buf(), source: e };
+        let db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(|e| corrupt(e.into()))?;
+        let store = Store { db, created };
         store.init_tables()?;
+        if created {
+            // The new file's directory entry must be as durable as its first commit: without it
+            // a power loss can leave a directory without the file, and the next start a new store.
+            if let Some(dir) = dir {
+                sync_dir(dir)?;
+                if new_dir {
+                    if let Some(parent) = dir.parent().filter(|d| !d.as_os_str().is_empty()) {
+                        sync_dir(parent)?;
+                    }
+                }
+            }
+        }
         let state = store.load()?;
         Ok((store, state))
+    }
+
+    /// Whether this open initialised a new store (the file was missing or empty).
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     fn init_tables(&self) -> Result<()> {
@@ -313,6 +375,10 @@ impl Store {
         }
         Ok(done.len())
     }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io("fsync the state dir"))
 }
 
 /// Unix seconds now.

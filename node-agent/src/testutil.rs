@@ -44,6 +44,8 @@ pub fn allocation(cid: &str, ip: Ipv4Addr, eni: &str) -> Allocation {
         pod_name: String::new(),
         created_at: 0,
         epoch: 1,
+        network: "enipool".into(),
+        origin: crate::store::Origin::Cni,
     }
 }
 

@@ -204,3 +204,46 @@ fn pod_socket_reports_the_failing_step() {
     let me = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
     assert_eq!(me, std::fs::read_link("/proc/self/ns/net").unwrap());
 }
+
+/// The pods wired on the host, read back without a store (the start-up check and the store
+/// rebuild): each live pod veth with its /32 route and the table of its from-pod rule; not a
+/// veth torn down, not a link that only looks like one, not a veth without a route.
+#[test]
+fn pod_wiring_lists_what_is_wired_on_the_host() {
+    use enipool_agent::hostnet::HostPod;
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test needs root (it creates network namespaces)"
+    );
+    let node = Netns::new("enip-t4-node");
+    let pod_a = Netns::new("enip-t4-pa");
+    let pod_b = Netns::new("enip-t4-pb");
+    let host = NetlinkHost::start(Some(node.path().into())).unwrap();
+    let pod = |ns: &Netns, ip: &str, table: u32| PodConfig {
+        netns: ns.path(),
+        if_name: "eth0".into(),
+        host_if: host_veth_name(&ns.path(), "eth0"),
+        ip: ip.parse().unwrap(),
+        table,
+        from_rule_dsts: if table == 254 { vec![] } else { vec!["10.77.0.0/16".parse().unwrap()] },
+        mtu: 1500,
+    };
+    let (a, b) = (pod(&pod_a, "10.77.0.50", 254), pod(&pod_b, "10.77.0.51", 3));
+    host.setup_pod(&a).unwrap();
+    host.setup_pod(&b).unwrap();
+    // Look-alikes: a bridge with a pod veth's name and a route, a pod veth without a route.
+    sh("ip -n enip-t4-node link add eni0000000000d type bridge && ip -n enip-t4-node link set eni0000000000d up");
+    sh("ip -n enip-t4-node route add 10.77.0.52/32 dev eni0000000000d");
+    sh("ip -n enip-t4-node link add eni0000000000e type veth peer name eth9 netns enip-t4-pa");
+    let want = |pods: &[&PodConfig]| -> Vec<HostPod> {
+        let mut v: Vec<HostPod> = pods
+            .iter()
+            .map(|p| HostPod { host_if: p.host_if.clone(), ip: p.ip, table: p.table })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(host.pod_wiring().unwrap(), want(&[&a, &b]));
+    assert!(host.teardown_pod(&a).is_empty());
+    assert_eq!(host.pod_wiring().unwrap(), want(&[&b]), "a torn-down pod is not listed");
+}

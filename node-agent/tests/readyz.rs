@@ -47,7 +47,8 @@ fn req(command: Command, cid: &str) -> Request {
         netns: format!("/var/run/netns/{cid}"),
         args: Default::default(),
         mtu: None,
-        valid_attachments: Vec::new(),
+        network: "enipool".into(),
+        valid_attachments: None,
     }
 }
 
@@ -89,7 +90,14 @@ async fn readyz_is_about_serving_not_about_a_free_address() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(axum::serve(listener, metrics_router(st)).into_future());
 
-    // Store open, but no pool view from the ENIPool yet: cannot serve.
+    // Store open, not checked against the node yet: cannot serve.
+    let (code, body) = get(addr, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("allocation store is not checked"), "{body}");
+    let a = agent.clone();
+    tokio::task::spawn_blocking(move || a.verify_store(None, false).unwrap()).await.unwrap();
+
+    // Checked, but no pool view from the ENIPool yet: cannot serve.
     let (code, body) = get(addr, "/readyz").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("no pool view"), "{body}");

@@ -7,16 +7,18 @@
 mod common;
 
 use common::*;
-use enipool_agent::agent::{Agent, CoreConfig};
+use enipool_agent::agent::{Agent, CoreConfig, StoreCheck};
 use enipool_agent::hostnet::netlink::NetlinkHost;
 use enipool_agent::metrics::Metrics;
 use enipool_agent::program::{HostSettings, Programmer};
+use enipool_agent::store::verify::Published;
 use enipool_cni::proto::{Command, Response};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-/// Start the agent core on the node netns, as `enipool-agent --netns` does after a (re)start.
-fn start_agent(node: &str, store: &std::path::Path) -> Arc<Agent> {
+/// Open the agent core on the node netns and program the pool, as `enipool-agent --netns` does
+/// after a (re)start before it checks its store.
+fn open_agent(node: &str, store: &std::path::Path) -> Arc<Agent> {
     let host = Arc::new(NetlinkHost::start(Some(node.into())).unwrap());
     let cfg = CoreConfig { mtu: 1500, external_snat: false, leak_grace_seconds: 600 };
     let agent =
@@ -24,6 +26,13 @@ fn start_agent(node: &str, store: &std::path::Path) -> Arc<Agent> {
     let mut p = Programmer::new(HostSettings { mtu: 1500, ..Default::default() });
     p.apply_to(&agent, &view(), None);
     assert_eq!(p.ready().len(), 2, "both ENIs programmed");
+    agent
+}
+
+/// [`open_agent`], then the store check (consistent) and the host reconcile.
+fn start_agent(node: &str, store: &std::path::Path) -> Arc<Agent> {
+    let agent = open_agent(node, store);
+    assert_eq!(agent.verify_store(None, false).unwrap(), StoreCheck::Consistent);
     agent.reconcile_host().unwrap();
     agent
 }
@@ -126,6 +135,39 @@ fn vpc_cni_layout_with_real_traffic_and_restart() {
     p.apply_to(&agent, &view(), None);
     agent.reconcile_host().unwrap();
     assert_eq!(snapshot(n), after);
+
+    // The store is lost while both pods run. The restarted agent finds them on the host and
+    // refuses to serve rather than hand their addresses out again; the pods keep working.
+    drop(agent);
+    std::fs::remove_file(&store).unwrap();
+    let last = Published { epoch: 2, boot_id: "boot".into(), in_use: 2, offer: None };
+    let agent = open_agent(&lab.node.path(), &store);
+    let check = agent.verify_store(Some(&last), false).unwrap();
+    let StoreCheck::Refused(reason) = check else { panic!("{check:?}") };
+    assert!(reason.contains("2 pods wired on the host"), "{reason}");
+    let new_pod = format!("/var/run/netns/{}-none", lab.node.0);
+    match agent.handle(req(Command::Add, "ctr-c", &new_pod)) {
+        Response::Error(e) => assert!(e.msg.contains("does not match this node"), "{e:?}"),
+        other => panic!("ADD on a refused store: {other:?}"),
+    }
+    assert_eq!(snapshot(n), after, "a refusing agent changes nothing on the host");
+    check_traffic(&lab, &pod_a, &pod_b, &veth_b);
+    // Restarted with --rebuild-store-from-host: the store holds both pods again (from the veths,
+    // routes and rules), the reconcile re-programs exactly what was there, and a new pod waits
+    // for an address instead of getting a running pod's (the pool has no other).
+    drop(agent);
+    let agent = open_agent(&lab.node.path(), &store);
+    assert_eq!(agent.verify_store(Some(&last), true).unwrap(), StoreCheck::Rebuilt { added: 2 });
+    agent.reconcile_host().unwrap();
+    assert_eq!(snapshot(n), after);
+    let held: Vec<String> = agent.state().by_ip.keys().map(|ip| ip.to_string()).collect();
+    assert_eq!(held, [POD_A, POD_B]);
+    assert_eq!(agent.state().epoch, 3, "above the published epoch");
+    match agent.handle(req(Command::Add, "ctr-c", &new_pod)) {
+        Response::Error(e) => assert_eq!(e.code, 11, "try again later: {e:?}"),
+        other => panic!("ADD with every address held: {other:?}"),
+    }
+    check_traffic(&lab, &pod_a, &pod_b, &veth_b);
 
     // Negative control: without its from-pod rule, pod B's VPC traffic leaves by eth0 and the
     // VPC's source check drops it; the restart reconcile puts the rule back.

@@ -214,6 +214,7 @@ fn agent_needs_no_proc_sys_write_and_only_its_capabilities_after_sysctl_init() {
         let mut prog = Programmer::new(HostSettings { mtu: 1500, ..Default::default() });
         prog.apply_to(&agent, &view(), None);
         assert_eq!(prog.ready().len(), 2, "node and both ENIs programmed");
+        agent.verify_store(None, false).unwrap();
         agent.reconcile_host().unwrap();
         let added: Vec<(Ipv4Addr, String)> = [("ctr-a", &pa), ("ctr-b", &pb)]
             .into_iter()

@@ -1,6 +1,22 @@
 //! Work outside the request path: draining the shim's DEL journal and reconciling the host at
 //! restart, freeing leaked allocations, and the periodic tick.
 
+/// When a leak candidate found at restart (an allocation without its host veth) may be freed:
+/// after `grace` seconds, in case the runtime still DELs or re-ADDs it; at once when the node
+/// rebooted since the store was last opened (`previous_boot` differs from `this_boot`): no pod
+/// survives a reboot, its netns is gone. An unknown boot id (empty) is never taken for a reboot.
+pub fn leak_deadline(previous_boot: &str, this_boot: &str, now: u64, grace: u64) -> u64 {
+    if rebooted(previous_boot, this_boot) {
+        now
+    } else {
+        now + grace
+    }
+}
+
+fn rebooted(previous_boot: &str, this_boot: &str) -> bool {
+    !previous_boot.is_empty() && !this_boot.is_empty() && previous_boot != this_boot
+}
+
 use super::{Agent, DEMAND_WINDOW};
 use crate::error::{Error, Result};
 use crate::store::{now_secs, AllocKey, Allocation};
@@ -39,10 +55,13 @@ impl Agent {
     }
 
     /// Restart reconcile: torn-down veths are deleted; allocations whose host veth exists are
-    /// re-programmed (host side);
-    /// the others become leak candidates freed after the grace (unless the runtime DELs or
-    /// re-ADDs them first).
+    /// re-programmed (host side); the others become leak candidates, freed after the grace
+    /// (unless the runtime DELs or re-ADDs them first), or at once after a reboot
+    /// ([`leak_deadline`]), through the same release as a DEL.
     pub fn reconcile_host(&self) -> Result<()> {
+        // Never on a store that forgot allocations: its leak candidates' teardown would delete
+        // the routes of running pods that hold their addresses now.
+        self.serving()?;
         // Veths a DEL tore down before the last exit but did not delete yet (a crash between the
         // DEL's reply and the reaper): delete them first, so they count as absent below.
         if let Err(e) = self.host.reap_links() {
@@ -52,7 +71,18 @@ impl Agent {
         let view = self.view();
         let allocs: Vec<Allocation> =
             self.state.lock().unwrap().allocations.values().cloned().collect();
-        let deadline = now_secs() + self.cfg.leak_grace_seconds;
+        let (previous_boot, this_boot) = (self.opened.boot_id.as_str(), self.boot_id.as_str());
+        let deadline =
+            leak_deadline(previous_boot, this_boot, now_secs(), self.cfg.leak_grace_seconds);
+        if rebooted(previous_boot, this_boot) {
+            let stale = allocs.iter().filter(|a| !links.contains(&a.host_if)).count();
+            tracing::info!(
+                previous_boot,
+                this_boot,
+                allocations = stale,
+                "the node rebooted since the allocation store was last opened: reclaiming the previous boot's allocations at once, without the leak grace"
+            );
+        }
         for a in allocs {
             if links.contains(&a.host_if) {
                 if let Err(e) = self.host.ensure_pod_host(&self.pod_config(&a, &view)) {
@@ -103,14 +133,19 @@ impl Agent {
         Ok(n)
     }
 
-    /// Periodic housekeeping: expire cooldowns, free due leaks, forget old refusals.
+    /// Periodic housekeeping: expire cooldowns, watch records rebuilt from the host, free due
+    /// leaks, forget old refusals. Nothing while the store is unchecked or refused.
     pub fn tick(&self) -> Result<()> {
+        if self.serving().is_err() {
+            return Ok(());
+        }
         {
             let mut st = self.state.lock().unwrap();
             if self.store.expire_cooling(&mut st, now_secs())? > 0 {
                 self.changed.notify_one();
             }
         }
+        self.watch_rebuilt()?;
         self.free_leaks()?;
         let expired = {
             let mut refused = self.refused.lock().unwrap();

@@ -6,7 +6,7 @@ use crate::alloc;
 use crate::error::{Error, Result};
 use crate::hostnet::{self, PodConfig};
 use crate::pool::PoolView;
-use crate::store::{now_secs, AllocKey, Allocation};
+use crate::store::{now_secs, AllocKey, Allocation, Origin};
 use enipool_cni::proto::{AddResult, Attachment, Request};
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -28,9 +28,10 @@ impl Agent {
         }
         let key = AllocKey::new(&req.container_id, &req.if_name);
         let view = self.view();
-        let existing = self.state.lock().unwrap().allocations.get(&key).cloned();
+        let existing = self.allocation_for(req)?;
         let mtu = req.mtu.unwrap_or(self.cfg.mtu);
         if let Some(a) = existing {
+            let a = self.record_network(a, &req.network)?;
             // Repeated ADD: same address; re-wire only if the wiring is gone, with the MTU this
             // request asks for (as a first ADD would).
             let mut pod = self.pod_config(&a, &view);
@@ -66,6 +67,8 @@ impl Agent {
                 pod_name: req.args.get("K8S_POD_NAME").cloned().unwrap_or_default(),
                 created_at: now,
                 epoch: st.epoch,
+                network: req.network.clone(),
+                origin: Origin::Cni,
             };
             // Durable before the netns is touched (invariant 5).
             self.store.add(&mut st, a.clone())?;
@@ -95,9 +98,8 @@ impl Agent {
     }
 
     pub(super) fn del(&self, req: &Request) -> Result<()> {
-        let key = AllocKey::new(&req.container_id, &req.if_name);
         let view = self.view();
-        let existing = self.state.lock().unwrap().allocations.get(&key).cloned();
+        let existing = self.allocation_for(req)?;
         let Some(a) = existing else {
             // Unknown container: success (CNI DEL is idempotent). Clean a stray veth if we can name it.
             if !req.netns.is_empty() {
@@ -137,16 +139,41 @@ impl Agent {
         Ok(())
     }
 
+    /// Record the network of an allocation made before networks were recorded, when a repeated
+    /// ADD names it; from then on its network's GC can judge it.
+    fn record_network(&self, a: Allocation, network: &str) -> Result<Allocation> {
+        if !a.network.is_empty() || network.is_empty() {
+            return Ok(a);
+        }
+        let mut st = self.state.lock().unwrap();
+        let recorded = Allocation { network: network.to_string(), ..a };
+        self.store.replace(&mut st, &recorded.key(), recorded.clone())?;
+        Ok(recorded)
+    }
+
     pub(super) fn check(&self, req: &Request) -> Result<AddResult> {
-        let key = AllocKey::new(&req.container_id, &req.if_name);
-        let a = self.state.lock().unwrap().allocations.get(&key).cloned();
+        let a = self.allocation_for(req)?;
         let a = a.ok_or_else(|| Error::UnknownContainer(req.container_id.clone()))?;
         let view = self.view();
         let wired = self.host.check_pod(&self.pod_config(&a, &view))?;
         Ok(result(&a, wired, req.mtu.unwrap_or(self.cfg.mtu)))
     }
 
-    pub(super) fn gc(&self, valid: &[Attachment]) -> Result<u32> {
+    /// GC of `network`: release its allocations the runtime's `valid` list does not name. Only
+    /// with both: another network's GC (a Multus delegate, a second conflist) must not touch
+    /// ours, and a runtime that sent no list has not said that anything is stale.
+    pub(super) fn gc(&self, network: &str, valid: Option<&[Attachment]>) -> Result<u32> {
+        if network.is_empty() {
+            return Err(Error::InvalidRequest(
+                "GC needs the network name (the shim predates GC scoping: upgrade it)".into(),
+            ));
+        }
+        let Some(valid) = valid else {
+            return Err(Error::InvalidRequest(format!(
+                "GC of network {network:?} without {:?}: nothing released",
+                enipool_cni::config::VALID_ATTACHMENTS
+            )));
+        };
         let valid: BTreeSet<AllocKey> =
             valid.iter().map(|a| AllocKey::new(&a.container_id, &a.if_name)).collect();
         let stale: Vec<Allocation> = self
@@ -155,6 +182,9 @@ impl Agent {
             .unwrap()
             .allocations
             .values()
+            // A record rebuilt from the host names no container the runtime could list; one
+            // without a network predates its recording (a later ADD or DEL settles it).
+            .filter(|a| a.origin == Origin::Cni && a.network == network)
             .filter(|a| !valid.contains(&a.key()))
             .cloned()
             .collect();

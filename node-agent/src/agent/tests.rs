@@ -8,12 +8,24 @@ fn cfg() -> CoreConfig {
     CoreConfig { mtu: 9001, external_snat: false, leak_grace_seconds: 0 }
 }
 
-fn agent_at(path: &std::path::Path, host: Arc<FakeHost>) -> Agent {
-    let a = Agent::open(path, "boot", host, cfg(), Arc::new(Metrics::unregistered())).unwrap();
-    a.set_view(view(vec![
+/// The pool of [`agent_at`].
+fn pool() -> crate::pool::PoolView {
+    view(vec![
         eni("eni-0", 0, &["10.0.0.20", "10.0.0.21"], &[]),
         eni("eni-1", 1, &["10.0.0.30"], &["10.0.2.0/28"]),
-    ]));
+    ])
+}
+
+/// An agent as the binary starts it on a node whose ENIPool never had a `status.agent`.
+fn agent_at(path: &std::path::Path, host: Arc<FakeHost>) -> Agent {
+    let a = Agent::open(path, "boot", host, cfg(), Arc::new(Metrics::unregistered())).unwrap();
+    a.set_view(pool());
+    checked(a)
+}
+
+/// `a` after the start-up store check found its store consistent.
+fn checked(a: Agent) -> Agent {
+    assert_eq!(a.verify_store(None, false).unwrap(), StoreCheck::Consistent);
     a
 }
 
@@ -26,7 +38,8 @@ fn req(cmd: Command, cid: &str) -> Request {
         netns: format!("/var/run/netns/{cid}"),
         args: Default::default(),
         mtu: None,
-        valid_attachments: Vec::new(),
+        network: "enipool".into(),
+        valid_attachments: None,
     }
 }
 
@@ -35,6 +48,33 @@ fn ip_of(r: &Response) -> std::net::Ipv4Addr {
         Response::Added(a) => a.ip,
         other => panic!("expected Added, got {other:?}"),
     }
+}
+
+/// Log lines written while `f` runs.
+fn logs_of<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let w = buf.clone();
+    let sub = tracing_subscriber::fmt().with_ansi(false).with_writer(move || w.clone()).finish();
+    let out = tracing::subscriber::with_default(sub, f);
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
+
+fn metric_text(registry: &prometheus_client::registry::Registry) -> String {
+    let mut s = String::new();
+    prometheus_client::encoding::text::encode(&mut s, registry).unwrap();
+    s
 }
 
 #[test]
@@ -61,14 +101,16 @@ fn add_is_idempotent_and_del_cools() {
 #[test]
 fn empty_pool_answers_try_again_and_raises_demand() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Agent::open(
-        &dir.path().join("s.redb"),
-        "b",
-        Arc::new(FakeHost::default()),
-        cfg(),
-        Arc::new(Metrics::unregistered()),
-    )
-    .unwrap();
+    let a = checked(
+        Agent::open(
+            &dir.path().join("s.redb"),
+            "b",
+            Arc::new(FakeHost::default()),
+            cfg(),
+            Arc::new(Metrics::unregistered()),
+        )
+        .unwrap(),
+    );
     match a.handle(req(Command::Add, "c1")) {
         Response::Error(e) => assert_eq!(e.code, codes::TRY_AGAIN_LATER),
         other => panic!("{other:?}"),
@@ -81,14 +123,16 @@ fn empty_pool_answers_try_again_and_raises_demand() {
 fn retried_sandboxes_of_one_pod_count_as_one_demand_and_clear_on_success() {
     let dir = tempfile::tempdir().unwrap();
     let host = Arc::new(FakeHost::default());
-    let a = Agent::open(
-        &dir.path().join("s.redb"),
-        "b",
-        host,
-        cfg(),
-        Arc::new(Metrics::unregistered()),
-    )
-    .unwrap();
+    let a = checked(
+        Agent::open(
+            &dir.path().join("s.redb"),
+            "b",
+            host,
+            cfg(),
+            Arc::new(Metrics::unregistered()),
+        )
+        .unwrap(),
+    );
     let pod_req = |cid: &str, name: &str| {
         let mut r = req(Command::Add, cid);
         r.args.insert("K8S_POD_NAMESPACE".into(), "default".into());
@@ -131,7 +175,8 @@ fn gc_frees_what_the_runtime_no_longer_knows() {
         ip_of(&a.handle(req(Command::Add, c)));
     }
     let mut gc = req(Command::Gc, "");
-    gc.valid_attachments = vec![Attachment { container_id: "b".into(), if_name: "eth0".into() }];
+    gc.valid_attachments =
+        Some(vec![Attachment { container_id: "b".into(), if_name: "eth0".into() }]);
     assert_eq!(a.handle(gc), Response::Done { released: 2 });
     assert_eq!(a.state().allocations.len(), 1);
 }
@@ -196,7 +241,10 @@ fn concurrent_storm_keeps_addresses_unique() {
 }
 
 mod crash;
+mod gc_scope;
 mod pool_trust;
+mod reboot;
+mod store_check;
 
 #[test]
 fn drains_the_shims_del_journal() {

@@ -3,8 +3,9 @@
 //! the real host, teardown only marks a veth ("doomed"); it is deleted by `reap_links` or by the
 //! next `setup_pod` of the same name (the fake has no background reaper).
 
-use super::{EniConfig, HostError, HostNet, NodeConfig, PodConfig, PodWired};
-use std::collections::BTreeSet;
+use super::{EniConfig, HostError, HostNet, HostPod, NodeConfig, PodConfig, PodWired};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -19,10 +20,11 @@ pub struct FakeHost {
     pub fail_setup_pod: std::sync::atomic::AtomicBool,
 }
 
-/// Live and doomed (torn down, not reaped) links.
+/// Live links (name → the pod address and table they were wired for) and doomed ones (torn
+/// down, not reaped).
 #[derive(Default, Clone, serde::Serialize, serde::Deserialize)]
 struct Links {
-    live: BTreeSet<String>,
+    live: BTreeMap<String, (Ipv4Addr, u32)>,
     doomed: BTreeSet<String>,
 }
 
@@ -50,7 +52,14 @@ impl FakeHost {
 
     /// Current links (not torn down).
     pub fn links(&self) -> BTreeSet<String> {
-        self.links.lock().unwrap().live.clone()
+        self.links.lock().unwrap().live.keys().cloned().collect()
+    }
+
+    /// A pod wired on the host by someone else (an earlier agent whose store is gone).
+    pub fn wire(&self, host_if: &str, ip: Ipv4Addr, table: u32) {
+        let mut l = self.links.lock().unwrap();
+        l.live.insert(host_if.to_string(), (ip, table));
+        self.save(&l);
     }
 
     /// Links torn down and not deleted yet.
@@ -75,7 +84,7 @@ impl HostNet for FakeHost {
         }
         let mut l = self.links.lock().unwrap();
         l.doomed.remove(&pod.host_if);
-        l.live.insert(pod.host_if.clone());
+        l.live.insert(pod.host_if.clone(), (pod.ip, pod.table));
         self.save(&l);
         Ok(PodWired { host_mac: "02:00:00:00:00:01".into(), pod_mac: "02:00:00:00:00:02".into() })
     }
@@ -86,7 +95,7 @@ impl HostNet for FakeHost {
     fn teardown_pod(&self, pod: &PodConfig) -> Vec<HostError> {
         self.record(format!("teardown_pod {} {}", pod.host_if, pod.ip));
         let mut l = self.links.lock().unwrap();
-        if l.live.remove(&pod.host_if) {
+        if l.live.remove(&pod.host_if).is_some() {
             l.doomed.insert(pod.host_if.clone());
         }
         self.save(&l);
@@ -100,7 +109,7 @@ impl HostNet for FakeHost {
         Ok(())
     }
     fn check_pod(&self, pod: &PodConfig) -> Result<PodWired, HostError> {
-        if self.links.lock().unwrap().live.contains(&pod.host_if) {
+        if self.links.lock().unwrap().live.contains_key(&pod.host_if) {
             Ok(PodWired {
                 host_mac: "02:00:00:00:00:01".into(),
                 pod_mac: "02:00:00:00:00:02".into(),
@@ -110,7 +119,14 @@ impl HostNet for FakeHost {
         }
     }
     fn host_links(&self) -> Result<Vec<String>, HostError> {
-        Ok(self.links.lock().unwrap().live.iter().cloned().collect())
+        Ok(self.links.lock().unwrap().live.keys().cloned().collect())
+    }
+    fn pod_wiring(&self) -> Result<Vec<HostPod>, HostError> {
+        let l = self.links.lock().unwrap();
+        Ok(l.live
+            .iter()
+            .map(|(n, (ip, table))| HostPod { host_if: n.clone(), ip: *ip, table: *table })
+            .collect())
     }
     fn uninstall(&self) -> Vec<HostError> {
         self.record("uninstall".into());

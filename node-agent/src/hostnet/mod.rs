@@ -62,6 +62,9 @@ pub mod nft;
 pub mod podside;
 mod rules;
 pub mod sysctl;
+pub mod wiring;
+
+pub use wiring::{is_pod_veth_name, HostPod};
 
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
@@ -176,6 +179,10 @@ pub trait HostNet: Send + Sync {
     fn check_pod(&self, pod: &PodConfig) -> Result<PodWired, HostError>;
     /// Names of all links in the host netns.
     fn host_links(&self) -> Result<Vec<String>, HostError>;
+    /// The pods wired on the host, found from the host alone (no store): every live host veth
+    /// named by [`host_veth_name`] with its /32 route and, for a secondary-ENI pod, the table of
+    /// its from-pod rule. What the start-up store check and the store rebuild compare with.
+    fn pod_wiring(&self) -> Result<Vec<HostPod>, HostError>;
     /// Remove node-wide state (nft table, fwmark rule).
     fn uninstall(&self) -> Vec<HostError>;
 }

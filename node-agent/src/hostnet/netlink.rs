@@ -6,11 +6,11 @@
 //! separate reaper thread ([`REAP_GROUP`]).
 //!
 //! The [`HostNet`] verbs are here; the worker and reaper threads in `workers`, link lookups in
-//! `links`, and the errno mapping in `errors`.
+//! `links`, the listing of wired pods in `wiring`, and the errno mapping in `errors`.
 
 use super::podside::{PodSide, PodSocket};
 use super::rules::{delete_pod_rules, ensure_rule, rule_has, rules};
-use super::{EniConfig, HostError, HostNet, NodeConfig, PodConfig, PodWired};
+use super::{EniConfig, HostError, HostNet, HostPod, NodeConfig, PodConfig, PodWired};
 use super::{CONNMARK, MAIN_TABLE, PRIO_FROM_ENI, PRIO_FROM_POD, PRIO_FWMARK, PRIO_TO_POD};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo};
@@ -25,6 +25,7 @@ use std::time::Duration;
 
 mod errors;
 mod links;
+mod wiring;
 mod workers;
 
 use errors::{errno, libc_eexist};
@@ -336,6 +337,10 @@ impl HostNet for NetlinkHost {
                     .collect())
             })
         })
+    }
+
+    fn pod_wiring(&self) -> Result<Vec<HostPod>, HostError> {
+        self.run(|c| c.block(wiring::pod_wiring(&c.h)))
     }
 
     fn reap_links(&self) -> Result<(), HostError> {

@@ -315,6 +315,7 @@ pub fn req(
         netns: netns.into(),
         args: Default::default(),
         mtu: None,
-        valid_attachments: vec![],
+        network: "enipool".into(),
+        valid_attachments: None,
     }
 }

@@ -27,40 +27,15 @@ fn status(revision: i64, eni0_ips: &[&str], eni1_prefixes: &[&str]) -> ENIPoolSt
     serde_json::from_value(v).unwrap()
 }
 
-/// Log lines written while `f` runs.
-fn logs_of<T>(f: impl FnOnce() -> T) -> (T, String) {
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
-    let w = buf.clone();
-    let sub = tracing_subscriber::fmt().with_ansi(false).with_writer(move || w.clone()).finish();
-    let out = tracing::subscriber::with_default(sub, f);
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-    (out, text)
-}
-
-fn metric_text(registry: &prometheus_client::registry::Registry) -> String {
-    let mut s = String::new();
-    prometheus_client::encoding::text::encode(&mut s, registry).unwrap();
-    s
-}
-
 #[test]
 fn a_bad_pool_status_is_refused_whole_and_the_view_kept() {
     let dir = tempfile::tempdir().unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let host = Arc::new(FakeHost::default());
-    let a = Agent::open(&dir.path().join("s.redb"), "boot", host.clone(), cfg(), metrics).unwrap();
+    let a = checked(
+        Agent::open(&dir.path().join("s.redb"), "boot", host.clone(), cfg(), metrics).unwrap(),
+    );
     let mut prog = Programmer::new(HostSettings { mtu: 9001, ..Default::default() });
 
     prog.apply_status(&a, "node-a", &status(1, &["10.0.0.20"], &["10.0.17.0/28"]), None)
