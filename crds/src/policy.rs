@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
     status = "ENIPoolPolicyStatus",
     derive = "PartialEq",
     derive = "Default",
-    category = "enipool",
+    category = "enipool-all",
     doc = "Pool sizing and ENI placement for the nodes a selector matches (kept in Git).",
     printcolumn(name = "Priority", type_ = "integer", json_path = ".spec.priority"),
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),

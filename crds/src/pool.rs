@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
     status = "ENIPoolStatus",
     derive = "PartialEq",
     derive = "Default",
-    category = "enipool",
+    category = "enipool-all",
     doc = "The ENIs and addresses of one node; created by the operator, one per Node.",
     printcolumn(name = "Node", type_ = "string", json_path = ".spec.nodeName"),
     printcolumn(name = "Instance", type_ = "string", json_path = ".spec.instanceID"),

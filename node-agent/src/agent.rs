@@ -29,8 +29,8 @@ use crate::store::{now_secs, AllocKey, Allocation, State, Store};
 use enipool_cni::proto::{Command, ErrorReply, Request, Response, StatusResult};
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// CNI error codes, shared with the shim.
@@ -76,6 +76,10 @@ pub struct Agent {
     view: RwLock<Arc<PoolView>>,
     /// A view from the ENIPool has been set (the initial one is an empty placeholder).
     has_view: AtomicBool,
+    /// Counts views set, and wakes ADDs waiting for the pool to grow.
+    view_gen: (Mutex<u64>, Condvar),
+    /// How long an ADD that finds the pool empty waits for growth (milliseconds; 0 = fail at once).
+    add_wait_ms: AtomicU64,
     host: Arc<dyn HostNet>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     cfg: CoreConfig,
@@ -119,6 +123,8 @@ impl Agent {
             serving: RwLock::new(Serving::Unchecked),
             view: RwLock::new(Arc::new(PoolView::default())),
             has_view: AtomicBool::new(false),
+            view_gen: (Mutex::new(0), Condvar::new()),
+            add_wait_ms: AtomicU64::new(0),
             host,
             locks: Mutex::new(HashMap::new()),
             cfg,
@@ -166,6 +172,8 @@ impl Agent {
     pub fn set_view(&self, v: PoolView) {
         *self.view.write().unwrap() = Arc::new(v);
         self.has_view.store(true, Ordering::SeqCst);
+        *self.view_gen.0.lock().unwrap() += 1;
+        self.view_gen.1.notify_all();
         if self.serving().is_ok() {
             if let Err(e) = self.settle_offers() {
                 tracing::warn!(
@@ -223,7 +231,7 @@ impl Agent {
                         Err(e)
                     } else {
                         self.with_container_lock(&req.container_id, || match cmd {
-                            Command::Add => self.add(&req).map(Response::Added),
+                            Command::Add => self.add_or_wait(&req).map(Response::Added),
                             Command::Del => self.del(&req).map(|_| Response::Done { released: 0 }),
                             _ => self.check(&req).map(Response::Added),
                         })
@@ -244,6 +252,34 @@ impl Agent {
                     tracing::warn!(command = ?cmd, container = %req.container_id, error = &e as &dyn std::error::Error, "CNI request failed");
                 }
                 Response::Error(to_reply(&e))
+            }
+        }
+    }
+
+    /// Let an ADD that finds the pool empty wait up to `wait` for the pool to grow (the
+    /// operator is asked at once), instead of failing into the runtime's back-off, which retries
+    /// many seconds later. Keep `wait` well under the shim's timeout.
+    pub fn set_add_wait(&self, wait: Duration) {
+        self.add_wait_ms.store(wait.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// ADD; when the pool is empty and the operator has not said it cannot grow, each new pool
+    /// view is tried until the wait bound.
+    fn add_or_wait(&self, req: &Request) -> Result<enipool_cni::proto::AddResult> {
+        let wait = Duration::from_millis(self.add_wait_ms.load(Ordering::Relaxed));
+        let deadline = Instant::now() + wait;
+        loop {
+            let seen = *self.view_gen.0.lock().unwrap();
+            match self.add(req) {
+                Err(Error::PoolEmpty) if !self.view().growth_blocked => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::PoolEmpty);
+                    }
+                    let gen = self.view_gen.0.lock().unwrap();
+                    let _ = self.view_gen.1.wait_timeout_while(gen, left, |g| *g == seen);
+                }
+                r => return r,
             }
         }
     }

@@ -42,6 +42,11 @@ pub struct Args {
     /// reboot it is freed at once: no pod survives one).
     #[arg(long, env = "ENIPOOL_AGENT_LEAK_GRACE_SECONDS", default_value_t = 600)]
     pub leak_grace_seconds: u64,
+    /// How long an ADD that finds the pool empty waits for the operator to grow it before it
+    /// fails (milliseconds; 0 = fail at once). It does not wait when the pool's conditions say
+    /// the subnet or the node is exhausted. Keep it well under the CNI plugin's `timeoutMs`.
+    #[arg(long, env = "ENIPOOL_AGENT_ADD_WAIT_MS", default_value_t = 5000)]
+    pub add_wait_ms: u64,
     /// Debounce of `status.agent` publications, in milliseconds.
     #[arg(long, env = "ENIPOOL_AGENT_PUBLISH_DEBOUNCE_MS", default_value_t = 1000)]
     pub publish_debounce_ms: u64,

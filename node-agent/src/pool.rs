@@ -71,6 +71,9 @@ pub struct PoolView {
     pub released_revision: i64,
     /// `status.releaseRequest` (revision, count, prefer).
     pub release_request: Option<(i64, i32, Vec<String>)>,
+    /// The operator says the pool cannot grow (subnet or node capacity exhausted): an ADD that
+    /// finds it empty fails at once instead of waiting for growth.
+    pub growth_blocked: bool,
 }
 
 impl PoolView {

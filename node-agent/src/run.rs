@@ -112,6 +112,7 @@ pub async fn run(args: Args) -> Result<()> {
         external_snat,
         snat_exclude_cidrs,
         leak_grace_seconds,
+        add_wait_ms,
         publish_debounce_ms,
         netns,
         rebuild_store_from_host,
@@ -169,6 +170,7 @@ pub async fn run(args: Args) -> Result<()> {
     let core = CoreConfig { mtu, external_snat, leak_grace_seconds };
     let store_path = state_dir.join("allocations.redb");
     let agent = Arc::new(Agent::open(&store_path, &boot_id(), host, core, metrics)?);
+    agent.set_add_wait(Duration::from_millis(add_wait_ms));
     let client =
         kube::Client::try_default().await.map_err(|source| Error::Kube { op: "client", source })?;
     let kcfg = crate::kube::KubeConfig {

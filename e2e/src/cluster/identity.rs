@@ -100,6 +100,8 @@ impl AgentIdentity {
         let mut spec = pod_spec_extras();
         spec["nodeName"] = json!(node);
         spec["serviceAccountName"] = json!(self.service_account);
+        // As the agent's own pod: on the host network, so it is no pod waiting for an address.
+        spec["hostNetwork"] = json!(true);
         spec["containers"] = json!([{"name": "agent", "image": "enipool-agent:e2e",
                                       "securityContext": container_security_context()}]);
         let labels = run.map(|r| json!({RUN_LABEL: r})).unwrap_or_else(|| json!({}));

@@ -240,6 +240,7 @@ fn concurrent_storm_keeps_addresses_unique() {
     }
 }
 
+mod add_wait;
 mod crash;
 mod gc_scope;
 mod pool_trust;

@@ -342,5 +342,9 @@ pub fn parse(status: &ENIPoolStatus, ready: &BTreeSet<String>) -> Result<PoolVie
             .release_request
             .as_ref()
             .map(|r| (r.revision, r.count, r.prefer_enis.clone())),
+        growth_blocked: status.conditions.iter().any(|c| {
+            matches!(c.type_.as_str(), "SubnetExhausted" | "CapacityExhausted")
+                && c.status == "True"
+        }),
     })
 }

@@ -189,11 +189,53 @@ pub async fn get_enipools(t: Target) -> Result<()> {
                 }
                 Ok(())
             })
-            .await
+            .await?;
+            one_pool_by_name(c, &nodes[0].name).await
         })
     })
     .await
 }
+
+/// The singular forms the docs and the chart's NOTES tell users to run on one pool, which fail
+/// on a real apiserver when a category is spelled like the singular name.
+async fn one_pool_by_name(c: &Cluster, node: &str) -> Result<()> {
+    let out = c.kubectl(&["get", "enipool", node])?;
+    let (_, rows) = table(&out)?;
+    ensure!(rows.len() == 1 && rows[0]["NAME"] == node, "kubectl get enipool {node}:\n{out}");
+    let pool = c.pool(node).await?;
+    let max_pods = pool
+        .status
+        .as_ref()
+        .and_then(|s| s.effective.as_ref())
+        .map(|e| e.capacity.max_pods)
+        .context("no effective capacity")?;
+    let jp = c.kubectl(&[
+        "get",
+        "enipool",
+        node,
+        "-o",
+        "jsonpath={.status.effective.capacity.maxPods}",
+    ])?;
+    ensure!(jp.trim() == max_pods.to_string(), "jsonpath maxPods {jp:?}, status {max_pods}");
+    let described = c.kubectl(&["describe", "enipool", node])?;
+    ensure!(
+        described.contains(node) && described.contains("Kind:") && described.contains("ENIPool"),
+        "kubectl describe enipool {node}:\n{described}"
+    );
+    for (what, args) in [
+        ("policies by name", vec!["get", "enipoolpolicy", c.names.policy.as_str()]),
+        ("the category", vec!["get", CATEGORY]),
+    ] {
+        let out = c.kubectl(&args)?;
+        ensure!(out.contains(node) || out.contains(&c.names.policy), "{what}:\n{out}");
+    }
+    let explained = c.kubectl(&["explain", "enipool.status.agent"])?;
+    ensure!(explained.contains("ENIPool") && explained.contains("epoch"), "{explained}");
+    Ok(())
+}
+
+/// The kubectl category of both kinds (`kubectl get <category>` lists pools and policies).
+const CATEGORY: &str = "enipool-all";
 
 /// Waits until the pool's target and EC2's allocation of the single node equal `n`.
 async fn converge_to(c: &Cluster, n: i32) -> Result<()> {
