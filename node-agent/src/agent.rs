@@ -80,6 +80,9 @@ pub struct Agent {
     view_gen: (Mutex<u64>, Condvar),
     /// How long an ADD that finds the pool empty waits for growth (milliseconds; 0 = fail at once).
     add_wait_ms: AtomicU64,
+    /// The shim's DEL journal, drained on every tick once serving: a DEL journaled while the
+    /// socket was not open yet (start-up) must not wait for the next restart.
+    del_journal: Mutex<Option<std::path::PathBuf>>,
     host: Arc<dyn HostNet>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     cfg: CoreConfig,
@@ -125,6 +128,7 @@ impl Agent {
             has_view: AtomicBool::new(false),
             view_gen: (Mutex::new(0), Condvar::new()),
             add_wait_ms: AtomicU64::new(0),
+            del_journal: Mutex::new(None),
             host,
             locks: Mutex::new(HashMap::new()),
             cfg,
@@ -254,6 +258,11 @@ impl Agent {
                 Response::Error(to_reply(&e))
             }
         }
+    }
+
+    /// Where the shim journals DELs it could not deliver; [`Agent::tick`] drains it.
+    pub fn set_del_journal(&self, dir: &std::path::Path) {
+        *self.del_journal.lock().unwrap() = Some(dir.to_path_buf());
     }
 
     /// Let an ADD that finds the pool empty wait up to `wait` for the pool to grow (the

@@ -171,6 +171,7 @@ pub async fn run(args: Args) -> Result<()> {
     let store_path = state_dir.join("allocations.redb");
     let agent = Arc::new(Agent::open(&store_path, &boot_id(), host, core, metrics)?);
     agent.set_add_wait(Duration::from_millis(add_wait_ms));
+    agent.set_del_journal(&del_journal_dir);
     let client =
         kube::Client::try_default().await.map_err(|source| Error::Kube { op: "client", source })?;
     let kcfg = crate::kube::KubeConfig {

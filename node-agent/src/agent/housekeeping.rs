@@ -43,7 +43,7 @@ impl Agent {
             }
             let resp = self.handle(req);
             if matches!(resp, Response::Error(_)) {
-                tracing::warn!(path = %path.display(), ?resp, "journaled DEL failed; kept for the next start");
+                tracing::warn!(path = %path.display(), ?resp, "journaled DEL failed; kept for the next tick");
                 continue;
             }
             if let Err(e) = enipool_cni::journal::remove(&path) {
@@ -147,6 +147,13 @@ impl Agent {
         }
         self.watch_rebuilt()?;
         self.free_leaks()?;
+        let journal = self.del_journal.lock().unwrap().clone();
+        if let Some(dir) = journal {
+            let n = self.drain_journal(&dir);
+            if n > 0 {
+                tracing::info!(drained = n, "late DEL journal entries drained");
+            }
+        }
         let expired = {
             let mut refused = self.refused.lock().unwrap();
             let before = refused.len();

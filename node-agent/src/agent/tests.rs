@@ -265,6 +265,24 @@ fn drains_the_shims_del_journal() {
     assert!(jdir.join("bad@eth0.json.corrupt").exists(), "corrupt entry kept for a person");
 }
 
+/// A DEL the shim journaled after start-up (the socket was not open yet, or the agent was busy)
+/// is delivered by the next tick, not at the next restart.
+#[test]
+fn a_del_journaled_after_start_up_is_drained_by_the_next_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent_at(&dir.path().join("s.redb"), Arc::new(FakeHost::default()));
+    let jdir = dir.path().join("journal");
+    a.set_del_journal(&jdir);
+    let ip = ip_of(&a.handle(req(Command::Add, "c1")));
+    a.tick().unwrap();
+    assert!(a.state().allocations.values().any(|x| x.ip == ip), "nothing journaled yet");
+    enipool_cni::journal::record(&jdir, &req(Command::Del, "c1")).unwrap();
+    a.tick().unwrap();
+    assert!(a.state().allocations.is_empty(), "the journaled DEL was not delivered");
+    assert!(a.state().cooling.contains_key(&ip));
+    assert!(enipool_cni::journal::drain(&jdir).unwrap().is_empty(), "entry removed");
+}
+
 /// A shim of another protocol version gets CNI's "incompatible version" code and changes
 /// nothing; a malformed request gets "invalid network config", whatever its message says.
 #[test]
