@@ -9,7 +9,7 @@ use crate::hostnet::{EniConfig, HostNet, NodeConfig};
 use crate::pool::PoolView;
 use enipool_crds::ENIPoolStatus;
 use ipnet::Ipv4Net;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 /// Node-wide settings that do not come from the ENIPool (flags).
@@ -29,12 +29,14 @@ pub struct Programmer {
     settings: HostSettings,
     node: Option<NodeConfig>,
     ready: BTreeSet<String>,
+    /// The secondary ENIs programmed, as programmed: what to remove when one leaves the pool.
+    programmed: BTreeMap<String, EniConfig>,
 }
 
 impl Programmer {
     /// A programmer that has done nothing yet (a fresh start re-programs everything).
     pub fn new(settings: HostSettings) -> Programmer {
-        Programmer { settings, node: None, ready: BTreeSet::new() }
+        Programmer { settings, node: None, ready: BTreeSet::new(), programmed: BTreeMap::new() }
     }
 
     /// ENIs programmed on this host.
@@ -76,6 +78,20 @@ impl Programmer {
         }
         // The primary ENI is the node's own link (never reconfigured); secondaries get a table.
         self.ready.retain(|id| view.enis.iter().any(|e| e.id == *id && e.attached));
+        // An ENI that left the pool (detached) leaves its `from <its primary IP> lookup <table>`
+        // rule and table behind; once EC2 hands that address to a pod, the pod's traffic would
+        // take the stale table. Remove them with the ENI.
+        let gone: Vec<String> =
+            self.programmed.keys().filter(|id| !self.ready.contains(*id)).cloned().collect();
+        for id in gone {
+            let Some(ec) = self.programmed.remove(&id) else { continue };
+            let errs = host.teardown_eni(&ec);
+            if errs.is_empty() {
+                tracing::info!(eni = %id, table = ec.table, "ENI left the pool: its host state removed");
+            } else {
+                tracing::warn!(eni = %id, errors = ?errs, "removing host state of an ENI that left the pool");
+            }
+        }
         let todo: Vec<_> = view
             .enis
             .iter()
@@ -106,6 +122,7 @@ impl Programmer {
                 Ok(()) => {
                     tracing::info!(eni = %e.id, mac = %e.mac, table = e.table(), "ENI programmed");
                     self.ready.insert(e.id.clone());
+                    self.programmed.insert(e.id.clone(), ec);
                 }
                 Err(err) => {
                     tracing::warn!(eni = %e.id, mac = %e.mac, error = &err as &dyn std::error::Error, "ENI not programmed yet")

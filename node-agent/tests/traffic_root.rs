@@ -187,3 +187,28 @@ fn vpc_cni_layout_with_real_traffic_and_restart() {
     assert!(!ok(&format!("ip netns exec {pod_a} ping -c1 -W1 {PRIMARY_IP}")));
     assert!(agent.state().allocations.is_empty());
 }
+
+/// An ENI that leaves the pool takes its host state with it: while its from-ENI rule stayed,
+/// a pod that later got the ENI's former primary address would route by the stale table.
+#[test]
+fn an_eni_that_leaves_the_pool_leaves_no_rule_or_table() {
+    assert_root();
+    let lab = Lab::new("enip-g", &[(POD_A, MAC0)]);
+    let node = lab.node.0.clone();
+    let host = Arc::new(NetlinkHost::start(Some(lab.node.path().into())).unwrap());
+    let mut p = Programmer::new(HostSettings { mtu: 1500, ..Default::default() });
+    p.apply(host.as_ref(), &view(), None);
+    assert!(p.ready().contains("eni-1"), "eni-1 programmed");
+    let rules = sh(&format!("ip -n {node} rule"));
+    assert!(rules.contains(&format!("from {ENI1_IP} lookup 2")), "{rules}");
+    assert!(!sh(&format!("ip -n {node} route show table 2")).trim().is_empty());
+
+    let mut without = view();
+    without.enis.retain(|e| e.id != "eni-1");
+    p.apply(host.as_ref(), &without, None);
+    assert!(!p.ready().contains("eni-1"));
+    let rules = sh(&format!("ip -n {node} rule"));
+    assert!(!rules.contains(&format!("from {ENI1_IP}")), "stale from-ENI rule:\n{rules}");
+    let table = sh(&format!("ip -n {node} route show table 2"));
+    assert!(table.trim().is_empty(), "stale routes in table 2:\n{table}");
+}

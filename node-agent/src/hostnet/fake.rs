@@ -77,6 +77,10 @@ impl HostNet for FakeHost {
         self.record(format!("setup_eni {} table {}", eni.id, eni.table));
         Ok(())
     }
+    fn teardown_eni(&self, eni: &EniConfig) -> Vec<HostError> {
+        self.record(format!("teardown_eni {} table {}", eni.id, eni.table));
+        Vec::new()
+    }
     fn setup_pod(&self, pod: &PodConfig) -> Result<PodWired, HostError> {
         self.record(format!("setup_pod {} {} mtu {}", pod.host_if, pod.ip, pod.mtu));
         if self.fail_setup_pod.load(std::sync::atomic::Ordering::SeqCst) {

@@ -163,6 +163,9 @@ pub trait HostNet: Send + Sync {
     fn setup_node(&self, cfg: &NodeConfig) -> Result<(), HostError>;
     /// Find the ENI's link by MAC (retrying while it appears), MTU, up, table, rules. Idempotent.
     fn setup_eni(&self, eni: &EniConfig) -> Result<(), HostError>;
+    /// Remove what [`HostNet::setup_eni`] added for an ENI that left the pool: its from-ENI rule
+    /// and its table's routes. Best effort; "already gone" is success.
+    fn teardown_eni(&self, eni: &EniConfig) -> Vec<HostError>;
     /// Create the veth pair and program pod and host sides. Replaces a stale host veth.
     fn setup_pod(&self, pod: &PodConfig) -> Result<PodWired, HostError>;
     /// Re-program only the host side of an existing pod (restart): /32 route and rules.

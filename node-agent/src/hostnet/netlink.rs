@@ -182,6 +182,38 @@ impl HostNet for NetlinkHost {
         })
     }
 
+    fn teardown_eni(&self, eni: &EniConfig) -> Vec<HostError> {
+        let eni = eni.clone();
+        let r = self.run(move |c| {
+            Ok(c.block(async {
+                let mut errs = Vec::new();
+                if let Some(ip) = eni.primary_ip {
+                    if let Err(e) = super::rules::delete_eni_rule(&c.h, ip, eni.table).await {
+                        errs.push(e);
+                    }
+                }
+                // The link (and with it these routes) usually went with the detach; when it is
+                // still there, its table must not keep routing.
+                let routes = [
+                    RouteMessageBuilder::<Ipv4Addr>::new().table_id(eni.table).build(),
+                    RouteMessageBuilder::<Ipv4Addr>::new()
+                        .destination_prefix(eni.gateway, 32)
+                        .table_id(eni.table)
+                        .scope(RouteScope::Link)
+                        .build(),
+                ];
+                for r in routes {
+                    if let Err(e) = gone_ok(c.h.route().del(r).execute().await, "delete ENI route")
+                    {
+                        errs.push(e);
+                    }
+                }
+                errs
+            }))
+        });
+        r.unwrap_or_else(|e| vec![e])
+    }
+
     fn setup_pod(&self, pod: &PodConfig) -> Result<PodWired, HostError> {
         let pod = pod.clone();
         self.run(move |c| {

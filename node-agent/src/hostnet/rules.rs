@@ -3,7 +3,7 @@
 
 use super::netlink::{exist_ok, gone_ok, nl};
 use super::HostError;
-use super::{MAIN_TABLE, PRIO_FROM_POD, PRIO_TO_POD};
+use super::{MAIN_TABLE, PRIO_FROM_ENI, PRIO_FROM_POD, PRIO_TO_POD};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::packet_route::AddressFamily;
@@ -91,6 +91,12 @@ pub(super) async fn delete_pod_rules(h: &Handle, ip: Ipv4Addr) -> Vec<HostError>
         }
     }
     errs
+}
+
+/// Delete an ENI's `from <its primary IP> lookup <its table>` rule(s).
+pub(super) async fn delete_eni_rule(h: &Handle, ip: Ipv4Addr, table: u32) -> Result<(), HostError> {
+    delete_all(h, &rule_selector(PRIO_FROM_ENI, Some(table), Some(ip), None), "delete ENI rule")
+        .await
 }
 
 /// Delete every rule `sel` matches, one request each, until the kernel has none left (ENOENT).
