@@ -71,7 +71,14 @@ fn agent_daemonset_shape_and_no_aws_credentials() {
         assert_eq!(init["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
         // No AWS credentials of any kind: env, IRSA/Pod Identity annotations, mounted files.
         let text = serde_json::to_string(ds).unwrap();
-        for needle in ["AWS_", "aws-iam-token", "eks.amazonaws.com", "/.aws"] {
+        // (IRSA's annotations; the compute-type node label in the affinity is no credential.)
+        for needle in [
+            "AWS_",
+            "aws-iam-token",
+            "eks.amazonaws.com/role-arn",
+            "eks.amazonaws.com/audience",
+            "/.aws",
+        ] {
             assert!(!text.contains(needle), "{values}: the agent DaemonSet mentions {needle}");
         }
         let sa = find(&docs, "ServiceAccount", sa_name);
@@ -374,4 +381,39 @@ fn cleanup_hook_is_a_post_delete_job_with_its_own_rbac_created_first() {
     assert!(docs
         .iter()
         .all(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] != "cleanup"));
+}
+
+/// The agent DaemonSet's node affinity, applied to a node's labels as the scheduler applies
+/// `matchExpressions` (terms ORed, expressions ANDed; NotIn also matches a missing label).
+fn agent_may_run_on(ds: &Value, labels: &[(&str, &str)]) -> bool {
+    let terms = &ds["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+        ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+    let Some(terms) = terms.as_array() else { return true };
+    terms.iter().any(|t| {
+        t["matchExpressions"].as_array().into_iter().flatten().all(|e| {
+            let value = labels.iter().find(|(k, _)| *k == e["key"]).map(|(_, v)| *v);
+            let values: Vec<&str> =
+                e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            match e["operator"].as_str() {
+                Some("NotIn") => value.is_none_or(|v| !values.contains(&v)),
+                Some("In") => value.is_some_and(|v| values.contains(&v)),
+                Some("Exists") => value.is_some(),
+                Some("DoesNotExist") => value.is_none(),
+                other => panic!("operator {other:?} not handled by this test"),
+            }
+        })
+    })
+}
+
+/// By default the agent is not scheduled where it can never be ready (Fargate, hybrid nodes),
+/// and still lands on every EC2 node, labelled or not.
+#[test]
+fn agent_skips_fargate_and_hybrid_nodes_by_default() {
+    let docs = render(&Values::File("default-values.yaml")).unwrap();
+    let ds = find(&docs, "DaemonSet", "enipool-agent");
+    const KEY: &str = "eks.amazonaws.com/compute-type";
+    assert!(!agent_may_run_on(ds, &[(KEY, "fargate")]), "Fargate node");
+    assert!(!agent_may_run_on(ds, &[(KEY, "hybrid")]), "hybrid node");
+    assert!(agent_may_run_on(ds, &[(KEY, "ec2")]), "EC2 node labelled ec2");
+    assert!(agent_may_run_on(ds, &[("kubernetes.io/os", "linux")]), "unlabelled EC2 node");
 }
