@@ -96,6 +96,20 @@ pub struct Gvr {
     pub resource: String,
 }
 
+impl Gvk {
+    /// `group/version, Kind=kind`.
+    pub fn new(group: &str, version: &str, kind: &str) -> Gvk {
+        Gvk { group: group.into(), version: version.into(), kind: kind.into() }
+    }
+}
+
+impl Gvr {
+    /// `group/version, Resource=resource`.
+    pub fn new(group: &str, version: &str, resource: &str) -> Gvr {
+        Gvr { group: group.into(), version: version.into(), resource: resource.into() }
+    }
+}
+
 /// One admission request: its attributes and objects, as policies see them.
 #[derive(Debug, Clone, Default)]
 pub struct AdmissionRequest {

@@ -23,16 +23,8 @@ fn update(pool: &str, user: UserInfo) -> AdmissionRequest {
                      "metadata": {"name": pool}, "status": {"epoch": 3}});
     AdmissionRequest {
         operation: Operation::Update,
-        kind: Gvk {
-            group: "enipool.io".into(),
-            version: "v1alpha1".into(),
-            kind: "ENIPool".into(),
-        },
-        resource: Gvr {
-            group: "enipool.io".into(),
-            version: "v1alpha1".into(),
-            resource: "enipools".into(),
-        },
+        kind: Gvk::new("enipool.io", "v1alpha1", "ENIPool"),
+        resource: Gvr::new("enipool.io", "v1alpha1", "enipools"),
         sub_resource: "status".into(),
         name: pool.into(),
         user,

@@ -90,16 +90,8 @@ fn request(
 ) -> AdmissionRequest {
     AdmissionRequest {
         operation,
-        kind: Gvk {
-            group: "enipool.io".into(),
-            version: "v1alpha1".into(),
-            kind: "ENIPool".into(),
-        },
-        resource: Gvr {
-            group: "enipool.io".into(),
-            version: "v1alpha1".into(),
-            resource: "enipools".into(),
-        },
+        kind: Gvk::new("enipool.io", "v1alpha1", "ENIPool"),
+        resource: Gvr::new("enipool.io", "v1alpha1", "enipools"),
         sub_resource: sub_resource.into(),
         name: name.into(),
         user,

@@ -38,6 +38,29 @@ fn eni_state(env: &Env, id: &str) -> serde_json::Value {
     serde_json::to_value(env.sim.snapshot().enis.get(id)).unwrap()
 }
 
+/// An `available` ENI created for node-b (`pool`, on `instance`), tagged as the operator tags its
+/// ENIs but without a created-at tag, so GC leaves it alone.
+async fn spare_eni_of(env: &Env, pool: &ENIPool, instance: &str, secondary_ips: i32) -> String {
+    let tags: BTreeMap<String, String> = [
+        (tags::CLUSTER, CLUSTER),
+        (tags::OWNER, tags::OWNER_VALUE),
+        (tags::NODE, "node-b"),
+        (tags::INSTANCE_ID, instance),
+        (tags::POOL_UID, pool.metadata.uid.as_deref().unwrap()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let req = CreateEni {
+        subnet_id: env.subnet.clone(),
+        security_groups: vec![env.sg.clone()],
+        secondary_ips,
+        tags,
+        ..Default::default()
+    };
+    env.ec2(None).await.create_eni(&req).await.unwrap().id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_journal_entries_and_releasing_are_dropped_without_touching_ec2() {
     let env = env().await;
@@ -55,28 +78,7 @@ async fn forged_journal_entries_and_releasing_are_dropped_without_touching_ec2()
 
     // An `available` ENI created for node-b (tagged as the operator tags its ENIs; no created-at
     // tag, so GC leaves it alone), not for node-a.
-    let ec2 = env.ec2(None).await;
-    let b_tags: BTreeMap<String, String> = [
-        (tags::CLUSTER, CLUSTER),
-        (tags::OWNER, tags::OWNER_VALUE),
-        (tags::NODE, "node-b"),
-        (tags::INSTANCE_ID, inst_b.as_str()),
-        (tags::POOL_UID, b.metadata.uid.as_deref().unwrap()),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let spare = ec2
-        .create_eni(&CreateEni {
-            subnet_id: env.subnet.clone(),
-            security_groups: vec![env.sg.clone()],
-            secondary_ips: 2,
-            tags: b_tags,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .id;
+    let spare = spare_eni_of(&env, &b, &inst_b, 2).await;
     // A security group of the VPC that no policy selects for node-a.
     let evil_sg = env.sim.create_security_group(&env.vpc, "evil", &[]).unwrap();
 
@@ -204,27 +206,7 @@ async fn the_finalizer_never_deletes_another_nodes_eni_the_status_names() {
     let inst_b = env.join("node-b", "m5.large", &env.subnet).await;
     env.wait_pool("node-a", "Ready", T, is_ready).await;
     let b = env.wait_pool("node-b", "Ready", T, is_ready).await;
-    let ec2 = env.ec2(None).await;
-    let b_tags: BTreeMap<String, String> = [
-        (tags::CLUSTER, CLUSTER),
-        (tags::OWNER, tags::OWNER_VALUE),
-        (tags::NODE, "node-b"),
-        (tags::INSTANCE_ID, inst_b.as_str()),
-        (tags::POOL_UID, b.metadata.uid.as_deref().unwrap()),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let spare = ec2
-        .create_eni(&CreateEni {
-            subnet_id: env.subnet.clone(),
-            security_groups: vec![env.sg.clone()],
-            tags: b_tags,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .id;
+    let spare = spare_eni_of(&env, &b, &inst_b, 0).await;
     let spare_before = eni_state(&env, &spare);
     let forged = json!({"status": {"enis": [{
         "id": spare, "deviceIndex": 1, "mac": "02:00:00:00:00:01", "subnetID": env.subnet,
