@@ -197,6 +197,7 @@ fn concurrent_storm_keeps_addresses_unique() {
 
 mod crash;
 mod pool_trust;
+mod recreated_pool;
 
 #[test]
 fn drains_the_shims_del_journal() {
