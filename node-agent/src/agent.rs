@@ -92,6 +92,9 @@ pub struct Agent {
     leaks: Mutex<BTreeMap<AllocKey, u64>>,
     /// The offer published last (revision, items).
     offer: Mutex<Option<(i64, Vec<Ipv4Net>)>>,
+    /// Uid of the ENIPool the view came from ("" before the first): its release revisions are
+    /// that pool's, and start again at 1 in a pool created anew under the node's name.
+    pool_uid: Mutex<String>,
     /// Wakes the publisher at once (demand raised, offer made).
     pub urgent: tokio::sync::Notify,
     /// Wakes the publisher after its debounce (counts changed).
@@ -136,6 +139,7 @@ impl Agent {
             refused: Mutex::new(HashMap::new()),
             leaks: Mutex::new(BTreeMap::new()),
             offer: Mutex::new(None),
+            pool_uid: Mutex::new(String::new()),
             urgent: tokio::sync::Notify::new(),
             changed: tokio::sync::Notify::new(),
         })

@@ -86,6 +86,7 @@ pub async fn watch_pool(
     };
     let programmer = Arc::new(std::sync::Mutex::new(Programmer::new(settings)));
     let mut status: Option<ENIPoolStatus> = None;
+    let mut pool_uid = String::new();
     let mut facts = NodeFacts::default();
     let mut warned_missing = false;
     loop {
@@ -100,6 +101,7 @@ pub async fn watch_pool(
                     if p.status.is_none() {
                         tracing::info!(pool = %cfg.node_name, "ENIPool has no status yet (operator has not synced the node)");
                     }
+                    pool_uid = p.metadata.uid.clone().unwrap_or_default();
                     status = p.status;
                 }
                 Some(Ok(watcher::Event::Delete(_))) => {
@@ -144,9 +146,9 @@ pub async fn watch_pool(
         let Some(st) = status.clone() else { continue };
         let arrived = PoolArrived { published: st.agent.as_ref().map(Published::from_status) };
         let (a, p, fallback) = (agent.clone(), programmer.clone(), facts.internal_ip);
-        let pool = cfg.node_name.clone();
+        let (pool, uid) = (cfg.node_name.clone(), pool_uid.clone());
         let r = tokio::task::spawn_blocking(move || {
-            p.lock().unwrap_or_else(|e| e.into_inner()).apply_status(&a, &pool, &st, fallback)
+            p.lock().unwrap_or_else(|e| e.into_inner()).apply_status(&a, &pool, &uid, &st, fallback)
         })
         .await;
         let first = |v: &mut Option<PoolArrived>| {

@@ -134,21 +134,34 @@ impl Programmer {
 
     /// Program the host for `view` and hand the agent the view with ENI readiness filled in.
     pub fn apply_to(&mut self, agent: &Agent, view: &PoolView, fallback: Option<Ipv4Addr>) {
+        let v = self.programmed(agent, view, fallback);
+        agent.set_view(v);
+    }
+
+    /// Program the host for `view`; the view with ENI readiness filled in.
+    fn programmed(
+        &mut self,
+        agent: &Agent,
+        view: &PoolView,
+        fallback: Option<Ipv4Addr>,
+    ) -> PoolView {
         let ready = self.apply(agent.host().as_ref(), view, fallback).clone();
         let mut v = view.clone();
         for e in &mut v.enis {
             e.ready = ready.contains(&e.id);
         }
-        agent.set_view(v);
+        v
     }
 
-    /// Check pool `pool`'s status, then program the host for it and hand the agent the view. A
-    /// status that fails the check changes nothing, on the host or in the agent (it keeps the view
-    /// it had); the refusal is logged with the offending value and counted.
+    /// Check pool `pool`'s status (`pool_uid` tells a pool created again under the same name from
+    /// the one before), then program the host for it and hand the agent the view. A status that
+    /// fails the check changes nothing, on the host or in the agent (it keeps the view it had);
+    /// the refusal is logged with the offending value and counted.
     pub fn apply_status(
         &mut self,
         agent: &Agent,
         pool: &str,
+        pool_uid: &str,
         status: &ENIPoolStatus,
         fallback: Option<Ipv4Addr>,
     ) -> Result<()> {
@@ -170,7 +183,8 @@ impl Programmer {
                 return Err(e);
             }
         };
-        self.apply_to(agent, &view, fallback);
+        let v = self.programmed(agent, &view, fallback);
+        agent.set_pool_view(pool_uid, v);
         Ok(())
     }
 }

@@ -1,7 +1,8 @@
-//! The ENIPool finalizer. A pool deleted while its Node lives is only released (the Node
-//! controller recreates it and the new pool adopts the ENIs). A pool whose Node is gone waits,
-//! at most `termination_wait`, for its instance to terminate, deletes the `available` ENIs the
-//! node left behind, and removes the finalizer.
+//! The ENIPool finalizer. A pool deleted while its node lives — a Node of its name runs on its
+//! instance, whether the Node object is the same one or was re-registered by its kubelet — is only
+//! released (the Node controller recreates it and the new pool adopts the ENIs). A pool whose node
+//! is gone waits, at most `termination_wait`, for its instance to terminate, deletes the
+//! `available` ENIs the node left behind, and removes the finalizer.
 //!
 //! Leftovers are the ENIs EC2 lists with this cluster's tag and the pool's instance tag (every ENI
 //! the operator creates carries both, from the CreateNetworkInterface call itself). That catches
@@ -14,7 +15,7 @@
 //! deletion, and past `termination_wait` an EC2 failure no longer holds the pool either (what is
 //! left is GC's).
 
-use crate::controller::Context;
+use crate::controller::{parse_provider_id, Context};
 use crate::ec2::{Ec2Api, Ec2ErrorKind, Ec2Result, Eni};
 use crate::error::Result;
 use crate::journal::validate::created_for;
@@ -73,7 +74,7 @@ pub(crate) async fn finalize(pool: &ENIPool, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-/// Whether the pool's own Node still lives (I/O only when the cache says it does). The Node and
+/// Whether the pool's node still lives (I/O only when the cache says it does). The Node and
 /// pool caches follow separate watch streams: the garbage collector deletes the pool after its
 /// Node, but the pool's deletion can reach the operator before the Node's. Trusting the cache
 /// then would release the pool as if it were merely deleted, skipping the cleanup of a deleted
@@ -86,22 +87,30 @@ async fn node_lives(pool: &ENIPool, ctx: &Context) -> Result<bool> {
     own_node_lives_in_api(pool, ctx).await
 }
 
-/// Whether the API server (not the cache) has the live Node that owns `pool` (one GET). Both
-/// directions of a cache's lag are confirmed with it: the finalizer's "the Node lives" here, and
-/// the pool reconcile's "the Node is gone" before it deletes a pool.
+/// Whether the API server (not the cache) has `pool`'s live node (one GET, see
+/// [`is_own_live_node`]). Both directions of a cache's lag are confirmed with it: the finalizer's
+/// "the Node lives" here, and the pool reconcile's "the Node is gone" before it deletes a pool.
 pub(crate) async fn own_node_lives_in_api(pool: &ENIPool, ctx: &Context) -> Result<bool> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let live = nodes.get_opt(&pool.spec.node_name).await.map_err(crate::Error::kube("GetNode"))?;
     Ok(is_own_live_node(pool, live.as_ref()))
 }
 
-/// Whether `node` is the live Node that owns `pool` (no I/O): present, not being deleted, and,
-/// when the pool records its owner, the same object (a Node recreated under the same name is a
-/// new node; the old one's pool must be cleaned up, not released).
+/// Whether `node` is the live node of `pool` (no I/O): present, not being deleted, and on the
+/// pool's instance. The instance, named by the Node's providerID, is what the pool's ENIs belong
+/// to: a kubelet that re-registers makes a new Node object (a new uid) on the same instance,
+/// whose new pool must adopt the ENIs, while a Node of the same name on another instance is
+/// another node, and the old one's pool must be cleaned up. Only a Node without a usable
+/// providerID is judged by the pool's owner reference (the same object, or the name when the pool
+/// records none).
 pub fn is_own_live_node(pool: &ENIPool, node: Option<&Node>) -> bool {
     let Some(node) = node else { return false };
     if node.meta().deletion_timestamp.is_some() {
         return false;
+    }
+    let provider = node.spec.as_ref().and_then(|s| s.provider_id.as_deref());
+    if let Some((_, instance)) = provider.and_then(parse_provider_id) {
+        return instance == pool.spec.instance_id;
     }
     let owner = pool.owner_references().iter().find(|o| o.kind == "Node").map(|o| &o.uid);
     match owner {
@@ -264,23 +273,29 @@ mod tests {
         assert_eq!(fake.mutations(), vec!["CreateNetworkInterface"]);
     }
 
-    /// Which Node counts as the pool's live owner: the cache and the confirming GET both go
-    /// through this. A Node being deleted, absent, or recreated under the same name (another
-    /// uid) is not; a pool without an owner reference trusts the name.
+    /// Which Node counts as the pool's live node: the cache and the confirming GET both go
+    /// through this. The instance in the Node's providerID decides: a Node re-registered on the
+    /// pool's instance (another uid) is its node, one of the same name on another instance is
+    /// not. Without a usable providerID the owner reference decides.
     #[test]
     fn own_live_node_table() {
+        use k8s_openapi::api::core::v1::NodeSpec;
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-        let node = |uid: &str, deleting: bool| {
+        let node = |uid: &str, provider: Option<&str>, deleting: bool| {
             let mut n = Node::default();
             n.metadata.name = Some("node-a".into());
             n.metadata.uid = Some(uid.into());
+            n.spec =
+                Some(NodeSpec { provider_id: provider.map(String::from), ..Default::default() });
             if deleting {
                 n.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
             }
             n
         };
-        let pool = |owner: Option<&str>| {
+        let pool = |owner: Option<&str>, instance: &str| {
             let mut p = ENIPool::new("node-a", Default::default());
+            p.spec.node_name = "node-a".into();
+            p.spec.instance_id = instance.into();
             p.metadata.owner_references = owner.map(|uid| {
                 vec![OwnerReference {
                     api_version: "v1".into(),
@@ -292,13 +307,33 @@ mod tests {
             });
             p
         };
+        let on_1 = Some("aws:///us-west-2a/i-1");
+        let on_2 = Some("aws:///us-west-2a/i-2");
         let cases = [
-            (pool(Some("u1")), Some(node("u1", false)), true, "the owner, alive"),
-            (pool(Some("u1")), Some(node("u1", true)), false, "the owner, being deleted"),
-            (pool(Some("u1")), None, false, "no Node"),
-            (pool(Some("u1")), Some(node("u2", false)), false, "recreated under the same name"),
-            (pool(None), Some(node("u2", false)), true, "no owner recorded: the name decides"),
-            (pool(None), Some(node("u2", true)), false, "no owner recorded, being deleted"),
+            (pool(Some("u1"), "i-1"), Some(node("u1", on_1, false)), true, "the owner, alive"),
+            (pool(Some("u1"), "i-1"), Some(node("u1", on_1, true)), false, "being deleted"),
+            (pool(Some("u1"), "i-1"), None, false, "no Node"),
+            (pool(Some("u1"), "i-1"), Some(node("u2", on_1, false)), true, "re-registered"),
+            (pool(Some("u1"), "i-1"), Some(node("u2", on_1, true)), false, "re-registered, going"),
+            (pool(Some("u1"), "i-1"), Some(node("u2", on_2, false)), false, "another instance"),
+            (pool(Some("u1"), "i-1"), Some(node("u1", on_2, false)), false, "providerID decides"),
+            (pool(Some("u1"), ""), Some(node("u1", on_1, false)), false, "pool without instance"),
+            (pool(None, "i-1"), Some(node("u2", on_1, false)), true, "no owner recorded"),
+            (pool(Some("u1"), "i-1"), Some(node("u1", None, false)), true, "no providerID: uid"),
+            (
+                pool(Some("u1"), "i-1"),
+                Some(node("u2", None, false)),
+                false,
+                "no providerID, new uid",
+            ),
+            (
+                pool(Some("u1"), "i-1"),
+                Some(node("u2", Some("gce://p/z/n"), false)),
+                false,
+                "not AWS",
+            ),
+            (pool(None, "i-1"), Some(node("u2", None, false)), true, "nothing recorded: the name"),
+            (pool(None, "i-1"), Some(node("u2", None, true)), false, "nothing recorded, going"),
         ];
         for (pool, node, want, case) in cases {
             assert_eq!(is_own_live_node(&pool, node.as_ref()), want, "{case}");

@@ -13,7 +13,7 @@
 use crate::ec2::{CreateEni, Ec2Api, Ec2Error, Ec2ErrorKind, Eni};
 use enipool_crds::{tags, Operation, OperationKind};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Marker item: the CreateENI carries prefixes, not secondary addresses.
 const PREFIXES_MARKER: &str = "prefixes";
@@ -169,12 +169,21 @@ pub enum Replayed {
     Wait,
 }
 
-/// Finish or abandon one entry by looking at EC2. `attached` are the instance's ENIs from the sync.
+/// Whether `eni`, as EC2 describes it, holds nothing but `offered` items (addresses and prefixes
+/// the agent gave up, see `plan::release::offered_items`): only then may a release detach it.
+pub fn holds_only(eni: &Eni, offered: &BTreeSet<String>) -> bool {
+    eni.secondary_ips.iter().map(|a| a.to_string()).all(|a| offered.contains(&a))
+        && eni.prefixes.iter().map(|p| p.to_string()).all(|p| offered.contains(&p))
+}
+
+/// Finish or abandon one entry by looking at EC2. `attached` are the instance's ENIs from the sync;
+/// `offered` the items the agent gave up for release.
 pub async fn replay_one(
     ec2: &dyn Ec2Api,
     op: &mut Operation,
     owner: &Owner,
     attached: &[Eni],
+    offered: &BTreeSet<String>,
 ) -> Replayed {
     match op.kind {
         // Nothing journals one ([`validate`] rejects it before any replay): attaching an ENI an
@@ -226,6 +235,13 @@ pub async fn replay_one(
                     return Replayed::Abandoned("attached to another instance")
                 }
                 Some(a) if a.status == "detaching" => return Replayed::Wait,
+                // The entry was journaled for an empty ENI. Addresses on it now (assigned while
+                // the detach kept failing) may be pods': detaching would take them away. A later
+                // release decides again once the ENI is empty.
+                Some(_) if !holds_only(&eni, offered) => {
+                    tracing::warn!(op = %op.id, eni_id = %eni.id, ips = eni.secondary_ips.len(), prefixes = eni.prefixes.len(), "ENI release dropped: the ENI holds addresses again");
+                    return Replayed::Abandoned("the ENI holds addresses not offered for release");
+                }
                 Some(a) => match ec2.detach_eni(&a.id, false).await {
                     Ok(()) => return Replayed::Wait, // deleted once EC2 reports it available
                     Err(e) => Err(e),
@@ -268,10 +284,11 @@ pub async fn replay(
     ops: Vec<Operation>,
     owner: &Owner,
     attached: &[Eni],
+    offered: &BTreeSet<String>,
 ) -> Replay {
     let mut r = Replay::default();
     for mut op in ops {
-        let outcome = match replay_one(ec2, &mut op, owner, attached).await {
+        let outcome = match replay_one(ec2, &mut op, owner, attached, offered).await {
             Replayed::Done => {
                 tracing::info!(op = %op.id, kind = ?op.kind, "journal entry finished");
                 "finished"
@@ -326,6 +343,10 @@ mod tests {
         id
     }
 
+    fn none() -> BTreeSet<String> {
+        BTreeSet::new()
+    }
+
     fn release_op(kind: OperationKind, eni: &str) -> Operation {
         new_op(kind, eni, 0, vec![], None, &Time(k8s_openapi::jiff::Timestamp::now()))
     }
@@ -337,12 +358,12 @@ mod tests {
         let fake = FakeEc2::new();
         let eni = attached_eni(&fake).await;
         let ops = vec![release_op(OperationKind::DetachENI, &eni)];
-        let r = replay(&fake, ops, &owner(), &[]).await;
+        let r = replay(&fake, ops, &owner(), &[], &none()).await;
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         assert_eq!(r.outcomes, [(OperationKind::DetachENI, "waiting")]);
         assert_eq!(r.keep.len(), 1, "kept until the ENI is gone");
         assert_eq!(r.keep[0].attempts, 0, "waiting is not a failed attempt");
-        let r = replay(&fake, r.keep, &owner(), &[]).await;
+        let r = replay(&fake, r.keep, &owner(), &[], &none()).await;
         assert!(r.keep.is_empty() && r.errors.is_empty(), "{r:?}");
         assert_eq!(r.outcomes, [(OperationKind::DetachENI, "finished")]);
         assert!(fake.enis().iter().all(|e| e.id != eni), "deleted");
@@ -356,7 +377,7 @@ mod tests {
         let eni = attached_eni(&fake).await;
         fake.fail_next("DetachNetworkInterface", Ec2ErrorKind::Unauthorized);
         let ops = vec![release_op(OperationKind::DetachENI, &eni)];
-        let r = replay(&fake, ops, &owner(), &[]).await;
+        let r = replay(&fake, ops, &owner(), &[], &none()).await;
         assert!(r.keep.is_empty(), "a permission error is not retried: {r:?}");
         assert_eq!(r.outcomes, [(OperationKind::DetachENI, "dropped")]);
         assert!(fake.enis().iter().any(|e| e.id == eni), "the ENI stays (in the pool's status)");
@@ -364,19 +385,70 @@ mod tests {
         let mut ops = vec![release_op(OperationKind::DeleteENI, &eni)];
         for round in 1..MAX_ATTEMPTS {
             fake.fail_next("DetachNetworkInterface", Ec2ErrorKind::Transient);
-            let r = replay(&fake, ops, &owner(), &[]).await;
+            let r = replay(&fake, ops, &owner(), &[], &none()).await;
             assert_eq!((r.keep.len(), r.errors.len()), (1, 1), "round {round}: kept and retried");
             assert_eq!(r.outcomes, [(OperationKind::DeleteENI, "retry")]);
             assert_eq!(r.keep[0].attempts, round);
             ops = r.keep;
         }
         fake.fail_next("DetachNetworkInterface", Ec2ErrorKind::Transient);
-        let r = replay(&fake, ops, &owner(), &[]).await;
+        let r = replay(&fake, ops, &owner(), &[], &none()).await;
         assert!(
             r.keep.is_empty() && r.errors.is_empty(),
             "abandoned after {MAX_ATTEMPTS} attempts"
         );
         assert_eq!(r.outcomes, [(OperationKind::DeleteENI, "dropped")]);
         assert!(fake.enis().iter().any(|e| e.id == eni));
+    }
+
+    /// A detach replayed for an ENI that holds addresses again is dropped (counted as dropped),
+    /// never sent, unless every address on it is one the agent offered for release.
+    #[tokio::test]
+    async fn a_release_of_an_eni_holding_addresses_is_dropped() {
+        let fake = FakeEc2::new();
+        let eni = attached_eni(&fake).await;
+        let assigned = fake.assign_ips(&eni, 2).await.expect("assign");
+        let items: Vec<String> = assigned.iter().map(|a| a.to_string()).collect();
+        fake.reset_calls();
+
+        for kind in [OperationKind::DetachENI, OperationKind::DeleteENI] {
+            let some: BTreeSet<String> = items[..1].iter().cloned().collect();
+            for offered in [none(), some] {
+                let r = replay(&fake, vec![release_op(kind, &eni)], &owner(), &[], &offered).await;
+                assert_eq!(r.outcomes, [(kind, "dropped")], "{offered:?}");
+                assert!(r.keep.is_empty() && r.errors.is_empty(), "{r:?}");
+            }
+        }
+        assert!(fake.mutations().is_empty(), "nothing detached: {:?}", fake.mutations());
+        assert!(fake.enis().iter().any(|e| e.id == eni && e.attachment.is_some()));
+
+        let all: BTreeSet<String> = items.into_iter().collect();
+        let r =
+            replay(&fake, vec![release_op(OperationKind::DetachENI, &eni)], &owner(), &[], &all)
+                .await;
+        assert_eq!(r.outcomes, [(OperationKind::DetachENI, "waiting")], "only offered addresses");
+        assert_eq!(fake.mutations(), ["DetachNetworkInterface"]);
+    }
+
+    #[test]
+    fn holds_only_table() {
+        let eni = |ips: &[&str], prefixes: &[&str]| Eni {
+            secondary_ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+            prefixes: prefixes.iter().map(|s| s.parse().unwrap()).collect(),
+            ..Default::default()
+        };
+        let offered: BTreeSet<String> =
+            ["10.0.0.5", "10.0.1.16/28"].into_iter().map(String::from).collect();
+        let cases = [
+            (eni(&[], &[]), true, "empty"),
+            (eni(&["10.0.0.5"], &["10.0.1.16/28"]), true, "only offered items"),
+            (eni(&["10.0.0.5", "10.0.0.6"], &[]), false, "an address not offered"),
+            (eni(&[], &["10.0.1.32/28"]), false, "a prefix not offered"),
+            (eni(&[], &["10.0.1.16/28"]), true, "the offered prefix"),
+        ];
+        for (e, want, case) in cases {
+            assert_eq!(holds_only(&e, &offered), want, "{case}");
+        }
+        assert!(!holds_only(&eni(&["10.0.0.5"], &[]), &BTreeSet::new()), "nothing offered");
     }
 }

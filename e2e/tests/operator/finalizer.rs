@@ -106,3 +106,70 @@ async fn ec2_failures_hold_the_pool_no_longer_than_the_termination_wait() {
     assert!(c["DescribeInstances"].injected > 0, "the finalizer met the failures: {c:?}");
     op.abort();
 }
+
+/// A kubelet re-registering deletes its Node and creates it again: same name, same providerID,
+/// a new uid. The old pool goes with its Node's uid (garbage collection), but the instance is the
+/// same live node: the finalizer releases it without waiting for a termination, the new pool adopts
+/// the instance's ENIs and is Ready within a normal settle time, and no ENI is detached, deleted
+/// or left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_re_registered_on_its_instance_keeps_its_enis() {
+    use std::collections::BTreeSet;
+    let env = env().await;
+    let op = env.start_operator("op-a").await;
+    let inst = env.join("node-a", "m5.large", &env.subnet).await;
+    env.wait_pool("node-a", "Ready", T, is_ready).await;
+    // Enough demand for a secondary ENI, so there is an ENI the operator created to lose.
+    env.agent("node-a", &agent_report(1, 12, 0, None)).await;
+    let old = env
+        .wait_pool("node-a", "secondary ENIs, Ready", T, |p| {
+            is_ready(p) && p.status.as_ref().is_some_and(|s| s.enis.len() >= 2)
+        })
+        .await;
+    let of_instance = || -> BTreeSet<String> {
+        env.sim
+            .snapshot()
+            .enis
+            .values()
+            .filter(|e| e.attachment.as_ref().is_some_and(|a| a.instance_id == inst))
+            .map(|e| e.id.clone())
+            .collect()
+    };
+    let before = of_instance();
+    assert_eq!(before.len(), old.status.as_ref().unwrap().enis.len(), "{before:?}");
+    let tagged_before: BTreeSet<String> = env.tagged_enis().into_iter().collect();
+    let (detaches, deletes) =
+        (env.calls("DetachNetworkInterface"), env.calls("DeleteNetworkInterface"));
+
+    env.delete_node("node-a").await;
+    env.create_node("node-a", "m5.large", &inst, &[]).await;
+    let old_uid = old.metadata.uid.clone();
+    let new = env
+        .wait_pool("node-a", "the re-registered node's pool Ready", T, |p| {
+            p.metadata.uid != old_uid && p.metadata.deletion_timestamp.is_none() && is_ready(p)
+        })
+        .await;
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    let node = nodes.get("node-a").await.unwrap();
+    let owner = new.metadata.owner_references.as_ref().and_then(|o| o.first()).unwrap();
+    assert_eq!(Some(&owner.uid), node.metadata.uid.as_ref(), "the new pool is the new Node's");
+    let adopted: BTreeSet<String> =
+        new.status.as_ref().unwrap().enis.iter().map(|e| e.id.clone()).collect();
+    assert!(adopted.is_superset(&before), "adopted {adopted:?}, the instance had {before:?}");
+
+    assert_eq!(of_instance(), before, "every ENI still attached to the instance");
+    let tagged_after: BTreeSet<String> = env.tagged_enis().into_iter().collect();
+    assert_eq!(tagged_after, tagged_before, "no ENI created or deleted");
+    let available: Vec<String> = env
+        .sim
+        .snapshot()
+        .enis
+        .values()
+        .filter(|e| tagged_after.contains(&e.id) && e.attachment.is_none())
+        .map(|e| e.id.clone())
+        .collect();
+    assert!(available.is_empty(), "leaked (detached) ENIs: {available:?}");
+    assert_eq!(env.calls("DetachNetworkInterface"), detaches, "nothing detached");
+    assert_eq!(env.calls("DeleteNetworkInterface"), deletes, "nothing deleted");
+    op.abort();
+}

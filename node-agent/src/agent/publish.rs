@@ -6,6 +6,7 @@ use crate::alloc;
 use crate::error::Result;
 use crate::store::{now_secs, Offer};
 use ipnet::Ipv4Net;
+use std::collections::BTreeMap;
 
 /// What the publisher reports in `status.agent`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -32,7 +33,52 @@ pub struct Report {
     pub orphaned: Vec<String>,
 }
 
+/// Whether the view now comes from another pool than before: the ENIPool was deleted and created
+/// again under the node's name (a new uid). An empty uid is unknown (no pool read yet): never a
+/// replacement.
+pub fn pool_replaced(last: &str, now: &str) -> bool {
+    !last.is_empty() && !now.is_empty() && last != now
+}
+
 impl Agent {
+    /// Hand the agent the view of the pool whose uid is `uid` (see [`Agent::set_view`]), after
+    /// starting the offer state afresh when that pool replaced the one before.
+    pub fn set_pool_view(&self, uid: &str, v: crate::pool::PoolView) {
+        // Held to the end: a view of the old pool applied concurrently cannot slip in between.
+        let mut last = self.pool_uid.lock().unwrap();
+        if pool_replaced(&last, uid) {
+            tracing::warn!(old = %last, new = %uid, "ENIPool created again; release offers start afresh");
+            if let Err(e) = self.restart_offers() {
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "restarting release offers failed"
+                );
+            }
+        }
+        if !uid.is_empty() {
+            *last = uid.to_string();
+        }
+        self.set_view(v);
+    }
+
+    /// A new pool's release requests count from 1 again and it never saw this agent's offers.
+    /// Drop the offer published to the old pool, so the next request is answered whatever its
+    /// revision, and tie every offered item to no request (revision 0): one the new pool does not
+    /// list is forgotten at once; one it lists stays out of allocation (the old pool may have
+    /// been releasing it) and is the first offered again.
+    fn restart_offers(&self) -> Result<()> {
+        let mut st = self.state.lock().unwrap();
+        *self.offer.lock().unwrap() = None;
+        let mut by_epoch: BTreeMap<u64, Vec<Ipv4Net>> = BTreeMap::new();
+        for (n, o) in st.offered.iter().filter(|(_, o)| o.revision != 0) {
+            by_epoch.entry(o.epoch).or_default().push(*n);
+        }
+        for (epoch, items) in by_epoch {
+            self.store.offer(&mut st, &items, Offer { revision: 0, epoch })?;
+        }
+        Ok(())
+    }
+
     /// Answer the operator's release request (if new) and forget finished offers.
     pub(super) fn settle_offers(&self) -> Result<()> {
         let view = self.view();
@@ -96,5 +142,22 @@ impl Agent {
     pub(super) fn update_gauges(&self) {
         let r = self.report();
         self.metrics.set_pool(&r, self.state.lock().unwrap().offered.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pool_replaced_table() {
+        let cases = [
+            ("", "uid-1", false, "the first pool read"),
+            ("uid-1", "uid-1", false, "the same pool again"),
+            ("uid-1", "uid-2", true, "deleted and created again"),
+            ("uid-1", "", false, "a view without a uid says nothing"),
+            ("", "", false, "nothing known"),
+        ];
+        for (last, now, want, case) in cases {
+            assert_eq!(super::pool_replaced(last, now), want, "{case}");
+        }
     }
 }

@@ -245,6 +245,7 @@ mod crash;
 mod gc_scope;
 mod pool_trust;
 mod reboot;
+mod recreated_pool;
 mod store_check;
 
 #[test]

@@ -84,6 +84,9 @@ pub struct GrowthInput<'a> {
     pub allow_fallback: bool,
     /// Subnets known to have no aligned /28 left (recent `InsufficientCidrBlocks`).
     pub no_cidr_subnets: &'a BTreeSet<String>,
+    /// ENIs being released (see `release::pending_releases`): never filled; they still take
+    /// their device index and ENI slot until EC2 has them gone.
+    pub releasing_enis: &'a BTreeSet<String>,
     /// Lowest device index handing out pod addresses.
     pub first_interface_index: i32,
     /// ENIs the node may have, primary included.
@@ -138,6 +141,7 @@ pub fn plan_growth(input: &GrowthInput<'_>) -> Growth {
         .enis
         .iter()
         .filter(|e| e.attached && !e.excluded && e.device_index >= input.first_interface_index)
+        .filter(|e| !input.releasing_enis.contains(&e.id))
         .collect();
     existing.sort_by_key(|e| e.device_index);
     for eni in existing {

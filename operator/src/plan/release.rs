@@ -3,8 +3,10 @@
 //! handshake as a pure function of the pool status.
 
 use enipool_crds::settings::{EffectiveSettings, PREFIX_SIZE};
-use enipool_crds::{AgentStatus, EniStatus, ReleaseRequest, Releasing};
-use std::collections::BTreeMap;
+use enipool_crds::{
+    AgentStatus, ENIPoolStatus, EniStatus, Operation, OperationKind, ReleaseRequest, Releasing,
+};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Inputs of [`decide_release`].
 #[derive(Debug, Clone)]
@@ -189,4 +191,38 @@ pub fn empty_enis(
         .filter(|e| e.state == enipool_crds::EniState::Attached)
         .map(|e| e.id.clone())
         .collect()
+}
+
+/// ENIs with a journaled detach or delete. Such an ENI can still be attached and empty for a
+/// while (the call failed, or EC2 answers later), and the entry's replay detaches it: growth must
+/// not put addresses there, or the agent hands out addresses that are about to vanish.
+pub fn pending_releases(ops: &[Operation]) -> BTreeSet<String> {
+    ops.iter()
+        .filter(|o| matches!(o.kind, OperationKind::DetachENI | OperationKind::DeleteENI))
+        .filter(|o| !o.eni_id.is_empty())
+        .map(|o| o.eni_id.clone())
+        .collect()
+}
+
+/// Items the agent has given up for the outstanding release request: its offer answering that
+/// revision and the `releasing` published for it. The agent never hands these out, so an ENI
+/// holding nothing else is as good as empty. Anything not tied to the outstanding request counts
+/// as in use.
+pub fn offered_items(st: &ENIPoolStatus) -> BTreeSet<String> {
+    let Some(req) = st.release_request.as_ref().filter(|r| r.revision > st.released_revision)
+    else {
+        return BTreeSet::new();
+    };
+    let releasing = st
+        .releasing
+        .as_ref()
+        .filter(|r| r.revision == req.revision)
+        .map(|r| r.ips.iter().chain(&r.prefixes));
+    let offer = st
+        .agent
+        .as_ref()
+        .and_then(|a| a.releasable.as_ref())
+        .filter(|o| o.revision == req.revision)
+        .map(|o| o.ips.iter().chain(&o.prefixes));
+    releasing.into_iter().flatten().chain(offer.into_iter().flatten()).cloned().collect()
 }

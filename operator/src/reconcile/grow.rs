@@ -67,6 +67,7 @@ impl Node<'_> {
         }
         let no_cidr = self.shared.memory.no_cidr_now(self.now.0);
         let slots = (self.eff.capacity.ips_per_eni - 1).max(0);
+        let releasing = plan::release::pending_releases(&self.st.operations);
         let mut subnets: Option<Vec<SubnetView>> = None;
         let growth = loop {
             let g = plan::plan_growth(&GrowthInput {
@@ -75,6 +76,7 @@ impl Node<'_> {
                 prefixes: self.eff.mode.uses_prefixes(),
                 allow_fallback: self.eff.mode == IpMode::PrefixWithFallback,
                 no_cidr_subnets: &no_cidr,
+                releasing_enis: &releasing,
                 first_interface_index: self.eff.first_interface_index,
                 max_enis: self.eff.capacity.max_enis,
                 slots_per_eni: slots,

@@ -170,7 +170,7 @@ impl Node<'_> {
         growing: bool,
     ) -> Result<()> {
         let busy = self.st.releasing.is_some()
-            || self.st.operations.iter().any(|o| o.kind == OperationKind::DetachENI);
+            || !release::pending_releases(&self.st.operations).is_empty();
         let empty = release::empty_enis(&self.st.enis, &self.eff, growing, busy);
         if empty.is_empty() {
             return Ok(());
@@ -184,8 +184,9 @@ impl Node<'_> {
         let attached = self.ec2().describe_instance_enis(&self.inst.id).await?;
         // The first attempt goes through the replay code (one path for detach-then-delete); its
         // outcomes are not replays, so they are not counted in the replay metric.
+        let offered = release::offered_items(&self.st);
         let journal::Replay { keep, errors, .. } =
-            journal::replay(self.ec2(), ops, &self.owner, &attached).await;
+            journal::replay(self.ec2(), ops, &self.owner, &attached, &offered).await;
         for e in &errors {
             self.round.note_error(e);
         }

@@ -352,3 +352,71 @@ async fn empty_managed_eni_is_detached_then_deleted() {
     assert!(w.input.status.operations.is_empty());
     assert_eq!(w.input.status.enis.len(), 1);
 }
+
+/// A DetachENI that failed transiently stays journaled; the ENI is still attached and empty. A
+/// round with demand must not fill it (the agent would hand its addresses to pods), and the
+/// replay must not detach an ENI that holds addresses nobody offered back.
+#[tokio::test]
+async fn an_eni_being_released_is_never_refilled_nor_detached_with_addresses() {
+    let mut w = world(
+        "m5.large",
+        9,
+        policy(|p| {
+            p.release = ReleaseSettings {
+                delay_seconds: Some(0),
+                hysteresis_ips: Some(0),
+                ..Default::default()
+            }
+        }),
+    );
+    w.set_agent(AgentStatus { epoch: 1, in_use: 9, ..Default::default() });
+    w.run().await; // a second ENI with 8 addresses
+    w.set_agent(AgentStatus { epoch: 1, in_use: 0, ..Default::default() });
+    w.run().await; // release request
+    let req = w.input.status.release_request.clone().unwrap();
+    let second = w.input.status.enis[1].clone();
+    let mut offer = second.ips.clone();
+    offer.push(w.input.status.enis[0].ips[0].clone());
+    w.set_agent(AgentStatus {
+        epoch: 1,
+        releasable: Some(Releasable { revision: req.revision, ips: offer, prefixes: vec![] }),
+        ..Default::default()
+    });
+    // The emptied ENI's detach fails in this round and again in the next round's replay.
+    w.fake.fail_next("DetachNetworkInterface", Ec2ErrorKind::Transient);
+    w.fake.fail_next("DetachNetworkInterface", Ec2ErrorKind::Transient);
+    w.run().await;
+    let pending =
+        |w: &World| {
+            w.input.status.operations.iter().any(|o| {
+                o.kind == OperationKind::DetachENI && o.eni_id == second.id && o.attempts > 0
+            })
+        };
+    assert!(pending(&w), "the failed detach stays journaled: {:?}", w.input.status.operations);
+    let never_detached_holding_addresses = |w: &World, round: &str| {
+        for e in w.fake.enis().iter().filter(|e| e.id == second.id) {
+            assert!(
+                e.attachment.is_some() || (e.secondary_ips.is_empty() && e.prefixes.is_empty()),
+                "{round}: {} detached holding {:?}",
+                e.id,
+                e.secondary_ips
+            );
+        }
+    };
+    never_detached_holding_addresses(&w, "release round");
+
+    // Demand: pods need 17 addresses. The agent hands out whatever the pool lists.
+    w.set_agent(AgentStatus { epoch: 1, in_use: 17, ..Default::default() });
+    w.run().await;
+    assert!(pending(&w), "the detach is still pending after the failed replay");
+    let refilled = w.fake.enis().into_iter().find(|e| e.id == second.id).unwrap();
+    assert!(refilled.secondary_ips.is_empty(), "growth filled the ENI being released");
+    never_detached_holding_addresses(&w, "demand round");
+    for round in 0..3 {
+        w.run().await;
+        never_detached_holding_addresses(&w, &format!("replay round {round}"));
+    }
+    assert!(w.fake.enis().iter().all(|e| e.id != second.id), "the empty ENI is released");
+    assert!(w.input.status.operations.is_empty(), "{:?}", w.input.status.operations);
+    assert!(w.held() >= 17, "the demand is met elsewhere: {}", w.held());
+}

@@ -113,7 +113,8 @@ impl Node<'_> {
         }
         let replay = !act.is_empty() && !self.input.paused;
         if replay {
-            let r = journal::replay(self.ec2(), act, &self.owner, attached).await;
+            let offered = crate::plan::release::offered_items(&self.st);
+            let r = journal::replay(self.ec2(), act, &self.owner, attached, &offered).await;
             r.errors.iter().for_each(|e| self.round.note_error(e));
             self.replays = r.outcomes;
             kept.extend(r.keep);

@@ -38,7 +38,7 @@ fn a_bad_pool_status_is_refused_whole_and_the_view_kept() {
     );
     let mut prog = Programmer::new(HostSettings { mtu: 9001, ..Default::default() });
 
-    prog.apply_status(&a, "node-a", &status(1, &["10.0.0.20"], &["10.0.17.0/28"]), None)
+    prog.apply_status(&a, "node-a", "uid-a", &status(1, &["10.0.0.20"], &["10.0.17.0/28"]), None)
         .expect("a good status is applied");
     let good = a.view();
     assert_eq!(good.revision, 1);
@@ -49,7 +49,7 @@ fn a_bad_pool_status_is_refused_whole_and_the_view_kept() {
     let outside = status(2, &["192.168.1.1", "10.0.0.20"], &["10.0.17.0/28"]);
     let huge = status(3, &["10.0.0.20"], &["0.0.0.0/1"]);
     for (bad, eni, value) in [(&outside, "eni-0", "192.168.1.1"), (&huge, "eni-1", "0.0.0.0/1")] {
-        let (r, logs) = logs_of(|| prog.apply_status(&a, "node-a", bad, None));
+        let (r, logs) = logs_of(|| prog.apply_status(&a, "node-a", "uid-a", bad, None));
         let e = r.expect_err(value);
         assert_eq!(e.category(), "invalid_pool", "{e}");
         assert_eq!(*a.view(), *good, "{value}: the view it had is kept");
@@ -82,7 +82,7 @@ fn a_bad_pool_status_is_refused_whole_and_the_view_kept() {
     assert!(got[1..].iter().all(|ip| prefix.contains(ip)), "{got:?}");
 
     // A later good status is taken as usual.
-    prog.apply_status(&a, "node-a", &status(4, &["10.0.0.20", "10.0.0.21"], &[]), None)
+    prog.apply_status(&a, "node-a", "uid-a", &status(4, &["10.0.0.20", "10.0.0.21"], &[]), None)
         .expect("good again");
     assert_eq!(a.view().revision, 4);
 }

@@ -272,6 +272,7 @@ fn growth_table() {
             prefixes: r.prefixes,
             allow_fallback: r.fallback,
             no_cidr_subnets: &no_cidr,
+            releasing_enis: &BTreeSet::new(),
             first_interface_index: r.first,
             max_enis: r.max_enis,
             slots_per_eni: r.slots,
@@ -295,6 +296,7 @@ fn journal_room_limits_steps() {
         prefixes: false,
         allow_fallback: false,
         no_cidr_subnets: &none,
+        releasing_enis: &none,
         first_interface_index: 0,
         max_enis: 4,
         slots_per_eni: 9,
@@ -303,6 +305,70 @@ fn journal_room_limits_steps() {
     });
     assert_eq!(g.steps.len(), 1);
     assert_eq!(g.blocked, Some(Blocked::JournalFull));
+}
+
+/// An ENI with a journaled detach is never filled, however much room it has: the replay detaches
+/// it. It still takes its device index and ENI slot, so new ENIs go around it.
+#[test]
+fn an_eni_being_released_is_never_filled() {
+    struct Row {
+        name: &'static str,
+        releasing: &'static [&'static str],
+        max_enis: i32,
+        want_steps: Vec<Step>,
+        want_blocked: Option<Blocked>,
+    }
+    let rows = vec![
+        Row {
+            name: "nothing released: the empty ENI is filled",
+            releasing: &[],
+            max_enis: 3,
+            want_steps: vec![assign("eni-1", 8)],
+            want_blocked: None,
+        },
+        Row {
+            name: "released: a new ENI beside it",
+            releasing: &["eni-1"],
+            max_enis: 3,
+            want_steps: vec![create("s-a", 2, 8, 0)],
+            want_blocked: None,
+        },
+        Row {
+            name: "released, no ENI slot left",
+            releasing: &["eni-1"],
+            max_enis: 2,
+            want_steps: vec![],
+            want_blocked: Some(Blocked::Capacity),
+        },
+        Row {
+            name: "another ENI released",
+            releasing: &["eni-9"],
+            max_enis: 3,
+            want_steps: vec![assign("eni-1", 8)],
+            want_blocked: None,
+        },
+    ];
+    let none = BTreeSet::new();
+    let subnets = vec![subnet("s-a", 100)];
+    let enis = vec![view("eni-0", 0, "s-a", 9, 0), view("eni-1", 1, "s-a", 0, 0)];
+    for r in rows {
+        let releasing: BTreeSet<String> = r.releasing.iter().map(|s| s.to_string()).collect();
+        let g = plan_growth(&GrowthInput {
+            enis: &enis,
+            deficit: 8,
+            prefixes: false,
+            allow_fallback: false,
+            no_cidr_subnets: &none,
+            releasing_enis: &releasing,
+            first_interface_index: 0,
+            max_enis: r.max_enis,
+            slots_per_eni: 9,
+            subnets: Some(&subnets),
+            max_steps: 16,
+        });
+        assert_eq!(g.steps, r.want_steps, "{}", r.name);
+        assert_eq!(g.blocked, r.want_blocked, "{}", r.name);
+    }
 }
 
 #[test]

@@ -2,13 +2,14 @@
 //! empty ENIs go.
 
 use super::M5_LARGE;
-use crate::plan::release::{empty_enis, excess, EniRelease};
+use crate::plan::release::{empty_enis, excess, offered_items, pending_releases, EniRelease};
 use crate::plan::*;
 use enipool_crds::settings::{resolve, CapacitySource, EffectiveSettings};
 use enipool_crds::{
-    AgentStatus, ENIPoolPolicySpec, EniState, EniStatus, IpMode, Releasable, ReleaseRequest,
-    ReleaseSettings, Releasing,
+    AgentStatus, ENIPoolPolicySpec, ENIPoolStatus, EniState, EniStatus, IpMode, OperationKind,
+    Releasable, ReleaseRequest, ReleaseSettings, Releasing,
 };
+use std::collections::BTreeSet;
 
 fn status_eni(id: &str, idx: i32, ips: &[&str], prefixes: &[&str]) -> EniStatus {
     EniStatus {
@@ -208,4 +209,69 @@ fn empty_enis_table() {
     let mut keep = e.clone();
     keep.release_empty_enis = false;
     assert!(empty_enis(&enis, &keep, false, false).is_empty());
+}
+
+#[test]
+fn pending_releases_are_journaled_detaches_and_deletes() {
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let op = |kind, eni: &str| crate::journal::new_op(kind, eni, 0, vec![], None, &now);
+    let ops = vec![
+        op(OperationKind::DetachENI, "eni-1"),
+        op(OperationKind::DeleteENI, "eni-2"),
+        op(OperationKind::AssignIPs, "eni-3"),
+        op(OperationKind::UnassignIPs, "eni-4"),
+        op(OperationKind::CreateENI, ""),
+        op(OperationKind::DetachENI, ""),
+    ];
+    let want: BTreeSet<String> = strings(&["eni-1", "eni-2"]).into_iter().collect();
+    assert_eq!(pending_releases(&ops), want);
+    assert!(pending_releases(&[]).is_empty());
+}
+
+/// What counts as given up: only what answers the outstanding request, from the agent's offer
+/// or the `releasing` published for it.
+#[test]
+fn offered_items_table() {
+    let request = |revision| Some(ReleaseRequest { revision, count: 2, prefer_enis: vec![] });
+    let offer = |revision| {
+        Some(AgentStatus {
+            releasable: Some(Releasable {
+                revision,
+                ips: strings(&["10.0.1.5"]),
+                prefixes: strings(&["10.0.2.16/28"]),
+            }),
+            ..Default::default()
+        })
+    };
+    let releasing = |revision| {
+        Some(Releasing { revision, epoch: 1, ips: strings(&["10.0.1.6"]), prefixes: vec![] })
+    };
+    let st = |req, released, rel, agent| ENIPoolStatus {
+        release_request: req,
+        released_revision: released,
+        releasing: rel,
+        agent,
+        ..Default::default()
+    };
+    let cases: Vec<(&str, ENIPoolStatus, &[&str])> = vec![
+        ("nothing requested", st(None, 0, None, offer(1)), &[]),
+        (
+            "offer answering the request",
+            st(request(2), 1, None, offer(2)),
+            &["10.0.1.5", "10.0.2.16/28"],
+        ),
+        (
+            "offer and releasing",
+            st(request(2), 1, releasing(2), offer(2)),
+            &["10.0.1.5", "10.0.1.6", "10.0.2.16/28"],
+        ),
+        ("an old offer", st(request(2), 1, None, offer(1)), &[]),
+        ("request already released", st(request(2), 2, releasing(2), offer(2)), &[]),
+        ("releasing for another revision", st(request(3), 2, releasing(2), None), &[]),
+    ];
+    for (case, status, want) in cases {
+        let want: BTreeSet<String> = strings(want).into_iter().collect();
+        assert_eq!(offered_items(&status), want, "{case}");
+    }
 }
