@@ -34,14 +34,16 @@ fn items(v: &[&str]) -> Vec<Ipv4Net> {
 #[test]
 fn a_release_completes_on_a_pool_created_again() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Agent::open(
-        &dir.path().join("s.redb"),
-        "boot",
-        Arc::new(FakeHost::default()),
-        cfg(),
-        Arc::new(Metrics::unregistered()),
-    )
-    .unwrap();
+    let a = checked(
+        Agent::open(
+            &dir.path().join("s.redb"),
+            "boot",
+            Arc::new(FakeHost::default()),
+            cfg(),
+            Arc::new(Metrics::unregistered()),
+        )
+        .unwrap(),
+    );
     let mut prog = Programmer::new(HostSettings { mtu: 9001, ..Default::default() });
     let mut apply = |uid: &str, st: &ENIPoolStatus| {
         prog.apply_status(&a, "node-a", uid, st, None).expect("a good status");
