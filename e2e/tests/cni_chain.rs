@@ -414,7 +414,8 @@ fn agent_restart_keeps_rules_and_pods() {
     assert_no_hook_errors(&env);
 }
 
-/// Invariants 2 and 3: an offer for release never names an address a pod holds, and an offered
+/// Invariants "allocate only programmed, free addresses" and "release only what the agent offered"
+/// (docs/design.md): an offer for release never names an address a pod holds, and an offered
 /// address is never handed out afterwards.
 #[test]
 fn release_offer_never_includes_in_use_addresses() {

@@ -1,10 +1,11 @@
 //! The pure allocator: which address a pod gets, and which addresses are offered back.
 //! No I/O; every decision is a function of the pool view, the store state and the time.
 //!
-//! Invariant 2 of the design: an address is allocatable only if its ENI is programmed (ready) and
-//! at or above `firstInterfaceIndex`, and it is not in use, not cooling, not offered and not listed
-//! by the operator as releasing. Picks go to the fullest prefix first (so whole prefixes stay free
-//! for release), then the lowest device index (so high ENIs empty out), then the lowest address.
+//! Invariant "allocate only programmed, free addresses" (docs/design.md): an address is allocatable
+//! only if its ENI is programmed (ready) and at or above `firstInterfaceIndex`, and it is not in
+//! use, not cooling, not offered and not listed by the operator as releasing. Picks go to the
+//! fullest prefix first (so whole prefixes stay free for release), then the lowest device index (so
+//! high ENIs empty out), then the lowest address.
 
 use crate::pool::{EniView, PoolView};
 use crate::store::State;

@@ -105,7 +105,8 @@ pub async fn watch_pool(
                     status = p.status;
                 }
                 Some(Ok(watcher::Event::Delete(_))) => {
-                    // Keep serving the last view: pods in use keep their addresses (invariant 4).
+                    // Keep serving the last view: pods in use keep their addresses (invariant: a
+                    // lost address is an alarm, not a release, docs/design.md).
                     tracing::warn!(pool = %cfg.node_name, "ENIPool deleted; keeping the last view");
                     continue;
                 }

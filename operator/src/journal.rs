@@ -1,10 +1,10 @@
-//! The operation journal (design invariant 6): every EC2 mutation is recorded in
-//! `status.operations` — and that status written — before the call is made. The operation id is
-//! the ClientToken of CreateNetworkInterface and is tagged on the ENI, so a restarted or new leader
-//! finishes or abandons each entry by looking at EC2 ([`replay`]) instead of leaking or duplicating
-//! an ENI. The status is not the operator's alone (the node's agent writes its own pool's), so an
-//! entry read back is replayed only once [`validate`] found that EC2 confirms it concerns this
-//! pool.
+//! The operation journal (invariant: journal before EC2 mutation, docs/design.md): every EC2
+//! mutation is recorded in `status.operations` — and that status written — before the call is made.
+//! The operation id is the ClientToken of CreateNetworkInterface and is tagged on the ENI, so a
+//! restarted or new leader finishes or abandons each entry by looking at EC2 ([`replay`]) instead
+//! of leaking or duplicating an ENI. The status is not the operator's alone (the node's agent
+//! writes its own pool's), so an entry read back is replayed only once [`validate`] found that EC2
+//! confirms it concerns this pool.
 //!
 //! `Operation` has no field for a CreateENI's parameters, so they ride in `items`:
 //! `[subnet-id, sg-…, sg-…, ("prefixes")]` — enough to repeat the exact same request, whose

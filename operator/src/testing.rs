@@ -1,5 +1,5 @@
-//! An in-memory [`Ec2Api`](crate::ec2::Ec2Api) for unit tests (house style practice 4: a stateful
-//! fake with fault injection). It enforces the limits the operator must respect — ENIs per
+//! An in-memory [`Ec2Api`](crate::ec2::Ec2Api) for unit tests (a stateful fake with fault
+//! injection). It enforces the limits the operator must respect — ENIs per
 //! instance, addresses per ENI, free addresses per subnet — honours ClientToken idempotency on
 //! create, counts calls by action, and lets a test inject errors (`Throttled`, `NoCidrBlocks`,
 //! `SubnetFull`, …) per action.

@@ -1,10 +1,9 @@
 //! `AwsEc2` against a real `moto_server`: wire compatibility of every call on the happy path.
 //!
-//! moto is not EC2 (see shared/reference/test-environment.md): no ENI/IP limits, random and
-//! duplicated addresses, prefixes ignored, no ClientToken idempotency, DeleteOnTermination
-//! ignored, AssignPrivateIpAddresses answers with all the ENI's addresses, some filters
-//! answer 500. This test therefore asserts only what moto does faithfully;
-//! EC2 semantics are tested against the EC2 simulator.
+//! moto (5.2) is not EC2: no ENI/IP limits, random and duplicated addresses, prefixes ignored, no
+//! ClientToken idempotency, DeleteOnTermination ignored, AssignPrivateIpAddresses answers with all
+//! the ENI's addresses, some filters answer 500. This test therefore asserts only what moto does
+//! faithfully; EC2 semantics are tested against the EC2 simulator.
 //!
 //! `moto_server` must be installed (`pip install 'moto[server]'`). Without it this test FAILS —
 //! it never passes silently. `MOTO_SERVER` overrides the executable path.

@@ -1,8 +1,7 @@
 //! EC2 simulator: an HTTP server on 127.0.0.1 speaking the EC2 query protocol, so the operator's
 //! real `aws-sdk-ec2` client talks to it through `endpoint_url`.
 //!
-//! It exists because moto does not enforce what enipool relies on (see
-//! `shared/reference/test-environment.md`, "EC2 without AWS"): per-type ENI and per-ENI address
+//! It exists because moto does not enforce what enipool needs: per-type ENI and per-ENI address
 //! limits, subnet-wide unique addresses with the 5 reserved ones, /28 prefix alignment, the real
 //! exhaustion and limit errors, ENI in-use rules, detach taking time, DeleteOnTermination at
 //! termination and ClientToken idempotency. On top it injects the faults real EC2 shows under load:

@@ -70,7 +70,8 @@ impl Agent {
                 network: req.network.clone(),
                 origin: Origin::Cni,
             };
-            // Durable before the netns is touched (invariant 5).
+            // Durable before the netns is touched (invariant: durable allocation before wiring,
+            // docs/design.md).
             self.store.add(&mut st, a.clone())?;
             a
         };

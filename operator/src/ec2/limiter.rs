@@ -5,7 +5,7 @@
 //! 5/s with a burst of 50). Other tools share that account budget, so enipool only spends a
 //! configured share of it ([`RateConfig::share`]).
 //!
-//! Design (the choice the brief asked to document):
+//! Design (why two limiters):
 //! - The configured quota is a `governor` GCRA limiter that never changes (`base`).
 //! - AIMD is a second, burst-free `governor` limiter (`gate`) that exists only while the allowed
 //!   rate is below the configured one. It is rebuilt with the new quota on every AIMD change; since

@@ -1,6 +1,6 @@
 //! The pure half of the operator (no I/O): how many addresses a node should hold, where new ones
 //! go, and when excess is given back. Everything here takes plain values and returns plain values,
-//! so it is table-tested without EC2 or Kubernetes (house style, practices 2–3).
+//! so it is table-tested without EC2 or Kubernetes (CONTRIBUTING.md, "Code standards").
 
 pub mod placement;
 pub mod release;

@@ -1,6 +1,6 @@
-//! Scale down through the agent's offer (design invariants 3–4, operator-anchors §8.6): the
-//! operator decides how many, the agent decides which. This module is the state machine of that
-//! handshake as a pure function of the pool status.
+//! Scale down through the agent's offer (invariant: release only what the agent offered,
+//! docs/design.md): the operator decides how many, the agent decides which. This module is the
+//! state machine of that handshake as a pure function of the pool status.
 
 use enipool_crds::settings::{EffectiveSettings, PREFIX_SIZE};
 use enipool_crds::{

@@ -1,4 +1,4 @@
-//! The target: how many pod addresses a node should hold (design "Sizing"). Idempotent: the same
+//! The target: how many pod addresses a node should hold (docs/design.md). Idempotent: the same
 //! demand always gives the same target, so a burst is met in one round, never batch by batch.
 
 use super::EniView;

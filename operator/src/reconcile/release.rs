@@ -63,7 +63,8 @@ impl Node<'_> {
                     return Ok(());
                 }
                 ReleaseDecision::Commit(r) => {
-                    // Invariant 3: the intent is published before any EC2 call.
+                    // The intent is published before any EC2 call (invariant: release only
+                    // what the agent offered, docs/design.md).
                     self.st.releasing = Some(r);
                     self.st.revision += 1;
                     self.write(sink).await?;
