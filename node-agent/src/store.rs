@@ -108,7 +108,8 @@ pub enum Origin {
     Cni,
     /// Rebuilt from the host's wiring after the store was lost: only the address, the veth and
     /// the table are known. The first request naming the veth's netns and interface adopts it
-    /// ([`Store::adopt`]); until then GC cannot judge it and leaves it alone.
+    /// (`Agent::allocation_for` in agent/verify.rs); until then GC cannot judge it and leaves
+    /// it alone.
     Host,
 }
 

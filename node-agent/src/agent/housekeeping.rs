@@ -57,7 +57,7 @@ impl Agent {
     /// Restart reconcile: torn-down veths are deleted; allocations whose host veth exists are
     /// re-programmed (host side); the others become leak candidates, freed after the grace
     /// (unless the runtime DELs or re-ADDs them first), or at once after a reboot
-    /// ([`leak_deadline`]), through the same release as a DEL.
+    /// (`leak_deadline`), through the same release as a DEL.
     pub fn reconcile_host(&self) -> Result<()> {
         // Never on a store that forgot allocations: its leak candidates' teardown would delete
         // the routes of running pods that hold their addresses now.

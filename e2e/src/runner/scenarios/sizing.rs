@@ -268,10 +268,14 @@ pub async fn prefix_mode(t: Target) -> Result<()> {
     .await
 }
 
-/// Fills a subnet with ENIs created outside enipool (another tenant), returning their ids.
+/// Fills a subnet with ENIs created outside enipool (another tenant), returning their ids. The
+/// operator may take addresses between the count and the request: the request then fails with
+/// InsufficientFreeAddressesInSubnet and is made again from a new count.
 async fn squat(c: &Cluster, subnet: &str) -> Result<Vec<String>> {
+    use aws_sdk_ec2::error::ProvideErrorMetadata;
     let ec2 = ec2_client(c).await;
     let mut ids = Vec::new();
+    let mut raced = 0;
     loop {
         let avail = c.sim().snapshot().subnets.get(subnet).map_or(0, |s| s.available());
         if avail == 0 {
@@ -282,7 +286,13 @@ async fn squat(c: &Cluster, subnet: &str) -> Result<Vec<String>> {
         if extra > 0 {
             req = req.secondary_private_ip_address_count(extra);
         }
-        let out = req.send().await.context("creating a squatter ENI")?;
+        let out = match req.send().await {
+            Err(e) if e.code() == Some("InsufficientFreeAddressesInSubnet") && raced < 10 => {
+                raced += 1;
+                continue;
+            }
+            r => r.context("creating a squatter ENI")?,
+        };
         ids.push(
             out.network_interface()
                 .and_then(|e| e.network_interface_id())
