@@ -1,7 +1,8 @@
 //! The operator, in process, against the EC2 simulator and the test Kubernetes API: node join,
-//! scale up and down through the agent protocol, exhaustion, throttling, crash replay, failover,
-//! node deletion (and the finalizer's tag-based cleanup), GitOps edits of policies and forged
-//! journal entries in a pool's status. The agent is played by the test (SSA of `status.agent` under the agent's field manager).
+//! scale up and down through the agent protocol, exhaustion, throttling, crash replay, failover
+//! (also of a leader cut off from the API server), node deletion (and the finalizer's tag-based
+//! cleanup), GitOps edits of policies and forged journal entries in a pool's status. The agent is
+//! played by the test (SSA of `status.agent` under the agent's field manager).
 
 #[path = "operator/cleanup.rs"]
 mod cleanup;
@@ -13,6 +14,8 @@ mod finalizer;
 mod handover;
 #[path = "operator/harness.rs"]
 mod harness;
+#[path = "operator/partition.rs"]
+mod partition;
 #[path = "operator/scenarios.rs"]
 mod scenarios;
 #[path = "operator/startup.rs"]

@@ -5,7 +5,7 @@
 //!
 //! 1. Wait until no operator holds the leader-election Lease (released by a stopping leader, or
 //!    expired), then take it under the cleanup's own identity with the operator's own election code
-//!    ([`leader::try_acquire`]: resourceVersion-guarded) and keep renewing it while working, so an
+//!    ([`leader::Candidate`]: resourceVersion-guarded) and keep renewing it while working, so an
 //!    operator replica still around stays a standby and cannot re-add finalizers or pools.
 //! 2. For every ENIPool in scope (the `--node-selector` rule: pools of selected Nodes, and pools
 //!    whose Node is gone; without a selector, every pool) remove `enipool.io/release` with a merge
@@ -19,7 +19,7 @@
 //! [`finalizer_patch`]), unit-tested in `cleanup/tests.rs`; [`cleanup`] does the I/O.
 
 use crate::args::LogFormat;
-use crate::leader::{self, LeaseConfig};
+use crate::leader::{self, Candidate, LeaseConfig};
 use enipool_crds::{ENIPool, POOL_FINALIZER};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -53,7 +53,7 @@ pub struct CleanupArgs {
     /// else the hostname). Must not be an operator replica's identity.
     #[arg(long, env = "ENIPOOL_OPERATOR_CLEANUP_IDENTITY")]
     pub identity: Option<String>,
-    /// Duration of the Lease while the cleanup holds it (renewed every third of it).
+    /// Duration of the Lease while the cleanup holds it (renewed as the operator renews it).
     #[arg(long, env = "ENIPOOL_OPERATOR_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
     /// The operator's `--node-selector`: only pools of matching Nodes, and pools whose Node is
@@ -134,8 +134,10 @@ impl CleanupArgs {
     pub async fn run(self) -> anyhow::Result<()> {
         crate::run::init_tracing(self.log_format);
         let cfg = self.config();
-        let client = Client::try_default().await?;
-        let report = cleanup(client, &cfg).await?;
+        let mut kube_config = kube::Config::infer().await?;
+        crate::apiclient::configure(&mut kube_config);
+        let report =
+            cleanup(crate::apiclient::bounded(Client::try_from(kube_config)?), &cfg).await?;
         tracing::info!(
             released = report.released,
             deleted = report.deleted,
@@ -235,10 +237,10 @@ pub async fn cleanup(client: Client, cfg: &CleanupConfig) -> Result<CleanupRepor
         identity: cfg.identity.clone(),
         duration: cfg.lease_duration,
     };
-    acquire(&leases, &lease_cfg, cfg.timeout, cfg.poll).await?;
+    let candidate = acquire(&leases, &lease_cfg, cfg.timeout, cfg.poll).await?;
     tracing::info!(identity = %cfg.identity, "cleanup holds the Lease: no operator can lead meanwhile");
     let (lost_tx, lost_rx) = watch::channel(None);
-    let holder = tokio::spawn(hold(leases.clone(), lease_cfg.clone(), lost_tx));
+    let holder = tokio::spawn(hold(candidate, lost_tx));
     let result = work(&client, cfg, &lost_rx).await;
     holder.abort();
     let _ = holder.await;
@@ -256,15 +258,15 @@ async fn acquire(
     cfg: &LeaseConfig,
     timeout: Duration,
     poll: Duration,
-) -> Result<(), CleanupError> {
+) -> Result<Candidate, CleanupError> {
     let start = Instant::now();
     let mut last_holder: Option<String> = None;
+    let mut candidate = Candidate::new(api.clone(), cfg.clone());
     loop {
-        let error = match leader::try_acquire(api, cfg).await {
-            Ok(true) => return Ok(()),
-            Ok(false) => None,
-            Err(e) => Some(e),
-        };
+        let error = candidate.attempt().await.err();
+        if candidate.is_leader() {
+            return Ok(candidate);
+        }
         let holder = match &error {
             Some(_) => None,
             None => Some(lease_holder(api, &cfg.name).await.unwrap_or_default()),
@@ -297,26 +299,28 @@ async fn lease_holder(api: &Api<Lease>, name: &str) -> Result<String, kube::Erro
     Ok(api.get_opt(name).await?.and_then(|l| l.spec?.holder_identity).unwrap_or_default())
 }
 
-/// Renew the Lease every third of its duration until aborted; on losing it, say why on `lost`.
-async fn hold(api: Api<Lease>, cfg: LeaseConfig, lost: watch::Sender<Option<String>>) {
-    let mut last_ok = Instant::now();
-    loop {
-        tokio::time::sleep(cfg.duration / 3).await;
-        match leader::try_acquire(&api, &cfg).await {
-            Ok(true) => last_ok = Instant::now(),
-            Ok(false) => {
-                lost.send_replace(Some("another holder took it".into()));
-                return;
-            }
-            Err(error) => {
+/// Renew the Lease every retry period until aborted; on losing it (another holder, or no
+/// renewal within the renew deadline, even while one hangs), say why on `lost`.
+async fn hold(mut candidate: Candidate, lost: watch::Sender<Option<String>>) {
+    let retry = candidate.timing().retry_period;
+    let why = loop {
+        let Some(until) = candidate.leading_until() else {
+            break "another holder took it".to_string();
+        };
+        let renew = async {
+            tokio::time::sleep(retry).await;
+            candidate.attempt().await
+        };
+        tokio::select! {
+            r = renew => if let Err(error) = r {
                 tracing::warn!(%error, "lease renewal failed");
-                if last_ok.elapsed() > cfg.duration * 2 / 3 {
-                    lost.send_replace(Some(format!("not renewed: {error}")));
-                    return;
-                }
+            },
+            _ = tokio::time::sleep_until(until) => {
+                break "not renewed within the renew deadline".to_string();
             }
         }
-    }
+    };
+    lost.send_replace(Some(why));
 }
 
 /// The pool-by-pool part, under the Lease.

@@ -21,7 +21,6 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 /// Shared by both controllers.
 pub struct Context {
@@ -29,8 +28,8 @@ pub struct Context {
     pub shared: Shared,
     /// Client.
     pub client: Client,
-    /// Leadership.
-    pub leader: watch::Receiver<bool>,
+    /// Leadership: reconciles start only while this replica leads.
+    pub leader: crate::leader::Leadership,
     /// Nodes cache (the Node controller's store).
     pub nodes: Store<DeserializeGuard<Node>>,
     /// Policies cache (the policy controller's store).
@@ -53,7 +52,7 @@ pub fn valid<K>(g: &DeserializeGuard<K>) -> Option<&K> {
 
 impl Context {
     pub(crate) fn is_leader(&self) -> bool {
-        *self.leader.borrow()
+        self.leader.is_leader()
     }
 
     /// A Node from the cache (`None` when absent or malformed).

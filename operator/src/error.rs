@@ -77,3 +77,16 @@ impl Error {
 
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why the operator's own Kubernetes client cut a call short (`apiclient.rs`, the Lease calls in
+/// `leader.rs`). It comes back inside `kube::Error::Service`, so a reconcile sees an
+/// [`Error::Kube`] (category `KubeApi`).
+#[derive(Debug, thiserror::Error)]
+pub enum Cut {
+    /// No answer within the call's deadline: abandoned.
+    #[error("no answer from the Kubernetes API within {0:?}")]
+    NoAnswer(std::time::Duration),
+    /// A write not sent, or abandoned unanswered, because this replica does not lead (any more).
+    #[error("not sent: this replica does not hold the leader Lease")]
+    NotLeader,
+}

@@ -1,12 +1,25 @@
-//! Leader election on a coordination.k8s.io/v1 Lease: acquire when absent, released or expired,
-//! renew every third of the lease duration, step down when renewal has failed for a whole
-//! duration. Writes use the Lease's resourceVersion (optimistic concurrency), so two candidates
-//! never both win. Standbys keep their caches warm and retry every [`RETRY_PERIOD`] (or a third of
-//! the duration when that is shorter); only the leader writes to Kubernetes or EC2.
+//! Leader election on a coordination.k8s.io/v1 Lease, as client-go's leader election does it:
+//! acquire when absent, released or expired; a leader renews every retry period and stops acting
+//! when no renewal succeeded within the renew deadline, a timer that runs even while a renewal
+//! hangs; a standby takes the Lease once its record stayed unchanged for a whole lease duration on
+//! the standby's own clock. The decisions and the timing are in `election.rs`, the gate the rest
+//! of the operator asks in `gate.rs`, EC2 for the leader only in `ec2.rs`.
+//!
+//! Writes use the Lease's resourceVersion (optimistic concurrency), so two candidates never both
+//! win. Every attempt (read, then write) is bounded by [`Timing::attempt_timeout`]. Standbys keep
+//! their caches warm; only the leader writes to Kubernetes or EC2.
 //!
 //! A leader that stops gracefully [`release`]s the Lease (as client-go does: empty
 //! `holderIdentity`, duration 1 s), so a standby takes over at its next retry instead of waiting
 //! for the Lease to expire. A crashed leader releases nothing: the Lease expires.
+
+mod ec2;
+mod election;
+mod gate;
+
+pub use ec2::{LeaderOnlyEc2, NOT_LEADER};
+pub use election::{Elector, Record, Step, Timing, RETRY_PERIOD};
+pub use gate::Leadership;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -14,7 +27,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// Lease settings.
 #[derive(Debug, Clone)]
@@ -29,92 +42,132 @@ pub struct LeaseConfig {
     pub duration: Duration,
 }
 
-/// Longest time between two acquisition attempts of a standby (client-go's default retry period).
-/// It bounds a graceful handover: a released Lease is taken at the standby's next attempt.
-pub const RETRY_PERIOD: Duration = Duration::from_secs(2);
+/// One replica campaigning for, or holding, the Lease.
+pub struct Candidate {
+    api: Api<Lease>,
+    cfg: LeaseConfig,
+    elector: Elector,
+}
 
-/// One acquire-or-renew attempt: `Ok(true)` when this replica holds the lease afterwards.
-pub async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::Error> {
-    let now = Timestamp::now();
-    let secs = cfg.duration.as_secs() as i32;
-    let Some(mut lease) = api.get_opt(&cfg.name).await? else {
-        let lease = Lease {
-            metadata: ObjectMeta { name: Some(cfg.name.clone()), ..Default::default() },
+impl Candidate {
+    /// A candidate that has seen nothing yet.
+    pub fn new(api: Api<Lease>, cfg: LeaseConfig) -> Self {
+        let elector = Elector::new(&cfg.identity, Timing::new(cfg.duration));
+        Candidate { api, cfg, elector }
+    }
+
+    /// The timing.
+    pub fn timing(&self) -> Timing {
+        self.elector.timing()
+    }
+
+    /// Until when this replica leads (see [`Elector::leading_until`]).
+    pub fn leading_until(&self) -> Option<Instant> {
+        self.elector.leading_until()
+    }
+
+    /// Whether this replica leads now.
+    pub fn is_leader(&self) -> bool {
+        self.elector.is_leader(Instant::now())
+    }
+
+    /// One acquire-or-renew attempt, bounded by the attempt timeout (a timeout is an error with
+    /// [`crate::error::Cut::NoAnswer`] inside `kube::Error::Service`). Whether this replica leads
+    /// afterwards is [`Candidate::leading_until`].
+    pub async fn attempt(&mut self) -> Result<(), kube::Error> {
+        let limit = self.timing().attempt_timeout;
+        match tokio::time::timeout(limit, self.try_once(Instant::now())).await {
+            Ok(r) => r,
+            Err(_) => Err(kube::Error::Service(Box::new(crate::error::Cut::NoAnswer(limit)))),
+        }
+    }
+
+    async fn try_once(&mut self, started: Instant) -> Result<(), kube::Error> {
+        let lease = self.api.get_opt(&self.cfg.name).await?;
+        let step = self.elector.decide(lease.as_ref().map(Record::of).as_ref(), Instant::now());
+        let written = match (step, lease) {
+            (Step::Wait, _) => return Ok(()),
+            (Step::Create, _) | (_, None) => {
+                let created = self.api.create(&PostParams::default(), &self.new_lease()).await;
+                conflict_is_lost(created)?
+            }
+            (Step::Renew | Step::Take, Some(mut lease)) => {
+                self.hold(&mut lease, step == Step::Take);
+                let pp = PostParams::default();
+                conflict_is_lost(self.api.replace(&self.cfg.name, &pp, &lease).await)?
+            }
+        };
+        if let Some(lease) = written {
+            self.elector.wrote(started, Record::of(&lease), Instant::now());
+        }
+        Ok(())
+    }
+
+    fn new_lease(&self) -> Lease {
+        let now = MicroTime(Timestamp::now());
+        Lease {
+            metadata: ObjectMeta { name: Some(self.cfg.name.clone()), ..Default::default() },
             spec: Some(LeaseSpec {
-                holder_identity: Some(cfg.identity.clone()),
-                lease_duration_seconds: Some(secs),
-                acquire_time: Some(MicroTime(now)),
-                renew_time: Some(MicroTime(now)),
+                holder_identity: Some(self.cfg.identity.clone()),
+                lease_duration_seconds: Some(self.cfg.duration.as_secs() as i32),
+                acquire_time: Some(now.clone()),
+                renew_time: Some(now),
                 lease_transitions: Some(0),
                 ..Default::default()
             }),
-        };
-        return match api.create(&PostParams::default(), &lease).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-            Err(e) => Err(e),
-        };
-    };
-    let spec = lease.spec.get_or_insert_with(Default::default);
-    let holder = spec.holder_identity.clone().unwrap_or_default();
-    let held_for = spec.lease_duration_seconds.unwrap_or(secs).max(1) as i64;
-    let expired =
-        spec.renew_time.as_ref().is_none_or(|t| now.duration_since(t.0).as_secs() > held_for);
-    if holder != cfg.identity {
-        if !holder.is_empty() && !expired {
-            return Ok(false);
         }
-        spec.holder_identity = Some(cfg.identity.clone());
-        spec.acquire_time = Some(MicroTime(now));
-        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
     }
-    spec.renew_time = Some(MicroTime(now));
-    spec.lease_duration_seconds = Some(secs);
-    match api.replace(&cfg.name, &PostParams::default(), &lease).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+
+    /// This replica as holder. The times are for people (`kubectl get lease`); no replica
+    /// decides with another one's clock.
+    fn hold(&self, lease: &mut Lease, take: bool) {
+        let now = MicroTime(Timestamp::now());
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if take {
+            spec.holder_identity = Some(self.cfg.identity.clone());
+            spec.acquire_time = Some(now.clone());
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.renew_time = Some(now);
+        spec.lease_duration_seconds = Some(self.cfg.duration.as_secs() as i32);
+    }
+}
+
+/// A write another replica beat (409 Conflict) changes nothing here: the next attempt reads again.
+fn conflict_is_lost(r: Result<Lease, kube::Error>) -> Result<Option<Lease>, kube::Error> {
+    match r {
+        Ok(lease) => Ok(Some(lease)),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// Run the election forever, publishing leadership on `tx`. A future, not a task: whoever drives
-/// it stops renewing when it is dropped (a crashed replica, or a graceful stop that then calls
-/// [`release`]), so the Lease expires unless released.
-pub async fn run(client: Client, cfg: LeaseConfig, tx: &watch::Sender<bool>) {
-    let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
-    let mut last_ok = tokio::time::Instant::now();
-    loop {
-        match try_acquire(&api, &cfg).await {
-            Ok(leader) => {
-                last_ok = tokio::time::Instant::now();
-                if *tx.borrow() != leader {
-                    tracing::info!(leader, identity = %cfg.identity, "leadership changed");
-                }
-                tx.send_replace(leader);
-            }
-            Err(error) => {
+/// Run the election forever, setting `leadership`. A future, not a task: whoever drives it stops
+/// renewing when it is dropped (a crashed replica, or a graceful stop that then calls
+/// [`release`]), so the Lease expires unless released; the term then ends on its own.
+pub async fn run(client: Client, cfg: LeaseConfig, leadership: &Leadership) {
+    let identity = cfg.identity.clone();
+    let mut candidate = Candidate::new(Api::namespaced(client, &cfg.namespace), cfg);
+    let timing = candidate.timing();
+    tracing::info!(
+        %identity,
+        lease_duration = ?timing.lease_duration,
+        renew_deadline = ?timing.renew_deadline,
+        retry_period = ?timing.retry_period,
+        "campaigning for the Lease"
+    );
+    let elect = async {
+        loop {
+            if let Err(error) = candidate.attempt().await {
                 tracing::warn!(%error, "lease renewal failed");
-                // Step down before another replica can consider the lease expired.
-                if last_ok.elapsed() > cfg.duration * 2 / 3 && *tx.borrow() {
-                    tracing::warn!("stepping down: lease not renewed");
-                    tx.send_replace(false);
-                }
             }
+            if leadership.set(candidate.leading_until()) {
+                tracing::info!(leader = leadership.is_leader(), %identity, "leadership changed");
+            }
+            tokio::time::sleep(timing.retry_period).await;
         }
-        let next = period(&cfg, *tx.borrow());
-        tokio::time::sleep(next).await;
-    }
-}
-
-/// Time to the next attempt: the leader renews every third of the duration; a standby retries at
-/// least every [`RETRY_PERIOD`], so that it sees a released Lease soon.
-fn period(cfg: &LeaseConfig, leader: bool) -> Duration {
-    let renew = cfg.duration / 3;
-    if leader {
-        renew
-    } else {
-        renew.min(RETRY_PERIOD)
-    }
+    };
+    tokio::join!(elect, leadership.watchdog());
 }
 
 /// Give the Lease up (graceful shutdown, after the controllers stopped): when this replica holds
@@ -142,29 +195,4 @@ pub async fn release(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::
         }
     }
     Ok(false)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg(secs: u64) -> LeaseConfig {
-        LeaseConfig {
-            namespace: "ns".into(),
-            name: "lease".into(),
-            identity: "me".into(),
-            duration: Duration::from_secs(secs),
-        }
-    }
-
-    #[test]
-    fn standbys_retry_often_enough_to_take_a_released_lease_at_once() {
-        // The leader renews every third of the duration.
-        assert_eq!(period(&cfg(15), true), Duration::from_secs(5));
-        // A standby retries every RETRY_PERIOD, whatever the duration…
-        assert_eq!(period(&cfg(15), false), RETRY_PERIOD);
-        assert_eq!(period(&cfg(120), false), RETRY_PERIOD);
-        // …or faster when a third of the duration is shorter.
-        assert_eq!(period(&cfg(3), false), Duration::from_secs(1));
-    }
 }

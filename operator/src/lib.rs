@@ -2,6 +2,7 @@
 //! ENIs and addresses, and keeps each node's ENIPool a true record of them.
 #![forbid(unsafe_code)]
 
+pub mod apiclient;
 pub mod args;
 pub mod capacity;
 pub mod cleanup;

@@ -8,6 +8,10 @@
 //! Lease expires. A graceful stop ([`OperatorHandle::shutdown`], SIGTERM) lets the controllers
 //! finish their in-flight reconciles, keeps renewing meanwhile, then releases the Lease so that a
 //! standby takes over at once.
+//!
+//! The controllers' Kubernetes client and EC2 are gated by [`Leadership`]: writes and EC2
+//! mutations only while this replica leads, cut off when its term ends (`apiclient.rs`,
+//! `leader/ec2.rs`). The election has a client of its own, without the gate.
 
 mod binary;
 mod scope;
@@ -16,11 +20,12 @@ mod synced;
 pub(crate) use binary::init_tracing;
 pub(crate) use scope::pool_in_scope;
 
+use crate::apiclient;
 use crate::capacity::CapacityCache;
 use crate::controller::{self, Context};
 use crate::ec2::Ec2Api;
 use crate::http::{self, Health};
-use crate::leader::{self, LeaseConfig};
+use crate::leader::{self, LeaderOnlyEc2, Leadership, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::reconcile::{Memory, Shared};
 use crate::resync::ResyncPeriod;
@@ -78,7 +83,8 @@ pub struct OperatorConfig {
     pub lease_name: String,
     /// This replica's identity in the Lease.
     pub identity: String,
-    /// Lease duration (renewed every third of it).
+    /// Lease duration; the renew deadline and retry period follow from it
+    /// ([`leader::Timing::new`]).
     pub lease_duration: Duration,
     /// Periodic per-node resync (also the policy status refresh): the minimum; a pool's EC2 resync
     /// period grows with the number of pools to fit the EC2 client's describe rate (`resync.rs`).
@@ -130,15 +136,16 @@ pub struct Operator;
 /// Handle of an operator started with [`Operator::start`].
 pub struct OperatorHandle {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    leader: watch::Receiver<bool>,
+    leadership: Leadership,
     health: Arc<Health>,
     shutdown: watch::Sender<bool>,
 }
 
 impl OperatorHandle {
-    /// Whether this replica holds the Lease now.
+    /// Whether this replica leads now (holds the Lease, and renewed it within the renew
+    /// deadline).
     pub fn is_leader(&self) -> bool {
-        *self.leader.borrow()
+        self.leadership.is_leader()
     }
 
     /// Whether the watch caches have synced (`/readyz`).
@@ -186,14 +193,21 @@ impl Operator {
         ec2: Arc<dyn Ec2Api>,
         registry: Registry,
     ) -> OperatorHandle {
-        let (leader_tx, leader_rx) = watch::channel(false);
+        let leadership = Leadership::new();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut registry = registry;
         let metrics = Metrics::new(&mut registry);
         let health = Arc::new(Health { registry, ready: false.into() });
-        let task =
-            tokio::spawn(run(cfg, client, ec2, metrics, leader_tx, health.clone(), shutdown_rx));
-        OperatorHandle { task, leader: leader_rx, health, shutdown }
+        let task = tokio::spawn(run(
+            cfg,
+            client,
+            ec2,
+            metrics,
+            leadership.clone(),
+            health.clone(),
+            shutdown_rx,
+        ));
+        OperatorHandle { task, leadership, health, shutdown }
     }
 }
 
@@ -206,11 +220,14 @@ async fn run(
     client: Client,
     ec2: Arc<dyn Ec2Api>,
     metrics: Metrics,
-    leader_tx: watch::Sender<bool>,
+    leadership: Leadership,
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let leader_rx = leader_tx.subscribe();
+    let leader_rx = leadership.subscribe();
+    let lease_client = apiclient::bounded(client.clone());
+    let client = apiclient::leader_only(client, leadership.clone());
+    let ec2: Arc<dyn Ec2Api> = Arc::new(LeaderOnlyEc2::new(ec2, leadership.clone()));
     let lease_cfg = LeaseConfig {
         namespace: cfg.lease_namespace.clone(),
         name: cfg.lease_name.clone(),
@@ -288,7 +305,7 @@ async fn run(
     let ctx = Arc::new(Context {
         shared,
         client: client.clone(),
-        leader: leader_rx.clone(),
+        leader: leadership.clone(),
         nodes: nodes.clone(),
         policies: policies.clone(),
         pools: pools.clone(),
@@ -298,7 +315,7 @@ async fn run(
     });
     ctx.refresh_resync_period(); // the gauge from the start: the minimum while no pool is cached
                                  // enipool_operator_leader follows leadership; losing it clears the leader-only pool gauges.
-    let leadership = {
+    let leader_gauge = {
         let (ctx, mut rx) = (ctx.clone(), leader_rx.clone());
         async move {
             loop {
@@ -346,11 +363,12 @@ async fn run(
     // they lead; a replica started while the Lease is free (a handover, the first start) would
     // otherwise lead at once.
     let lease = {
-        let (synced, client, lease_cfg) = (caches_synced(), client.clone(), lease_cfg.clone());
-        let leader_tx = &leader_tx;
+        let (synced, client, lease_cfg) =
+            (caches_synced(), lease_client.clone(), lease_cfg.clone());
+        let leadership = &leadership;
         async move {
             synced.await;
-            leader::run(client, lease_cfg, leader_tx).await
+            leader::run(client, lease_cfg, leadership).await
         }
     };
 
@@ -406,7 +424,7 @@ async fn run(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if *ctx.leader.borrow() {
+                if ctx.is_leader() {
                     controller::gc_once(&ctx, grace).await;
                 }
             }
@@ -417,16 +435,16 @@ async fn run(
         r = http => anyhow::bail!("HTTP endpoints stopped: {r:?}"),
         _ = ready => {},
         _ = gc => {},
-        _ = leadership => {},
+        _ = leader_gauge => {},
         _ = all_nodes_watch => anyhow::bail!("the Node watch ended"),
         _ = lease => anyhow::bail!("lease task ended"),
     }
     // Graceful stop: the controllers are done and the renewal (the `lease` future) is dropped.
     // Hand the Lease over instead of letting the standbys wait for it to expire.
-    leader_tx.send_replace(false);
+    leadership.set(None);
     ctx.metrics.leadership(false);
     let api: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(client, &lease_cfg.namespace);
+        Api::namespaced(lease_client, &lease_cfg.namespace);
     match tokio::time::timeout(RELEASE_TIMEOUT, leader::release(&api, &lease_cfg)).await {
         Ok(Ok(true)) => tracing::info!(identity = %lease_cfg.identity, "lease released"),
         Ok(Ok(false)) => {}

@@ -21,6 +21,7 @@
 //!   validation: a second record with verb `create` follows the `patch` one (`implied: true`).
 
 use std::sync::Mutex;
+use std::time::Instant;
 
 use http::Method;
 
@@ -167,15 +168,20 @@ fn exact_name(selector: &str) -> Option<String> {
 /// The log, most recent last.
 #[derive(Debug, Default)]
 pub(crate) struct AuditLog {
-    records: Mutex<Vec<AuditRecord>>,
+    /// With the time each was recorded.
+    records: Mutex<Vec<(Instant, AuditRecord)>>,
 }
 
 impl AuditLog {
     pub(crate) fn record(&self, r: AuditRecord) {
-        self.records.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).push((Instant::now(), r));
     }
 
     pub(crate) fn snapshot(&self) -> Vec<AuditRecord> {
+        self.snapshot_timed().into_iter().map(|(_, r)| r).collect()
+    }
+
+    pub(crate) fn snapshot_timed(&self) -> Vec<(Instant, AuditRecord)> {
         self.records.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 

@@ -16,7 +16,7 @@
 //! when [`KubeApiConfig::rbac`] is on; `system:masters` is never restricted), decoding and
 //! patching, schema validation (custom resources), ValidatingAdmissionPolicies (`admission.rs`,
 //! always enforced), then storage. Every request is also recorded as the authorizer sees it
-//! ([`KubeApi::audit`]).
+//! ([`KubeApi::audit`]). A test can make the server stop answering one user (`freeze.rs`).
 //!
 //! Departures from the real apiserver are documented next to the code that makes them
 //! (`authn.rs`, `rbac.rs`, `admission.rs`, `admission_match.rs`, `tokenrequest.rs`, `gc.rs`,
@@ -39,6 +39,7 @@ mod celenv;
 mod discovery;
 pub mod error;
 pub mod fields;
+mod freeze;
 mod gc;
 mod handlers;
 mod ops;
@@ -131,6 +132,8 @@ pub(crate) struct Shared {
     /// LIST requests of these resources (plural) are answered after the delay: a slow initial
     /// list, as of a large cluster's Nodes ([`KubeApi::delay_lists`]).
     list_delays: Mutex<BTreeMap<String, Duration>>,
+    /// Users whose requests get no answer ([`KubeApi::freeze_user`]).
+    frozen: freeze::Frozen,
 }
 
 impl Shared {
@@ -227,6 +230,7 @@ impl KubeApi {
             rbac,
             audit: audit::AuditLog::default(),
             list_delays: Mutex::new(BTreeMap::new()),
+            frozen: tokio_watch::channel(Default::default()).0,
         });
         let router = request::router(shared.clone());
         let mut stop = shared.stopping.subscribe();
@@ -333,6 +337,26 @@ impl KubeApi {
         } else {
             d.insert(resource.to_string(), delay);
         }
+    }
+
+    /// [`KubeApi::audit`] with the time each request was recorded (after authentication, before
+    /// it is handled; a request held by [`KubeApi::freeze_user`] when it is released).
+    pub fn audit_timed(&self) -> Vec<(std::time::Instant, AuditRecord)> {
+        self.shared.audit.snapshot_timed()
+    }
+
+    /// Stop answering `user` (the user name its token authenticates as), as a partition between
+    /// that client and the server: its connections stay open, but every request, new or already
+    /// waiting, gets no response at all and its open watches deliver nothing, until
+    /// [`KubeApi::unfreeze_user`]. Other users are served as usual. See `freeze.rs`.
+    pub fn freeze_user(&self, user: &str) {
+        self.shared.set_frozen(user, true);
+    }
+
+    /// Answer `user` again: held requests are handled (those whose client is still waiting) and
+    /// held watch events are delivered.
+    pub fn unfreeze_user(&self, user: &str) {
+        self.shared.set_frozen(user, false);
     }
 
     /// Forget the audit records so far.

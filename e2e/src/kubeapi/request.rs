@@ -33,6 +33,10 @@ async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Respon
         Err(e) => return e.into_response(),
     };
     shared.note_user(&user.username);
+    if !shared.until_unfrozen(&user.username).await {
+        return ApiError::new(503, "ServiceUnavailable", "the server is shutting down")
+            .into_response();
+    }
     let query: Query = parts
         .uri
         .query()
@@ -82,7 +86,7 @@ async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Respon
         Ok(Routed::Response(r)) => r,
         Ok(Routed::Watch(tw)) => {
             let (t, w) = *tw;
-            watch::serve(shared, t, w)
+            watch::serve(shared, t, w, req.user.username.clone())
         }
         Err(e) => e.into_response(),
     };

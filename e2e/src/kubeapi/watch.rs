@@ -86,19 +86,21 @@ fn in_scope(t: &Target, k: &ObjKey) -> bool {
         && t.namespace.as_ref().is_none_or(|ns| &k.namespace == ns)
 }
 
-/// Serve a watch: the response streams until the timeout, the client goes away or the server
-/// stops.
-pub fn serve(shared: Arc<Shared>, t: Target, w: WatchParams) -> Response {
+/// Serve a watch of `user`: the response streams until the timeout, the client goes away or the
+/// server stops. Nothing goes out while the user is frozen (`freeze.rs`).
+pub fn serve(shared: Arc<Shared>, t: Target, w: WatchParams, user: String) -> Response {
     // A compacted starting rv is reported in-stream (HTTP 200 + ERROR event), like the real server.
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
     let table_mode = w.table;
-    tokio::spawn(run(shared, t, w, tx));
+    tokio::spawn(run(shared, t, w, user, tx));
     stream_response(Body::from_stream(rx), table_mode)
 }
 
 struct Out {
     tx: mpsc::Sender<Result<Bytes, std::convert::Infallible>>,
     first: bool,
+    shared: Arc<Shared>,
+    user: String,
 }
 
 impl Out {
@@ -122,7 +124,8 @@ impl Out {
         };
         let mut line = json!({"type": ty, "object": obj}).to_string();
         line.push('\n');
-        self.tx.send(Ok(Bytes::from(line))).await.is_ok()
+        self.shared.until_unfrozen(&self.user).await
+            && self.tx.send(Ok(Bytes::from(line))).await.is_ok()
     }
 }
 
@@ -138,9 +141,10 @@ async fn run(
     shared: Arc<Shared>,
     t: Target,
     w: WatchParams,
+    user: String,
     tx: mpsc::Sender<Result<Bytes, std::convert::Infallible>>,
 ) {
-    let mut out = Out { tx, first: true };
+    let mut out = Out { tx, first: true, shared: shared.clone(), user };
     let mut changed = shared.changed.subscribe();
     let mut stopping = shared.stopping.subscribe();
     let deadline = w.timeout.map(|d| tokio::time::Instant::now() + d);
@@ -223,7 +227,11 @@ async fn run(
                     return;
                 }
             }
-            _ = until_deadline => return,
+            _ = until_deadline => {
+                // A frozen user's watch does not even end.
+                out.shared.until_unfrozen(&out.user).await;
+                return;
+            }
             _ = stopping.changed() => return,
         }
     }

@@ -80,8 +80,8 @@ async fn graceful_shutdown_releases_the_lease_to_the_standby_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_leader_releases_nothing_the_standby_waits_for_expiry() {
-    // Renewed every 6.7 s: at the abort the renewal is at most that old (plus scheduling delay),
-    // so the Lease is valid for at least ~13 s after it.
+    // Renewed every 2 s: at the abort the last renewal is at most that old (plus scheduling
+    // delay), and the standby saw it no earlier, so it waits at least ~18 s after the abort.
     const LEASE: Duration = Duration::from_secs(20);
     let env = env().await;
     let a = start(&env, "op-a", LEASE).await;

@@ -141,6 +141,15 @@ impl Env {
         Operator::start(cfg, self.client.clone(), ec2, Default::default())
     }
 
+    /// A client of its own for `user` (an unrestricted one, with a token only it uses), so the
+    /// API server's audit log and faults tell this client's requests apart.
+    #[allow(dead_code)]
+    pub fn client_as(&self, user: &str) -> Client {
+        let token = format!("{user}-token");
+        self.kube.add_token(&token, enipool_e2e::kubeapi::UserInfo::admin(user));
+        self.kube.client_with_token(&token).expect("client")
+    }
+
     /// Launch an instance in `subnet` and create its Node; returns the instance id.
     pub async fn join(&self, name: &str, itype: &str, subnet: &str) -> String {
         let id = self.launch(itype, subnet);

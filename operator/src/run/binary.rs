@@ -84,8 +84,9 @@ impl Args {
         }
         aws.endpoint_url = self.ec2_endpoint.clone();
         let ec2: Arc<dyn Ec2Api> = Arc::new(AwsEc2::new(aws).await?);
-        let client = Client::try_default().await?;
-        let (leader_tx, _) = watch::channel(false);
+        let mut kube_config = kube::Config::infer().await?;
+        crate::apiclient::configure(&mut kube_config);
+        let client = Client::try_from(kube_config)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
@@ -94,7 +95,8 @@ impl Args {
         });
         let metrics = Metrics::new(&mut registry);
         let health = Arc::new(Health { registry, ready: false.into() });
-        run(self.operator_config(), client, ec2, metrics, leader_tx, health, shutdown_rx).await
+        let leadership = crate::leader::Leadership::new();
+        run(self.operator_config(), client, ec2, metrics, leadership, health, shutdown_rx).await
     }
 }
 
