@@ -17,7 +17,7 @@ mod ec2;
 mod election;
 mod gate;
 
-pub use ec2::{LeaderOnlyEc2, NOT_LEADER};
+pub use ec2::{leader_only, LeaderGate, LeaderOnlyEc2, NOT_LEADER};
 pub use election::{Elector, Record, Step, Timing, RETRY_PERIOD};
 pub use gate::Leadership;
 

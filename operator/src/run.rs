@@ -25,7 +25,7 @@ use crate::capacity::CapacityCache;
 use crate::controller::{self, Context};
 use crate::ec2::Ec2Api;
 use crate::http::{self, Health};
-use crate::leader::{self, LeaderOnlyEc2, Leadership, LeaseConfig};
+use crate::leader::{self, Leadership, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::reconcile::{Memory, Shared};
 use crate::resync::ResyncPeriod;
@@ -227,7 +227,7 @@ async fn run(
     let leader_rx = leadership.subscribe();
     let lease_client = apiclient::bounded(client.clone());
     let client = apiclient::leader_only(client, leadership.clone());
-    let ec2: Arc<dyn Ec2Api> = Arc::new(LeaderOnlyEc2::new(ec2, leadership.clone()));
+    let ec2: Arc<dyn Ec2Api> = Arc::new(leader::leader_only(ec2, leadership.clone()));
     let lease_cfg = LeaseConfig {
         namespace: cfg.lease_namespace.clone(),
         name: cfg.lease_name.clone(),

@@ -6,13 +6,10 @@
 //! started and ended.
 
 use crate::harness::*;
-use enipool_operator::ec2::{
-    CreateEni, Ec2Api, Ec2Result, Eni, Instance, InstanceTypeInfo, Query, SecurityGroup, Subnet,
-};
+use enipool_operator::ec2::mutations::{MutationHook, Mutations};
+use enipool_operator::ec2::Ec2Result;
 use enipool_operator::{Operator, OperatorHandle};
-use ipnet::Ipv4Net;
-use std::collections::BTreeMap;
-use std::future::Future;
+use futures::future::BoxFuture;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,11 +27,8 @@ struct Call {
     end: Option<Instant>,
 }
 
-/// The replica's EC2, recording its mutating calls.
-struct Recording {
-    inner: Arc<dyn Ec2Api>,
-    calls: Arc<Mutex<Vec<Call>>>,
-}
+/// Records the replica's mutating EC2 calls.
+struct Recorder(Arc<Mutex<Vec<Call>>>);
 
 /// Sets the end of call `i` when the call returns or its future is dropped.
 struct Ended(Arc<Mutex<Vec<Call>>>, usize);
@@ -45,95 +39,22 @@ impl Drop for Ended {
     }
 }
 
-impl Recording {
-    async fn mutate<T>(&self, action: &'static str, call: impl Future<Output = T>) -> T {
+impl MutationHook for Recorder {
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        action: &'static str,
+        call: BoxFuture<'a, Ec2Result<T>>,
+    ) -> BoxFuture<'a, Ec2Result<T>> {
         let i = {
-            let mut calls = self.calls.lock().unwrap();
+            let mut calls = self.0.lock().unwrap();
             calls.push(Call { action, start: Instant::now(), end: None });
             calls.len() - 1
         };
-        let _ended = Ended(self.calls.clone(), i);
-        call.await
-    }
-}
-
-#[async_trait::async_trait]
-impl Ec2Api for Recording {
-    async fn describe_instances(&self, ids: &[String]) -> Ec2Result<Vec<Instance>> {
-        self.inner.describe_instances(ids).await
-    }
-    async fn describe_instance_types(
-        &self,
-        types: &[String],
-    ) -> Ec2Result<BTreeMap<String, InstanceTypeInfo>> {
-        self.inner.describe_instance_types(types).await
-    }
-    async fn describe_subnets(&self, query: &Query) -> Ec2Result<Vec<Subnet>> {
-        self.inner.describe_subnets(query).await
-    }
-    async fn describe_security_groups(&self, query: &Query) -> Ec2Result<Vec<SecurityGroup>> {
-        self.inner.describe_security_groups(query).await
-    }
-    async fn describe_instance_enis(&self, instance_id: &str) -> Ec2Result<Vec<Eni>> {
-        self.inner.describe_instance_enis(instance_id).await
-    }
-    async fn describe_enis(&self, ids: &[String]) -> Ec2Result<Vec<Eni>> {
-        self.inner.describe_enis(ids).await
-    }
-    async fn list_cluster_enis(&self, cluster: &str) -> Ec2Result<Vec<Eni>> {
-        self.inner.list_cluster_enis(cluster).await
-    }
-    async fn list_leftover_enis(&self, cluster: &str, instance_id: &str) -> Ec2Result<Vec<Eni>> {
-        self.inner.list_leftover_enis(cluster, instance_id).await
-    }
-    async fn create_eni(&self, req: &CreateEni) -> Ec2Result<Eni> {
-        self.mutate("CreateNetworkInterface", self.inner.create_eni(req)).await
-    }
-    async fn attach_eni(
-        &self,
-        eni_id: &str,
-        instance_id: &str,
-        device_index: i32,
-    ) -> Ec2Result<String> {
-        self.mutate(
-            "AttachNetworkInterface",
-            self.inner.attach_eni(eni_id, instance_id, device_index),
-        )
-        .await
-    }
-    async fn set_delete_on_termination(
-        &self,
-        eni_id: &str,
-        attachment_id: &str,
-        delete: bool,
-    ) -> Ec2Result<()> {
-        self.mutate(
-            "ModifyNetworkInterfaceAttribute",
-            self.inner.set_delete_on_termination(eni_id, attachment_id, delete),
-        )
-        .await
-    }
-    async fn detach_eni(&self, attachment_id: &str, force: bool) -> Ec2Result<()> {
-        self.mutate("DetachNetworkInterface", self.inner.detach_eni(attachment_id, force)).await
-    }
-    async fn delete_eni(&self, eni_id: &str) -> Ec2Result<()> {
-        self.mutate("DeleteNetworkInterface", self.inner.delete_eni(eni_id)).await
-    }
-    async fn assign_ips(&self, eni_id: &str, count: i32) -> Ec2Result<Vec<Ipv4Addr>> {
-        self.mutate("AssignPrivateIpAddresses", self.inner.assign_ips(eni_id, count)).await
-    }
-    async fn assign_prefixes(&self, eni_id: &str, count: i32) -> Ec2Result<Vec<Ipv4Net>> {
-        self.mutate("AssignPrivateIpAddresses", self.inner.assign_prefixes(eni_id, count)).await
-    }
-    async fn unassign_ips(&self, eni_id: &str, ips: &[Ipv4Addr]) -> Ec2Result<()> {
-        self.mutate("UnassignPrivateIpAddresses", self.inner.unassign_ips(eni_id, ips)).await
-    }
-    async fn unassign_prefixes(&self, eni_id: &str, prefixes: &[Ipv4Net]) -> Ec2Result<()> {
-        self.mutate("UnassignPrivateIpAddresses", self.inner.unassign_prefixes(eni_id, prefixes))
-            .await
-    }
-    fn describe_qps(&self) -> Option<f64> {
-        self.inner.describe_qps()
+        let ended = Ended(self.0.clone(), i);
+        Box::pin(async move {
+            let _ended = ended;
+            call.await
+        })
     }
 }
 
@@ -146,7 +67,7 @@ struct Replica {
 impl Replica {
     async fn start(env: &Env, name: &'static str) -> Replica {
         let calls = Arc::new(Mutex::new(Vec::new()));
-        let ec2 = Arc::new(Recording { inner: env.ec2(None).await, calls: calls.clone() });
+        let ec2 = Arc::new(Mutations::new(env.ec2(None).await, Recorder(calls.clone())));
         let mut cfg = env.config(name);
         cfg.lease_duration = LEASE;
         let op = Operator::start(cfg, env.client_as(name), ec2, Default::default());

@@ -286,4 +286,5 @@ pub mod classify;
 pub mod convert;
 pub mod limiter;
 pub mod metrics;
+pub mod mutations;
 pub mod types_table;
