@@ -27,6 +27,8 @@
 
 #[path = "cni_chain/harness.rs"]
 mod harness;
+#[path = "cni_chain/repair.rs"]
+mod repair;
 
 use enipool_e2e::fabric;
 use harness::{ping, sh_in, tcp_fetch, Env, Node, NodeSpec, Pod, TcpMarker, TUNING_SYSCTL};
@@ -275,6 +277,8 @@ fn pods_on_primary_and_secondary_eni_across_nodes() {
 
     // Negative control: without its from-rule, a2's traffic leaves by eth0 (main table) and the
     // VPC drops it (a2's address is not eth0's in EC2), so the pings above prove the ENI path.
+    // The agent is stopped first: running, it puts the rule back within a second.
+    env.kill_agent(&a);
     let rule = ["from", &a2.ip.to_string(), "to", harness::VPC_CIDR, "lookup", "2", "prio", "1536"];
     let mut del = vec!["ip", "rule", "del"];
     del.extend(rule);
@@ -316,7 +320,9 @@ fn egress_snat_from_primary_ip() {
     assert_eq!(got, Some(format!("node-a {}", a2.ip)), "pod -> own node keeps the source");
 
     // Negative control: without the node's SNAT the "IGW" drops pod sources, so the echo above
-    // proves the agent's SNAT (not the fabric) translated the pods' traffic.
+    // proves the agent's SNAT (not the fabric) translated the pods' traffic. The agent is stopped
+    // first: running, its host repair would put the chain back.
+    env.kill_agent(&a);
     sh_in(&a.netns, &["nft", "flush", "chain", "ip", "enipool", "nat-postrouting"]);
     sh_in(&a.netns, &["conntrack", "-F"]);
     let seen = fabric::udp_echo(&a1.netns, None, internet).unwrap();

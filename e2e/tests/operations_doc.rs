@@ -88,6 +88,7 @@ fn agent_registry() -> (Registry, usize) {
     m.cni_request(Command::Add, "ok", std::time::Duration::from_millis(5));
     m.cni_request(Command::Del, "ok", std::time::Duration::from_millis(5));
     m.status_patch("ok");
+    m.host_repaired("pod");
     let n = registered(&registry);
     (registry, n)
 }

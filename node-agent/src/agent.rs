@@ -17,6 +17,7 @@
 mod housekeeping;
 mod pods;
 mod publish;
+mod repair;
 mod verify;
 
 use crate::alloc;

@@ -50,6 +50,11 @@ pub struct Args {
     /// Debounce of `status.agent` publications, in milliseconds.
     #[arg(long, env = "ENIPOOL_AGENT_PUBLISH_DEBOUNCE_MS", default_value_t = 1000)]
     pub publish_debounce_ms: u64,
+    /// How often (seconds) the node's rules, routes and nftables table are compared with what
+    /// the agent programmed and anything missing is put back; a removal of a rule or route also
+    /// triggers the check at once. 0 checks only on removals.
+    #[arg(long, env = "ENIPOOL_AGENT_HOST_REPAIR_INTERVAL_SECONDS", default_value_t = 30)]
+    pub host_repair_interval_seconds: u64,
     /// Rebuild the allocation store from the pods wired on the host when the start-up check finds
     /// that it does not match the node (missing, empty, or behind the epoch this node's agent
     /// published; or pods wired that it does not hold). Without it the agent refuses to serve.

@@ -30,6 +30,8 @@ pub struct KubeConfig {
     pub external_snat: bool,
     /// Publish debounce.
     pub debounce: Duration,
+    /// Period of the host repair (zero: only on rule and route removals).
+    pub repair_interval: Duration,
 }
 
 /// What the agent takes from its Node object.
@@ -89,8 +91,42 @@ pub async fn watch_pool(
     let mut pool_uid = String::new();
     let mut facts = NodeFacts::default();
     let mut warned_missing = false;
+    // The host repair: on its period, and shortly after the kernel reports a rule or route
+    // removal (coalescing a burst, such as a DEL's, into one check).
+    let mut removals = agent.host().removals();
+    let mut period = (!cfg.repair_interval.is_zero()).then(|| {
+        let mut i = tokio::time::interval(cfg.repair_interval);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let soon = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(soon);
+    let mut repair_due = false;
     loop {
         tokio::select! {
+            _ = async { period.as_mut().unwrap().tick().await }, if period.is_some() => {
+                repair_host(&agent, &programmer).await;
+                continue;
+            }
+            r = async { removals.as_mut().unwrap().changed().await }, if removals.is_some() => {
+                match r {
+                    Ok(()) if !repair_due => {
+                        repair_due = true;
+                        soon.as_mut().reset(tokio::time::Instant::now() + REPAIR_COALESCE);
+                    }
+                    Ok(()) => {}
+                    Err(_) => removals = None,
+                }
+                continue;
+            }
+            _ = &mut soon, if repair_due => {
+                repair_due = false;
+                if let Some(r) = removals.as_mut() {
+                    r.borrow_and_update();
+                }
+                repair_host(&agent, &programmer).await;
+                continue;
+            }
             ev = pool_stream.next() => match ev {
                 None => return Err(Error::Stopped("ENIPool watch stream ended".into())),
                 Some(Err(e)) => {
@@ -170,6 +206,30 @@ pub async fn watch_pool(
                 ready_tx.send_if_modified(first);
             }
         }
+    }
+}
+
+/// How long after a rule or route removal the repair runs: a DEL removes several at once.
+const REPAIR_COALESCE: Duration = Duration::from_secs(1);
+
+/// One host repair on a blocking thread; failures are logged (the next one tries again).
+async fn repair_host(agent: &Arc<Agent>, programmer: &Arc<std::sync::Mutex<Programmer>>) {
+    let (a, p) = (agent.clone(), programmer.clone());
+    let r =
+        tokio::task::spawn_blocking(move || p.lock().unwrap_or_else(|e| e.into_inner()).repair(&a))
+            .await;
+    match r {
+        Ok(Ok(done)) if done != Default::default() => {
+            tracing::info!(
+                node = done.node,
+                enis = done.enis,
+                pods = done.pods,
+                "host repair done"
+            );
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = &e as &dyn std::error::Error, "host repair"),
+        Err(e) => tracing::error!(%e, "host repair task"),
     }
 }
 

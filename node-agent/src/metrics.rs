@@ -18,6 +18,11 @@ struct CniLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -37,6 +42,7 @@ pub struct Metrics {
     pool_status_refusals: Counter,
     store_mismatch: Gauge,
     store_rebuilds: Counter,
+    host_repairs: Family<KindLabel, Counter>,
 }
 
 fn latency() -> Histogram {
@@ -61,6 +67,7 @@ impl Metrics {
             pool_status_refusals: Counter::default(),
             store_mismatch: Gauge::default(),
             store_rebuilds: Counter::default(),
+            host_repairs: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("enipool_agent");
         r.register("cni_requests", "CNI requests by command and result", m.cni_requests.clone());
@@ -103,6 +110,11 @@ impl Metrics {
             "store_rebuilds",
             "Allocation stores rebuilt from the host (--rebuild-store-from-host)",
             m.store_rebuilds.clone(),
+        );
+        r.register(
+            "host_repairs",
+            "Host state found missing and put back, by kind (node, eni, pod)",
+            m.host_repairs.clone(),
         );
         m
     }
@@ -152,6 +164,11 @@ impl Metrics {
     /// Count a store rebuilt from the host.
     pub fn store_rebuilt(&self) {
         self.store_rebuilds.inc();
+    }
+
+    /// Count a node, ENI or pod whose host state was found missing and put back.
+    pub fn host_repaired(&self, kind: &'static str) {
+        self.host_repairs.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// Count an ENIPool status refused by validation.

@@ -5,8 +5,10 @@
 
 use crate::agent::Agent;
 use crate::error::{Error, Result};
+use crate::hostnet::drift::{self, Missing};
 use crate::hostnet::{EniConfig, HostNet, NodeConfig};
 use crate::pool::PoolView;
+use crate::store::now_secs;
 use enipool_crds::ENIPoolStatus;
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,12 +33,31 @@ pub struct Programmer {
     ready: BTreeSet<String>,
     /// The secondary ENIs programmed, as programmed: what to remove when one leaves the pool.
     programmed: BTreeMap<String, EniConfig>,
+    /// The nftables table as listed right after it was applied: a repair compares with it.
+    nft_applied: Option<String>,
+}
+
+/// What one repair put back.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Repaired {
+    /// Node-wide state (fwmark rule, nftables table) re-applied: 0 or 1.
+    pub node: usize,
+    /// Secondary ENIs re-programmed.
+    pub enis: usize,
+    /// Pods whose host side was re-programmed.
+    pub pods: usize,
 }
 
 impl Programmer {
     /// A programmer that has done nothing yet (a fresh start re-programs everything).
     pub fn new(settings: HostSettings) -> Programmer {
-        Programmer { settings, node: None, ready: BTreeSet::new(), programmed: BTreeMap::new() }
+        Programmer {
+            settings,
+            node: None,
+            ready: BTreeSet::new(),
+            programmed: BTreeMap::new(),
+            nft_applied: None,
+        }
     }
 
     /// ENIs programmed on this host.
@@ -66,6 +87,7 @@ impl Programmer {
                     Ok(()) => {
                         tracing::info!(primary_ip = %want.primary_ip, vpc_cidrs = ?want.vpc_cidrs, external_snat = want.external_snat, "node networking programmed");
                         self.node = Some(want);
+                        self.nft_applied = host.snapshot().ok().and_then(|s| s.nft_table);
                     }
                     Err(e) => tracing::error!(
                         error = &e as &dyn std::error::Error,
@@ -130,6 +152,56 @@ impl Programmer {
             }
         }
         &self.ready
+    }
+
+    /// Compare the host with what has been programmed and put back what something else removed:
+    /// the node-wide state, each programmed secondary ENI, and the host side of every pod the
+    /// agent holds ([`Agent::repair_pods`]). Blocking. Every repair is logged with what was
+    /// missing and counted.
+    pub fn repair(&mut self, agent: &Agent) -> Result<Repaired> {
+        let host = agent.host().clone();
+        let taken = now_secs();
+        let snap = host.snapshot().map_err(Error::HostNet)?;
+        let mut done = Repaired::default();
+        let names = |m: Vec<Missing>| m.iter().map(ToString::to_string).collect::<Vec<_>>();
+        if let Some(node) = self.node.clone() {
+            let missing = drift::node_missing(&node, self.nft_applied.as_deref(), &snap);
+            if !missing.is_empty() {
+                let missing = names(missing);
+                match host.setup_node(&node) {
+                    Ok(()) => {
+                        done.node = 1;
+                        agent.metrics().host_repaired("node");
+                        self.nft_applied = host.snapshot().ok().and_then(|s| s.nft_table);
+                        tracing::warn!(?missing, "node host state was missing; put back");
+                    }
+                    Err(e) => tracing::error!(
+                        ?missing,
+                        error = &e as &dyn std::error::Error,
+                        "putting back missing node host state"
+                    ),
+                }
+            }
+        }
+        for ec in self.programmed.values() {
+            let missing = drift::eni_missing(ec, &snap);
+            if missing.is_empty() {
+                continue;
+            }
+            let missing = names(missing);
+            match host.setup_eni(ec) {
+                Ok(()) => {
+                    done.enis += 1;
+                    agent.metrics().host_repaired("eni");
+                    tracing::warn!(eni = %ec.id, ?missing, "ENI host state was missing; put back");
+                }
+                Err(e) => {
+                    tracing::error!(eni = %ec.id, ?missing, error = &e as &dyn std::error::Error, "putting back missing ENI host state")
+                }
+            }
+        }
+        done.pods = agent.repair_pods(&snap, taken);
+        Ok(done)
     }
 
     /// Program the host for `view` and hand the agent the view with ENI readiness filled in.

@@ -116,6 +116,7 @@ pub async fn run(args: Args) -> Result<()> {
         publish_debounce_ms,
         netns,
         rebuild_store_from_host,
+        host_repair_interval_seconds,
         log_format: _,
         command,
     } = args;
@@ -180,6 +181,7 @@ pub async fn run(args: Args) -> Result<()> {
         snat_exclude: snat_exclude_cidrs,
         external_snat,
         debounce: Duration::from_millis(publish_debounce_ms),
+        repair_interval: Duration::from_secs(host_repair_interval_seconds),
     };
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(None);
     let mut pool_task =

@@ -106,6 +106,8 @@ pub struct AgentFlags {
     pub leak_grace_seconds: u64,
     /// `--publish-debounce-ms`.
     pub publish_debounce_ms: u64,
+    /// `--host-repair-interval-seconds`.
+    pub host_repair_interval_seconds: u64,
     /// `--netns`: the test platform's node namespace. Never set by the chart.
     pub netns: Option<String>,
     /// `--log-format` (`text` or `json`).
@@ -127,6 +129,7 @@ impl AgentFlags {
             snat_exclude_cidrs: Vec::new(),
             leak_grace_seconds: 600,
             publish_debounce_ms: 1000,
+            host_repair_interval_seconds: 30,
             netns: None,
             log_format: "text".into(),
         }
@@ -198,6 +201,7 @@ pub fn agent_args(cfg: &AgentFlags) -> Vec<String> {
     }
     flag(&mut a, "leak-grace-seconds", cfg.leak_grace_seconds);
     flag(&mut a, "publish-debounce-ms", cfg.publish_debounce_ms);
+    flag(&mut a, "host-repair-interval-seconds", cfg.host_repair_interval_seconds);
     if let Some(v) = &cfg.netns {
         flag(&mut a, "netns", v);
     }

@@ -51,6 +51,7 @@ fn values_for(op: &OperatorFlags, ag: &AgentFlags) -> Value {
             "snatExcludeCIDRs": ag.snat_exclude_cidrs,
             "leakGraceSeconds": ag.leak_grace_seconds,
             "publishDebounceMs": ag.publish_debounce_ms,
+            "hostRepairIntervalSeconds": ag.host_repair_interval_seconds,
             "logFormat": ag.log_format,
         },
     })
@@ -128,6 +129,7 @@ fn chart_renders_the_runners_flags_for_equivalent_values() {
     ag.snat_exclude_cidrs = vec!["192.168.0.0/16".into()];
     ag.leak_grace_seconds = 30;
     ag.publish_debounce_ms = 200;
+    ag.host_repair_interval_seconds = 5;
     ag.log_format = "text".into();
     let docs = render(&Values::Json(values_for(&op, &ag))).unwrap();
     assert_chart_flags(&docs, &op, &ag);

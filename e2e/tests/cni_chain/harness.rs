@@ -32,7 +32,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use probes::{ping, sh_in, tcp_fetch, wait_for, TcpMarker};
+pub use probes::{http_get, ping, sh_in, tcp_fetch, wait_for, TcpMarker};
 
 /// The VPC of every test.
 pub const VPC_CIDR: &str = "10.0.0.0/16";
@@ -42,6 +42,8 @@ pub const SUBNETS: [&str; 2] = ["10.0.1.0/24", "10.0.2.0/24"];
 pub const INSTANCE_TYPE: &str = "m5.large";
 /// Availability zone.
 pub const AZ: &str = "us-west-2a";
+/// The agents' host repair period (`--host-repair-interval-seconds`).
+pub const REPAIR_PERIOD_SECS: u64 = 2;
 /// MTU of the conflist and the agent (the chart's default).
 pub const MTU: u32 = 9001;
 /// Network name of the conflist.

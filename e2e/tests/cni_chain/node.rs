@@ -3,7 +3,8 @@
 //! through libcni.
 
 use super::probes::{http_get, wait_for};
-use super::{AgentInfo, Env, Node, Pod, DEBIAN_PLUGINS, MTU, NETWORK, TUNING_SYSCTL};
+use super::TUNING_SYSCTL;
+use super::{AgentInfo, Env, Node, Pod, DEBIAN_PLUGINS, MTU, NETWORK, REPAIR_PERIOD_SECS};
 use anyhow::{bail, Context, Result};
 use enipool_e2e::cluster::procs::{self, ProcSpec};
 use enipool_e2e::cnidriver::CniDriver;
@@ -100,6 +101,10 @@ impl Env {
             "100".into(),
             "--leak-grace-seconds".into(),
             "30".into(),
+            // Short, so the repair of state that no netlink event announces (the nftables table)
+            // is seen within a test, and every other test runs with repairs going on.
+            "--host-repair-interval-seconds".into(),
+            REPAIR_PERIOD_SECS.to_string(),
             "--log-format".into(),
             "text".into(),
         ];

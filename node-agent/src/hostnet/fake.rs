@@ -136,4 +136,12 @@ impl HostNet for FakeHost {
         self.record("uninstall".into());
         Vec::new()
     }
+    fn snapshot(&self) -> Result<super::drift::HostSnapshot, HostError> {
+        // Rules, routes and nftables are not modelled: a repair on the fake finds nothing to
+        // compare with rather than everything missing.
+        Err(HostError::NotFound("host snapshot (not modelled by the fake host)".into()))
+    }
+    fn removals(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }

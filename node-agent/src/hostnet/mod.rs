@@ -56,6 +56,7 @@ pub fn host_veth_name(netns: &str, if_name: &str) -> String {
 }
 
 pub mod devconf;
+pub mod drift;
 pub mod fake;
 pub mod netlink;
 pub mod nft;
@@ -188,4 +189,10 @@ pub trait HostNet: Send + Sync {
     fn pod_wiring(&self) -> Result<Vec<HostPod>, HostError>;
     /// Remove node-wide state (nft table, fwmark rule).
     fn uninstall(&self) -> Vec<HostError>;
+    /// The host's rules, routes, links and enipool nftables table now: what the repair compares
+    /// with what the setup verbs add ([`drift`]).
+    fn snapshot(&self) -> Result<drift::HostSnapshot, HostError>;
+    /// A counter that moves whenever a rule or route is removed from the host netns, so the
+    /// repair can run at once; `None` when the host cannot tell (the repair runs on its period).
+    fn removals(&self) -> Option<tokio::sync::watch::Receiver<u64>>;
 }

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 mod errors;
 mod links;
+mod snapshot;
 mod wiring;
 mod workers;
 
@@ -377,6 +378,18 @@ impl HostNet for NetlinkHost {
 
     fn reap_links(&self) -> Result<(), HostError> {
         self.run(|c| c.block(reap(&c.h)))
+    }
+
+    fn snapshot(&self) -> Result<super::drift::HostSnapshot, HostError> {
+        self.run(|c| {
+            let mut s = c.block(snapshot::snapshot(&c.h))?;
+            s.nft_table = super::nft::list()?;
+            Ok(s)
+        })
+    }
+
+    fn removals(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(snapshot::watch_removals(self.netns.clone()))
     }
 
     fn uninstall(&self) -> Vec<HostError> {

@@ -79,6 +79,22 @@ pub fn apply(script: &str) -> Result<(), HostError> {
     }
 }
 
+/// `nft list table ip enipool`, or `None` when the table does not exist. Same thread rule as
+/// [`apply`].
+pub fn list() -> Result<Option<String>, HostError> {
+    let out = Command::new("nft")
+        .args(["list", "table", "ip", "enipool"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| HostError::Io { op: "run nft list", source })?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    match out.status.success() {
+        true => Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned())),
+        false if err.contains("No such file or directory") => Ok(None),
+        false => Err(HostError::Nft(err.trim().to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
