@@ -4,14 +4,6 @@ pub enum Error {
     /// A label selector cannot be evaluated (unknown operator, or values where none are allowed).
     #[error("invalid label selector: {0}")]
     InvalidSelector(String),
-    /// A setting is out of range after merging policy and overrides.
-    #[error("invalid setting {field}: {reason}")]
-    InvalidSetting {
-        /// The field path, e.g. `sizing.batch`.
-        field: &'static str,
-        /// What is wrong and what is allowed.
-        reason: String,
-    },
     /// Rendering a CRD to YAML failed.
     #[error("rendering CRD YAML: {0}")]
     Render(String),
@@ -22,7 +14,6 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::InvalidSelector(_) => "InvalidSelector",
-            Error::InvalidSetting { .. } => "InvalidSetting",
             Error::Render(_) => "Render",
         }
     }

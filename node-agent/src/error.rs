@@ -1,8 +1,6 @@
 //! The agent's one error enum. Every variant names the failing operation and keeps its cause; the
 //! `category()` is the stable label used in metrics and logs.
 
-use std::net::Ipv4Addr;
-
 /// Everything the agent can fail at.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -61,9 +59,6 @@ pub enum Error {
     /// Programming the host or the pod's network failed.
     #[error("host networking: {0}")]
     HostNet(#[from] crate::hostnet::HostError),
-    /// The address a pod would use is not on any ENI the agent knows.
-    #[error("address {0} is on no known ENI")]
-    UnknownAddress(Ipv4Addr),
     /// The ENIPool status holds a value the agent refuses to use (malformed, misplaced, listed
     /// twice); the agent keeps the pool view it had.
     #[error("ENIPool status refused: {0}")]
@@ -104,7 +99,6 @@ impl Error {
             Error::Stopped(_) => "stopped",
             Error::UnknownContainer(_) => "unknown_container",
             Error::HostNet(_) => "hostnet",
-            Error::UnknownAddress(_) => "unknown_address",
             Error::InvalidPool(_) => "invalid_pool",
             Error::Kube { .. } => "kube",
             Error::Io { .. } => "io",

@@ -2,6 +2,8 @@
 //! nftables, and serves the CNI shim over a Unix socket. `main.rs` only parses flags and calls
 //! [`run`].
 
+#![forbid(unsafe_code)]
+
 pub mod agent;
 pub mod alloc;
 pub mod args;

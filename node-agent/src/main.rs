@@ -1,4 +1,5 @@
 //! `enipool-agent`: parse flags, start logging, run.
+#![forbid(unsafe_code)]
 use clap::Parser;
 use enipool_agent::args::{Args, LogFormat};
 

@@ -175,7 +175,7 @@ fn teardown_deletes_exactly_the_pods_rules() {
 /// kernel never sends.
 #[test]
 fn pod_socket_reports_the_failing_step() {
-    use enipool_agent::hostnet::podside::{PodSide, PodSocket};
+    use enipool_agent::hostnet::netlink::podside::{PodSide, PodSocket};
     use enipool_agent::hostnet::HostError;
     assert!(
         nix::unistd::Uid::effective().is_root(),

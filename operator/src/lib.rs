@@ -22,7 +22,7 @@ pub mod reconcile;
 pub mod resync;
 mod run;
 pub mod sync;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(test)]
 pub mod testing;
 
 pub use error::{Error, Result};

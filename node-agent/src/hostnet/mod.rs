@@ -57,11 +57,10 @@ pub fn host_veth_name(netns: &str, if_name: &str) -> String {
 
 pub mod devconf;
 pub mod drift;
+#[cfg(any(test, feature = "testing"))]
 pub mod fake;
 pub mod netlink;
 pub mod nft;
-pub mod podside;
-mod rules;
 pub mod sysctl;
 pub mod wiring;
 

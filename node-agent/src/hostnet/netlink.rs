@@ -1,15 +1,13 @@
 //! [`HostNet`] over rtnetlink. All netlink sockets live on a few dedicated OS threads
 //! ([`WORKERS`]) that entered the host netns (`--netns`) once; jobs go to an idle one and run on
 //! its current-thread runtime. A pod's netns is entered only long enough to open a socket there
-//! ([`super::podside`]), then the thread returns to the host netns. Never on a tokio worker:
+//! ([`podside`]), then the thread returns to the host netns. Never on a tokio worker:
 //! `setns` changes the calling thread. Veth deletion (the slow part of DEL) is batched on a
 //! separate reaper thread ([`REAP_GROUP`]).
 //!
 //! The [`HostNet`] verbs are here; the worker and reaper threads in `workers`, link lookups in
 //! `links`, the listing of wired pods in `wiring`, and the errno mapping in `errors`.
 
-use super::podside::{PodSide, PodSocket};
-use super::rules::{delete_pod_rules, ensure_rule, rule_has, rules};
 use super::{EniConfig, HostError, HostNet, HostPod, NodeConfig, PodConfig, PodWired};
 use super::{CONNMARK, MAIN_TABLE, PRIO_FROM_ENI, PRIO_FROM_POD, PRIO_FWMARK, PRIO_TO_POD};
 use futures::TryStreamExt;
@@ -25,16 +23,20 @@ use std::time::Duration;
 
 mod errors;
 mod links;
+pub mod podside;
+mod rules;
 mod snapshot;
 mod wiring;
 mod workers;
 
-use errors::{errno, libc_eexist};
+use errors::errno;
+use errors::{exist_ok, gone_ok, nl};
 use links::{is_doomed, link_by_mac, link_by_name, links, mac_bytes, mac_of, name_of, set_up};
+use nix::errno::Errno;
+use podside::{PodSide, PodSocket};
+use rules::{delete_pod_rules, ensure_rule, rule_has, rules};
+use workers::setns;
 use workers::{open_ns, reap};
-// Re-exported under their old paths: rules.rs and podside.rs use them as `super::netlink::*`.
-pub(super) use errors::{exist_ok, gone_ok, nl};
-pub(super) use workers::setns;
 
 type Job = Box<dyn FnOnce(&Ctx) + Send>;
 
@@ -189,7 +191,7 @@ impl HostNet for NetlinkHost {
             Ok(c.block(async {
                 let mut errs = Vec::new();
                 if let Some(ip) = eni.primary_ip {
-                    if let Err(e) = super::rules::delete_eni_rule(&c.h, ip, eni.table).await {
+                    if let Err(e) = rules::delete_eni_rule(&c.h, ip, eni.table).await {
                         errs.push(e);
                     }
                 }
@@ -238,7 +240,7 @@ impl HostNet for NetlinkHost {
                     }
                 }
                 match h.link().add(msg.clone()).execute().await {
-                    Err(e) if errno(&e) == libc_eexist() => {
+                    Err(e) if errno(&e) == Some(Errno::EEXIST) => {
                         // A veth of this name is still there: a stale one, or the previous pod of
                         // this netns + ifname torn down and not reaped yet. Delete it now (wait
                         // for it), then create ours.

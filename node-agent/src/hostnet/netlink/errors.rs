@@ -2,15 +2,17 @@
 //! idempotent.
 
 use crate::hostnet::HostError;
+use nix::errno::Errno;
 
 pub(in crate::hostnet) fn nl(op: &'static str) -> impl FnOnce(rtnetlink::Error) -> HostError {
     move |e| HostError::Netlink { op, msg: e.to_string() }
 }
 
-pub(super) fn errno(e: &rtnetlink::Error) -> i32 {
+/// The errno of a kernel error answer; `None` for errors of the library itself.
+pub(super) fn errno(e: &rtnetlink::Error) -> Option<Errno> {
     match e {
-        rtnetlink::Error::NetlinkError(m) => -m.raw_code(),
-        _ => 0,
+        rtnetlink::Error::NetlinkError(m) => Some(Errno::from_raw(-m.raw_code())),
+        _ => None,
     }
 }
 
@@ -20,7 +22,7 @@ pub(in crate::hostnet) fn exist_ok(
     op: &'static str,
 ) -> Result<(), HostError> {
     match r {
-        Err(e) if errno(&e) == libc_eexist() => Ok(()),
+        Err(e) if errno(&e) == Some(Errno::EEXIST) => Ok(()),
         r => r.map_err(nl(op)),
     }
 }
@@ -31,11 +33,7 @@ pub(in crate::hostnet) fn gone_ok(
     op: &'static str,
 ) -> Result<(), HostError> {
     match r {
-        Err(e) if [2, 3, 19].contains(&errno(&e)) => Ok(()),
+        Err(e) if matches!(errno(&e), Some(Errno::ENOENT | Errno::ESRCH | Errno::ENODEV)) => Ok(()),
         r => r.map_err(nl(op)),
     }
-}
-
-pub(super) const fn libc_eexist() -> i32 {
-    17
 }

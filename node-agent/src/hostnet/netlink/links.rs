@@ -40,7 +40,7 @@ pub(super) fn mac_of(l: &LinkMessage) -> String {
 pub(super) async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>, HostError> {
     match h.link().get().match_name(name.to_string()).execute().try_next().await {
         Ok(l) => Ok(l),
-        Err(e) if errno(&e) == 19 => Ok(None),
+        Err(e) if errno(&e) == Some(nix::errno::Errno::ENODEV) => Ok(None),
         Err(e) => Err(nl("get link")(e)),
     }
 }

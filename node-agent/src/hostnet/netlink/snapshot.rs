@@ -5,8 +5,8 @@
 
 use super::errors::nl;
 use super::links::{is_doomed, links, mac_of, name_of};
+use super::rules::rules;
 use crate::hostnet::drift::{HostSnapshot, LinkInfo, RouteKey, RuleKey};
-use crate::hostnet::rules::rules;
 use crate::hostnet::HostError;
 use futures::{StreamExt, TryStreamExt};
 use ipnet::Ipv4Net;

@@ -3,7 +3,7 @@
 
 use super::errors::nl;
 use super::links::{is_doomed, links, name_of};
-use crate::hostnet::rules::rules;
+use super::rules::rules;
 use crate::hostnet::wiring::{assemble, is_pod_veth_name};
 use crate::hostnet::{HostError, HostPod, MAIN_TABLE, PRIO_FROM_POD};
 use futures::TryStreamExt;

@@ -5,8 +5,8 @@
 //! so the answers are read without waiting (`MSG_DONTWAIT`: a missing answer is an error, never
 //! a hang). Before, the pod side was six round trips through a fresh async connection.
 
-use super::netlink::setns;
-use super::{HostError, POD_GATEWAY};
+use super::setns;
+use crate::hostnet::{HostError, POD_GATEWAY};
 use rtnetlink::packet_core::{
     NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
     NLM_F_REPLACE, NLM_F_REQUEST,

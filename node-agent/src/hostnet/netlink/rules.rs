@@ -1,9 +1,9 @@
 //! The ip rules of the VPC CNI layout over rtnetlink: idempotent adds, and a pod's rules deleted
 //! by their specification (no dump of the node's rules per DEL).
 
-use super::netlink::{exist_ok, gone_ok, nl};
-use super::HostError;
-use super::{MAIN_TABLE, PRIO_FROM_ENI, PRIO_FROM_POD, PRIO_TO_POD};
+use super::{exist_ok, gone_ok, nl};
+use crate::hostnet::HostError;
+use crate::hostnet::{MAIN_TABLE, PRIO_FROM_ENI, PRIO_FROM_POD, PRIO_TO_POD};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::packet_route::AddressFamily;
