@@ -24,6 +24,7 @@ mod run;
 pub mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod vpc;
 
 pub use error::{Error, Result};
 pub use run::{Operator, OperatorConfig, OperatorHandle};
