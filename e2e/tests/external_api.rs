@@ -35,6 +35,7 @@ const SCENARIOS: &[&str] = &[
     "pods-one-node",
     "pods-across-nodes",
     "primary-and-secondary-eni",
+    "cross-subnet",
     "egress-snat",
     "kubectl-get-enipools",
     "scale-up-new-eni",

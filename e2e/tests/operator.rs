@@ -22,3 +22,5 @@ mod scenarios;
 mod startup;
 #[path = "operator/trust.rs"]
 mod trust;
+#[path = "operator/vpc.rs"]
+mod vpc;

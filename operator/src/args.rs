@@ -85,8 +85,8 @@ pub struct Args {
     /// Pools reconciled in parallel.
     #[arg(long, env = "ENIPOOL_OPERATOR_WORKERS", default_value_t = 8)]
     pub workers: u16,
-    /// VPC CIDRs published to agents (comma-separated); default: derived from subnet CIDRs, as
-    /// the EC2 interface has no DescribeVpcs.
+    /// VPC CIDRs published to agents (comma-separated); default: the VPC's CIDR blocks as
+    /// DescribeVpcs reports them.
     #[arg(long, env = "ENIPOOL_OPERATOR_VPC_CIDRS", value_delimiter = ',')]
     pub vpc_cidrs: Vec<String>,
     /// Only Nodes matching this label selector get an ENIPool (Kubernetes selector syntax, e.g.

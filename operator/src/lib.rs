@@ -24,6 +24,7 @@ mod run;
 pub mod sync;
 #[cfg(test)]
 pub mod testing;
+pub mod vpc;
 
 pub use error::{Error, Result};
 pub use run::{Operator, OperatorConfig, OperatorHandle};

@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::reconcile::{Memory, Shared};
 use crate::resync::ResyncPeriod;
 use crate::sync::SubnetCache;
+use crate::vpc::VpcCidrs;
 use enipool_crds::{ENIPool, ENIPoolPolicy};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
@@ -97,7 +98,7 @@ pub struct OperatorConfig {
     pub agent_stale_secs: i64,
     /// Pools reconciled in parallel.
     pub workers: u16,
-    /// VPC CIDRs published to agents (empty = derived from subnets).
+    /// VPC CIDRs published to agents (empty = the VPC's blocks, from DescribeVpcs).
     pub vpc_cidrs: Vec<String>,
     /// Address of /metrics, /healthz, /readyz (`None` = not served).
     pub metrics_addr: Option<SocketAddr>,
@@ -290,7 +291,7 @@ async fn run(
     let shared = Shared {
         ec2: ec2.clone(),
         cluster: cfg.cluster.clone(),
-        vpc_cidrs: cfg.vpc_cidrs.clone(),
+        vpc: VpcCidrs::new(cfg.vpc_cidrs.clone()),
         agent_stale_secs: cfg.agent_stale_secs,
         resync: cfg.resync,
         resync_period: ResyncPeriod::new(cfg.resync, ec2.describe_qps()),

@@ -133,20 +133,8 @@ pub fn build(
     out
 }
 
-/// Instance facts for `status.instance`. EC2's DescribeVpcs is not in [`Ec2Api`], so the VPC CIDRs
-/// come from `--vpc-cidrs` when set, else from the CIDRs of the subnets the node's ENIs are in.
-pub fn instance_info(
-    inst: &Instance,
-    vpc_cidrs: &[String],
-    subnets: &BTreeMap<String, Subnet>,
-) -> InstanceInfo {
-    let mut cidrs: Vec<String> = if vpc_cidrs.is_empty() {
-        subnets.values().filter(|s| s.vpc_id == inst.vpc_id).map(|s| s.cidr.to_string()).collect()
-    } else {
-        vpc_cidrs.to_vec()
-    };
-    cidrs.sort();
-    cidrs.dedup();
+/// Instance facts for `status.instance`, with the VPC's CIDR blocks as `crate::vpc` found them.
+pub fn instance_info(inst: &Instance, vpc_cidrs: Vec<String>) -> InstanceInfo {
     InstanceInfo {
         instance_type: inst.instance_type.clone(),
         zone: inst.zone.clone(),
@@ -154,7 +142,7 @@ pub fn instance_info(
         subnet_id: inst.subnet_id.clone(),
         primary_eni: inst.primary_eni.clone(),
         primary_ip: inst.primary_ip.map(|a| a.to_string()).unwrap_or_default(),
-        vpc_cidrs: cidrs,
+        vpc_cidrs,
         state: inst.state.clone(),
     }
 }

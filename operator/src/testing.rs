@@ -9,7 +9,7 @@
 //! the `Ec2Api` calls themselves.
 
 use crate::ec2::{
-    Ec2Error, Ec2ErrorKind, Ec2Result, Eni, Instance, InstanceTypeInfo, SecurityGroup, Subnet,
+    Ec2Error, Ec2ErrorKind, Ec2Result, Eni, Instance, InstanceTypeInfo, SecurityGroup, Subnet, Vpc,
 };
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -30,6 +30,8 @@ pub struct FakeState {
     pub enis: BTreeMap<String, Eni>,
     /// Subnets by id.
     pub subnets: BTreeMap<String, Subnet>,
+    /// VPCs by id.
+    pub vpcs: BTreeMap<String, Vpc>,
     /// Security groups.
     pub security_groups: Vec<SecurityGroup>,
     /// ClientToken → ENI id.

@@ -169,7 +169,11 @@ impl Cluster {
         })
         .await
         .context("starting the EC2 simulator")?;
-        let vpc_id = sim.create_vpc("10.0.0.0/16", &[("Name", "enipool-e2e")])?;
+        let (primary, secondary) = spec.vpc_blocks.split_first().context("no VPC block")?;
+        let vpc_id = sim.create_vpc(primary, &[("Name", "enipool-e2e")])?;
+        for b in secondary {
+            sim.associate_vpc_cidr(&vpc_id, b)?;
+        }
         let mut subnet_ids = Vec::new();
         for s in &spec.subnets {
             let id = sim.create_subnet(&vpc_id, s.cidr, s.az, &[(ROLE_TAG, s.role)])?;

@@ -7,7 +7,7 @@ use super::procs::ProcSpec;
 use super::{wait, Cluster, REGION};
 use crate::cnidriver::CniDriver;
 use crate::ec2sim::RunReq;
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use std::ffi::OsString;
@@ -97,8 +97,15 @@ impl Cluster {
 
     /// Launches an instance, registers its Node, installs CNI, starts its agent. Returns the node.
     pub async fn join_node(&self) -> Result<NodeInfo> {
-        let subnet = self.subnet_ids.first().context("no subnet")?.clone();
-        let az = self.spec.subnets[0].az.to_string();
+        let homes: Vec<usize> = (self.spec.subnets.iter().enumerate())
+            .filter(|(_, s)| s.role == "nodes")
+            .map(|(i, _)| i)
+            .collect();
+        ensure!(!homes.is_empty(), "no subnet of role nodes");
+        let joined = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let home = homes[joined % homes.len()];
+        let subnet = self.subnet_ids[home].clone();
+        let az = self.spec.subnets[home].az.to_string();
         let req = RunReq {
             image_id: "ami-0e2e0e2e0e2e0e2e0".into(),
             instance_type: self.spec.instance_type.clone(),

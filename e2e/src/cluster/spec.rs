@@ -26,7 +26,9 @@ pub struct Spec {
     pub nodes: usize,
     /// Instance type of the nodes.
     pub instance_type: String,
-    /// Subnets; nodes are launched in the first one.
+    /// IPv4 blocks of the VPC: the primary first, then secondary blocks associated with it.
+    pub vpc_blocks: Vec<&'static str>,
+    /// Subnets; node k is launched in the k-th subnet of role `nodes` (wrapping around).
     pub subnets: Vec<SubnetSpec>,
     /// The `default` ENIPoolPolicy.
     pub policy: ENIPoolPolicySpec,
@@ -47,14 +49,22 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// `nodes` nodes of type m5.large (3 ENIs × 10 addresses) in one /24, two operator replicas, and
-    /// a policy sized for quick tests: 2 warm IPs, batch 1, release after 10 s, 1 s cooldown.
+    /// `nodes` nodes of type m5.large (3 ENIs × 10 addresses), two operator replicas, and a policy
+    /// sized for quick tests: 2 warm IPs, batch 1, release after 10 s, 1 s cooldown. The VPC has a
+    /// primary block 10.0.0.0/16 and a secondary block 100.64.0.0/16, and three node subnets in
+    /// three zones, one of them in the secondary block: the first node is in 10.0.0.0/24
+    /// (us-west-2a), a second in 10.0.16.0/24 (us-west-2b), a third in 100.64.0.0/24 (us-west-2c).
     pub fn new(name: &str, nodes: usize) -> Spec {
         Spec {
             name: name.to_string(),
             nodes,
             instance_type: "m5.large".into(),
-            subnets: vec![SubnetSpec { cidr: "10.0.0.0/24", az: "us-west-2a", role: "nodes" }],
+            vpc_blocks: vec!["10.0.0.0/16", "100.64.0.0/16"],
+            subnets: vec![
+                SubnetSpec { cidr: "10.0.0.0/24", az: "us-west-2a", role: "nodes" },
+                SubnetSpec { cidr: "10.0.16.0/24", az: "us-west-2b", role: "nodes" },
+                SubnetSpec { cidr: "100.64.0.0/24", az: "us-west-2c", role: "nodes" },
+            ],
             policy: serde_json::from_value(serde_json::json!({
                 "mode": "SecondaryIP",
                 "sizing": {"warmIPs": 2, "batch": 1},

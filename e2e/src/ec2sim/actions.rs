@@ -19,6 +19,7 @@ pub const DESCRIBE_ACTIONS: &[&str] = &[
     "DescribeSubnets",
     "DescribeSecurityGroups",
     "DescribeNetworkInterfaces",
+    "DescribeVpcs",
 ];
 
 /// Mutating actions.

@@ -220,6 +220,36 @@ pub fn describe(st: &State, action: &str, p: &Params, rid: &str) -> Result<Strin
             x.items("subnetSet", page, render::subnet);
             x.opt("nextToken", next);
         }
+        "DescribeVpcs" => {
+            let ids = p.list("VpcId");
+            require_ids(&ids, |i| st.vpcs.contains_key(i), "InvalidVpcID.NotFound", "vpc ID")?;
+            let mut out = Vec::new();
+            for v in st.vpcs.values().filter(|v| ids.is_empty() || ids.contains(&v.id)) {
+                let ok = matches(&filters, &v.tags, |f| match f {
+                    "vpc-id" => opt_s(&v.id),
+                    "cidr" => opt_s(v.cidr),
+                    "cidr-block-association.cidr-block" => {
+                        Some(v.blocks.iter().map(|b| b.cidr.to_string()).collect())
+                    }
+                    "cidr-block-association.association-id" => {
+                        Some(v.blocks.iter().map(|b| b.association_id.clone()).collect())
+                    }
+                    "cidr-block-association.state" => {
+                        Some(v.blocks.iter().map(|b| b.state.clone()).collect())
+                    }
+                    "state" => opt_s("available"),
+                    "is-default" => opt_s(false),
+                    "owner-id" => opt_s(render::OWNER),
+                    _ => None,
+                })?;
+                if ok {
+                    out.push(v);
+                }
+            }
+            let (page, next) = paginate(p, out, 5, 1000, false)?;
+            x.items("vpcSet", page, render::vpc);
+            x.opt("nextToken", next);
+        }
         "DescribeSecurityGroups" => {
             let ids = p.list("GroupId");
             require_ids(

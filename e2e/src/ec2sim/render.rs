@@ -145,6 +145,25 @@ fn az_id(az: &str) -> String {
     format!("usw2-az{}", az.chars().last().map_or(1, |c| (c as u32).saturating_sub('a' as u32) + 1))
 }
 
+/// A `Vpc` with its `cidrBlockAssociationSet` (the primary block included, like EC2's).
+pub fn vpc(x: &mut Xml, v: &Vpc) {
+    x.leaf("vpcId", &v.id)
+        .leaf("ownerId", OWNER)
+        .leaf("state", "available")
+        .leaf("cidrBlock", v.cidr);
+    x.items("cidrBlockAssociationSet", &v.blocks, |x, b| {
+        x.leaf("associationId", &b.association_id)
+            .leaf("cidrBlock", b.cidr)
+            .open("cidrBlockState")
+            .leaf("state", &b.state)
+            .close("cidrBlockState");
+    });
+    x.leaf("dhcpOptionsId", "dopt-00000000")
+        .leaf("instanceTenancy", "default")
+        .leaf("isDefault", false);
+    x.tag_set(&v.tags);
+}
+
 /// A `SecurityGroup`.
 pub fn security_group(x: &mut Xml, g: &SecurityGroup) {
     x.leaf("ownerId", OWNER)

@@ -13,8 +13,62 @@ impl State {
     /// Seeds a VPC.
     pub fn create_vpc(&mut self, cidr: Ipv4Net, tags: Tags) -> String {
         let id = self.new_id("vpc");
-        self.vpcs.insert(id.clone(), Vpc { id: id.clone(), cidr: cidr.trunc(), tags });
+        let primary = VpcBlock {
+            association_id: self.new_id("vpc-cidr-assoc"),
+            cidr: cidr.trunc(),
+            state: "associated".into(),
+        };
+        let vpc = Vpc { id: id.clone(), cidr: cidr.trunc(), blocks: vec![primary], tags };
+        self.vpcs.insert(id.clone(), vpc);
         id
+    }
+
+    /// Associates a secondary IPv4 block with a VPC (AssociateVpcCidrBlock, as seeding); returns
+    /// the association id. The block must not overlap one the VPC has.
+    pub fn associate_vpc_cidr(&mut self, vpc_id: &str, cidr: Ipv4Net) -> Result<String, Error> {
+        let cidr = cidr.trunc();
+        let vpc = self
+            .vpcs
+            .get(vpc_id)
+            .ok_or_else(|| not_found("InvalidVpcID.NotFound", "vpc ID", vpc_id))?;
+        if !(16..=28).contains(&cidr.prefix_len()) {
+            return Err(bad("InvalidVpc.Range", format!("The CIDR '{cidr}' is invalid.")));
+        }
+        if vpc.associated().any(|b| b.contains(&cidr) || cidr.contains(&b)) {
+            return Err(bad(
+                "InvalidVpc.Range",
+                format!("The CIDR '{cidr}' overlaps a CIDR block of {vpc_id}."),
+            ));
+        }
+        let association_id = self.new_id("vpc-cidr-assoc");
+        let block =
+            VpcBlock { association_id: association_id.clone(), cidr, state: "associated".into() };
+        self.vpcs.get_mut(vpc_id).expect("looked up above").blocks.push(block);
+        Ok(association_id)
+    }
+
+    /// Disassociates a secondary block (DisassociateVpcCidrBlock, as seeding): it stays listed in
+    /// state `disassociated`. Refused for the primary block and for a block with subnets.
+    pub fn disassociate_vpc_cidr(&mut self, association_id: &str) -> Result<(), Error> {
+        let missing = || {
+            not_found("InvalidVpcCidrBlockAssociationID.NotFound", "association ID", association_id)
+        };
+        let vpc = self
+            .vpcs
+            .values()
+            .find(|v| v.blocks.iter().any(|b| b.association_id == association_id))
+            .ok_or_else(missing)?;
+        let i = vpc.blocks.iter().position(|b| b.association_id == association_id).unwrap_or(0);
+        let cidr = vpc.blocks[i].cidr;
+        if i == 0 {
+            return Err(bad("OperationNotPermitted", "The primary CIDR block cannot be removed."));
+        }
+        if self.subnets.values().any(|s| s.vpc_id == vpc.id && cidr.contains(&s.cidr)) {
+            return Err(bad("OperationNotPermitted", format!("The CIDR '{cidr}' has subnets.")));
+        }
+        let id = vpc.id.clone();
+        self.vpcs.get_mut(&id).expect("found above").blocks[i].state = "disassociated".into();
+        Ok(())
     }
 
     /// Seeds a subnet; it must lie inside its VPC and overlap no other subnet.
@@ -30,7 +84,7 @@ impl State {
             .vpcs
             .get(vpc_id)
             .ok_or_else(|| not_found("InvalidVpcID.NotFound", "vpc ID", vpc_id))?;
-        if !vpc.cidr.contains(&cidr) || cidr.prefix_len() > 28 {
+        if !vpc.associated().any(|b| b.contains(&cidr)) || cidr.prefix_len() > 28 {
             return Err(bad("InvalidSubnet.Range", format!("The CIDR '{cidr}' is invalid.")));
         }
         if self.subnets.values().any(|s| s.cidr.contains(&cidr) || cidr.contains(&s.cidr)) {

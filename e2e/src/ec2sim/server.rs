@@ -409,6 +409,17 @@ impl Ec2Sim {
         Ok(self.shared.with_state(|st, _, _| st.create_vpc(cidr, to_tags(tags))))
     }
 
+    /// Associates a secondary IPv4 block with a VPC; returns the association id.
+    pub fn associate_vpc_cidr(&self, vpc_id: &str, cidr: &str) -> Result<String> {
+        let cidr = parse_cidr(cidr)?;
+        self.shared.with_state(|st, _, _| st.associate_vpc_cidr(vpc_id, cidr))
+    }
+
+    /// Disassociates a secondary IPv4 block (it stays listed as `disassociated`).
+    pub fn disassociate_vpc_cidr(&self, association_id: &str) -> Result<()> {
+        self.shared.with_state(|st, _, _| st.disassociate_vpc_cidr(association_id))
+    }
+
     /// Seeds a subnet of a VPC.
     pub fn create_subnet(
         &self,

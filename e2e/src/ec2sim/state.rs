@@ -22,8 +22,28 @@ pub struct Vpc {
     pub id: String,
     /// Primary IPv4 CIDR.
     pub cidr: Ipv4Net,
+    /// Every IPv4 block association, the primary's first, as `cidrBlockAssociationSet` lists them.
+    pub blocks: Vec<VpcBlock>,
     /// Tags.
     pub tags: Tags,
+}
+
+/// One IPv4 block association of a VPC.
+#[derive(Debug, Clone, Serialize)]
+pub struct VpcBlock {
+    /// `vpc-cidr-assoc-…`.
+    pub association_id: String,
+    /// The block.
+    pub cidr: Ipv4Net,
+    /// `associated`, or `disassociated` once removed (EC2 lists removed blocks for a while).
+    pub state: String,
+}
+
+impl Vpc {
+    /// The blocks subnets may be created in.
+    pub fn associated(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
+        self.blocks.iter().filter(|b| b.state == "associated").map(|b| b.cidr)
+    }
 }
 
 /// A security group.

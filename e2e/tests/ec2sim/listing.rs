@@ -147,3 +147,45 @@ async fn pagination_covers_everything_once() {
         .await;
     assert_eq!(all.len(), 6);
 }
+
+#[tokio::test]
+async fn vpcs_list_their_block_associations_with_state() {
+    let e = env().await;
+    let extra = e.sim.associate_vpc_cidr(&e.vpc, "100.64.0.0/16").unwrap();
+    let gone = e.sim.associate_vpc_cidr(&e.vpc, "100.65.0.0/16").unwrap();
+    e.sim.disassociate_vpc_cidr(&gone).unwrap();
+    assert!(e.sim.associate_vpc_cidr(&e.vpc, "10.0.128.0/17").is_err(), "overlaps the primary");
+    // Subnets may be carved from an associated secondary block only.
+    e.sim.create_subnet(&e.vpc, "100.64.0.0/20", "us-west-2b", &[]).unwrap();
+    assert!(e.sim.create_subnet(&e.vpc, "100.65.0.0/20", "us-west-2b", &[]).is_err());
+    assert!(e.sim.disassociate_vpc_cidr(&extra).is_err(), "a block with subnets stays");
+    let other = e.sim.create_vpc("172.16.0.0/16", &[]).unwrap();
+
+    let out = e.ec2.describe_vpcs().filters(f("vpc-id", &e.vpc)).send().await.unwrap();
+    assert_eq!(out.vpcs().len(), 1);
+    let v = &out.vpcs()[0];
+    assert_eq!(v.vpc_id(), Some(e.vpc.as_str()));
+    assert_eq!(v.cidr_block(), Some("10.0.0.0/16"));
+    let blocks: Vec<(&str, &str)> = v
+        .cidr_block_association_set()
+        .iter()
+        .map(|a| (a.cidr_block().unwrap(), a.cidr_block_state().unwrap().state().unwrap().as_str()))
+        .collect();
+    assert_eq!(
+        blocks,
+        [
+            ("10.0.0.0/16", "associated"),
+            ("100.64.0.0/16", "associated"),
+            ("100.65.0.0/16", "disassociated")
+        ]
+    );
+    let all = e.ec2.describe_vpcs().send().await.unwrap();
+    assert_eq!(all.vpcs().len(), 2);
+    let by_id = e.ec2.describe_vpcs().vpc_ids(&other).send().await.unwrap();
+    assert_eq!(by_id.vpcs()[0].cidr_block(), Some("172.16.0.0/16"));
+    let missing = e.ec2.describe_vpcs().vpc_ids("vpc-0000000000000dead").send().await;
+    assert_eq!(
+        aws_sdk_ec2::error::ProvideErrorMetadata::code(&missing.unwrap_err()),
+        Some("InvalidVpcID.NotFound")
+    );
+}

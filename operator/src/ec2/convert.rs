@@ -1,7 +1,7 @@
 //! SDK output types → enipool's domain types. Missing or unparseable fields become empty values
 //! rather than errors: a partial answer about one ENI must not fail a whole sync.
 
-use super::{Attachment, Eni, Instance, InstanceTypeInfo, SecurityGroup, Subnet};
+use super::{Attachment, Eni, Instance, InstanceTypeInfo, SecurityGroup, Subnet, Vpc};
 use aws_sdk_ec2::types as sdk;
 use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
@@ -108,6 +108,25 @@ pub fn subnet(v: &sdk::Subnet) -> Option<Subnet> {
         available_ips: v.available_ip_address_count().unwrap_or_default(),
         tags: tags(v.tags()),
     })
+}
+
+/// A VPC: its primary IPv4 block and the associated secondary ones. EC2 lists the primary block
+/// in the association set too, and keeps blocks being added or removed there with their state.
+pub fn vpc(v: &sdk::Vpc) -> Vpc {
+    let associated = v.cidr_block_association_set().iter().filter(|a| {
+        a.cidr_block_state().and_then(|st| st.state())
+            == Some(&sdk::VpcCidrBlockStateCode::Associated)
+    });
+    let mut cidr_blocks: Vec<Ipv4Net> = v
+        .cidr_block()
+        .into_iter()
+        .chain(associated.filter_map(|a| a.cidr_block()))
+        .filter_map(|c| c.parse::<Ipv4Net>().ok())
+        .map(|c| c.trunc())
+        .collect();
+    cidr_blocks.sort();
+    cidr_blocks.dedup();
+    Vpc { id: s(v.vpc_id()), cidr_blocks }
 }
 
 /// A security group.

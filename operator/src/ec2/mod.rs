@@ -101,6 +101,16 @@ pub struct Subnet {
     pub tags: BTreeMap<String, String>,
 }
 
+/// A VPC: the CIDR blocks its subnets (and so its pods) are numbered from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Vpc {
+    /// `vpc-…`.
+    pub id: String,
+    /// The primary IPv4 block and every secondary block in state `associated`, sorted; blocks
+    /// being associated or disassociated are left out (no subnet of theirs can carry pods).
+    pub cidr_blocks: Vec<Ipv4Net>,
+}
+
 /// A security group.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SecurityGroup {
@@ -234,6 +244,8 @@ pub trait Ec2Api: Send + Sync + 'static {
     ) -> Ec2Result<BTreeMap<String, InstanceTypeInfo>>;
     /// DescribeSubnets.
     async fn describe_subnets(&self, query: &Query) -> Ec2Result<Vec<Subnet>>;
+    /// DescribeVpcs by ids (missing VPCs are simply absent from the result).
+    async fn describe_vpcs(&self, ids: &[String]) -> Ec2Result<Vec<Vpc>>;
     /// DescribeSecurityGroups.
     async fn describe_security_groups(&self, query: &Query) -> Ec2Result<Vec<SecurityGroup>>;
     /// The ENIs attached to one instance (filter `attachment.instance-id`): the per-node sync.

@@ -4,6 +4,7 @@
 
 use super::{
     CreateEni, Ec2Api, Ec2Result, Eni, Instance, InstanceTypeInfo, Query, SecurityGroup, Subnet,
+    Vpc,
 };
 use futures::future::BoxFuture;
 use ipnet::Ipv4Net;
@@ -52,6 +53,9 @@ impl<H: MutationHook> Ec2Api for Mutations<H> {
     }
     async fn describe_subnets(&self, query: &Query) -> Ec2Result<Vec<Subnet>> {
         self.inner.describe_subnets(query).await
+    }
+    async fn describe_vpcs(&self, ids: &[String]) -> Ec2Result<Vec<Vpc>> {
+        self.inner.describe_vpcs(ids).await
     }
     async fn describe_security_groups(&self, query: &Query) -> Ec2Result<Vec<SecurityGroup>> {
         self.inner.describe_security_groups(query).await

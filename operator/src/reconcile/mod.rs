@@ -12,6 +12,7 @@ use crate::journal::Owner;
 use crate::plan::{self, Demand};
 use crate::resync::ResyncPeriod;
 use crate::sync::{self, SubnetCache, Synced};
+use crate::vpc::{self, VpcCidrs};
 use enipool_crds::settings::{self, EffectiveSettings};
 use enipool_crds::{
     ENIPoolPolicySpec, ENIPoolStatus, OperationKind, PoolOverrides, SubnetState, Target,
@@ -32,8 +33,8 @@ pub struct Shared {
     pub ec2: Arc<dyn Ec2Api>,
     /// Cluster name (tags, GC scope).
     pub cluster: String,
-    /// `--vpc-cidrs` (empty = derive from subnets).
-    pub vpc_cidrs: Vec<String>,
+    /// The VPC CIDR blocks published to agents (`--vpc-cidrs`, else DescribeVpcs, cached).
+    pub vpc: VpcCidrs,
     /// Agent report older than this is stale.
     pub agent_stale_secs: i64,
     /// The configured resync period (the minimum; see `resync_period`).
@@ -263,6 +264,7 @@ impl Node<'_> {
         let ids: Vec<String> =
             enis.iter().map(|e| e.subnet_id.clone()).chain([self.inst.subnet_id.clone()]).collect();
         let subnets = self.shared.subnets.get(self.ec2(), &ids).await?;
+        let vpc_cidrs = self.vpc_cidrs().await?;
         let exclude = self
             .input
             .policy
@@ -276,9 +278,46 @@ impl Node<'_> {
             self.st.revision += 1;
         }
         self.views = views;
-        self.st.instance = Some(sync::instance_info(&self.inst, &self.shared.vpc_cidrs, &subnets));
+        self.st.instance = Some(sync::instance_info(&self.inst, vpc_cidrs));
         self.round.synced = true;
         Ok(enis)
+    }
+
+    /// The VPC CIDRs to publish (see [`vpc::publish`]). With none known, the sync fails before
+    /// anything is published: ENIs published without the VPC's blocks would give pods addresses
+    /// whose traffic the agent SNATs or routes by the wrong ENI.
+    async fn vpc_cidrs(&mut self) -> Result<Vec<String>> {
+        let found = self.shared.vpc.lookup(self.ec2(), &self.inst.vpc_id).await;
+        let shown = self.st.instance.as_ref().map(|i| i.vpc_cidrs.as_slice()).unwrap_or_default();
+        match (vpc::publish(found.blocks.as_deref(), shown), found.error) {
+            (Some(cidrs), None) => Ok(cidrs),
+            (Some(cidrs), Some(e)) => {
+                tracing::warn!(pool = %self.input.name, vpc = %self.inst.vpc_id, error = &e as &dyn std::error::Error, "VPC CIDR blocks not refreshed; publishing the ones known");
+                self.notes.push(note(
+                    true,
+                    "VPCCIDRsNotRefreshed",
+                    format!("keeping VPC CIDRs {}: {e}", cidrs.join(",")),
+                ));
+                Ok(cidrs)
+            }
+            (None, e) => {
+                let e = e.unwrap_or_else(|| crate::ec2::Ec2Error {
+                    kind: crate::ec2::Ec2ErrorKind::Transient,
+                    action: "DescribeVpcs",
+                    code: String::new(),
+                    message: "not described yet".into(),
+                });
+                tracing::warn!(pool = %self.input.name, vpc = %self.inst.vpc_id, error = &e as &dyn std::error::Error, "VPC CIDR blocks unknown; pool not synced");
+                self.notes.push(note(
+                    true,
+                    "VPCCIDRsUnknown",
+                    format!("the VPC's CIDR blocks are not known, nothing is published: {e}"),
+                ));
+                self.round.sync_error = Some(format!("VPC CIDR blocks unknown: {e}"));
+                self.round.note_error(&e);
+                Err(e.into())
+            }
+        }
     }
 
     async fn write(&self, sink: &dyn StatusSink) -> Result<()> {

@@ -45,7 +45,7 @@ pub(super) fn world(
     let shared = Shared {
         ec2: fake.clone(),
         cluster: "test".into(),
-        vpc_cidrs: vec![],
+        vpc: crate::vpc::VpcCidrs::new(vec![]),
         agent_stale_secs: 120,
         resync: Duration::from_secs(60),
         resync_period: crate::resync::ResyncPeriod::new(Duration::from_secs(60), None),

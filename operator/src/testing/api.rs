@@ -4,7 +4,7 @@
 use super::{err, FakeEc2};
 use crate::ec2::{
     Attachment, CreateEni, Ec2Api, Ec2ErrorKind, Ec2Result, Eni, Instance, InstanceTypeInfo, Query,
-    SecurityGroup, Subnet,
+    SecurityGroup, Subnet, Vpc,
 };
 use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
@@ -42,6 +42,12 @@ impl Ec2Api for FakeEc2 {
             .filter(|x| tags_match(&x.tags, &q.tags))
             .cloned()
             .collect())
+    }
+
+    async fn describe_vpcs(&self, ids: &[String]) -> Ec2Result<Vec<Vpc>> {
+        let mut s = self.state.lock().expect("lock");
+        s.enter("DescribeVpcs")?;
+        Ok(ids.iter().filter_map(|id| s.vpcs.get(id).cloned()).collect())
     }
 
     async fn describe_security_groups(&self, q: &Query) -> Ec2Result<Vec<SecurityGroup>> {

@@ -3,18 +3,20 @@
 
 use super::FakeEc2;
 use crate::ec2::{
-    Attachment, Ec2ErrorKind, Eni, Instance, InstanceTypeInfo, SecurityGroup, Subnet,
+    Attachment, Ec2ErrorKind, Eni, Instance, InstanceTypeInfo, SecurityGroup, Subnet, Vpc,
 };
 use std::collections::BTreeMap;
 
 impl FakeEc2 {
-    /// A VPC `vpc-1` with one subnet `subnet-a` (10.0.0.0/24, zone `az-a`), one security group and
-    /// the instance types `m5.large` (3×10) and `t3.small` (3×4).
+    /// A VPC `vpc-1` (10.0.0.0/16) with one subnet `subnet-a` (10.0.0.0/24, zone `az-a`), one
+    /// security group and the instance types `m5.large` (3×10) and `t3.small` (3×4).
     pub fn new() -> Self {
         let fake = FakeEc2::default();
         fake.add_subnet("subnet-a", "10.0.0.0/24", "az-a", 251);
         {
             let mut s = fake.state.lock().expect("lock");
+            let vpc = Vpc { id: "vpc-1".into(), cidr_blocks: vec!["10.0.0.0/16".parse().unwrap()] };
+            s.vpcs.insert(vpc.id.clone(), vpc);
             s.types.insert("m5.large".into(), InstanceTypeInfo { max_enis: 3, ipv4_per_eni: 10 });
             s.types.insert("t3.small".into(), InstanceTypeInfo { max_enis: 3, ipv4_per_eni: 4 });
             s.security_groups.push(SecurityGroup {

@@ -161,3 +161,78 @@ pub async fn egress_snat(t: Target) -> Result<()> {
     })
     .await
 }
+
+/// The source address a UDP datagram from pod `from` carries when it reaches pod `to` (an echo
+/// server bound to `to`'s address answers with what it saw).
+async fn source_seen(c: &Cluster, from: &str, to: &str) -> Result<std::net::Ipv4Addr> {
+    let (src, dst) = (c.pod(from)?, c.pod(to)?);
+    let dst_ip = dst.ip()?;
+    let server = fabric::EchoServer::start(&dst.netns, dst_ip)?;
+    let ns = src.netns.clone();
+    let seen = wait::blocking(move || fabric::udp_echo(&ns, None, dst_ip)).await;
+    drop(server);
+    Ok(*seen?
+        .with_context(|| format!("no UDP echo reply from pod {to} ({dst_ip}) to {from}"))?
+        .ip())
+}
+
+pub async fn cross_subnet(t: Target) -> Result<()> {
+    with_cluster(&t, Spec::new("cross-subnet", 3), |c| {
+        Box::pin(async move {
+            all_pools_ready(c).await?;
+            let nodes = c.nodes();
+            let blocks: Vec<Ipv4Net> =
+                c.spec.vpc_blocks.iter().map(|b| b.parse()).collect::<Result<_, _>>()?;
+            let zones: std::collections::BTreeSet<&str> = nodes.iter().map(|n| n.az.as_str()).collect();
+            ensure!(zones.len() == nodes.len(), "nodes share zones: {zones:?}");
+            ensure!(
+                nodes.iter().any(|n| !blocks[0].contains(&n.primary_ip)),
+                "no node in a secondary VPC block"
+            );
+            // A pod on each node's primary ENI, and one on a secondary ENI of the first node:
+            // its replies must leave by its own ENI, whatever subnet they go to.
+            let (a1, a2) = pods_on_both_enis(c, "a", &nodes[0].name).await?;
+            let mut pods = vec![a1, a2];
+            for (i, n) in nodes.iter().enumerate().skip(1) {
+                pods.extend(pods_on(c, &format!("p{i}"), &n.name, 1).await?);
+            }
+            for from in &pods {
+                for to in &pods {
+                    if from == to || c.pod(from)?.node == c.pod(to)?.node {
+                        continue;
+                    }
+                    let src = c.pod(from)?.ip()?;
+                    let seen = source_seen(c, from, to).await?;
+                    ensure!(
+                        seen == src,
+                        "pod {to} saw {seen} from pod {from} ({src}): traffic inside the VPC was SNATed"
+                    );
+                }
+            }
+            // Leaving the VPC is still SNATed: the IGW translates only a node's primary IP.
+            let internet = c.fabric().internet_host_ip();
+            for p in &pods {
+                let node = c.node(&c.pod(p)?.node)?;
+                let public = c.fabric().public_ip(&node.instance_id).context("node public IP")?;
+                let ns = c.pod(p)?.netns;
+                let seen = wait::blocking(move || fabric::udp_echo(&ns, None, internet))
+                    .await?
+                    .with_context(|| format!("no UDP echo reply from the internet to pod {p}"))?;
+                ensure!(*seen.ip() == public, "the internet saw {seen} from pod {p}, not {public}");
+            }
+            // What the agents were told the VPC is: all its blocks, not the nodes' subnets.
+            let want: Vec<String> = blocks.iter().map(|b| b.to_string()).collect();
+            for n in &nodes {
+                let pool = pool_ready(c, &n.name).await?;
+                let published = pool.status.and_then(|s| s.instance).map(|i| i.vpc_cidrs);
+                ensure!(
+                    published.as_ref() == Some(&want),
+                    "pool {} publishes VPC CIDRs {published:?}, the VPC has {want:?}",
+                    n.name
+                );
+            }
+            Ok(())
+        })
+    })
+    .await
+}

@@ -181,10 +181,8 @@ pub async fn get_enipools(t: Target) -> Result<()> {
                     ensure!(wh.iter().any(|h| h == col), "-o wide lacks {col}: {wh:?}");
                 }
                 for r in &wrows {
-                    ensure!(
-                        r["ZONE"] == "us-west-2a" && r["POLICY"] == c.names.policy,
-                        "wide row {r:?}"
-                    );
+                    let zone = c.node(&r["NAME"])?.az;
+                    ensure!(r["ZONE"] == zone && r["POLICY"] == c.names.policy, "wide row {r:?}");
                     ensure!(r["PENDING-PODS"] == "0" && r["RELEASING"] == "0", "wide row {r:?}");
                 }
                 Ok(())

@@ -57,6 +57,11 @@ pub static SCENARIOS: &[Scenario] = &[
         basic::primary_and_secondary_eni
     ),
     scenario!(
+        "cross-subnet",
+        "pods on nodes in different subnets, zones and VPC blocks see each other's own addresses (no SNAT inside the VPC); the internet sees the node's",
+        basic::cross_subnet
+    ),
+    scenario!(
         "egress-snat",
         "pod traffic to the internet leaves SNATed to the node's primary IP and the reply comes back",
         basic::egress_snat

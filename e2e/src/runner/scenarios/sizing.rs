@@ -327,7 +327,8 @@ pub async fn exhaustion(t: Target) -> Result<()> {
             pool_ready(c, &n.name).await?;
             c.add_pod("ok-0", &n.name).await?;
             // Another tenant takes every free address of the pod subnet.
-            let pods_subnet = c.subnet_ids[1].clone();
+            let pods = c.spec.subnets.iter().position(|s| s.role == "pods");
+            let pods_subnet = c.subnet_ids[pods.context("no pods subnet")?].clone();
             let squatters = squat(c, &pods_subnet).await?;
             // Demand beyond what the node holds now cannot be met.
             let mut failures = Vec::new();

@@ -8,7 +8,7 @@ use crate::ec2::convert;
 use crate::ec2::limiter::{ApiClass, Retry};
 use crate::ec2::{
     CreateEni, Ec2Api, Ec2ErrorKind, Ec2Result, Eni, Instance, InstanceTypeInfo, Query,
-    SecurityGroup, Subnet,
+    SecurityGroup, Subnet, Vpc,
 };
 use aws_sdk_ec2::types::{NetworkInterfaceAttachmentChanges, ResourceType, Tag, TagSpecification};
 use enipool_crds::tags;
@@ -96,6 +96,28 @@ impl Ec2Api for AwsEc2 {
                     .send()
             },
             |page| page.subnets().iter().filter_map(convert::subnet).collect(),
+            |page| page.next_token(),
+        )
+        .await
+    }
+
+    async fn describe_vpcs(&self, ids: &[String]) -> Ec2Result<Vec<Vpc>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A filter, not VpcIds: an unknown id is absent from the answer, not a failed call.
+        let filters = vec![filter("vpc-id", ids.iter().cloned())];
+        self.describe_pages(
+            "DescribeVpcs",
+            |token| {
+                self.client
+                    .describe_vpcs()
+                    .set_filters(Some(filters.clone()))
+                    .max_results(PAGE_SIZE)
+                    .set_next_token(token)
+                    .send()
+            },
+            |page| page.vpcs().iter().map(convert::vpc).collect(),
             |page| page.next_token(),
         )
         .await

@@ -1,6 +1,7 @@
 use super::*;
 use crate::ec2::{
     CreateEni, Ec2Error, Ec2Result, Eni, Instance, InstanceTypeInfo, Query, SecurityGroup, Subnet,
+    Vpc,
 };
 use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
@@ -37,6 +38,9 @@ impl Ec2Api for Types {
         unimplemented!()
     }
     async fn describe_subnets(&self, _: &Query) -> Ec2Result<Vec<Subnet>> {
+        unimplemented!()
+    }
+    async fn describe_vpcs(&self, _: &[String]) -> Ec2Result<Vec<Vpc>> {
         unimplemented!()
     }
     async fn describe_security_groups(&self, _: &Query) -> Ec2Result<Vec<SecurityGroup>> {
