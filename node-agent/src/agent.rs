@@ -315,49 +315,53 @@ impl Agent {
         }
     }
 
-    /// STATUS (CNI semantics, for the runtime): ready when an ADD would get an address now.
-    /// Not the agent's own readiness: see [`Agent::readiness`].
-    pub fn status(&self) -> StatusResult {
+    /// Why the agent cannot serve CNI requests at all, if it cannot: its store is not checked
+    /// against the node (or was refused), it has no pool view from its ENIPool yet, or no ENI of
+    /// that view is programmed on the host. A pool without a free address right now is not such
+    /// a reason (ADD answers try-again-later and raises demand).
+    fn cannot_serve(&self) -> Option<String> {
         if let Err(e) = self.serving() {
-            return StatusResult { ready: false, available: 0, reason: e.to_string() };
+            return Some(e.to_string());
+        }
+        if !self.has_view.load(Ordering::SeqCst) {
+            return Some("no pool view yet (waiting for this node's ENIPool)".into());
+        }
+        if self.view().enis.iter().all(|e| !e.ready) {
+            return Some("no ENI programmed yet (waiting for the ENIPool's ENIs to be programmed on this host)".into());
+        }
+        None
+    }
+
+    /// STATUS (CNI semantics, for the runtime): ready while the agent can serve at all
+    /// ([`Agent::cannot_serve`]), with the addresses available now. A runtime takes a failed
+    /// STATUS for a broken pod network (containerd reports NetworkReady=false and the node stops
+    /// taking pods), so an exhausted pool or subnet is reported in `reason` but stays ready.
+    pub fn status(&self) -> StatusResult {
+        if let Some(reason) = self.cannot_serve() {
+            return StatusResult { ready: false, available: 0, reason };
         }
         let view = self.view();
-        let st = self.state.lock().unwrap();
-        let available = alloc::available(&view, &st, now_secs());
+        let available = alloc::available(&view, &self.state.lock().unwrap(), now_secs());
         let reason = if available > 0 {
             String::new()
-        } else if view.enis.iter().all(|e| !e.ready) {
-            "no ENI programmed yet (waiting for the ENIPool)".into()
         } else {
             "no free address in the pool; the operator is asked for more".into()
         };
-        StatusResult { ready: available > 0, available: available as u32, reason }
+        StatusResult { ready: true, available: available as u32, reason }
     }
 
     /// Readiness of the agent itself (`/readyz`, the pod's readiness probe): whether it can serve
-    /// CNI requests. It needs its store (open, or there is no `Agent`, and checked against the
-    /// node by [`Agent::verify_store`]), the pool view from its
-    /// ENIPool, and at least one ENI of that view programmed on the host. A pool without a free
-    /// address right now is *not* a readiness failure: ADD answers try-again-later and raises
-    /// demand, STATUS reports it to the runtime and the ENIPool's status to people. Otherwise a
-    /// node whose pods use every address would turn its agent NotReady (stalling DaemonSet
-    /// rollouts through `maxUnavailable`). `Ok` carries a one-line summary, `Err` the reason.
+    /// CNI requests, the same judgement as STATUS. A pool without a free address right now is
+    /// *not* a readiness failure: otherwise a node whose pods use every address would turn its
+    /// agent NotReady (stalling DaemonSet rollouts through `maxUnavailable`). `Ok` carries a
+    /// one-line summary, `Err` the reason.
     pub fn readiness(&self) -> std::result::Result<String, String> {
-        if let Err(e) = self.serving() {
-            return Err(e.to_string());
-        }
-        if !self.has_view.load(Ordering::SeqCst) {
-            return Err("no pool view yet (waiting for this node's ENIPool)".into());
-        }
-        if self.view().enis.iter().all(|e| !e.ready) {
-            return Err("no ENI programmed yet (waiting for the ENIPool's ENIs to be programmed on this host)".into());
-        }
         let st = self.status();
-        Ok(if st.ready {
-            format!("ready: {} available", st.available)
-        } else {
-            format!("ready: 0 available ({})", st.reason)
-        })
+        match (st.ready, st.available) {
+            (false, _) => Err(st.reason),
+            (true, 0) => Ok(format!("ready: 0 available ({})", st.reason)),
+            (true, n) => Ok(format!("ready: {n} available")),
+        }
     }
 }
 

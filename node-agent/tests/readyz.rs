@@ -130,10 +130,10 @@ async fn readyz_is_about_serving_not_about_a_free_address() {
     assert_eq!(code, 200, "a full node is not a readiness failure: {body}");
     assert!(body.starts_with("ready: 0 available"), "{body}");
     assert!(body.contains("no free address"), "says why nothing is available: {body}");
-    // ...while CNI STATUS (for the runtime) still says no address is available, and ADD answers
-    // try-again-later.
+    // ...and so is CNI STATUS (a failed STATUS marks the node's pod network NotReady), which
+    // reports that no address is available; ADD answers try-again-later.
     let s = status(&agent);
-    assert!(!s.ready && s.available == 0, "{s:?}");
+    assert!(s.ready && s.available == 0, "{s:?}");
     assert!(s.reason.contains("no free address"), "{s:?}");
     let a = agent.clone();
     match tokio::task::spawn_blocking(move || a.handle(req(Command::Add, "pod-c"))).await.unwrap() {

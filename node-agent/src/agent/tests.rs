@@ -246,6 +246,7 @@ mod gc_scope;
 mod pool_trust;
 mod reboot;
 mod recreated_pool;
+mod status_verb;
 mod store_check;
 
 #[test]
