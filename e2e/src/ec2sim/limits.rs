@@ -1,8 +1,10 @@
 //! Network limits of the instance types the tests use, with the real EC2 numbers.
 //!
 //! Source: the EC2 user guide table "Maximum IP addresses per network interface" (the same numbers
-//! the VPC CNI ships in `eni-max-pods.txt`). One network card for all of them. In prefix mode each
-//! /28 takes one of the ENI's IPv4 slots, so an ENI holds at most `ipv4_per_eni - 1` prefixes next to
+//! the VPC CNI ships in `eni-max-pods.txt`). All but one have one network card; `p4d.24xlarge` has
+//! four, and an attach that names no card goes to card 0, which takes a quarter of its ENIs. In
+//! prefix mode each /28 takes one of the ENI's IPv4 slots, so an ENI holds at most
+//! `ipv4_per_eni - 1` prefixes next to
 //! its primary address.
 
 /// Network limits and sizing facts of one instance type.
@@ -22,6 +24,15 @@ pub struct TypeLimits {
     pub memory_mib: u64,
     /// Marketing text of the network performance.
     pub network_performance: &'static str,
+    /// Network cards; `max_enis` is shared equally among them.
+    pub network_cards: u32,
+}
+
+impl TypeLimits {
+    /// ENIs one network card takes (card 0 is where an attach without a card index goes).
+    pub const fn enis_per_card(&self) -> u32 {
+        self.max_enis / self.network_cards
+    }
 }
 
 const fn t(
@@ -40,6 +51,7 @@ const fn t(
         vcpus,
         memory_mib,
         network_performance,
+        network_cards: 1,
     }
 }
 
@@ -59,6 +71,7 @@ pub const INSTANCE_TYPES: &[TypeLimits] = &[
     t("m5.xlarge", 4, 15, 4, 16384, "Up to 10 Gigabit"),
     t("m6i.large", 3, 10, 2, 8192, "Up to 12.5 Gigabit"),
     t("m6i.xlarge", 4, 15, 4, 16384, "Up to 12.5 Gigabit"),
+    TypeLimits { network_cards: 4, ..t("p4d.24xlarge", 60, 50, 96, 1179648, "4x 100 Gigabit") },
     t("r5.large", 3, 10, 2, 16384, "Up to 10 Gigabit"),
     t("t3.2xlarge", 4, 15, 8, 32768, "Up to 5 Gigabit"),
     t("t3.large", 3, 12, 2, 8192, "Up to 5 Gigabit"),

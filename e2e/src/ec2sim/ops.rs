@@ -202,11 +202,13 @@ impl State {
         {
             return Err(bad("InvalidParameterValue", format!("Instance '{instance_id}' already has an interface attached at device index '{device_index}'.")));
         }
-        if attached.len() as u32 + 1 > lim.max_enis {
+        // Every attachment of the simulator is on card 0 (no NetworkCardIndex), which takes
+        // only its share of a multi-card type's interfaces.
+        if attached.len() as u32 + 1 > lim.enis_per_card() {
             return Err(bad(
                 "AttachmentLimitExceeded",
                 format!(
-                    "Interface count {} exceeds the limit for {}",
+                    "Interface count {} exceeds the limit for {} on network card 0",
                     attached.len() + 1,
                     lim.name
                 ),

@@ -193,12 +193,12 @@ pub fn instance_type(x: &mut Xml, t: &TypeLimits) {
         .open("networkInfo")
         .leaf("networkPerformance", t.network_performance)
         .leaf("maximumNetworkInterfaces", t.max_enis)
-        .leaf("maximumNetworkCards", 1)
+        .leaf("maximumNetworkCards", t.network_cards)
         .leaf("defaultNetworkCardIndex", 0);
-    x.items("networkCards", [t], |x, t| {
-        x.leaf("networkCardIndex", 0)
+    x.items("networkCards", 0..t.network_cards, |x, card| {
+        x.leaf("networkCardIndex", card)
             .leaf("networkPerformance", t.network_performance)
-            .leaf("maximumNetworkInterfaces", t.max_enis);
+            .leaf("maximumNetworkInterfaces", t.enis_per_card());
     });
     x.leaf("ipv4AddressesPerInterface", t.ipv4_per_eni)
         .leaf("ipv6AddressesPerInterface", t.ipv6_per_eni)

@@ -140,6 +140,43 @@ async fn eni_count_limit_per_type_counts_detaching() {
     }
 }
 
+/// A p4d.24xlarge has 60 interfaces over four network cards; an attach that names no card goes to
+/// card 0, which takes 15.
+#[tokio::test]
+async fn a_multi_card_type_attaches_only_card_zeros_share_without_a_card_index() {
+    let e = env().await;
+    let out = e
+        .ec2
+        .describe_instance_types()
+        .instance_types(InstanceType::P4d24xlarge)
+        .send()
+        .await
+        .unwrap();
+    let n = out.instance_types()[0].network_info().unwrap();
+    assert_eq!((n.maximum_network_interfaces(), n.maximum_network_cards()), (Some(60), Some(4)));
+    let cards: Vec<_> = n
+        .network_cards()
+        .iter()
+        .map(|c| (c.network_card_index().unwrap(), c.maximum_network_interfaces().unwrap()))
+        .collect();
+    assert_eq!(cards, [(0, 15), (1, 15), (2, 15), (3, 15)]);
+    let (inst, _) = e.launch("p4d.24xlarge", &e.subnet).await;
+    for idx in 1..15 {
+        let eni = e.create_eni(&e.subnet, 0).await;
+        e.attach(&eni, &inst, idx).await;
+    }
+    let extra = e.create_eni(&e.subnet, 0).await;
+    let r = e
+        .ec2
+        .attach_network_interface()
+        .network_interface_id(&extra)
+        .instance_id(&inst)
+        .device_index(15)
+        .send()
+        .await;
+    assert_eq!(code(r), ("AttachmentLimitExceeded".into(), 400));
+}
+
 #[tokio::test]
 async fn attaching_an_eni_with_more_addresses_than_the_type_allows_fails() {
     let e = env().await;

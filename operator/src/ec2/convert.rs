@@ -138,10 +138,19 @@ pub fn security_group(g: &sdk::SecurityGroup) -> SecurityGroup {
 pub fn instance_type(t: &sdk::InstanceTypeInfo) -> Option<(String, InstanceTypeInfo)> {
     let name = t.instance_type()?.as_str().to_owned();
     let net = t.network_info()?;
+    // Attachments name no NetworkCardIndex, so they all go to the default card; on a multi-card
+    // type (p4d, p5) that card takes only its share of `maximumNetworkInterfaces`, and counting
+    // the total would overstate capacity and plan attachments EC2 refuses.
+    let default_card = net.default_network_card_index().unwrap_or(0);
+    let on_default_card = net
+        .network_cards()
+        .iter()
+        .find(|c| c.network_card_index().unwrap_or(0) == default_card)
+        .and_then(|c| c.maximum_network_interfaces());
     Some((
         name,
         InstanceTypeInfo {
-            max_enis: net.maximum_network_interfaces()?,
+            max_enis: on_default_card.or(net.maximum_network_interfaces())?,
             ipv4_per_eni: net.ipv4_addresses_per_interface()?,
         },
     ))
@@ -150,6 +159,46 @@ pub fn instance_type(t: &sdk::InstanceTypeInfo) -> Option<(String, InstanceTypeI
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multi_card_type_counts_the_enis_of_its_default_card() {
+        let card = |i: i32| {
+            sdk::NetworkCardInfo::builder()
+                .network_card_index(i)
+                .maximum_network_interfaces(15)
+                .build()
+        };
+        let t = sdk::InstanceTypeInfo::builder()
+            .instance_type(sdk::InstanceType::P4d24xlarge)
+            .network_info(
+                sdk::NetworkInfo::builder()
+                    .maximum_network_interfaces(60)
+                    .maximum_network_cards(4)
+                    .default_network_card_index(0)
+                    .set_network_cards(Some((0..4).map(card).collect()))
+                    .ipv4_addresses_per_interface(50)
+                    .build(),
+            )
+            .build();
+        let (name, info) = instance_type(&t).unwrap();
+        assert_eq!(name, "p4d.24xlarge");
+        assert_eq!(
+            (info.max_enis, info.ipv4_per_eni),
+            (15, 50),
+            "card 0's ENIs, not all four cards'"
+        );
+        // A single-card answer without the card list still uses the total.
+        let t = sdk::InstanceTypeInfo::builder()
+            .instance_type(sdk::InstanceType::M5Large)
+            .network_info(
+                sdk::NetworkInfo::builder()
+                    .maximum_network_interfaces(3)
+                    .ipv4_addresses_per_interface(10)
+                    .build(),
+            )
+            .build();
+        assert_eq!(instance_type(&t).unwrap().1.max_enis, 3);
+    }
 
     #[test]
     fn eni_conversion_splits_primary_and_secondary_and_lowercases_the_mac() {
