@@ -180,13 +180,14 @@ async fn script(c: &Cluster, stalls: bool) -> Result<Injected> {
         c.core.procs.kill9(&n.agent)?;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         c.start_agent(&n)?;
-        Ok::<(), anyhow::Error>(())
+        Ok::<i64, anyhow::Error>(1)
     };
     let (d, k) = tokio::join!(deletes, kill);
-    k?;
+    let mut agent_restarts = k?;
     d?;
     restart_during_release(c, &n).await?;
-    Ok(Injected { leader_moved, agent_restarts: 2 })
+    agent_restarts += 1;
+    Ok(Injected { leader_moved, agent_restarts })
 }
 
 /// Waits for the operator to ask the agent of `n` to offer addresses back (the pool shrinks
