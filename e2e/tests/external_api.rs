@@ -47,6 +47,7 @@ const SCENARIOS: &[&str] = &[
     "agent-kill9-under-load",
     "operator-leader-kill",
     "node-terminated",
+    "chaos-combined",
 ];
 /// The cluster's own Node: an EC2 instance of the real account, as on any AWS cluster.
 const REAL_NODE: &str = "ip-172-31-7-9.us-west-2.compute.internal";

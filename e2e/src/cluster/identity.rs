@@ -79,6 +79,11 @@ impl AgentIdentity {
         Ok(id)
     }
 
+    /// The user the agents' tokens authenticate as: one for every node's agent, as in a cluster.
+    pub fn user(&self) -> String {
+        format!("system:serviceaccount:{}:{}", self.namespace, self.service_account)
+    }
+
     fn api(&self, client: &kube::Client, ar: &ApiResource) -> Api<DynamicObject> {
         if ar.kind == "ServiceAccount" {
             Api::namespaced_with(client.clone(), &self.namespace, ar)

@@ -77,6 +77,30 @@ impl KubeEnv {
             .with_context(|| format!("writing {}", path.display()))
     }
 
+    /// Gives `user` (in `system:masters`) a token of its own on the platform's API and writes a
+    /// kubeconfig with it to `path`: a client of its own, which [`KubeEnv::freeze_user`] can cut
+    /// off alone. An error on a real cluster, whose users the platform cannot make.
+    pub fn write_kubeconfig_for_user(&self, path: &Path, user: &str) -> Result<()> {
+        let l = self.local.as_ref().context("not the platform's own API")?;
+        let token = format!("{user}-{}", uuid::Uuid::new_v4().simple());
+        l.api.add_token(&token, crate::kubeapi::UserInfo::admin(user));
+        l.api
+            .write_kubeconfig_with_token(path, &token)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Stops (`frozen`) or resumes answering `user` on the platform's API, as a partition between
+    /// that client and the server looks to it (`KubeApi::freeze_user`). An error on a real
+    /// cluster's API, which has no such switch.
+    pub fn freeze_user(&self, user: &str, frozen: bool) -> Result<()> {
+        let l = self.local.as_ref().context("not the platform's own API: it cannot be frozen")?;
+        match frozen {
+            true => l.api.freeze_user(user),
+            false => l.api.unfreeze_user(user),
+        }
+        Ok(())
+    }
+
     /// Stops the platform's API server (nothing for a real cluster).
     pub async fn shutdown(&mut self) {
         if let Some(l) = self.local.take() {

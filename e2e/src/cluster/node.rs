@@ -51,10 +51,10 @@ impl NodeInfo {
     }
 }
 
-/// Environment of the operator: the kubeconfig and the simulator's dummy credentials.
-fn operator_env(c: &Cluster) -> Vec<(String, OsString)> {
+/// Environment of the operator: its kubeconfig and the simulator's dummy credentials.
+fn operator_env(kubeconfig: PathBuf) -> Vec<(String, OsString)> {
     vec![
-        ("KUBECONFIG".into(), c.kube.kubeconfig.clone().into()),
+        ("KUBECONFIG".into(), kubeconfig.into()),
         ("AWS_ACCESS_KEY_ID".into(), "test".into()),
         ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
         ("AWS_REGION".into(), REGION.into()),
@@ -67,9 +67,21 @@ fn operator_env(c: &Cluster) -> Vec<(String, OsString)> {
 impl Cluster {
     /// Starts operator replica `i` (`operator-<i>`): the chart's flags ([`crate::runner::flags`])
     /// with test timings.
+    /// On the platform's own API each replica is a user of its own, named as its identity (the
+    /// Lease holder), so that one replica can be cut off from the API
+    /// ([`super::kube::KubeEnv::freeze_user`]).
     pub fn start_operator(&self, i: usize) -> Result<u32> {
         use crate::runner::flags::{operator_args, OperatorFlags};
-        let mut f = OperatorFlags::new(&self.name, &format!("operator-{i}"));
+        let identity = format!("operator-{i}");
+        let kubeconfig = match self.kube.is_local() {
+            true => {
+                let path = self.run_dir().join(format!("{identity}.kubeconfig"));
+                self.kube.write_kubeconfig_for_user(&path, &identity)?;
+                path
+            }
+            false => self.kube.kubeconfig.clone(),
+        };
+        let mut f = OperatorFlags::new(&self.name, &identity);
         f.ec2_endpoint = Some(self.sim().endpoint_url());
         f.region = Some(REGION.into());
         f.metrics_addr = format!("127.0.0.1:{}", self.free_port()?);
@@ -89,10 +101,10 @@ impl Cluster {
         let spec = ProcSpec {
             program: self.bins.operator.clone(),
             args,
-            env: operator_env(self),
-            log: self.run_dir().join("logs").join(format!("operator-{i}.log")),
+            env: operator_env(kubeconfig),
+            log: self.run_dir().join("logs").join(format!("{identity}.log")),
         };
-        self.core.procs.start(&format!("operator-{i}"), spec)
+        self.core.procs.start(&identity, spec)
     }
 
     /// Launches an instance, registers its Node, installs CNI, starts its agent. Returns the node.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// Every pod's address is on its node's pool, unique, recorded in its Pod, and reachable from the
 /// node (the host side of its wiring exists).
-async fn pods_intact(c: &Cluster) -> Result<()> {
+pub(super) async fn pods_intact(c: &Cluster) -> Result<()> {
     check_pod_status_ips(c).await?;
     for p in c.pods() {
         let Some(ip) = p.ip else { continue };
@@ -98,7 +98,7 @@ pub async fn agent_kill9(t: Target) -> Result<()> {
 }
 
 /// The Lease holder.
-async fn leader(c: &Cluster) -> Result<String> {
+pub(super) async fn leader(c: &Cluster) -> Result<String> {
     use k8s_openapi::api::coordination::v1::Lease;
     let (ns, name) = (&c.names.lease_namespace, &c.names.lease_name);
     let api: kube::Api<Lease> = kube::Api::namespaced(c.client().clone(), ns);

@@ -4,6 +4,7 @@
 
 mod basic;
 mod chaos;
+mod chaos_combined;
 mod forgery;
 mod kubectl;
 mod real;
@@ -112,6 +113,11 @@ pub static SCENARIOS: &[Scenario] = &[
         "ec2-throttling-storm",
         "under an EC2 throttling storm the pools converge within the call budget",
         chaos::throttling_storm
+    ),
+    scenario!(
+        "chaos-combined",
+        "API stalls (agents, then the leader), failing EC2 Describes and agent restarts amid deletes and a release, with pods churning: no address held twice, no ENI leaked",
+        chaos_combined::combined
     ),
     scenario!(
         "compromised-agent",
