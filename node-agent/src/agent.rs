@@ -333,7 +333,7 @@ impl Agent {
     }
 
     /// STATUS (CNI semantics, for the runtime): ready while the agent can serve at all
-    /// ([`Agent::cannot_serve`]), with the addresses available now. A runtime takes a failed
+    /// (see `cannot_serve`), with the addresses available now. A runtime takes a failed
     /// STATUS for a broken pod network (containerd reports NetworkReady=false and the node stops
     /// taking pods), so an exhausted pool or subnet is reported in `reason` but stays ready.
     pub fn status(&self) -> StatusResult {

@@ -5,17 +5,15 @@
 
 use super::*;
 
+fn open(dir: &std::path::Path) -> Agent {
+    let m = Arc::new(Metrics::unregistered());
+    Agent::open(&dir.join("s.redb"), "boot", Arc::new(FakeHost::default()), cfg(), m).unwrap()
+}
+
 #[test]
 fn a_full_pool_is_still_ready_for_the_runtime() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Agent::open(
-        &dir.path().join("s.redb"),
-        "boot",
-        Arc::new(FakeHost::default()),
-        cfg(),
-        Arc::new(Metrics::unregistered()),
-    )
-    .unwrap();
+    let a = open(dir.path());
     a.set_view(view(vec![eni("eni-0", 0, &["10.0.0.20"], &[])]));
     let a = checked(a);
     ip_of(&a.handle(req(Command::Add, "c1")));
@@ -33,14 +31,7 @@ fn a_full_pool_is_still_ready_for_the_runtime() {
 #[test]
 fn an_agent_that_cannot_serve_is_not_ready() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Agent::open(
-        &dir.path().join("s.redb"),
-        "boot",
-        Arc::new(FakeHost::default()),
-        cfg(),
-        Arc::new(Metrics::unregistered()),
-    )
-    .unwrap();
+    let a = open(dir.path());
     let s = a.status();
     assert!(!s.ready && s.reason.contains("not checked"), "unchecked store: {s:?}");
     let a = checked(a);

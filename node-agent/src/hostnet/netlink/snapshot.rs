@@ -3,18 +3,17 @@
 //! route removals as they happen (the kernel's `RTNLGRP_IPV4_RULE` / `RTNLGRP_IPV4_ROUTE`
 //! multicast groups), so a repair need not wait for the next period.
 
-use super::errors::nl;
 use super::links::{is_doomed, links, mac_of, name_of};
 use super::rules::rules;
 use crate::hostnet::drift::{HostSnapshot, LinkInfo, RouteKey, RuleKey};
 use crate::hostnet::HostError;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::packet_route::rule::{RuleAttribute, RuleMessage};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
-use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
+use rtnetlink::{Handle, MulticastGroup};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
@@ -71,14 +70,7 @@ pub(super) async fn snapshot(h: &Handle) -> Result<HostSnapshot, HostError> {
         .filter(|l| !is_doomed(l))
         .filter_map(|l| Some((name_of(l)?, LinkInfo { index: l.header.index, mac: mac_of(l) })))
         .collect();
-    // Without strict checking the kernel ignores the builder's table and dumps every table.
-    let routes: Vec<RouteMessage> = h
-        .route()
-        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl("list routes"))?;
+    let routes = super::wiring::routes(h).await?;
     let routes = routes.iter().filter_map(route_key).collect();
     let rules = rules(h).await?.iter().filter_map(rule_key).collect();
     Ok(HostSnapshot { rules, routes, links, nft_table: None })

@@ -62,6 +62,17 @@ fn from_pod_rule(r: &RuleMessage) -> Option<(Ipv4Addr, u32)> {
     Some((src, table))
 }
 
+/// Every IPv4 route of every table: without strict checking the kernel ignores the builder's
+/// table and dumps them all.
+pub(super) async fn routes(h: &Handle) -> Result<Vec<RouteMessage>, HostError> {
+    h.route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list routes"))
+}
+
 pub(super) async fn pod_wiring(h: &Handle) -> Result<Vec<HostPod>, HostError> {
     let veths: BTreeMap<u32, String> = links(h)
         .await?
@@ -69,13 +80,7 @@ pub(super) async fn pod_wiring(h: &Handle) -> Result<Vec<HostPod>, HostError> {
         .filter(|l| !is_doomed(l) && is_veth(l))
         .filter_map(|l| name_of(l).filter(|n| is_pod_veth_name(n)).map(|n| (l.header.index, n)))
         .collect();
-    let routes: Vec<RouteMessage> = h
-        .route()
-        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl("list routes"))?;
+    let routes = routes(h).await?;
     let routes: Vec<(u32, Ipv4Addr)> = routes.iter().filter_map(pod_route).collect();
     let from_rules: Vec<(Ipv4Addr, u32)> =
         rules(h).await?.iter().filter_map(from_pod_rule).collect();
