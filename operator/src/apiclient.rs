@@ -41,6 +41,16 @@ pub fn configure(cfg: &mut kube::Config) {
     cfg.reset_reader_on_write = true;
 }
 
+/// A client from the kubeconfig or the in-cluster service account, with [`configure`]'s
+/// timeouts. Not reachable is not an error here: the first call finds out.
+pub async fn client() -> crate::Result<kube::Client> {
+    let mut cfg = kube::Config::infer()
+        .await
+        .map_err(|e| crate::Error::Config(format!("no Kubernetes API configuration: {e}")))?;
+    configure(&mut cfg);
+    kube::Client::try_from(cfg).map_err(crate::Error::kube("CreateClient"))
+}
+
 /// What a request is, for its deadline and its gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

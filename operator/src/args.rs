@@ -139,7 +139,7 @@ pub fn node_selector(flag: Option<&str>) -> Option<String> {
 
 impl Invocation {
     /// Run what was asked for.
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(self) -> crate::Result<()> {
         match self {
             Invocation::Operator(a) => a.run().await,
             Invocation::Cleanup(c) => c.run().await,

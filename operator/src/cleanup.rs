@@ -131,13 +131,11 @@ impl CleanupArgs {
     }
 
     /// Run the cleanup (the subcommand): exit status 0 with a summary line, else the error.
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(self) -> crate::Result<()> {
         crate::run::init_tracing(self.log_format);
         let cfg = self.config();
-        let mut kube_config = kube::Config::infer().await?;
-        crate::apiclient::configure(&mut kube_config);
         let report =
-            cleanup(crate::apiclient::bounded(Client::try_from(kube_config)?), &cfg).await?;
+            cleanup(crate::apiclient::bounded(crate::apiclient::client().await?), &cfg).await?;
         tracing::info!(
             released = report.released,
             deleted = report.deleted,
@@ -152,7 +150,7 @@ impl CleanupArgs {
     }
 }
 
-/// Why the cleanup failed (converts into `anyhow::Error` in `main`).
+/// Why the cleanup failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CleanupError {
     /// An operator (or another cleanup) kept the Lease for the whole timeout; nothing changed.

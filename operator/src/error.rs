@@ -42,6 +42,17 @@ pub enum Error {
     /// Serializing a patch failed.
     #[error("serializing {0}")]
     Serialize(#[from] serde_json::Error),
+    /// The process cannot start as configured (a flag the API server or AWS refuses, no
+    /// kubeconfig or in-cluster credentials).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A part that must run until shutdown ended (a controller, a watch, the HTTP endpoints, the
+    /// Lease task): the process exits so that its restart starts it again.
+    #[error("{0}")]
+    Stopped(String),
+    /// The `cleanup` subcommand failed.
+    #[error(transparent)]
+    Cleanup(#[from] crate::cleanup::CleanupError),
 }
 
 impl Error {
@@ -61,6 +72,9 @@ impl Error {
             Error::MissingField(_) => "InvalidObject",
             Error::Finalizer(_) => "Finalizer",
             Error::Serialize(_) => "Serialize",
+            Error::Config(_) => "Config",
+            Error::Stopped(_) => "Stopped",
+            Error::Cleanup(_) => "Cleanup",
         }
     }
 
@@ -71,6 +85,7 @@ impl Error {
             Error::Ec2(e) => e.kind.is_retryable() || e.kind == Ec2ErrorKind::NotFound,
             Error::Kube { .. } | Error::InstanceNotFound(_) | Error::Finalizer(_) => true,
             Error::ProviderId { .. } | Error::MissingField(_) | Error::Serialize(_) => false,
+            Error::Config(_) | Error::Stopped(_) | Error::Cleanup(_) => false,
         }
     }
 }

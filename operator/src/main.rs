@@ -6,5 +6,5 @@ async fn main() -> anyhow::Result<()> {
     enipool_operator::ec2::aws::install_crypto_provider();
     let invocation =
         enipool_operator::args::parse_invocation(std::env::args_os()).unwrap_or_else(|e| e.exit());
-    invocation.run().await
+    Ok(invocation.run().await?)
 }

@@ -136,7 +136,7 @@ pub struct Operator;
 
 /// Handle of an operator started with [`Operator::start`].
 pub struct OperatorHandle {
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<crate::Result<()>>,
     leadership: Leadership,
     health: Arc<Health>,
     shutdown: watch::Sender<bool>,
@@ -162,12 +162,12 @@ impl OperatorHandle {
 
     /// Graceful stop: controllers finish in-flight reconciles, the Lease is released (when held),
     /// then the task ends.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    pub async fn shutdown(self) -> crate::Result<()> {
         let _ = self.shutdown.send(true);
         match self.task.await {
             Ok(r) => r,
             Err(e) if e.is_cancelled() => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(crate::Error::Stopped(format!("operator task: {e}"))),
         }
     }
 
@@ -224,7 +224,7 @@ async fn run(
     leadership: Leadership,
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     let leader_rx = leadership.subscribe();
     let lease_client = apiclient::bounded(client.clone());
     let client = apiclient::leader_only(client, leadership.clone());
@@ -433,12 +433,12 @@ async fn run(
     };
     tokio::select! {
         r = controllers => r.map(|_| ())?,
-        r = http => anyhow::bail!("HTTP endpoints stopped: {r:?}"),
+        r = http => return Err(crate::Error::Stopped(format!("HTTP endpoints stopped: {r:?}"))),
         _ = ready => {},
         _ = gc => {},
         _ = leader_gauge => {},
-        _ = all_nodes_watch => anyhow::bail!("the Node watch ended"),
-        _ = lease => anyhow::bail!("lease task ended"),
+        _ = all_nodes_watch => return Err(crate::Error::Stopped("the Node watch ended".into())),
+        _ = lease => return Err(crate::Error::Stopped("lease task ended".into())),
     }
     // Graceful stop: the controllers are done and the renewal (the `lease` future) is dropped.
     // Hand the Lease over instead of letting the standbys wait for it to expire.
@@ -463,10 +463,10 @@ async fn controller_done(
     name: &'static str,
     run: impl std::future::Future<Output = ()>,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     run.await;
     if !*shutdown.borrow() {
-        anyhow::bail!("{name} controller stopped");
+        return Err(crate::Error::Stopped(format!("{name} controller stopped")));
     }
     tracing::info!("{name} controller stopped");
     Ok(())

@@ -61,6 +61,8 @@ pub fn verdicts(err: &Error) -> Vec<Verdict> {
         ],
         Error::ProviderId { .. } | Error::MissingField(_) | Error::Serialize(_) => vec![synced()],
         Error::Kube { .. } | Error::Finalizer(_) => vec![],
+        // Process-level failures: no pool reconcile returns them.
+        Error::Config(_) | Error::Stopped(_) | Error::Cleanup(_) => vec![],
     }
 }
 

@@ -9,7 +9,6 @@ use crate::ec2::metrics::Ec2Metrics;
 use crate::ec2::Ec2Api;
 use crate::http::Health;
 use crate::metrics::Metrics;
-use kube::Client;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +53,7 @@ impl Args {
     }
 
     /// Run the operator until SIGTERM/Ctrl-C (graceful) or until a watch or the lease task ends.
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(self) -> crate::Result<()> {
         init_tracing(self.log_format);
         tracing::info!(version = env!("CARGO_PKG_VERSION"), cluster = %self.cluster_name, "starting enipool-operator");
         let mut registry = Registry::default();
@@ -83,10 +82,10 @@ impl Args {
             aws.static_credentials = Some(StaticCredentials::test());
         }
         aws.endpoint_url = self.ec2_endpoint.clone();
-        let ec2: Arc<dyn Ec2Api> = Arc::new(AwsEc2::new(aws).await?);
-        let mut kube_config = kube::Config::infer().await?;
-        crate::apiclient::configure(&mut kube_config);
-        let client = Client::try_from(kube_config)?;
+        let ec2: Arc<dyn Ec2Api> = Arc::new(
+            AwsEc2::new(aws).await.map_err(|e| crate::Error::Config(format!("EC2 client: {e}")))?,
+        );
+        let client = crate::apiclient::client().await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;

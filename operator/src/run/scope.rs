@@ -143,13 +143,14 @@ pub async fn reconcile_policy(
 
 /// Fails at start on a selector the API server refuses (a watch with it would only retry the same
 /// error forever, and no pool would ever be made). Other errors are left to the watches' retries.
-pub async fn check_selector(client: &Client, selector: Option<&str>) -> anyhow::Result<()> {
+pub async fn check_selector(client: &Client, selector: Option<&str>) -> crate::Result<()> {
     let Some(sel) = selector else { return Ok(()) };
     let lp = ListParams::default().labels(sel).limit(1);
     match Api::<Node>::all(client.clone()).list_metadata(&lp).await {
-        Err(kube::Error::Api(e)) if e.code == 400 => {
-            anyhow::bail!("--node-selector {sel:?} is not a valid label selector: {}", e.message)
-        }
+        Err(kube::Error::Api(e)) if e.code == 400 => Err(crate::Error::Config(format!(
+            "--node-selector {sel:?} is not a valid label selector: {}",
+            e.message
+        ))),
         Err(error) => {
             tracing::warn!(%error, "could not check --node-selector yet; the Node watch retries");
             Ok(())
