@@ -88,4 +88,7 @@ pub mod conditions {
     pub const OVERLAPPING: &str = "Overlapping";
     /// Policy conditions: the subnets the policy names exist.
     pub const SUBNETS_FOUND: &str = "SubnetsFound";
+    /// Policy conditions (kstatus): the policy cannot take effect until its spec or the VPC
+    /// changes. A policy's `Ready` says it is valid and its subnets were found.
+    pub const STALLED: &str = "Stalled";
 }

@@ -87,7 +87,7 @@ pub struct ENIPoolPolicyStatus {
     /// Subnets the policy places ENIs in, with their free addresses as last seen in EC2.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subnets: Vec<SubnetState>,
-    /// Valid, Overlapping, SubnetsFound.
+    /// Ready and Stalled (kstatus: what GitOps tools read), Valid, Overlapping, SubnetsFound.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

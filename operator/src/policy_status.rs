@@ -7,7 +7,7 @@
 use crate::controller::{valid, Context};
 use crate::ec2::Query;
 use crate::error::{Error, Result};
-use enipool_crds::conditions::{OVERLAPPING, SUBNETS_FOUND, VALID};
+use enipool_crds::conditions::{OVERLAPPING, READY, STALLED, SUBNETS_FOUND, VALID};
 use enipool_crds::select::select_policy;
 use enipool_crds::summary::set_condition;
 use enipool_crds::{
@@ -93,11 +93,13 @@ pub async fn reconcile_policy(
                 "Malformed",
                 format!("the object does not match the API: {error}"),
                 guard.meta().generation,
-                now,
+                now.clone(),
             );
             st
         }
     };
+    let mut status = status;
+    set_health(&mut status, guard.meta().generation, &now);
     let old = valid(&guard).and_then(|p| p.status.clone());
     if old.as_ref().map(comparable) != Some(comparable(&status)) {
         let patch = json!({"apiVersion": "enipool.io/v1alpha1", "kind": "ENIPoolPolicy", "metadata": {"name": name}, "status": status});
@@ -111,6 +113,43 @@ pub async fn reconcile_policy(
             .map_err(Error::kube("PatchPolicyStatus"))?;
     }
     Ok(Action::requeue(resync))
+}
+
+/// `Ready` and `Stalled`, from the other conditions, the way kstatus reads them (Flux's health
+/// checks, `kubectl wait --for=condition=Ready`; Argo CD through the check in docs/gitops.md):
+/// a policy whose spec is invalid or whose subnets are not in EC2 is stalled (nothing changes
+/// until someone edits it or creates the subnets) and not ready; one whose subnets were not looked
+/// up yet is neither; otherwise it is ready. `Overlapping` is a warning, not a failure: the first
+/// policy by name still applies.
+pub fn health(st: &ENIPoolPolicyStatus) -> [(&'static str, bool, String, String); 2] {
+    let find = |t: &str| st.conditions.iter().find(|c| c.type_ == t);
+    let failed =
+        [find(VALID), find(SUBNETS_FOUND)].into_iter().flatten().find(|c| c.status == "False");
+    match (failed, find(SUBNETS_FOUND)) {
+        (Some(c), _) => [
+            (READY, false, c.reason.clone(), c.message.clone()),
+            (STALLED, true, c.reason.clone(), c.message.clone()),
+        ],
+        (None, None) => [
+            (
+                READY,
+                false,
+                "SubnetsUnknown".into(),
+                "the policy's subnets were not looked up in EC2 yet".into(),
+            ),
+            (STALLED, false, "Progressing".into(), String::new()),
+        ],
+        (None, Some(s)) => [
+            (READY, true, "Ready".into(), format!("valid; {}", s.message)),
+            (STALLED, false, "Ready".into(), String::new()),
+        ],
+    }
+}
+
+fn set_health(st: &mut ENIPoolPolicyStatus, generation: Option<i64>, now: &Time) {
+    for (t, ok, reason, msg) in health(st) {
+        set_condition(&mut st.conditions, t, ok, &reason, msg, generation, now.clone());
+    }
 }
 
 /// A status without its timestamps, to write only on a real change.
@@ -249,6 +288,40 @@ async fn compute(ctx: &Context, policy: &ENIPoolPolicy, now: &Time) -> ENIPoolPo
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn with(conds: &[(&str, bool, &str)]) -> ENIPoolPolicyStatus {
+        let mut st = ENIPoolPolicyStatus::default();
+        for (t, ok, reason) in conds {
+            set_condition(&mut st.conditions, t, *ok, reason, "why", None, Time(Timestamp::now()));
+        }
+        st
+    }
+
+    fn ready_and_stalled(st: &ENIPoolPolicyStatus) -> (bool, bool, String) {
+        let [r, s] = health(st);
+        assert_eq!((r.0, s.0), (READY, STALLED));
+        (r.1, s.1, r.2)
+    }
+
+    #[test]
+    fn health_follows_kstatus() {
+        let ok = with(&[(VALID, true, "Valid"), (SUBNETS_FOUND, true, "NodeSubnets")]);
+        assert_eq!(ready_and_stalled(&ok), (true, false, "Ready".into()));
+        let overlap = with(&[
+            (VALID, true, "Valid"),
+            (OVERLAPPING, true, "SamePriority"),
+            (SUBNETS_FOUND, true, "SubnetsFound"),
+        ]);
+        assert!(ready_and_stalled(&overlap).0, "an overlap is a warning");
+        let invalid = with(&[(VALID, false, "InvalidSpec"), (SUBNETS_FOUND, true, "NodeSubnets")]);
+        assert_eq!(ready_and_stalled(&invalid), (false, true, "InvalidSpec".into()));
+        let missing = with(&[(VALID, true, "Valid"), (SUBNETS_FOUND, false, "SubnetsNotFound")]);
+        assert_eq!(ready_and_stalled(&missing), (false, true, "SubnetsNotFound".into()));
+        let malformed = with(&[(VALID, false, "Malformed")]);
+        assert_eq!(ready_and_stalled(&malformed), (false, true, "Malformed".into()));
+        let unknown = with(&[(VALID, true, "Valid")]);
+        assert_eq!(ready_and_stalled(&unknown), (false, false, "SubnetsUnknown".into()));
+    }
 
     #[test]
     fn validation_table() {

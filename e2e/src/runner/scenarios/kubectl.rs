@@ -251,6 +251,34 @@ async fn converge_to(c: &Cluster, n: i32) -> Result<()> {
     .await
 }
 
+/// A policy that names a subnet EC2 does not have is Stalled and not Ready, so the GitOps tool
+/// shows it failed instead of waiting forever. It selects no node, and is removed again.
+async fn policy_stalled_on_missing_subnets(
+    c: &Cluster,
+    base: &enipool_crds::ENIPoolPolicySpec,
+) -> Result<()> {
+    let mut spec = serde_json::to_value(base)?;
+    spec["nodeSelector"] = serde_json::json!({"matchLabels": {"enipool-e2e/no-such-node": "x"}});
+    spec["eni"]["subnets"] = serde_json::json!({"ids": ["subnet-0000000000000dead"]});
+    let name = format!("{}-broken", c.names.policy);
+    let file = c.run_dir().join("gitops").join("broken.yaml");
+    std::fs::write(&file, k::policy_manifest(&name, &serde_json::from_value(spec)?)?)?;
+    let f = file.display().to_string();
+    c.kubectl(&["apply", "-f", &f])?;
+    let obj = format!("enipoolpolicy/{name}");
+    let stalled = c.kubectl(&["wait", "--for=condition=Stalled", &obj, "--timeout=30s"]);
+    let ready = c.kubectl(&[
+        "get",
+        &obj,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
+    c.kubectl(&["delete", "-f", &f])?;
+    stalled.context("a policy naming a missing subnet did not turn Stalled")?;
+    ensure!(ready?.trim() == "False", "a policy naming a missing subnet is Ready");
+    Ok(())
+}
+
 pub async fn gitops_apply(t: Target) -> Result<()> {
     let spec = Spec::new("gitops-policy-apply", 1).policy(serde_json::json!({
         "mode": "SecondaryIP", "sizing": {"warmIPs": 2, "batch": 1},
@@ -270,6 +298,10 @@ pub async fn gitops_apply(t: Target) -> Result<()> {
             let f = file.display().to_string();
             c.kubectl(&["apply", "-f", &f])?;
             converge_to(c, 6).await?;
+            // What a GitOps tool's health check reads (kstatus): the applied policy is Ready.
+            let obj = format!("enipoolpolicy/{}", c.names.policy);
+            c.kubectl(&["wait", "--for=condition=Ready", &obj, "--timeout=30s"])?;
+            policy_stalled_on_missing_subnets(c, &policy).await?;
             // And back down (release after the 5 s delay).
             policy.sizing.warm_ips = Some(3);
             std::fs::write(&file, k::policy_manifest(&c.names.policy, &policy)?)?;
