@@ -12,9 +12,10 @@ use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-/// How long a change is counted without a describe showing it. Far longer than EC2's usual
-/// describe delay; when it passes the describes are believed again (at worst one more growth).
-pub const KEEP: Duration = Duration::from_secs(60);
+/// How long a change is counted without a describe showing it: far longer than EC2's usual
+/// describe delay, short enough that a change undone behind the operator's back (its ENI deleted
+/// by someone else) leaves the pool short only briefly. Then the describes are believed again.
+pub const KEEP: Duration = Duration::from_secs(30);
 
 /// One change not yet confirmed.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,7 +134,7 @@ mod tests {
     }
 
     #[test]
-    fn an_eni_not_described_yet_is_planned_with_until_described() {
+    fn an_eni_not_described_yet_is_planned_until_described() {
         let now = Instant::now();
         let created = pending(Change::Created(view("eni-2", 1, 9)), now);
         let mut views = vec![view("eni-1", 0, 9)];
