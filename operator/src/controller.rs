@@ -277,6 +277,7 @@ pub async fn reconcile_pool(
     let result = if pool.meta().deletion_timestamp.is_some() {
         ctx.metrics.pool_state(&name, None);
         ctx.shared.memory.forget(&name);
+        ctx.shared.memory.forget_changes(&name);
         crate::finalizer::finalize(pool, &ctx).await
     } else {
         reconcile_live(pool, &ctx).await

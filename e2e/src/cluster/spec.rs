@@ -50,7 +50,8 @@ pub struct Spec {
 
 impl Spec {
     /// `nodes` nodes of type m5.large (3 ENIs × 10 addresses), two operator replicas, and a policy
-    /// sized for quick tests: 2 warm IPs, batch 1, release after 10 s, 1 s cooldown. The VPC has a
+    /// sized for quick tests: 2 warm IPs, batch 1, release after 10 s, 1 s cooldown. EC2 is timed
+    /// like AWS ([`aws_like_faults`], attaches taking 1 s). The VPC has a
     /// primary block 10.0.0.0/16 and a secondary block 100.64.0.0/16, and three node subnets in
     /// three zones, one of them in the secondary block: the first node is in 10.0.0.0/24
     /// (us-west-2a), a second in 10.0.16.0/24 (us-west-2b), a third in 100.64.0.0/24 (us-west-2c).
@@ -74,16 +75,23 @@ impl Spec {
             .expect("default policy"),
             operator_replicas: 2,
             timing: Timing {
-                attach: Duration::from_millis(300),
+                attach: Duration::from_secs(1),
                 detach: Duration::from_secs(1),
                 terminate: Duration::from_secs(1),
             },
-            faults: FaultConfig::default(),
+            faults: aws_like_faults(),
             operator_args: Vec::new(),
             agent_args: Vec::new(),
             progress: false,
             report_on_drop: true,
         }
+    }
+
+    /// EC2 answering instantly and consistently: for a scenario that cannot run with
+    /// [`aws_like_faults`] (say why where it is called).
+    pub fn without_lag(mut self) -> Spec {
+        self.faults = FaultConfig::default();
+        self
     }
 
     /// Replaces the policy spec with the given JSON (an `ENIPoolPolicySpec`).
@@ -92,6 +100,23 @@ impl Spec {
         self
     }
 }
+
+/// EC2's timing as AWS shows it, which an instantly consistent EC2 hides: Describe* answer from
+/// the state as it was [`DESCRIBE_LAG`] ago (describes are eventually consistent), and mutations
+/// take a while, creating and attaching an ENI longest.
+pub fn aws_like_faults() -> FaultConfig {
+    let mut faults =
+        FaultConfig { describe_lag_ms: DESCRIBE_LAG.as_millis() as u64, ..Default::default() };
+    faults.latency_ms.insert("Mutate*".into(), 100);
+    for action in ["CreateNetworkInterface", "AttachNetworkInterface"] {
+        faults.latency_ms.insert(action.into(), 250);
+    }
+    faults
+}
+
+/// How old the state a Describe answers from is in [`aws_like_faults`]: longer than the 1 s
+/// cooldown, so the rounds an agent's report starts run on answers without the last changes.
+pub const DESCRIBE_LAG: Duration = Duration::from_millis(1500);
 
 /// Where the platform's binaries are: next to this executable (the workspace's target dir), or
 /// `ENIPOOL_E2E_BIN_DIR`.

@@ -1,11 +1,12 @@
 //! Scale up: plan the fewest calls (pure, `plan::placement`), journal them, make them, sync.
 
+use super::unconfirmed::Change;
 use super::{note, Node, StatusSink, NO_CIDR_COOLDOWN_SECS};
 use crate::ec2::{Ec2Error, Ec2ErrorKind, Query};
 use crate::error::Result;
 use crate::journal::{self, MAX_OPERATIONS};
 use crate::plan::placement::SubnetView;
-use crate::plan::{self, Blocked, GrowthInput, Step};
+use crate::plan::{self, Blocked, EniView, GrowthInput, Step};
 use enipool_crds::{IpMode, OperationKind};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeSet;
@@ -108,19 +109,38 @@ impl Node<'_> {
         let mut added = 0;
         for (step, mut op) in growth.steps.iter().zip(ops) {
             let result = match step {
-                Step::AssignIps { eni_id, count } => {
-                    self.ec2().assign_ips(eni_id, *count).await.map(|v| v.len())
-                }
-                Step::AssignPrefixes { eni_id, count } => {
-                    self.ec2().assign_prefixes(eni_id, *count).await.map(|v| v.len() * 16)
-                }
-                Step::CreateEni { .. } => journal::create_attach(self.ec2(), &mut op, &self.owner)
+                Step::AssignIps { eni_id, count } => self
+                    .ec2()
+                    .assign_ips(eni_id, *count)
                     .await
-                    .map(|_| step.addresses() as usize),
+                    .map(|ips| (ips.len(), Change::AssignedIps { eni_id: eni_id.clone(), ips })),
+                Step::AssignPrefixes { eni_id, count } => {
+                    self.ec2().assign_prefixes(eni_id, *count).await.map(|prefixes| {
+                        let n = prefixes.len() * 16;
+                        (n, Change::AssignedPrefixes { eni_id: eni_id.clone(), prefixes })
+                    })
+                }
+                Step::CreateEni { subnet_id, device_index, ips, prefixes } => {
+                    journal::create_attach(self.ec2(), &mut op, &self.owner).await.map(|id| {
+                        let view = EniView {
+                            id,
+                            device_index: *device_index,
+                            subnet_id: subnet_id.clone(),
+                            ips: *ips,
+                            prefixes: *prefixes,
+                            excluded: false,
+                            managed: true,
+                            attached: true,
+                        };
+                        (step.addresses() as usize, Change::Created(view))
+                    })
+                }
             };
             let keep = match result {
-                Ok(n) => {
+                Ok((n, change)) => {
                     added += n as i32;
+                    // Until a describe shows it, so a lagging describe does not make it again.
+                    self.shared.memory.made(&self.input.name, change);
                     false
                 }
                 Err(e) => {

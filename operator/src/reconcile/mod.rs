@@ -62,6 +62,8 @@ pub struct Memory {
     quiet: Mutex<HashMap<String, (u64, std::time::Instant)>>,
     /// (pool, reason) → when the last Warning Event for a failed reconcile went out.
     warned: Mutex<HashMap<(String, &'static str), std::time::Instant>>,
+    /// Pool → changes made that EC2's describes did not show yet.
+    unconfirmed: Mutex<HashMap<String, Vec<unconfirmed::Pending>>>,
 }
 
 /// At most one Warning Event per pool and failure category this often (the Recorder folds the
@@ -116,6 +118,28 @@ impl Memory {
     /// Forget a pool (deleted), or how a round left it (a round failed: the retry must run).
     pub fn forget(&self, pool: &str) {
         self.quiet.lock().expect("memory lock").remove(pool);
+    }
+
+    /// Remember a change made to `pool`'s ENIs until a describe shows it.
+    pub fn made(&self, pool: &str, change: unconfirmed::Change) {
+        let until = Instant::now() + unconfirmed::KEEP;
+        let mut m = self.unconfirmed.lock().expect("memory lock");
+        m.entry(pool.to_string()).or_default().push(unconfirmed::Pending { change, until });
+    }
+
+    /// Count the changes made to `pool` that `described` does not show yet in `views`.
+    pub fn overlay(&self, pool: &str, described: &[Eni], views: &mut Vec<plan::EniView>) {
+        let mut m = self.unconfirmed.lock().expect("memory lock");
+        let Some(pending) = m.remove(pool) else { return };
+        let kept = unconfirmed::overlay(pending, described, views, Instant::now());
+        if !kept.is_empty() {
+            m.insert(pool.to_string(), kept);
+        }
+    }
+
+    /// Forget the changes made to a deleted pool.
+    pub fn forget_changes(&self, pool: &str) {
+        self.unconfirmed.lock().expect("memory lock").remove(pool);
     }
 
     /// Whether a Warning Event for a failed reconcile of `pool` with `reason` may go out at `now`
@@ -277,6 +301,8 @@ impl Node<'_> {
             self.st.enis = published;
             self.st.revision += 1;
         }
+        let mut views = views;
+        self.shared.memory.overlay(&self.input.name, &enis, &mut views);
         self.views = views;
         self.st.instance = Some(sync::instance_info(&self.inst, vpc_cidrs));
         self.round.synced = true;
@@ -446,6 +472,7 @@ async fn reconcile_round(
 pub mod failure;
 mod grow;
 mod release;
+pub mod unconfirmed;
 mod verify;
 
 pub use verify::{removal_patch, Removal, REJECTED};

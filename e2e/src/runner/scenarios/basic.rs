@@ -7,7 +7,9 @@ use crate::runner::Target;
 use anyhow::{bail, ensure, Context, Result};
 use ipnet::Ipv4Net;
 
-/// Creates `count` pods named `<prefix>-<i>` on `node`.
+/// Creates `count` pods named `<prefix>-<i>` on `node`, one after the other, each sandbox retried
+/// like the kubelet does until it gets an address (the pool grows only after EC2's describes show
+/// the addresses the operator added).
 pub(crate) async fn pods_on(
     c: &Cluster,
     prefix: &str,
@@ -17,7 +19,9 @@ pub(crate) async fn pods_on(
     let mut names = Vec::new();
     for i in 0..count {
         let name = format!("{prefix}-{i}");
-        c.add_pod(&name, node).await?;
+        c.create_pod(&name, node).await?;
+        let what = format!("pod {name} to get an address");
+        wait::poll(&what, super::SETTLE, || c.start_sandbox(&name)).await?;
         names.push(name);
     }
     Ok(names)

@@ -253,13 +253,20 @@ pub async fn prefix_mode(t: Target) -> Result<()> {
                     .any(|x| x.parse::<ipnet::Ipv4Net>().is_ok_and(|n| n.contains(&ip)));
                 ensure!(in_prefix, "pod {p}'s {ip} is not inside a /28 prefix of {}", eni.id);
             }
-            let summary =
-                pool.status.as_ref().and_then(|s| s.summary.clone()).context("summary")?;
-            ensure!(
-                summary.prefixes as usize == prefixes,
-                "summary prefixes {} vs EC2 {prefixes}",
-                summary.prefixes
-            );
+            // The summary shows what EC2's describes show, which trails EC2 by their lag.
+            wait::poll("the pool's summary to show EC2's prefixes", SETTLE, || async {
+                let pool = c.pool(&nodes[0].name).await?;
+                let summary =
+                    pool.status.as_ref().and_then(|s| s.summary.clone()).context("summary")?;
+                let (_, _, prefixes) = ec2_view(c, &nodes[0].instance_id);
+                ensure!(
+                    summary.prefixes as usize == prefixes,
+                    "summary prefixes {} vs EC2 {prefixes}",
+                    summary.prefixes
+                );
+                Ok(())
+            })
+            .await?;
             check_pod_status_ips(c).await?;
             mesh_ping(c, &["px-0".into(), "px-19".into(), "py-0".into()]).await?;
             c.ping_from_pod("px-19", c.fabric().internet_host_ip()).await
