@@ -39,7 +39,7 @@ pub(crate) async fn burst(c: &Cluster, prefix: &str, node: &str, n: usize) -> Re
 }
 
 pub async fn scale_up(t: Target) -> Result<()> {
-    with_cluster(&t, Spec::new("scale-up-new-eni", 1), |c| {
+    with_cluster(&t, Spec::new("scale-up-new-eni", 1).aws_timed(), |c| {
         Box::pin(async move {
             let n = c.nodes()[0].clone();
             pool_ready(c, &n.name).await?;
@@ -87,7 +87,7 @@ pub async fn scale_up(t: Target) -> Result<()> {
 }
 
 pub async fn churn(t: Target) -> Result<()> {
-    let spec = Spec::new("warm-pool-churn", 1).policy(serde_json::json!({
+    let spec = Spec::new("warm-pool-churn", 1).aws_timed().policy(serde_json::json!({
         "mode": "SecondaryIP", "sizing": {"warmIPs": 3, "batch": 1},
         "release": {"enabled": true, "delaySeconds": 120}, "cooldownSeconds": 1,
     }));
