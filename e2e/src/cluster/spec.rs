@@ -88,7 +88,7 @@ impl Spec {
         }
     }
 
-    /// EC2 timed like AWS: [`aws_like_faults`] and attaches taking 1 s. Not the default: every
+    /// EC2 timed like AWS: `aws_like_faults` and attaches taking 1 s. Not the default: every
     /// scenario passes with it, but it makes each two to three times slower, which the suite's
     /// time budget cannot take for all of them, and the real-mode audit tests inject state they
     /// must see at once.
