@@ -87,7 +87,7 @@ impl Programmer {
                     Ok(()) => {
                         tracing::info!(primary_ip = %want.primary_ip, vpc_cidrs = ?want.vpc_cidrs, external_snat = want.external_snat, "node networking programmed");
                         self.node = Some(want);
-                        self.nft_applied = host.snapshot().ok().and_then(|s| s.nft_table);
+                        self.nft_applied = host.nft_table().ok().flatten();
                     }
                     Err(e) => tracing::error!(
                         error = &e as &dyn std::error::Error,
@@ -172,7 +172,7 @@ impl Programmer {
                     Ok(()) => {
                         done.node = 1;
                         agent.metrics().host_repaired("node");
-                        self.nft_applied = host.snapshot().ok().and_then(|s| s.nft_table);
+                        self.nft_applied = host.nft_table().ok().flatten();
                         tracing::warn!(?missing, "node host state was missing; put back");
                     }
                     Err(e) => tracing::error!(

@@ -144,4 +144,7 @@ impl HostNet for FakeHost {
     fn removals(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+    fn nft_table(&self) -> Result<Option<String>, HostError> {
+        Err(HostError::NotFound("nftables (not modelled by the fake host)".into()))
+    }
 }

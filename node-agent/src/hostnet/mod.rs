@@ -191,6 +191,9 @@ pub trait HostNet: Send + Sync {
     /// The host's rules, routes, links and enipool nftables table now: what the repair compares
     /// with what the setup verbs add ([`drift`]).
     fn snapshot(&self) -> Result<drift::HostSnapshot, HostError>;
+    /// The enipool nftables table as listed now (`None`: absent): what the repair compares a
+    /// later snapshot's listing with, taken right after the table is applied.
+    fn nft_table(&self) -> Result<Option<String>, HostError>;
     /// A counter that moves whenever a rule or route is removed from the host netns, so the
     /// repair can run at once; `None` when the host cannot tell (the repair runs on its period).
     fn removals(&self) -> Option<tokio::sync::watch::Receiver<u64>>;

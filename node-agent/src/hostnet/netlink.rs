@@ -390,6 +390,10 @@ impl HostNet for NetlinkHost {
         })
     }
 
+    fn nft_table(&self) -> Result<Option<String>, HostError> {
+        self.run(|_| super::nft::list())
+    }
+
     fn removals(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         Some(snapshot::watch_removals(self.netns.clone()))
     }
