@@ -6,6 +6,7 @@ use enipool_crds::settings::{EffectiveSettings, PREFIX_SIZE};
 use enipool_crds::{
     AgentStatus, ENIPoolStatus, EniStatus, Operation, OperationKind, ReleaseRequest, Releasing,
 };
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Inputs of [`decide_release`].
@@ -17,8 +18,10 @@ pub struct ReleaseInput<'a> {
     pub target: i32,
     /// Pod addresses held now.
     pub allocated: i32,
-    /// Seconds the current excess has persisted (0 when it just appeared).
-    pub excess_held_secs: i64,
+    /// How long each part of the excess has lasted.
+    pub excess_age: &'a ExcessTimer,
+    /// The time of this round.
+    pub now: Timestamp,
     /// The last release request.
     pub request: Option<&'a ReleaseRequest>,
     /// Last fully released offer revision.
@@ -153,11 +156,16 @@ pub fn decide_release(input: &ReleaseInput<'_>) -> ReleaseDecision {
     if count <= 0 {
         return ReleaseDecision::Idle;
     }
-    let delay = i64::from(input.eff.release_delay_seconds.max(0));
-    if input.excess_held_secs < delay {
+    let delay = SignedDuration::from_secs(i64::from(input.eff.release_delay_seconds.max(0)));
+    let mut count = input.excess_age.lasted(input.now, delay).min(count);
+    if input.eff.mode.uses_prefixes() {
+        count = count / PREFIX_SIZE * PREFIX_SIZE;
+    }
+    if count <= 0 {
+        let left = input.excess_age.next_due(input.now, delay).unwrap_or(delay);
         return ReleaseDecision::Wait {
-            excess: count,
-            remaining_secs: delay - input.excess_held_secs,
+            excess: excess(input.eff, input.allocated, input.target),
+            remaining_secs: left.as_secs() + i64::from(left.subsec_nanos() > 0),
         };
     }
     let mut prefer: Vec<&EniStatus> = input
@@ -173,6 +181,60 @@ pub fn decide_release(input: &ReleaseInput<'_>) -> ReleaseDecision {
         count,
         prefer_enis: prefer.into_iter().map(|e| e.id.clone()).collect(),
     })
+}
+
+/// How long each part of a node's excess has lasted, as a staircase of (since, amount) steps with
+/// both rising. Addresses freed after an excess began must wait their own delay (a rolling
+/// restart reuses them), so one "excess since" time is not enough: the amount that may go is the
+/// smallest excess seen over the last delay, which the steps give without keeping every sample.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExcessTimer {
+    steps: Vec<(Timestamp, i32)>,
+}
+
+impl ExcessTimer {
+    /// Record the excess seen at `now`. A drop caps the steps above it (those addresses were
+    /// used or released; what is left has been excess since the earliest capped step); a rise
+    /// adds a step starting now.
+    pub fn observe(&mut self, now: Timestamp, excess: i32) {
+        let mut earliest = None;
+        while let Some(&(since, amount)) = self.steps.last() {
+            if amount < excess {
+                break;
+            }
+            earliest = Some(since);
+            self.steps.pop();
+        }
+        if excess > 0 {
+            self.steps.push((earliest.unwrap_or(now), excess));
+        }
+    }
+
+    /// The excess that has lasted at least `delay` by `now`.
+    pub fn lasted(&self, now: Timestamp, delay: SignedDuration) -> i32 {
+        self.steps
+            .iter()
+            .take_while(|(since, _)| now.duration_since(*since) >= delay)
+            .last()
+            .map_or(0, |(_, amount)| *amount)
+    }
+
+    /// Time until the next part of the excess has lasted `delay`; `None` when nothing waits.
+    pub fn next_due(&self, now: Timestamp, delay: SignedDuration) -> Option<SignedDuration> {
+        self.steps
+            .iter()
+            .map(|(since, _)| delay - now.duration_since(*since))
+            .find(|left| left.is_positive())
+    }
+
+    /// `count` addresses were requested: the oldest part of the excess is spoken for, and the
+    /// rest keeps its age.
+    pub fn consume(&mut self, count: i32) {
+        self.steps.retain_mut(|(_, amount)| {
+            *amount -= count;
+            *amount > 0
+        });
+    }
 }
 
 /// Secondary ENIs enipool created that hold no address: detach and delete them when the policy

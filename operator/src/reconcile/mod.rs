@@ -52,8 +52,8 @@ pub struct Shared {
 /// In-memory hints; none is needed for safety.
 #[derive(Debug, Default)]
 pub struct Memory {
-    /// Pool → when the current excess was first seen.
-    excess_since: Mutex<HashMap<String, Timestamp>>,
+    /// Pool → how long each part of its excess has lasted.
+    excess: Mutex<HashMap<String, crate::plan::release::ExcessTimer>>,
     /// Subnet → until when prefixes are not requested there.
     no_cidr: Mutex<HashMap<String, Timestamp>>,
     /// Subnet states as last seen (for policy status).
@@ -118,6 +118,30 @@ impl Memory {
     /// Forget a pool (deleted), or how a round left it (a round failed: the retry must run).
     pub fn forget(&self, pool: &str) {
         self.quiet.lock().expect("memory lock").remove(pool);
+    }
+
+    /// Record `pool`'s excess seen now and return how long each part of it has lasted.
+    pub fn observe_excess(
+        &self,
+        pool: &str,
+        now: Timestamp,
+        excess: i32,
+    ) -> crate::plan::release::ExcessTimer {
+        let mut m = self.excess.lock().expect("memory lock");
+        let timer = m.entry(pool.to_string()).or_default();
+        timer.observe(now, excess);
+        let age = timer.clone();
+        if excess <= 0 {
+            m.remove(pool);
+        }
+        age
+    }
+
+    /// `count` addresses of `pool`'s excess were asked for.
+    pub fn excess_requested(&self, pool: &str, count: i32) {
+        if let Some(t) = self.excess.lock().expect("memory lock").get_mut(pool) {
+            t.consume(count);
+        }
     }
 
     /// Remember a change made to `pool`'s ENIs until a describe shows it.

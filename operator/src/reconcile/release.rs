@@ -16,22 +16,15 @@ impl Node<'_> {
     pub(super) async fn release(&mut self, sink: &dyn StatusSink, target: i32) -> Result<()> {
         for _ in 0..3 {
             let alloc = plan::allocated(&self.views, self.eff.first_interface_index);
-            let over = release::excess(&self.eff, alloc, target) > 0;
-            let held = {
-                let mut m = self.shared.memory.excess_since.lock().expect("memory lock");
-                if over {
-                    let since = *m.entry(self.input.name.clone()).or_insert(self.now.0);
-                    self.now.0.duration_since(since).as_secs()
-                } else {
-                    m.remove(&self.input.name);
-                    0
-                }
-            };
+            // Offered and releasing addresses are spoken for: they do not age again.
+            let free = release::excess(&self.eff, alloc - self.in_flight(), target);
+            let age = self.shared.memory.observe_excess(&self.input.name, self.now.0, free);
             let decision = release::decide_release(&ReleaseInput {
                 eff: &self.eff,
                 target,
                 allocated: alloc,
-                excess_held_secs: held,
+                excess_age: &age,
+                now: self.now.0,
                 request: self.st.release_request.as_ref(),
                 released_revision: self.st.released_revision,
                 releasing: self.st.releasing.as_ref(),
@@ -53,13 +46,8 @@ impl Node<'_> {
                             r.count, r.revision
                         ),
                     ));
+                    self.shared.memory.excess_requested(&self.input.name, r.count);
                     self.st.release_request = Some(r);
-                    self.shared
-                        .memory
-                        .excess_since
-                        .lock()
-                        .expect("memory lock")
-                        .remove(&self.input.name);
                     return Ok(());
                 }
                 ReleaseDecision::Commit(r) => {
@@ -144,12 +132,16 @@ impl Node<'_> {
 
     /// Addresses offered or releasing: held in EC2 but unusable by the agent.
     pub(super) fn in_flight(&self) -> i32 {
+        // Releasing items EC2 no longer shows are gone, not in flight.
         let releasing = self
             .st
             .releasing
             .as_ref()
-            .map(|r| r.ips.len() as i32 + r.prefixes.len() as i32 * PREFIX_SIZE)
-            .unwrap_or(0);
+            .map(|r| release::group_present(&self.st.enis, &r.ips, &r.prefixes))
+            .unwrap_or_default()
+            .iter()
+            .map(|g| g.ips.len() as i32 + g.prefixes.len() as i32 * PREFIX_SIZE)
+            .sum::<i32>();
         let outstanding =
             self.st.release_request.as_ref().filter(|r| r.revision > self.st.released_revision);
         let offered = match (

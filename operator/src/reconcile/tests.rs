@@ -319,6 +319,60 @@ async fn release_goes_through_the_agent_offer() {
     assert!(w.input.status.releasing.is_none());
 }
 
+/// Addresses freed after an excess began wait their own delay: a node whose pool already held a
+/// little excess loses pods, and only the old excess goes at once (freed addresses are what a
+/// rolling restart reuses).
+#[tokio::test]
+async fn excess_that_appears_later_waits_its_own_delay() {
+    let mut w = world(
+        "m5.large",
+        9,
+        policy(|p| {
+            p.sizing = Sizing {
+                warm_ips: Some(2),
+                min_allocate: Some(0),
+                batch: Some(1),
+                ..Default::default()
+            };
+            p.release = ReleaseSettings {
+                delay_seconds: Some(2),
+                hysteresis_ips: Some(0),
+                ..Default::default()
+            };
+        }),
+    );
+    // 9 held, 5 in use + 2 warm: an excess of 2.
+    w.set_agent(AgentStatus { epoch: 3, in_use: 5, ..Default::default() });
+    w.run().await;
+    assert!(w.input.status.release_request.is_none(), "nothing requested before the delay");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The pods go: the excess is 7 now, 5 of it just freed.
+    w.set_agent(AgentStatus { epoch: 3, in_use: 0, ..Default::default() });
+    w.run().await;
+    assert!(w.input.status.release_request.is_none(), "nothing requested before the delay");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    w.run().await;
+    let req = w.input.status.release_request.clone().expect("the old excess is requested");
+    assert_eq!(req.count, 2, "only the excess that lasted the delay");
+    // The agent offers, the operator releases.
+    let offered: Vec<String> = w.input.status.enis[0].ips[7..9].to_vec();
+    w.set_agent(AgentStatus {
+        epoch: 3,
+        releasable: Some(Releasable { revision: req.revision, ips: offered, prefixes: vec![] }),
+        ..Default::default()
+    });
+    w.run().await;
+    assert_eq!(w.held(), 7);
+    w.set_agent(AgentStatus { epoch: 3, in_use: 0, ..Default::default() });
+    w.run().await;
+    assert_eq!(w.input.status.release_request.as_ref().map(|r| r.revision), Some(req.revision));
+    // The freed addresses go once they have lasted the delay themselves.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    w.run().await;
+    let next = w.input.status.release_request.clone().expect("the rest is requested");
+    assert_eq!((next.revision, next.count), (req.revision + 1, 5));
+}
+
 #[tokio::test]
 async fn empty_managed_eni_is_detached_then_deleted() {
     let mut w = world(

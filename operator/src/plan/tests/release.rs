@@ -2,14 +2,28 @@
 //! empty ENIs go.
 
 use super::M5_LARGE;
-use crate::plan::release::{empty_enis, excess, offered_items, pending_releases, EniRelease};
+use crate::plan::release::{
+    empty_enis, excess, offered_items, pending_releases, EniRelease, ExcessTimer,
+};
 use crate::plan::*;
 use enipool_crds::settings::{resolve, CapacitySource, EffectiveSettings};
 use enipool_crds::{
     AgentStatus, ENIPoolPolicySpec, ENIPoolStatus, EniState, EniStatus, IpMode, OperationKind,
     Releasable, ReleaseRequest, ReleaseSettings, Releasing,
 };
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeSet;
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+/// A timer that saw `excess` first at `at(0)`.
+fn aged(excess: i32) -> ExcessTimer {
+    let mut t = ExcessTimer::default();
+    t.observe(at(0), excess);
+    t
+}
 
 fn status_eni(id: &str, idx: i32, ips: &[&str], prefixes: &[&str]) -> EniStatus {
     EniStatus {
@@ -60,11 +74,13 @@ fn release_handshake() {
         status_eni("eni-0", 0, &["10.0.0.5", "10.0.0.6"], &[]),
         status_eni("eni-1", 1, &["10.0.1.5", "10.0.1.6", "10.0.1.7"], &[]),
     ];
+    let age = aged(3);
     let base = ReleaseInput {
         eff: &e,
         target: 2,
         allocated: 5,
-        excess_held_secs: 0,
+        excess_age: &age,
+        now: at(0),
         request: None,
         released_revision: 0,
         releasing: None,
@@ -74,7 +90,7 @@ fn release_handshake() {
     // Excess appears: wait the delay.
     assert_eq!(decide_release(&base), ReleaseDecision::Wait { excess: 3, remaining_secs: 60 });
     // Held long enough: request 3, highest device index first.
-    let held = ReleaseInput { excess_held_secs: 60, ..base.clone() };
+    let held = ReleaseInput { now: at(60), ..base.clone() };
     let req = ReleaseRequest { revision: 1, count: 3, prefer_enis: strings(&["eni-1", "eni-0"]) };
     assert_eq!(decide_release(&held), ReleaseDecision::Request(req.clone()));
     // Outstanding, agent silent or answering an old revision: wait.
@@ -134,6 +150,58 @@ fn release_handshake() {
 }
 
 #[test]
+fn excess_ages_by_part() {
+    let delay = SignedDuration::from_secs(60);
+    let mut t = ExcessTimer::default();
+    t.observe(at(0), 2);
+    t.observe(at(30), 7);
+    assert_eq!(t.lasted(at(59), delay), 0);
+    assert_eq!(t.next_due(at(59), delay), Some(SignedDuration::from_secs(1)));
+    assert_eq!(t.lasted(at(60), delay), 2, "only the part that lasted the delay");
+    assert_eq!(t.next_due(at(60), delay), Some(SignedDuration::from_secs(30)));
+    assert_eq!(t.lasted(at(90), delay), 7);
+    // A dip caps every part: what is left has been excess since the start.
+    t.observe(at(40), 1);
+    t.observe(at(50), 7);
+    assert_eq!(t.lasted(at(60), delay), 1);
+    assert_eq!(t.lasted(at(109), delay), 1, "the part back at 50 is new again");
+    assert_eq!(t.lasted(at(110), delay), 7);
+    // Requested addresses leave the oldest part; the rest keeps its age.
+    t.consume(1);
+    assert_eq!((t.lasted(at(60), delay), t.lasted(at(110), delay)), (0, 6));
+    // No excess: nothing waits.
+    t.observe(at(120), 0);
+    assert_eq!((t.lasted(at(999), delay), t.next_due(at(999), delay)), (0, None));
+}
+
+#[test]
+fn fresh_excess_on_top_of_old_excess_waits() {
+    // 2 addresses have been excess for the delay, 5 more were freed just now: request 2.
+    let e = release_eff(60, 0);
+    let enis = vec![status_eni("eni-0", 0, &["10.0.0.5", "10.0.0.6"], &[])];
+    let mut age = aged(2);
+    age.observe(at(50), 7);
+    let input = ReleaseInput {
+        eff: &e,
+        target: 2,
+        allocated: 9,
+        excess_age: &age,
+        now: at(60),
+        request: None,
+        released_revision: 0,
+        releasing: None,
+        agent: None,
+        enis: &enis,
+    };
+    assert!(matches!(
+        decide_release(&input),
+        ReleaseDecision::Request(ReleaseRequest { count: 2, .. })
+    ));
+    let early = ReleaseInput { now: at(59), ..input.clone() };
+    assert_eq!(decide_release(&early), ReleaseDecision::Wait { excess: 7, remaining_secs: 1 });
+}
+
+#[test]
 fn never_releases_unoffered_items() {
     // An offer naming another ENI's address or a primary address that EC2 does not list as
     // secondary is ignored; an offer with nothing present finishes without EC2 calls.
@@ -145,11 +213,13 @@ fn never_releases_unoffered_items() {
         releasable: Some(Releasable { revision: 3, ips: strings(&["10.0.0.1"]), prefixes: vec![] }),
         ..Default::default()
     };
+    let age = aged(1);
     let input = ReleaseInput {
         eff: &e,
         target: 0,
         allocated: 1,
-        excess_held_secs: 100,
+        excess_age: &age,
+        now: at(100),
         request: Some(&req),
         released_revision: 2,
         releasing: None,
@@ -169,11 +239,13 @@ fn prefixes_are_released_whole_per_eni() {
         ips: strings(&["10.0.1.5"]),
         prefixes: strings(&["10.0.2.16/28"]),
     };
+    let age = aged(33);
     let input = ReleaseInput {
         eff: &e,
         target: 0,
         allocated: 33,
-        excess_held_secs: 0,
+        excess_age: &age,
+        now: at(0),
         request: None,
         released_revision: 0,
         releasing: Some(&r),
