@@ -12,9 +12,8 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{watcher, WatchStreamExt};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Settings of the Kubernetes side.
@@ -233,24 +232,30 @@ async fn repair_host(agent: &Arc<Agent>, programmer: &Arc<std::sync::Mutex<Progr
     }
 }
 
-/// Watch pods bound to this node and count those still waiting for an address.
+/// Pods bound to this node that show no address yet, as `namespace/name`.
+pub type WaitingPods = Arc<Mutex<BTreeSet<String>>>;
+
+/// Watch pods bound to this node and keep the set of those still waiting for an address.
 pub async fn watch_pods(
     client: kube::Client,
     node: String,
-    pending: Arc<AtomicUsize>,
+    pending: WaitingPods,
     agent: Arc<Agent>,
 ) -> Result<()> {
     let api: Api<Pod> = Api::all(client);
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let mut stream = watcher(api, wc).default_backoff().boxed();
-    let mut waiting: BTreeMap<String, bool> = BTreeMap::new();
-    let mut init: BTreeMap<String, bool> = BTreeMap::new();
+    let mut waiting: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut init: BTreeMap<String, Option<String>> = BTreeMap::new();
     let is_waiting = |p: &Pod| {
         let host_net = p.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
         let st = p.status.as_ref();
         let no_ip = st.and_then(|s| s.pod_ip.as_ref()).is_none();
         let pending_phase = st.and_then(|s| s.phase.as_deref()).is_none_or(|ph| ph == "Pending");
-        !host_net && no_ip && pending_phase
+        (!host_net && no_ip && pending_phase).then(|| {
+            let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+            format!("{ns}/{}", p.metadata.name.as_deref().unwrap_or_default())
+        })
     };
     let key = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
     while let Some(ev) = stream.next().await {
@@ -271,8 +276,9 @@ pub async fn watch_pods(
                 continue;
             }
         }
-        let n = waiting.values().filter(|w| **w).count();
-        if pending.swap(n, Ordering::SeqCst) < n {
+        let now: BTreeSet<String> = waiting.values().flatten().cloned().collect();
+        let before = std::mem::replace(&mut *pending.lock().unwrap(), now.clone());
+        if now.difference(&before).next().is_some() {
             agent.urgent.notify_one();
         } else {
             agent.changed.notify_one();
@@ -281,15 +287,18 @@ pub async fn watch_pods(
     Err(Error::Stopped("pod watch stream ended".into()))
 }
 
-/// The `status.agent` block for a report.
-pub fn agent_status(r: &Report, pending_pods: usize) -> AgentStatus {
+/// The `status.agent` block for a report. A waiting pod the agent already serves is not demand:
+/// the kubelet writes a pod's address seconds after its ADD, and counting such pods on top of
+/// `inUse` would make a burst grow the pool by twice its size.
+pub fn agent_status(r: &Report, waiting: &BTreeSet<String>) -> AgentStatus {
+    let unserved = waiting.difference(&r.served_pods).count();
     AgentStatus {
         boot_id: r.boot_id.clone(),
         epoch: r.epoch as i64,
         observed_revision: r.observed_revision,
         ready_enis: r.ready_enis.clone(),
         in_use: r.in_use as i32,
-        pending_pods: pending_pods.max(r.refused_adds) as i32,
+        pending_pods: unserved.max(r.refused_adds) as i32,
         cooling: r.cooling as i32,
         releasable: r.offer.as_ref().map(|(rev, items)| Releasable {
             revision: *rev,
@@ -320,7 +329,7 @@ pub async fn publish(
     client: kube::Client,
     agent: Arc<Agent>,
     node: String,
-    pending: Arc<AtomicUsize>,
+    pending: WaitingPods,
     debounce: Duration,
 ) -> Result<()> {
     let api: Api<ENIPool> = Api::all(client);
@@ -338,7 +347,8 @@ pub async fn publish(
         }
         let a = agent.clone();
         let report = tokio::task::spawn_blocking(move || a.report()).await.unwrap_or_default();
-        let mut st = agent_status(&report, pending.load(Ordering::SeqCst));
+        let waiting = pending.lock().unwrap().clone();
+        let mut st = agent_status(&report, &waiting);
         let mut cmp = serde_json::to_value(&st).unwrap_or_default();
         cmp["lastHeartbeat"] = serde_json::Value::Null;
         if last.as_ref() == Some(&cmp) && last_sent.elapsed() < Duration::from_secs(30) {
@@ -364,5 +374,28 @@ pub async fn publish(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn pods_served_but_not_yet_showing_their_address_are_not_demand() {
+        let r = Report {
+            in_use: 2,
+            served_pods: set(&["default/a", "default/b"]),
+            ..Default::default()
+        };
+        let st = agent_status(&r, &set(&["default/a", "default/b", "default/c"]));
+        assert_eq!((st.in_use, st.pending_pods), (2, 1));
+        // Refused ADDs count when the pod watch has not seen those pods yet.
+        let refused = Report { refused_adds: 3, ..r };
+        assert_eq!(agent_status(&refused, &set(&["default/a"])).pending_pods, 3);
     }
 }

@@ -19,7 +19,6 @@ use crate::kube::PoolArrived;
 use crate::metrics::Metrics;
 use std::future::IntoFuture;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -217,7 +216,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
     }
     let listener = crate::cni::bind(&socket)?;
-    let pending = Arc::new(AtomicUsize::new(0));
+    let pending = crate::kube::WaitingPods::default();
     let st = crate::http::HttpState { agent: agent.clone(), registry: Arc::new(registry) };
     let m = tokio::net::TcpListener::bind(metrics_addr).await.map_err(Error::io("bind metrics"))?;
     let i = tokio::net::TcpListener::bind(introspection_addr)

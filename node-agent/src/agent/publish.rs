@@ -6,7 +6,7 @@ use crate::alloc;
 use crate::error::Result;
 use crate::store::{now_secs, Offer};
 use ipnet::Ipv4Net;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What the publisher reports in `status.agent`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -27,6 +27,8 @@ pub struct Report {
     pub available: usize,
     /// Refused ADDs in the demand window.
     pub refused_adds: usize,
+    /// Pods holding an address, as `namespace/name` (when the runtime named them).
+    pub served_pods: BTreeSet<String>,
     /// The current offer: revision and items.
     pub offer: Option<(i64, Vec<Ipv4Net>)>,
     /// Addresses in use that the pool no longer lists (alarm).
@@ -125,6 +127,12 @@ impl Agent {
             observed_revision: view.revision,
             ready_enis: view.enis.iter().filter(|e| e.ready).map(|e| e.id.clone()).collect(),
             in_use: st.allocations.len(),
+            served_pods: st
+                .allocations
+                .values()
+                .filter(|a| !a.pod_name.is_empty())
+                .map(|a| format!("{}/{}", a.pod_namespace, a.pod_name))
+                .collect(),
             cooling: st.cooling.values().filter(|t| **t > now).count(),
             available: alloc::available(&view, &st, now),
             refused_adds: self
