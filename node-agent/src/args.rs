@@ -61,6 +61,17 @@ pub struct Args {
     /// Does nothing when the store matches: unset it once the rebuild is done.
     #[arg(long, env = "ENIPOOL_AGENT_REBUILD_STORE_FROM_HOST")]
     pub rebuild_store_from_host: bool,
+    /// The rendered CNI network config (the chart mounts it from a ConfigMap). With
+    /// `--cni-conf-dir`, the agent writes it into that dir once it can serve, and puts it back
+    /// when it goes missing or is changed there.
+    #[arg(long, env = "ENIPOOL_AGENT_CNI_CONF_SOURCE", requires = "cni_conf_dir")]
+    pub cni_conf_source: Option<PathBuf>,
+    /// The container runtime's CNI config dir (`/etc/cni/net.d` on the host).
+    #[arg(long, env = "ENIPOOL_AGENT_CNI_CONF_DIR", requires = "cni_conf_source")]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// File name of the config in `--cni-conf-dir`.
+    #[arg(long, env = "ENIPOOL_AGENT_CNI_CONF_NAME", default_value = "10-enipool.conflist")]
+    pub cni_conf_name: String,
     /// Network namespace to program as "the host" (default: the agent's own).
     #[arg(long, env = "ENIPOOL_AGENT_NETNS")]
     pub netns: Option<PathBuf>,
@@ -119,5 +130,9 @@ mod tests {
             Args::try_parse_from(["enipool-agent", "--node-name=n", "--rebuild-store-from-host"])
                 .unwrap();
         assert!(a.rebuild_store_from_host);
+        assert!(
+            Args::try_parse_from(["enipool-agent", "--node-name=n", "--cni-conf-dir=/x"]).is_err(),
+            "a config dir without the config to write is refused"
+        );
     }
 }

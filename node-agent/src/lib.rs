@@ -8,6 +8,7 @@ pub mod agent;
 pub mod alloc;
 pub mod args;
 pub mod cni;
+pub mod cniconf;
 pub mod error;
 pub mod fault;
 pub mod hostnet;

@@ -12,6 +12,7 @@
 
 use crate::agent::{Agent, CoreConfig, StoreCheck};
 use crate::args::{Args, Cmd};
+use crate::cniconf::CniConf;
 use crate::error::{Error, Result};
 use crate::hostnet::netlink::NetlinkHost;
 use crate::hostnet::HostNet;
@@ -92,6 +93,36 @@ async fn start_up(
     std::future::pending().await
 }
 
+/// Keep the CNI config in the runtime's config dir once the agent can serve (see
+/// [`crate::cniconf`]); checked every half second until then, every 10 s after.
+async fn write_cni_conf_when_ready(agent: Arc<Agent>, conf: Option<CniConf>) {
+    let Some(conf) = conf else { return std::future::pending().await };
+    let path = conf.dir.join(&conf.name);
+    let mut placed = false;
+    loop {
+        if let Err(reason) = agent.readiness() {
+            if !placed {
+                tracing::debug!(%reason, "CNI config not written yet: the agent cannot serve");
+            }
+        } else {
+            match conf.ensure() {
+                Ok(true) if placed => {
+                    tracing::warn!(path = %path.display(), "CNI config was missing or changed; put back")
+                }
+                Ok(true) => tracing::info!(
+                    path = %path.display(),
+                    "CNI config written: the agent can serve, the runtime may start pods"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "CNI config"),
+            }
+            placed = true;
+        }
+        let every = if placed { Duration::from_secs(10) } else { Duration::from_millis(500) };
+        tokio::time::sleep(every).await;
+    }
+}
+
 fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
@@ -116,6 +147,9 @@ pub async fn run(args: Args) -> Result<()> {
         netns,
         rebuild_store_from_host,
         host_repair_interval_seconds,
+        cni_conf_source,
+        cni_conf_dir,
+        cni_conf_name,
         log_format: _,
         command,
     } = args;
@@ -254,6 +288,11 @@ pub async fn run(args: Args) -> Result<()> {
                   op: &'static str| {
         r.unwrap_or_else(|e| Err(std::io::Error::other(e))).map_err(Error::io(op))
     };
+    let cni_conf = cni_conf_source.zip(cni_conf_dir).map(|(source, dir)| CniConf {
+        source,
+        dir,
+        name: cni_conf_name,
+    });
     tracing::info!(socket = %socket.display(), "serving CNI");
     let r = tokio::select! {
         r = crate::cni::serve(listener, agent.clone()) => r,
@@ -264,6 +303,7 @@ pub async fn run(args: Args) -> Result<()> {
         r = &mut http_m => joined(r, "metrics server"),
         r = &mut http_i => joined(r, "introspection server"),
         _ = ticker => Ok(()),
+        _ = write_cni_conf_when_ready(agent.clone(), cni_conf) => Ok(()),
         sig = stop.recv() => {
             tracing::info!(signal = sig, "stop signal received; no new CNI connections, draining HTTP");
             Ok(())

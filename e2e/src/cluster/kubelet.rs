@@ -8,6 +8,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long a sandbox waits for its node's network to become ready.
+const NETWORK_READY: Duration = Duration::from_secs(90);
 
 /// A pod the kubelet runs.
 #[derive(Debug, Clone)]
@@ -121,6 +125,15 @@ impl Cluster {
         let mut p = self.pod(name)?;
         let n = self.node(&p.node)?;
         let driver = n.driver.clone();
+        // The kubelet starts no sandbox while the runtime reports the network not ready (no CNI
+        // config in its config dir), and tries again until one appears.
+        let conf = driver.conf_dir.join(super::node::CONFLIST_NAME);
+        let what = format!("{} in {}'s CNI config dir (network ready)", conf.display(), n.name);
+        wait::poll(&what, NETWORK_READY, || async {
+            anyhow::ensure!(conf.exists(), "container runtime network not ready: no CNI config");
+            Ok(())
+        })
+        .await?;
         let (cid, path, pname, uid) =
             (p.container_id.clone(), p.netns_path(), p.name.clone(), p.uid.clone());
         let ns = self.pod_namespace().to_string();

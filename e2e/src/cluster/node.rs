@@ -20,6 +20,10 @@ pub const CHAINED_PLUGINS: &[&str] = &["portmap", "tuning", "loopback"];
 pub const NETWORK_NAME: &str = "enipool";
 /// MTU the agent and shim use (the chart's default).
 pub const MTU: u32 = 9001;
+/// The rendered conflist in a node's `cni-install` dir, as the chart mounts it for the agent.
+const STAGED_CONFLIST: &str = "conflist.json";
+/// The conflist's name in the node's CNI config dir (the chart's default).
+pub const CONFLIST_NAME: &str = "10-enipool.conflist";
 /// The agent's kubeconfig in its node's directory, with its pod-bound token.
 const AGENT_KUBECONFIG: &str = "agent.kubeconfig";
 
@@ -160,11 +164,16 @@ impl Cluster {
         Ok(info)
     }
 
-    /// What the chart's CNI installer does on a node: copy the shim into the CNI bin dir, link the
-    /// chained plugins, write the conflist.
+    /// What the chart does on a node: the installer copies the shim into the CNI bin dir (the
+    /// chained plugins are linked in as the node image would have them), and the rendered
+    /// conflist goes where the agent reads it (the chart's ConfigMap mount). The agent writes it
+    /// into the CNI config dir once it can serve.
     fn install_cni(&self, node: &str, dir: &std::path::Path, netns: &str) -> Result<CniDriver> {
         let (bin, conf) = (dir.join("cni-bin"), dir.join("cni-conf"));
-        for d in [&bin, &conf, &dir.join("run"), &dir.join("state"), &dir.join("del-journal")] {
+        let staged = dir.join("cni-install");
+        for d in
+            [&bin, &conf, &staged, &dir.join("run"), &dir.join("state"), &dir.join("del-journal")]
+        {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
         std::fs::copy(&self.bins.cni, bin.join("enipool-cni")).context("installing enipool-cni")?;
@@ -193,7 +202,7 @@ impl Cluster {
                 {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
             ]
         });
-        std::fs::write(conf.join("10-enipool.conflist"), serde_json::to_string_pretty(&conflist)?)?;
+        std::fs::write(staged.join(STAGED_CONFLIST), serde_json::to_string_pretty(&conflist)?)?;
         tracing::debug!(node, "CNI installed");
         Ok(CniDriver {
             bin: self.cni_driver.clone(),
@@ -267,6 +276,9 @@ impl Cluster {
         f.leak_grace_seconds = 30;
         f.publish_debounce_ms = 200;
         f.netns = Some(n.netns_path().display().to_string());
+        f.cni_conf_source = Some(d(&format!("cni-install/{STAGED_CONFLIST}")));
+        f.cni_conf_dir = Some(n.driver.conf_dir.display().to_string());
+        f.cni_conf_name = CONFLIST_NAME.into();
         let mut args = agent_args(&f);
         args.extend(self.spec.agent_args.iter().cloned());
         let own = n.dir.join(AGENT_KUBECONFIG);

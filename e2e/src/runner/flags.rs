@@ -108,11 +108,22 @@ pub struct AgentFlags {
     pub publish_debounce_ms: u64,
     /// `--host-repair-interval-seconds`.
     pub host_repair_interval_seconds: u64,
+    /// `--cni-conf-source` (left out when unset; the chart passes [`CHART_CNI_CONF_SOURCE`]).
+    pub cni_conf_source: Option<String>,
+    /// `--cni-conf-dir` (left out when unset; the chart passes [`CHART_CNI_CONF_DIR`]).
+    pub cni_conf_dir: Option<String>,
+    /// `--cni-conf-name`.
+    pub cni_conf_name: String,
     /// `--netns`: the test platform's node namespace. Never set by the chart.
     pub netns: Option<String>,
     /// `--log-format` (`text` or `json`).
     pub log_format: String,
 }
+
+/// Where the chart mounts the rendered conflist in the agent container.
+pub const CHART_CNI_CONF_SOURCE: &str = "/etc/enipool/install/conflist.json";
+/// Where the chart mounts the host's CNI config dir in the agent container.
+pub const CHART_CNI_CONF_DIR: &str = "/host/cni/net.d";
 
 impl AgentFlags {
     /// The binary's defaults for `node_name`.
@@ -130,6 +141,9 @@ impl AgentFlags {
             leak_grace_seconds: 600,
             publish_debounce_ms: 1000,
             host_repair_interval_seconds: 30,
+            cni_conf_source: None,
+            cni_conf_dir: None,
+            cni_conf_name: "10-enipool.conflist".into(),
             netns: None,
             log_format: "text".into(),
         }
@@ -202,6 +216,13 @@ pub fn agent_args(cfg: &AgentFlags) -> Vec<String> {
     flag(&mut a, "leak-grace-seconds", cfg.leak_grace_seconds);
     flag(&mut a, "publish-debounce-ms", cfg.publish_debounce_ms);
     flag(&mut a, "host-repair-interval-seconds", cfg.host_repair_interval_seconds);
+    if let Some(v) = &cfg.cni_conf_source {
+        flag(&mut a, "cni-conf-source", v);
+    }
+    if let Some(v) = &cfg.cni_conf_dir {
+        flag(&mut a, "cni-conf-dir", v);
+    }
+    flag(&mut a, "cni-conf-name", &cfg.cni_conf_name);
     if let Some(v) = &cfg.netns {
         flag(&mut a, "netns", v);
     }

@@ -2,7 +2,9 @@
 //! and every flag the chart passes exists in the binaries.
 
 use super::{container, find, render, root, strings, Values, NAMESPACE, RELEASE};
-use enipool_e2e::runner::flags::{agent_args, operator_args, AgentFlags, OperatorFlags};
+use enipool_e2e::runner::flags::{
+    agent_args, operator_args, AgentFlags, OperatorFlags, CHART_CNI_CONF_DIR, CHART_CNI_CONF_SOURCE,
+};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -18,6 +20,11 @@ fn values_for(op: &OperatorFlags, ag: &AgentFlags) -> Value {
     assert_eq!(ag.node_name, "$(NODE_NAME)", "the chart's agent node name is the downward API's");
     assert_eq!(op.lease_namespace, NAMESPACE, "the chart passes its release namespace");
     assert!(ag.netns.is_none(), "--netns is for the test platform only");
+    assert_eq!(
+        (ag.cni_conf_source.as_deref(), ag.cni_conf_dir.as_deref()),
+        (Some(CHART_CNI_CONF_SOURCE), Some(CHART_CNI_CONF_DIR)),
+        "the chart's agent writes the conflist it mounts into the host dir it mounts"
+    );
     json!({
         "clusterName": op.cluster_name,
         "operator": {
@@ -54,7 +61,17 @@ fn values_for(op: &OperatorFlags, ag: &AgentFlags) -> Value {
             "hostRepairIntervalSeconds": ag.host_repair_interval_seconds,
             "logFormat": ag.log_format,
         },
+        "cni": {"confFileName": ag.cni_conf_name},
     })
+}
+
+/// The agent flags the chart renders for these defaults: the binary's, plus the conflist paths
+/// it mounts.
+fn chart_agent(node: &str) -> AgentFlags {
+    let mut ag = AgentFlags::new(node);
+    ag.cni_conf_source = Some(CHART_CNI_CONF_SOURCE.into());
+    ag.cni_conf_dir = Some(CHART_CNI_CONF_DIR.into());
+    ag
 }
 
 /// Asserts the rendered operator Deployment, agent DaemonSet and conflist carry exactly these flags.
@@ -90,7 +107,7 @@ fn default_chart_flags_are_the_binaries_defaults() {
     let mut op = OperatorFlags::new("ci-default", "$(POD_NAME)");
     op.lease_namespace = NAMESPACE.into();
     op.log_format = "json".into(); // the one deliberate difference: JSON logs in a cluster
-    let mut ag = AgentFlags::new("$(NODE_NAME)");
+    let mut ag = chart_agent("$(NODE_NAME)");
     ag.log_format = "json".into();
     assert_chart_flags(&docs, &op, &ag);
 }
@@ -118,8 +135,9 @@ fn chart_renders_the_runners_flags_for_equivalent_values() {
     op.vpc_cidrs = vec!["10.0.0.0/16".into(), "100.64.0.0/16".into()];
     op.node_selector = Some("enipool.io/enabled=true".into());
     op.log_format = "text".into();
-    let mut ag = AgentFlags::new("$(NODE_NAME)");
+    let mut ag = chart_agent("$(NODE_NAME)");
     ag.socket = "/run/enipool-e2e/cni.sock".into();
+    ag.cni_conf_name = "05-enipool-e2e.conflist".into();
     ag.state_dir = "/var/lib/enipool-e2e".into();
     ag.del_journal_dir = "/var/lib/enipool-e2e/del".into();
     ag.metrics_addr = "127.0.0.1:16000".into();
@@ -134,8 +152,7 @@ fn chart_renders_the_runners_flags_for_equivalent_values() {
     let docs = render(&Values::Json(values_for(&op, &ag))).unwrap();
     assert_chart_flags(&docs, &op, &ag);
     // And the other way round: the defaults, as values, render the default flags.
-    let (mut op, mut ag) =
-        (OperatorFlags::new("x", "$(POD_NAME)"), AgentFlags::new("$(NODE_NAME)"));
+    let (mut op, mut ag) = (OperatorFlags::new("x", "$(POD_NAME)"), chart_agent("$(NODE_NAME)"));
     op.lease_namespace = NAMESPACE.into();
     let docs = render(&Values::Json(values_for(&op, &ag))).unwrap();
     assert_chart_flags(&docs, &op, &ag);
@@ -165,6 +182,8 @@ fn flags_exist_in_the_binaries() {
     ag.external_snat = true;
     ag.snat_exclude_cidrs = vec!["10.9.0.0/16".into()];
     ag.netns = Some("/run/netns/x".into());
+    ag.cni_conf_source = Some(CHART_CNI_CONF_SOURCE.into());
+    ag.cni_conf_dir = Some(CHART_CNI_CONF_DIR.into());
     for a in agent_args(&ag) {
         let name = a.trim_start_matches("--").split('=').next().unwrap().to_string();
         assert!(

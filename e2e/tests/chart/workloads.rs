@@ -84,7 +84,8 @@ fn agent_daemonset_shape_and_no_aws_credentials() {
         let sa = find(&docs, "ServiceAccount", sa_name);
         assert!(sa["metadata"]["annotations"].is_null(), "{values}: agent SA has annotations");
         assert!(!strings(&c["args"]).iter().any(|a| a.starts_with("--netns")));
-        // Host mounts: socket dir, state, netns in the agent; CNI dirs in the init container.
+        // Host mounts: socket dir, state, netns and the CNI config dir (the agent writes the
+        // conflist once it can serve) in the agent; the CNI bin dir in the init container.
         let mounts = |c: &Value| -> Vec<String> {
             c["volumeMounts"]
                 .as_array()
@@ -95,10 +96,14 @@ fn agent_daemonset_shape_and_no_aws_credentials() {
         };
         let m = mounts(c);
         assert!(m.contains(&"/run/netns".to_string()), "{m:?}");
+        assert!(m.contains(&"/host/cni/net.d".to_string()), "{m:?}");
+        assert!(m.contains(&"/etc/enipool/install".to_string()), "{m:?}");
         let im = mounts(init);
+        assert!(im.contains(&"/host/cni/bin".to_string()), "{im:?}");
         assert!(
-            im.contains(&"/host/cni/bin".to_string())
-                && im.contains(&"/host/cni/net.d".to_string())
+            !im.contains(&"/host/cni/net.d".to_string()),
+            "the init container must not see the CNI config dir: a conflist written before the \
+             agent can serve makes the node take pods it cannot start"
         );
         let host_paths: Vec<&str> = spec["volumes"]
             .as_array()
@@ -255,9 +260,10 @@ fn conflist_chains_portmap_when_enabled() {
     assert_eq!(off["plugins"][0]["type"], "enipool-cni");
 }
 
-/// Runs the chart's install-cni script (from the rendered ConfigMap) against temporary host dirs.
+/// Runs the chart's install-cni script (from the rendered ConfigMap) against temporary host dirs:
+/// it installs the plugin and writes no conflist (the agent does, once it can serve).
 #[test]
-fn install_cni_script_installs_plugin_and_conflist() {
+fn install_cni_script_installs_the_plugin_only() {
     let docs = render(&Values::File("default-values.yaml")).unwrap();
     let cm = find(&docs, "ConfigMap", &format!("{RELEASE}-cni"));
     let ds = find(&docs, "DaemonSet", &format!("{RELEASE}-agent"));
@@ -268,34 +274,28 @@ fn install_cni_script_installs_plugin_and_conflist() {
         .iter()
         .map(|e| (e["name"].as_str().unwrap().into(), e["value"].as_str().unwrap().into()))
         .collect();
-    assert_eq!(env["CONF_NAME"], "10-enipool.conflist");
     assert_eq!(env["REQUIRE"], "portmap");
 
     let t = tempfile::tempdir().unwrap();
-    let (bin, conf, src) = (t.path().join("bin"), t.path().join("net.d"), t.path().join("src"));
-    for d in [&bin, &conf, &src] {
+    let (bin, src) = (t.path().join("bin"), t.path().join("src"));
+    for d in [&bin, &src] {
         std::fs::create_dir_all(d).unwrap();
     }
     std::fs::write(src.join("install-cni.sh"), cm["data"]["install-cni.sh"].as_str().unwrap())
-        .unwrap();
-    std::fs::write(src.join("conflist.json"), cm["data"]["conflist.json"].as_str().unwrap())
         .unwrap();
     std::fs::write(src.join("enipool-cni"), b"#!/bin/sh\necho plugin v2\n").unwrap();
     let install = |require: &str| {
         let mut cmd = Command::new("sh");
         cmd.arg(src.join("install-cni.sh"))
             .env("PLUGIN", src.join("enipool-cni"))
-            .env("CONFLIST", src.join("conflist.json"))
             .env("HOST_BIN_DIR", &bin)
-            .env("HOST_CONF_DIR", &conf)
-            .env("CONF_NAME", &env["CONF_NAME"])
             .env("REQUIRE", require);
         run(&mut cmd, None).unwrap()
     };
     // portmap required but absent: a clear failure, nothing installed.
     let (ok, _, err) = install("portmap");
     assert!(!ok && err.contains("portmap") && err.contains("cni.portmap.enabled"), "{err}");
-    assert!(!conf.join("10-enipool.conflist").exists());
+    assert!(!bin.join("enipool-cni").exists());
     std::fs::write(bin.join("portmap"), b"").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(bin.join("portmap"), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -306,16 +306,10 @@ fn install_cni_script_installs_plugin_and_conflist() {
         let plugin = bin.join("enipool-cni");
         assert_eq!(std::fs::read(&plugin).unwrap(), b"#!/bin/sh\necho plugin v2\n");
         assert_eq!(std::fs::metadata(&plugin).unwrap().permissions().mode() & 0o777, 0o755);
-        let written: Value =
-            serde_json::from_slice(&std::fs::read(conf.join("10-enipool.conflist")).unwrap())
-                .unwrap();
-        assert_eq!(written["plugins"][0]["type"], "enipool-cni");
         // No temporary files left behind for the runtime to trip over.
-        for d in [&bin, &conf] {
-            for e in std::fs::read_dir(d).unwrap() {
-                let n = e.unwrap().file_name().to_string_lossy().into_owned();
-                assert!(!n.starts_with('.'), "left {n} in {}", d.display());
-            }
+        for e in std::fs::read_dir(&bin).unwrap() {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!n.starts_with('.'), "left {n} in {}", bin.display());
         }
     }
 }

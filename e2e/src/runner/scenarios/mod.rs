@@ -9,6 +9,7 @@ mod forgery;
 mod kubectl;
 mod real;
 mod sizing;
+mod startup;
 
 use super::Target;
 use crate::cluster::{wait, Cluster, Spec};
@@ -66,6 +67,11 @@ pub static SCENARIOS: &[Scenario] = &[
         "egress-snat",
         "pod traffic to the internet leaves SNATed to the node's primary IP and the reply comes back",
         basic::egress_snat
+    ),
+    scenario!(
+        "node-startup",
+        "a joining node shows the runtime no CNI config until its agent can serve; pods created before wait, then start on their first ADD",
+        startup::pods_wait_for_the_agent
     ),
     scenario!(
         "kubectl-get-enipools",
