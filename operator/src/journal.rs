@@ -53,7 +53,11 @@ pub fn new_op(
         count,
         items,
         device_index,
-        started_at: now.clone(),
+        // Whole seconds, as the API server stores it: the create request of a CreateENI carries
+        // it, and a replay (from the stored entry) must send the identical request.
+        started_at: Time(
+            k8s_openapi::jiff::Timestamp::from_second(now.0.as_second()).unwrap_or(now.0),
+        ),
         attempts: 0,
         last_error: String::new(),
     }
@@ -203,6 +207,12 @@ pub async fn replay_one(
             };
             match result {
                 Ok(()) => Replayed::Done,
+                // The ENI exists and the role may not attach it: keep the entry (and the ENI) for
+                // when the grant is added. Giving up would leave the ENI behind (deleting it needs
+                // the same grant) and the next growth would create another, one per round.
+                Err(e) if e.kind == Ec2ErrorKind::Unauthorized && !op.eni_id.is_empty() => {
+                    Replayed::Keep(e)
+                }
                 // The instance cannot take it, or the token no longer matches: give up; an ENI left
                 // `available` is deleted here when known, else by GC after the grace.
                 Err(e) if op.attempts + 1 >= MAX_ATTEMPTS || !e.kind.is_retryable() => {
@@ -345,6 +355,19 @@ mod tests {
 
     fn none() -> BTreeSet<String> {
         BTreeSet::new()
+    }
+
+    /// A replay re-sends the create of an entry read back from the API server, which keeps
+    /// timestamps to the second. EC2 answers a ClientToken reused with other parameters with
+    /// IdempotentParameterMismatch, so the request must not change on the way.
+    #[test]
+    fn a_create_replayed_from_the_stored_entry_is_the_same_request() {
+        let now =
+            Time(k8s_openapi::jiff::Timestamp::from_nanosecond(1_800_000_000_123_456_789).unwrap());
+        let items = create_items("subnet-a", &["sg-1".to_string()], false);
+        let op = new_op(OperationKind::CreateENI, "", 3, items, Some(1), &now);
+        let stored: Operation = serde_json::from_value(serde_json::to_value(&op).unwrap()).unwrap();
+        assert_eq!(create_request(&stored, &owner()), create_request(&op, &owner()));
     }
 
     fn release_op(kind: OperationKind, eni: &str) -> Operation {
