@@ -14,6 +14,8 @@ mod finalizer;
 mod handover;
 #[path = "operator/harness.rs"]
 mod harness;
+#[path = "operator/iam.rs"]
+mod iam;
 #[path = "operator/lag.rs"]
 mod lag;
 #[path = "operator/partition.rs"]

@@ -10,6 +10,9 @@ use enipool_crds::ENIPoolStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use std::time::Duration;
 
+/// How long a pool waits after a call its role may not make.
+pub const UNAUTHORIZED_RETRY: Duration = Duration::from_secs(30);
+
 /// Facts gathered during one reconcile.
 #[derive(Debug, Clone)]
 pub struct Round {
@@ -77,6 +80,12 @@ impl Round {
         if self.throttled {
             let jitter = rand::random_range(0..5000u64);
             return Duration::from_secs(10) + Duration::from_millis(jitter);
+        }
+        // A denied call stays denied until someone changes the role's policy: retrying every few
+        // seconds on every node would spend the account's request budget on refusals.
+        if self.fatal {
+            let jitter = rand::random_range(0..5000u64);
+            return UNAUTHORIZED_RETRY + Duration::from_millis(jitter);
         }
         match self.wake {
             Some(w) if w < self.resync => w,
@@ -183,6 +192,8 @@ pub fn apply(
         (false, "CapacityExhausted", format!("{missing} addresses missing"))
     } else if r.throttled && missing > 0 {
         (false, "Throttled", format!("{missing} addresses missing"))
+    } else if r.fatal && missing > 0 {
+        (false, "Unauthorized", format!("{missing} addresses missing: {}", r.last_error))
     } else {
         (true, "Ready", format!("{} addresses allocated, target {}", summary.allocated, target.ips))
     };

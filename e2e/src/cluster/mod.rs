@@ -42,6 +42,11 @@ pub use spec::{Bins, Spec, SubnetSpec};
 
 /// Region and zones of the simulated VPC.
 pub const REGION: &str = "us-west-2";
+/// The access key the operator signs its EC2 calls with: the principal the IAM policy binds.
+pub const OPERATOR_ACCESS_KEY: &str = "enipool-operator";
+/// The operator's IAM policy as users get it, with its placeholders.
+pub const IAM_POLICY_DOC: &str =
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/iam-policy.json"));
 /// Tag key the policies select subnets and security groups by.
 pub const ROLE_TAG: &str = "enipool-e2e/role";
 /// Namespace of the pods the kubelet runs, on the platform's API ([`KubeNames`] has the run's).
@@ -234,6 +239,16 @@ impl Cluster {
             }
         };
         let name = format!("e2e-{}", fabric.prefix());
+        // Every EC2 call of the operator is held to the IAM document users attach to its role.
+        let vars = [
+            ("CLUSTER_NAME", name.as_str()),
+            ("REGION", REGION),
+            ("ACCOUNT_ID", ec2sim::ACCOUNT_ID),
+            ("VPC_ID", vpc_id.as_str()),
+        ];
+        let policy = ec2sim::iam::Policy::parse(IAM_POLICY_DOC, &vars)
+            .map_err(|e| anyhow::anyhow!("docs/iam-policy.json: {e}"))?;
+        sim.enforce_iam(Some(policy), REGION, OPERATOR_ACCESS_KEY);
         let c = Cluster {
             name,
             core,
@@ -386,6 +401,15 @@ impl Cluster {
         let errs = self.fabric().hook_errors();
         if !errs.is_empty() {
             bail!("the VPC fabric could not mirror EC2: {errs:?}");
+        }
+        // A denied call the operator tolerated still means the document lacks a grant.
+        if let Some(sim) = &self.sim {
+            let denied = sim.iam_denials();
+            if !denied.is_empty() {
+                bail!(
+                    "the operator made EC2 calls docs/iam-policy.json does not allow: {denied:#?}"
+                );
+            }
         }
         Ok(())
     }

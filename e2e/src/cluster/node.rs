@@ -55,11 +55,11 @@ impl NodeInfo {
     }
 }
 
-/// Environment of the operator: its kubeconfig and the simulator's dummy credentials.
+/// Environment of the operator: its kubeconfig and the credentials its IAM policy is bound to.
 fn operator_env(kubeconfig: PathBuf) -> Vec<(String, OsString)> {
     vec![
         ("KUBECONFIG".into(), kubeconfig.into()),
-        ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+        ("AWS_ACCESS_KEY_ID".into(), super::OPERATOR_ACCESS_KEY.into()),
         ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
         ("AWS_REGION".into(), REGION.into()),
         ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),

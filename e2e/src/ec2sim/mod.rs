@@ -12,13 +12,15 @@
 //! `lifecycle.rs` instances and the timed transitions, `resources.rs` seeding, ClientTokens and
 //! tags), `limits.rs` the instance-type table, `describe.rs` the Describe actions,
 //! `params.rs`/`actions.rs`/`render.rs`/`xml.rs` the wire protocol, `faults.rs` the fault
-//! injection, `server.rs` the axum server and the [`Ec2Sim`] handle, `hooks.rs` the VPC fabric
-//! observer.
+//! injection, `iam.rs` + `authz.rs` the evaluation of an IAM policy for each call, `server.rs` the
+//! axum server and the [`Ec2Sim`] handle, `hooks.rs` the VPC fabric observer.
 
 mod actions;
+mod authz;
 mod describe;
 mod faults;
 pub mod hooks;
+pub mod iam;
 mod lifecycle;
 pub mod limits;
 mod ops;
@@ -35,6 +37,7 @@ mod xml;
 pub use faults::{ActionCounters, ErrorRule, FaultConfig, TokenBucketSpec};
 pub use hooks::{FabricHook, HookEvent};
 pub use ops::{CreateEniReq, RunReq};
+pub use render::OWNER as ACCOUNT_ID;
 pub use server::{serve_forever, Config, Ec2Sim, SubnetInfo};
 pub use state::Timing;
 

@@ -1,9 +1,11 @@
 //! The HTTP server (EC2 on `POST /`, JSON admin under `/admin`) and the [`Ec2Sim`] handle.
 
 use super::actions;
+use super::authz;
 use super::describe;
 use super::faults::{ActionCounters, FaultConfig, Faults, Verdict};
 use super::hooks::{FabricHook, HookEvent};
+use super::iam::Policy;
 use super::ops::RunReq;
 use super::params::Params;
 use super::state::{State, Tags, Timing};
@@ -11,7 +13,7 @@ use super::xml;
 use super::{Error, Result};
 use axum::body::Bytes;
 use axum::extract::State as AxState;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -85,6 +87,35 @@ struct Shared {
     faults: Mutex<Faults>,
     hook: RwLock<Option<Arc<dyn FabricHook>>>,
     timing: Mutex<Timing>,
+    iam: RwLock<Option<Arc<Iam>>>,
+    /// Every call the policy denied (the error message), in order.
+    denied: Mutex<Vec<String>>,
+}
+
+/// The identity policy of one principal (the access key its calls are signed with), and the
+/// region its ARNs name. Calls signed with other keys (the tests acting as someone else in the
+/// account) are not evaluated.
+struct Iam {
+    policy: Policy,
+    region: String,
+    access_key: String,
+}
+
+impl Iam {
+    /// The policy that applies to a call with these headers, if any.
+    fn for_call(iam: Option<Arc<Iam>>, headers: &HeaderMap) -> Option<Arc<Iam>> {
+        let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let key = auth.split("Credential=").nth(1)?.split('/').next()?;
+        iam.filter(|i| i.access_key == key)
+    }
+
+    fn authorize(iam: &Option<Arc<Iam>>, st: &State, action: &str, p: &Params) -> Result<()> {
+        let Some(iam) = iam else { return Ok(()) };
+        for r in authz::requests(st, &iam.region, action, p) {
+            iam.policy.authorize(&r)?;
+        }
+        Ok(())
+    }
 }
 
 impl Shared {
@@ -192,7 +223,7 @@ fn error_response(e: &Error, rid: &str) -> Response {
     }
 }
 
-async fn ec2(AxState(sh): AxState<Arc<Shared>>, body: Bytes) -> Response {
+async fn ec2(AxState(sh): AxState<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let rid = uuid::Uuid::new_v4().to_string();
     let p = Params::parse(&body);
     let Some(action) = p.get("Action").map(str::to_string) else {
@@ -218,18 +249,27 @@ async fn ec2(AxState(sh): AxState<Arc<Shared>>, body: Bytes) -> Response {
             return (status, [(header::CONTENT_TYPE, "text/html")], body).into_response();
         }
     }
+    let iam = Iam::for_call(sh.iam.read().expect("iam lock").clone(), &headers);
     let result = if !actions::is_known(&action) {
         Err(actions::invalid_action(&action))
     } else if p.get("DryRun") == Some("true") {
-        Err(Error::Api {
-            code: "DryRunOperation".into(),
-            message: "Request would have succeeded, but DryRun flag is set.".into(),
-            status: 412,
+        sh.with_state(|st, _, _| Iam::authorize(&iam, st, &action, &p)).and_then(|()| {
+            Err(Error::Api {
+                code: "DryRunOperation".into(),
+                message: "Request would have succeeded, but DryRun flag is set.".into(),
+                status: 412,
+            })
         })
     } else if describe {
-        sh.with_describe_view(|view| describe::describe(view, &action, &p, &rid))
+        sh.with_describe_view(|view| {
+            Iam::authorize(&iam, view, &action, &p)?;
+            describe::describe(view, &action, &p, &rid)
+        })
     } else {
-        sh.with_state(|st, now, ev| actions::mutate(st, &action, &p, &rid, now, ev))
+        sh.with_state(|st, now, ev| {
+            Iam::authorize(&iam, st, &action, &p)?;
+            actions::mutate(st, &action, &p, &rid, now, ev)
+        })
     };
     let mut f = sh.faults.lock().expect("faults lock");
     match result {
@@ -239,6 +279,9 @@ async fn ec2(AxState(sh): AxState<Arc<Shared>>, body: Bytes) -> Response {
         }
         Err(e) => {
             f.counter(&action).errors += 1;
+            if e.code() == "UnauthorizedOperation" {
+                sh.denied.lock().expect("denied lock").push(e.to_string());
+            }
             tracing::debug!(%action, error = %e, "ec2sim: EC2 error");
             error_response(&e, &rid)
         }
@@ -303,6 +346,8 @@ impl Ec2Sim {
             faults: Mutex::new(Faults::default()),
             hook: RwLock::new(config.fabric_hook.clone()),
             timing: Mutex::new(config.timing),
+            iam: RwLock::new(None),
+            denied: Mutex::new(Vec::new()),
         });
         shared.faults.lock().expect("faults lock").set(config.faults.clone());
         let app = Router::new()
@@ -386,6 +431,21 @@ impl Ec2Sim {
     pub fn set_timing(&self, timing: Timing) {
         *self.shared.timing.lock().expect("timing lock") = timing;
         self.shared.with_state(|st, _, _| st.timing = timing);
+    }
+
+    /// Evaluates every call signed with `access_key` from now on against `policy` (ARNs in
+    /// `region`), answering `UnauthorizedOperation` for what it does not allow; `None` allows
+    /// everything.
+    pub fn enforce_iam(&self, policy: Option<Policy>, region: &str, access_key: &str) {
+        let iam = policy.map(|policy| {
+            Arc::new(Iam { policy, region: region.to_string(), access_key: access_key.into() })
+        });
+        *self.shared.iam.write().expect("iam lock") = iam;
+    }
+
+    /// The calls the IAM policy denied so far (their error messages).
+    pub fn iam_denials(&self) -> Vec<String> {
+        self.shared.denied.lock().expect("denied lock").clone()
     }
 
     /// A copy of the current (not lagged) state.

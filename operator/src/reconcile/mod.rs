@@ -97,11 +97,11 @@ pub fn fingerprint(input: &PoolInput, status: &ENIPoolStatus) -> u64 {
 
 impl Memory {
     /// Time left before `pool` needs EC2 again, when its inputs are exactly as the last round
-    /// left them (a watch event of our own write); `None` = reconcile now.
+    /// left them (a watch event of our own write); `None` = reconcile now. Journal entries the
+    /// round kept are retried at its requeue deadline, not at once: an entry failing on every
+    /// attempt (a missing IAM grant) would otherwise be retried on each watch event of the
+    /// status write recording the failure.
     pub fn quiet_for(&self, pool: &str, input: &PoolInput) -> Option<Duration> {
-        if !input.status.operations.is_empty() {
-            return None;
-        }
         let m = self.quiet.lock().expect("memory lock");
         let (fp, until) = m.get(pool)?;
         let left = until.checked_duration_since(std::time::Instant::now())?;
