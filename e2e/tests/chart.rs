@@ -157,6 +157,8 @@ mod flags;
 mod iam;
 #[path = "chart/lint.rs"]
 mod lint;
+#[path = "chart/migration.rs"]
+mod migration;
 #[path = "chart/monitoring.rs"]
 mod monitoring;
 #[path = "chart/rbac.rs"]

@@ -23,10 +23,10 @@ pub struct Args {
     #[arg(long, env = "ENIPOOL_AGENT_DEL_JOURNAL_DIR", default_value = enipool_cni::proto::DEFAULT_DEL_JOURNAL_DIR)]
     pub del_journal_dir: PathBuf,
     /// Address of `/metrics`, `/healthz`, `/readyz`.
-    #[arg(long, env = "ENIPOOL_AGENT_METRICS_ADDR", default_value = "0.0.0.0:61678")]
+    #[arg(long, env = "ENIPOOL_AGENT_METRICS_ADDR", default_value = "0.0.0.0:61688")]
     pub metrics_addr: SocketAddr,
     /// Address of the introspection endpoint (keep it on loopback).
-    #[arg(long, env = "ENIPOOL_AGENT_INTROSPECTION_ADDR", default_value = "127.0.0.1:61679")]
+    #[arg(long, env = "ENIPOOL_AGENT_INTROSPECTION_ADDR", default_value = "127.0.0.1:61689")]
     pub introspection_addr: SocketAddr,
     /// MTU of secondary ENIs and pod interfaces.
     #[arg(long, env = "ENIPOOL_AGENT_MTU", default_value_t = 9001)]
@@ -70,8 +70,12 @@ pub struct Args {
     #[arg(long, env = "ENIPOOL_AGENT_CNI_CONF_DIR", requires = "cni_conf_source")]
     pub cni_conf_dir: Option<PathBuf>,
     /// File name of the config in `--cni-conf-dir`.
-    #[arg(long, env = "ENIPOOL_AGENT_CNI_CONF_NAME", default_value = "10-enipool.conflist")]
+    #[arg(long, env = "ENIPOOL_AGENT_CNI_CONF_NAME", default_value = "05-enipool.conflist")]
     pub cni_conf_name: String,
+    /// Move every other network config in `--cni-conf-dir` aside (renamed `*.enipool-bak`), now
+    /// and whenever one appears, so no other CNI can take the node's pods.
+    #[arg(long, env = "ENIPOOL_AGENT_CNI_EXCLUSIVE")]
+    pub cni_exclusive: bool,
     /// Network namespace to program as "the host" (default: the agent's own).
     #[arg(long, env = "ENIPOOL_AGENT_NETNS")]
     pub netns: Option<PathBuf>,

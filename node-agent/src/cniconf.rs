@@ -15,6 +15,33 @@ pub struct CniConf {
     pub dir: PathBuf,
     /// File name in `dir`; runtimes use the lexically first file there.
     pub name: String,
+    /// Move every other network config in `dir` aside (renamed with [`BACKUP_SUFFIX`]), so no
+    /// other CNI's config can win, now or when it is installed again later.
+    pub exclusive: bool,
+}
+
+/// Appended to the name of another CNI's config moved aside in exclusive mode.
+pub const BACKUP_SUFFIX: &str = ".enipool-bak";
+
+/// What one [`CniConf::ensure`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Ensured {
+    /// The config was (re)written.
+    pub written: bool,
+    /// Other configs moved aside (their old names).
+    pub moved: Vec<String>,
+}
+
+/// The files in a config dir a runtime would read as network configs, other than `ours`.
+pub fn foreign_configs<'a>(names: impl IntoIterator<Item = &'a str>, ours: &str) -> Vec<String> {
+    let mut out: Vec<String> = names
+        .into_iter()
+        .filter(|n| *n != ours && !n.starts_with('.'))
+        .filter(|n| [".conf", ".conflist", ".json"].iter().any(|ext| n.ends_with(ext)))
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out
 }
 
 /// Whether the file in the config dir must be (re)written: missing, or not what was rendered.
@@ -23,18 +50,29 @@ pub fn needs_write(current: Option<&[u8]>, want: &[u8]) -> bool {
 }
 
 impl CniConf {
-    /// Put the rendered config in place unless it already is; `true` when it was written. The
-    /// file appears whole (a temporary file renamed over it), so a runtime never reads half a
-    /// config.
-    pub fn ensure(&self) -> Result<bool> {
+    /// Put the rendered config in place unless it already is (and, in exclusive mode, move the
+    /// others aside). The file appears whole (a temporary file renamed over it), so a runtime
+    /// never reads half a config.
+    pub fn ensure(&self) -> Result<Ensured> {
         let want = std::fs::read(&self.source).map_err(Error::io("reading the CNI config"))?;
         let target = self.dir.join(&self.name);
         let current = std::fs::read(&target).ok();
-        if !needs_write(current.as_deref(), &want) {
-            return Ok(false);
+        let mut done = Ensured::default();
+        if needs_write(current.as_deref(), &want) {
+            write_atomic(&self.dir, &self.name, &want)?;
+            done.written = true;
         }
-        write_atomic(&self.dir, &self.name, &want)?;
-        Ok(true)
+        if self.exclusive {
+            let entries = std::fs::read_dir(&self.dir).map_err(Error::io("listing CNI configs"))?;
+            let names: Vec<String> =
+                entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+            for n in foreign_configs(names.iter().map(String::as_str), &self.name) {
+                let to = self.dir.join(format!("{n}{BACKUP_SUFFIX}"));
+                std::fs::rename(self.dir.join(&n), to).map_err(Error::io("moving a CNI config"))?;
+                done.moved.push(n);
+            }
+        }
+        Ok(done)
     }
 }
 
@@ -61,18 +99,53 @@ mod tests {
         let dir = d.path().join("net.d");
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(&src, b"{\"name\":\"enipool\"}").unwrap();
-        let c =
-            CniConf { source: src.clone(), dir: dir.clone(), name: "10-enipool.conflist".into() };
-        assert!(c.ensure().unwrap(), "missing: written");
+        std::fs::write(dir.join("10-aws.conflist"), b"{}").unwrap();
+        let c = CniConf {
+            source: src.clone(),
+            dir: dir.clone(),
+            name: "05-enipool.conflist".into(),
+            exclusive: false,
+        };
+        assert!(c.ensure().unwrap().written, "missing: written");
+        let ours = dir.join("05-enipool.conflist");
+        assert_eq!(std::fs::read(&ours).unwrap(), b"{\"name\":\"enipool\"}");
+        assert_eq!(c.ensure().unwrap(), Ensured::default(), "same content: left alone");
+        std::fs::write(&ours, b"{}").unwrap();
+        assert!(c.ensure().unwrap().written, "changed on the host: put back");
+        let mut left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
         assert_eq!(
-            std::fs::read(dir.join("10-enipool.conflist")).unwrap(),
-            b"{\"name\":\"enipool\"}"
+            left,
+            ["05-enipool.conflist", "10-aws.conflist"],
+            "others left alone without exclusive mode, no temporary file left"
         );
-        assert!(!c.ensure().unwrap(), "same content: left alone");
-        std::fs::write(dir.join("10-enipool.conflist"), b"{}").unwrap();
-        assert!(c.ensure().unwrap(), "changed on the host: put back");
-        let left: Vec<_> =
-            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(left.len(), 1, "no temporary file left behind: {left:?}");
+    }
+
+    #[test]
+    fn exclusive_mode_moves_every_other_network_config_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("rendered.json");
+        std::fs::write(&src, b"{}").unwrap();
+        let dir = d.path().join("net.d");
+        std::fs::create_dir(&dir).unwrap();
+        for n in ["10-aws.conflist", "99-loopback.conf", "87-podman.json", "README", ".x.conf"] {
+            std::fs::write(dir.join(n), b"x").unwrap();
+        }
+        let c = CniConf {
+            source: src,
+            dir: dir.clone(),
+            name: "05-enipool.conflist".into(),
+            exclusive: true,
+        };
+        let done = c.ensure().unwrap();
+        assert_eq!(done.moved, ["10-aws.conflist", "87-podman.json", "99-loopback.conf"]);
+        assert!(dir.join("10-aws.conflist.enipool-bak").exists() && dir.join("README").exists());
+        // Installed again later (aws-node's init container): moved aside again.
+        std::fs::write(dir.join("10-aws.conflist"), b"y").unwrap();
+        assert_eq!(c.ensure().unwrap().moved, ["10-aws.conflist"]);
+        assert_eq!(c.ensure().unwrap(), Ensured::default(), "nothing left to do");
     }
 }

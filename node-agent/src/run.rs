@@ -106,14 +106,19 @@ async fn write_cni_conf_when_ready(agent: Arc<Agent>, conf: Option<CniConf>) {
             }
         } else {
             match conf.ensure() {
-                Ok(true) if placed => {
-                    tracing::warn!(path = %path.display(), "CNI config was missing or changed; put back")
+                Ok(done) => {
+                    if done.written && placed {
+                        tracing::warn!(path = %path.display(), "CNI config was missing or changed; put back");
+                    } else if done.written {
+                        tracing::info!(
+                            path = %path.display(),
+                            "CNI config written: the agent can serve, the runtime may start pods"
+                        );
+                    }
+                    for other in &done.moved {
+                        tracing::info!(config = %other, suffix = crate::cniconf::BACKUP_SUFFIX, "another CNI config moved aside (exclusive mode)");
+                    }
                 }
-                Ok(true) => tracing::info!(
-                    path = %path.display(),
-                    "CNI config written: the agent can serve, the runtime may start pods"
-                ),
-                Ok(false) => {}
                 Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "CNI config"),
             }
             placed = true;
@@ -150,6 +155,7 @@ pub async fn run(args: Args) -> Result<()> {
         cni_conf_source,
         cni_conf_dir,
         cni_conf_name,
+        cni_exclusive,
         log_format: _,
         command,
     } = args;
@@ -292,6 +298,7 @@ pub async fn run(args: Args) -> Result<()> {
         source,
         dir,
         name: cni_conf_name,
+        exclusive: cni_exclusive,
     });
     tracing::info!(socket = %socket.display(), "serving CNI");
     let r = tokio::select! {

@@ -23,7 +23,7 @@ pub const MTU: u32 = 9001;
 /// The rendered conflist in a node's `cni-install` dir, as the chart mounts it for the agent.
 const STAGED_CONFLIST: &str = "conflist.json";
 /// The conflist's name in the node's CNI config dir (the chart's default).
-pub const CONFLIST_NAME: &str = "10-enipool.conflist";
+pub const CONFLIST_NAME: &str = "05-enipool.conflist";
 /// The agent's kubeconfig in its node's directory, with its pod-bound token.
 const AGENT_KUBECONFIG: &str = "agent.kubeconfig";
 

@@ -114,6 +114,8 @@ pub struct AgentFlags {
     pub cni_conf_dir: Option<String>,
     /// `--cni-conf-name`.
     pub cni_conf_name: String,
+    /// `--cni-exclusive` (a switch).
+    pub cni_exclusive: bool,
     /// `--netns`: the test platform's node namespace. Never set by the chart.
     pub netns: Option<String>,
     /// `--log-format` (`text` or `json`).
@@ -133,8 +135,8 @@ impl AgentFlags {
             socket: "/run/enipool/cni.sock".into(),
             state_dir: "/var/lib/enipool".into(),
             del_journal_dir: "/var/lib/enipool/del-journal".into(),
-            metrics_addr: "0.0.0.0:61678".into(),
-            introspection_addr: "127.0.0.1:61679".into(),
+            metrics_addr: "0.0.0.0:61688".into(),
+            introspection_addr: "127.0.0.1:61689".into(),
             mtu: 9001,
             external_snat: false,
             snat_exclude_cidrs: Vec::new(),
@@ -143,7 +145,8 @@ impl AgentFlags {
             host_repair_interval_seconds: 30,
             cni_conf_source: None,
             cni_conf_dir: None,
-            cni_conf_name: "10-enipool.conflist".into(),
+            cni_conf_name: "05-enipool.conflist".into(),
+            cni_exclusive: false,
             netns: None,
             log_format: "text".into(),
         }
@@ -223,6 +226,9 @@ pub fn agent_args(cfg: &AgentFlags) -> Vec<String> {
         flag(&mut a, "cni-conf-dir", v);
     }
     flag(&mut a, "cni-conf-name", &cfg.cni_conf_name);
+    if cfg.cni_exclusive {
+        a.push("--cni-exclusive".into());
+    }
     if let Some(v) = &cfg.netns {
         flag(&mut a, "netns", v);
     }

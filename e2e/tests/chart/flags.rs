@@ -61,7 +61,7 @@ fn values_for(op: &OperatorFlags, ag: &AgentFlags) -> Value {
             "hostRepairIntervalSeconds": ag.host_repair_interval_seconds,
             "logFormat": ag.log_format,
         },
-        "cni": {"confFileName": ag.cni_conf_name},
+        "cni": {"confFileName": ag.cni_conf_name, "exclusive": ag.cni_exclusive},
     })
 }
 
@@ -137,7 +137,8 @@ fn chart_renders_the_runners_flags_for_equivalent_values() {
     op.log_format = "text".into();
     let mut ag = chart_agent("$(NODE_NAME)");
     ag.socket = "/run/enipool-e2e/cni.sock".into();
-    ag.cni_conf_name = "05-enipool-e2e.conflist".into();
+    ag.cni_conf_name = "00-enipool-e2e.conflist".into();
+    ag.cni_exclusive = true;
     ag.state_dir = "/var/lib/enipool-e2e".into();
     ag.del_journal_dir = "/var/lib/enipool-e2e/del".into();
     ag.metrics_addr = "127.0.0.1:16000".into();

@@ -80,7 +80,7 @@ fn pod_monitors_select_each_components_pods_and_their_metrics_port() {
 
 #[test]
 fn agent_metrics_on_loopback_cannot_be_monitored() {
-    let v = values(json!({"agent": {"metrics": {"bindAddress": "127.0.0.1", "port": 61678}}}));
+    let v = values(json!({"agent": {"metrics": {"bindAddress": "127.0.0.1", "port": 61688}}}));
     let err = render_text(&v, &[]).expect_err("rendering must fail");
     assert!(err.to_string().contains("agent.metrics.bindAddress 127.0.0.1"), "{err}");
 }
