@@ -31,7 +31,9 @@ mod harness;
 mod repair;
 
 use enipool_e2e::fabric;
-use harness::{ping, sh_in, tcp_fetch, Env, Node, NodeSpec, Pod, TcpMarker, TUNING_SYSCTL};
+use harness::{
+    ping, sh_in, tcp_fetch, Env, Node, NodeSpec, Pod, TcpMarker, POD_MTU, TUNING_SYSCTL,
+};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -86,8 +88,12 @@ fn chain_add_portmap_del_idempotent() {
     let env = Env::new();
     let a = env.launch(spec("a", 0, 3, None));
     let b = env.launch(NodeSpec { agent: false, ..spec("b", 1, 0, None) });
-    let caps =
-        json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+    // As the kubelet passes a pod's hostPorts and its bandwidth annotations.
+    let caps = json!({
+        "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
+        "bandwidth": {"ingressRate": 8_000_000, "ingressBurst": 800_000,
+                      "egressRate": 8_000_000, "egressBurst": 800_000},
+    });
     let pod = add(&env, &a, "web", Some(&caps));
 
     // The address comes from the pool the "operator" published, as a /32 with the pod gateway.
@@ -119,7 +125,11 @@ fn chain_add_portmap_del_idempotent() {
     let routes = sh_in(&pod.netns, &["ip", "-4", "route", "show"]);
     assert!(routes.contains("default via 169.254.1.1 dev eth0"), "pod routes: {routes}");
     let link = sh_in(&pod.netns, &["ip", "-o", "link", "show", "eth0"]);
-    assert!(link.contains("mtu 9001"), "pod eth0: {link}");
+    assert!(link.contains(&format!("mtu {POD_MTU}")), "pod eth0 (conflist mtu): {link}");
+    // The chained bandwidth plugin shapes the pod on its host-side veth (from enipool's result).
+    let host = host_if(&env, &a, &pod);
+    let qdisc = sh_in(&a.netns, &["tc", "qdisc", "show", "dev", &host]);
+    assert!(qdisc.contains("tbf"), "ingress shaping on {host}: {qdisc}");
     // tuning ran in the pod's netns after enipool and portmap.
     let sysctl = sh_in(&pod.netns, &["sysctl", "-n", TUNING_SYSCTL]);
     assert_eq!(sysctl.trim(), "1", "{TUNING_SYSCTL} in the pod (set by the chained tuning)");

@@ -35,6 +35,10 @@ pub struct Args {
     /// traffic by their ENI.
     #[arg(long, env = "ENIPOOL_AGENT_EXTERNAL_SNAT")]
     pub external_snat: bool,
+    /// How SNAT picks source ports: `fully-random` (a random port per connection), `random` (a
+    /// random offset) or `sequential` (the kernel's default).
+    #[arg(long, env = "ENIPOOL_AGENT_SNAT_PORT_RANDOMIZATION", default_value = "fully-random")]
+    pub snat_port_randomization: crate::hostnet::SnatPorts,
     /// Destinations never SNATed besides the VPC CIDRs (comma separated).
     #[arg(long, env = "ENIPOOL_AGENT_SNAT_EXCLUDE_CIDRS", value_delimiter = ',')]
     pub snat_exclude_cidrs: Vec<Ipv4Net>,

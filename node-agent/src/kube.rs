@@ -27,6 +27,8 @@ pub struct KubeConfig {
     pub snat_exclude: Vec<Ipv4Net>,
     /// External SNAT.
     pub external_snat: bool,
+    /// Source-port selection of the SNAT rule.
+    pub snat_ports: crate::hostnet::SnatPorts,
     /// Publish debounce.
     pub debounce: Duration,
     /// Period of the host repair (zero: only on rule and route removals).
@@ -84,6 +86,7 @@ pub async fn watch_pool(
         mtu: cfg.mtu,
         snat_exclude: cfg.snat_exclude.clone(),
         external_snat: cfg.external_snat,
+        snat_ports: cfg.snat_ports,
     };
     let programmer = Arc::new(std::sync::Mutex::new(Programmer::new(settings)));
     let mut status: Option<ENIPoolStatus> = None;

@@ -23,6 +23,8 @@ pub struct HostSettings {
     pub snat_exclude: Vec<Ipv4Net>,
     /// SNAT done outside the node.
     pub external_snat: bool,
+    /// Source-port selection of the SNAT rule.
+    pub snat_ports: crate::hostnet::SnatPorts,
 }
 
 /// What has been programmed so far (kept across pool updates so unchanged ENIs are not redone).
@@ -81,6 +83,7 @@ impl Programmer {
                 vpc_cidrs: view.vpc_cidrs.clone(),
                 snat_exclude: self.settings.snat_exclude.clone(),
                 external_snat: self.settings.external_snat,
+                snat_ports: self.settings.snat_ports,
             };
             if self.node.as_ref() != Some(&want) {
                 match host.setup_node(&want) {

@@ -145,6 +145,7 @@ pub async fn run(args: Args) -> Result<()> {
         introspection_addr,
         mtu,
         external_snat,
+        snat_port_randomization,
         snat_exclude_cidrs,
         leak_grace_seconds,
         add_wait_ms,
@@ -219,6 +220,7 @@ pub async fn run(args: Args) -> Result<()> {
         mtu,
         snat_exclude: snat_exclude_cidrs,
         external_snat,
+        snat_ports: snat_port_randomization,
         debounce: Duration::from_millis(publish_debounce_ms),
         repair_interval: Duration::from_secs(host_repair_interval_seconds),
     };

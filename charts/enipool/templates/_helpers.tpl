@@ -48,11 +48,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
-{{/* The CNI network config list the install-cni init container writes on the host. */}}
+{{/* The CNI network config list the agent writes on the host once it can serve. */}}
 {{- define "enipool.conflist" -}}
-{{- $plugins := list (dict "type" "enipool-cni" "agentSocket" .Values.agent.socket "mtu" (int64 .Values.agent.mtu) "delJournalDir" .Values.agent.delJournalDir) -}}
+{{- $mtu := ternary .Values.agent.podMTU .Values.agent.mtu (gt (int64 .Values.agent.podMTU) 0) -}}
+{{- $plugins := list (dict "type" "enipool-cni" "agentSocket" .Values.agent.socket "mtu" (int64 $mtu) "delJournalDir" .Values.agent.delJournalDir) -}}
 {{- if .Values.cni.portmap.enabled -}}
 {{- $plugins = append $plugins (dict "type" "portmap" "capabilities" (dict "portMappings" true) "snat" true) -}}
+{{- end -}}
+{{- if .Values.cni.bandwidth.enabled -}}
+{{- $plugins = append $plugins (dict "type" "bandwidth" "capabilities" (dict "bandwidth" true)) -}}
 {{- end -}}
 {{- dict "cniVersion" "1.0.0" "name" "enipool" "plugins" $plugins | toPrettyJson -}}
 {{- end -}}

@@ -100,6 +100,8 @@ pub struct AgentFlags {
     pub mtu: u32,
     /// `--external-snat` (a switch).
     pub external_snat: bool,
+    /// `--snat-port-randomization`.
+    pub snat_port_randomization: String,
     /// `--snat-exclude-cidrs` (comma-joined; left out when empty).
     pub snat_exclude_cidrs: Vec<String>,
     /// `--leak-grace-seconds`.
@@ -139,6 +141,7 @@ impl AgentFlags {
             introspection_addr: "127.0.0.1:61689".into(),
             mtu: 9001,
             external_snat: false,
+            snat_port_randomization: "fully-random".into(),
             snat_exclude_cidrs: Vec::new(),
             leak_grace_seconds: 600,
             publish_debounce_ms: 1000,
@@ -213,6 +216,7 @@ pub fn agent_args(cfg: &AgentFlags) -> Vec<String> {
     if cfg.external_snat {
         a.push("--external-snat".into());
     }
+    flag(&mut a, "snat-port-randomization", &cfg.snat_port_randomization);
     if !cfg.snat_exclude_cidrs.is_empty() {
         flag(&mut a, "snat-exclude-cidrs", cfg.snat_exclude_cidrs.join(","));
     }

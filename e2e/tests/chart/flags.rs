@@ -55,6 +55,7 @@ fn values_for(op: &OperatorFlags, ag: &AgentFlags) -> Value {
             "introspectionAddr": ag.introspection_addr,
             "mtu": ag.mtu,
             "externalSNAT": ag.external_snat,
+            "snatPortRandomization": ag.snat_port_randomization,
             "snatExcludeCIDRs": ag.snat_exclude_cidrs,
             "leakGraceSeconds": ag.leak_grace_seconds,
             "publishDebounceMs": ag.publish_debounce_ms,
@@ -145,6 +146,7 @@ fn chart_renders_the_runners_flags_for_equivalent_values() {
     ag.introspection_addr = "127.0.0.1:16001".into();
     ag.mtu = 1500;
     ag.external_snat = true;
+    ag.snat_port_randomization = "sequential".into();
     ag.snat_exclude_cidrs = vec!["192.168.0.0/16".into()];
     ag.leak_grace_seconds = 30;
     ag.publish_debounce_ms = 200;

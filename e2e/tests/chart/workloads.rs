@@ -411,3 +411,32 @@ fn agent_skips_fargate_and_hybrid_nodes_by_default() {
     assert!(agent_may_run_on(ds, &[(KEY, "ec2")]), "EC2 node labelled ec2");
     assert!(agent_may_run_on(ds, &[("kubernetes.io/os", "linux")]), "unlabelled EC2 node");
 }
+
+/// `agent.podMTU` sets the pods' MTU in the conflist apart from the ENIs' (`--mtu`), and
+/// `cni.bandwidth.enabled` chains the bandwidth plugin, which the installer then requires.
+#[test]
+fn pod_mtu_and_bandwidth_plugin() {
+    let values = json!({
+        "clusterName": "c",
+        "agent": {"mtu": 9001, "podMTU": 1400},
+        "cni": {"bandwidth": {"enabled": true}},
+    });
+    let docs = render(&Values::Json(values)).unwrap();
+    let cm = find(&docs, "ConfigMap", &format!("{RELEASE}-cni"));
+    let conflist: Value =
+        serde_json::from_str(cm["data"]["conflist.json"].as_str().unwrap()).unwrap();
+    assert_eq!(conflist["plugins"][0]["mtu"], 1400);
+    let types: Vec<&str> = conflist["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["enipool-cni", "portmap", "bandwidth"]);
+    assert_eq!(conflist["plugins"][2]["capabilities"]["bandwidth"], true);
+    let ds = find(&docs, "DaemonSet", &format!("{RELEASE}-agent"));
+    assert!(strings(&container(ds, "agent")["args"]).contains(&"--mtu=9001".to_string()));
+    let init = init_container(ds, "install-cni").unwrap();
+    let require = init["env"].as_array().unwrap().iter().find(|e| e["name"] == "REQUIRE").unwrap();
+    assert_eq!(require["value"], "portmap bandwidth");
+}

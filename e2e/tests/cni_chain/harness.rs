@@ -44,14 +44,16 @@ pub const INSTANCE_TYPE: &str = "m5.large";
 pub const AZ: &str = "us-west-2a";
 /// The agents' host repair period (`--host-repair-interval-seconds`).
 pub const REPAIR_PERIOD_SECS: u64 = 2;
-/// MTU of the conflist and the agent (the chart's default).
+/// MTU of the agent's ENIs (the chart's default).
 pub const MTU: u32 = 9001;
+/// MTU of pod interfaces in the conflist (the chart's `agent.podMTU`), apart from the ENIs'.
+pub const POD_MTU: u32 = 8500;
 /// Network name of the conflist.
 pub const NETWORK: &str = "enipool";
 /// Cooldown the "operator" publishes (seconds).
 pub const COOLDOWN_SECONDS: i32 = 1;
 /// Debian's plugins chained after enipool's.
-pub const DEBIAN_PLUGINS: [&str; 3] = ["portmap", "tuning", "loopback"];
+pub const DEBIAN_PLUGINS: [&str; 4] = ["portmap", "bandwidth", "tuning", "loopback"];
 /// The sysctl the chained `tuning` plugin sets in the pod (`1`, not the kernel default `0`, so
 /// the test can see that tuning really ran in the pod's netns).
 pub const TUNING_SYSCTL: &str = "net.ipv4.conf.all.log_martians";

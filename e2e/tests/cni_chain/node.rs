@@ -4,7 +4,7 @@
 
 use super::probes::{http_get, wait_for};
 use super::TUNING_SYSCTL;
-use super::{AgentInfo, Env, Node, Pod, DEBIAN_PLUGINS, MTU, NETWORK, REPAIR_PERIOD_SECS};
+use super::{AgentInfo, Env, Node, Pod, DEBIAN_PLUGINS, MTU, NETWORK, POD_MTU, REPAIR_PERIOD_SECS};
 use anyhow::{bail, Context, Result};
 use enipool_e2e::cluster::procs::{self, ProcSpec};
 use enipool_e2e::cnidriver::CniDriver;
@@ -36,7 +36,7 @@ impl Env {
             "type": "enipool-cni",
             "agentSocket": dir.join("run/cni.sock"),
             "delJournalDir": dir.join("journal"),
-            "mtu": MTU,
+            "mtu": POD_MTU,
             "logFile": dir.join("cni.log"),
         });
         let tuning = json!({
@@ -50,6 +50,7 @@ impl Env {
             "plugins": [
                 enipool,
                 {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
+                {"type": "bandwidth", "capabilities": {"bandwidth": true}},
                 tuning,
             ],
         });

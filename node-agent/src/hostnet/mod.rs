@@ -106,6 +106,34 @@ pub struct NodeConfig {
     pub snat_exclude: Vec<Ipv4Net>,
     /// SNAT is done elsewhere (NAT gateway): no SNAT rule.
     pub external_snat: bool,
+    /// How the SNAT rule picks source ports.
+    pub snat_ports: SnatPorts,
+}
+
+/// Source-port selection of the SNAT rule (nftables' `snat` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SnatPorts {
+    /// A random port for every connection (`fully-random`): no two nodes' pods collide on a
+    /// NAT gateway or a busy destination.
+    #[default]
+    FullyRandom,
+    /// A random offset into the port range (`random`).
+    Random,
+    /// The original port where free (no flag), as the kernel does by default.
+    Sequential,
+}
+
+impl std::str::FromStr for SnatPorts {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fully-random" => Ok(SnatPorts::FullyRandom),
+            "random" => Ok(SnatPorts::Random),
+            "sequential" => Ok(SnatPorts::Sequential),
+            other => Err(format!("{other:?}: expected fully-random, random or sequential")),
+        }
+    }
 }
 
 /// One secondary ENI to program.

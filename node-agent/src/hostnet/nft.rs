@@ -6,7 +6,7 @@
 //! A text script rather than the `nftables` crate's JSON: the whole table is one deterministic
 //! string (the unit test pins it byte for byte) and nft applies it atomically either way.
 
-use super::{HostError, NodeConfig, CONNMARK};
+use super::{HostError, NodeConfig, SnatPorts, CONNMARK};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -47,7 +47,12 @@ pub fn render(cfg: &NodeConfig, primary_if: &str) -> String {
     if !cfg.external_snat {
         s.push_str("\tchain nat-postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n");
         s.push_str("\t\tip daddr @no-snat return\n\t\tfib daddr type local return\n");
-        s.push_str(&format!("\t\tiifname \"eni*\" snat to {} fully-random\n", cfg.primary_ip));
+        let flag = match cfg.snat_ports {
+            SnatPorts::FullyRandom => " fully-random",
+            SnatPorts::Random => " random",
+            SnatPorts::Sequential => "",
+        };
+        s.push_str(&format!("\t\tiifname \"eni*\" snat to {}{flag}\n", cfg.primary_ip));
         s.push_str("\t}\n");
     }
     s.push_str("}\n");
@@ -106,7 +111,22 @@ mod tests {
             vpc_cidrs: vec!["10.0.0.0/16".parse().unwrap()],
             snat_exclude: vec!["192.168.0.0/16".parse().unwrap(), "10.0.0.0/16".parse().unwrap()],
             external_snat: external,
+            snat_ports: SnatPorts::FullyRandom,
         }
+    }
+
+    #[test]
+    fn snat_port_selection_follows_the_setting() {
+        for (ports, rule) in [
+            (SnatPorts::FullyRandom, "snat to 10.0.0.10 fully-random\n"),
+            (SnatPorts::Random, "snat to 10.0.0.10 random\n"),
+            (SnatPorts::Sequential, "snat to 10.0.0.10\n"),
+        ] {
+            let s = render(&NodeConfig { snat_ports: ports, ..cfg(false) }, "eth0");
+            assert!(s.contains(rule), "{ports:?}:\n{s}");
+        }
+        assert!("fully-random".parse::<SnatPorts>() == Ok(SnatPorts::FullyRandom));
+        assert!("persistent".parse::<SnatPorts>().unwrap_err().contains("persistent"));
     }
 
     #[test]

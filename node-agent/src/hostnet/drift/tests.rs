@@ -35,6 +35,7 @@ fn node() -> NodeConfig {
         vpc_cidrs: vec![net("10.0.0.0/16")],
         snat_exclude: vec![],
         external_snat: false,
+        snat_ports: Default::default(),
     }
 }
 
