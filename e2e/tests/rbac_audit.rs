@@ -32,6 +32,7 @@ mod teardown;
 use bench::{agent_binary, allocated, ready, token_client, wait_pool, write_kubeconfig, Bench};
 use chart_rbac::Grant;
 use enipool_crds::{ENIPool, INSTANCE_TYPE_LABEL, ZONE_LABEL};
+use enipool_e2e::cluster::node::STARTUP_TAINT;
 use enipool_e2e::cluster::procs::{ProcSpec, Supervisor};
 use enipool_e2e::ec2sim::{self, Ec2Sim, RunReq};
 use enipool_e2e::fabric::{self, Fabric};
@@ -209,7 +210,8 @@ fn operator_and_agent_use_only_what_the_rendered_chart_grants() {
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": node_name, "labels": {
                 "kubernetes.io/hostname": node_name, ZONE_LABEL: AZ, INSTANCE_TYPE_LABEL: INSTANCE_TYPE}},
-            "spec": {"providerID": format!("aws:///{AZ}/{inst}")},
+            "spec": {"providerID": format!("aws:///{AZ}/{inst}"),
+                     "taints": [{"key": STARTUP_TAINT, "effect": "NoSchedule"}]},
         }))
         .unwrap();
         nodes.create(&PostParams::default(), &node).await.expect("create node");
@@ -244,6 +246,7 @@ fn operator_and_agent_use_only_what_the_rendered_chart_grants() {
     flags.introspection_addr = free().to_string();
     flags.publish_debounce_ms = 100;
     flags.netns = Some(Path::new(fabric::sh::NETNS_DIR).join(&netns).display().to_string());
+    flags.startup_taint = Some(STARTUP_TAINT.into());
     b.procs
         .start(
             "agent",
@@ -274,6 +277,18 @@ fn operator_and_agent_use_only_what_the_rendered_chart_grants() {
             },
         )
         .await;
+
+        // The agent removed the startup taint from its Node.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let n = nodes.get(&node_name).await.expect("get node");
+            let taints = n.spec.and_then(|s| s.taints).unwrap_or_default();
+            if !taints.iter().any(|t| t.key == STARTUP_TAINT) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the startup taint stayed: {taints:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
 
         // A pod bound to the node, waiting for an address: the agent reports it, the pool grows.
         let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");

@@ -80,6 +80,11 @@ pub struct Args {
     /// and whenever one appears, so no other CNI can take the node's pods.
     #[arg(long, env = "ENIPOOL_AGENT_CNI_EXCLUSIVE")]
     pub cni_exclusive: bool,
+    /// A taint the node is registered with (by its node group) to keep pods away until the agent
+    /// can serve; the agent removes it from its own Node once it can. Nothing happens when the
+    /// Node does not carry it.
+    #[arg(long, env = "ENIPOOL_AGENT_STARTUP_TAINT")]
+    pub startup_taint: Option<String>,
     /// Network namespace to program as "the host" (default: the agent's own).
     #[arg(long, env = "ENIPOOL_AGENT_NETNS")]
     pub netns: Option<PathBuf>,

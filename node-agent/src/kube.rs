@@ -235,6 +235,36 @@ async fn repair_host(agent: &Arc<Agent>, programmer: &Arc<std::sync::Mutex<Progr
     }
 }
 
+/// The JSON patch that removes every taint with `key` from `taints` (the Node's `spec.taints`),
+/// guarded by a test of the whole list so that a concurrent change of the taints fails the patch
+/// instead of being overwritten; `None` when no taint has that key.
+pub fn untaint_patch(taints: &[serde_json::Value], key: &str) -> Option<serde_json::Value> {
+    let keep: Vec<&serde_json::Value> = taints.iter().filter(|t| t["key"] != key).collect();
+    (keep.len() != taints.len()).then(|| {
+        serde_json::json!([
+            {"op": "test", "path": "/spec/taints", "value": taints},
+            {"op": "replace", "path": "/spec/taints", "value": keep},
+        ])
+    })
+}
+
+/// Remove the startup taint `key` from this node's Node. `Ok(true)` when it was removed,
+/// `Ok(false)` when the Node does not carry it.
+pub async fn remove_startup_taint(client: kube::Client, node: &str, key: &str) -> Result<bool> {
+    let api: Api<Node> = Api::all(client);
+    let n = api.get(node).await.map_err(|source| Error::Kube { op: "get Node", source })?;
+    let taints = n.spec.and_then(|s| s.taints).unwrap_or_default();
+    let taints: Vec<serde_json::Value> =
+        taints.iter().map(|t| serde_json::to_value(t).unwrap_or_default()).collect();
+    let Some(patch) = untaint_patch(&taints, key) else { return Ok(false) };
+    let patch: json_patch::Patch = serde_json::from_value(patch)
+        .map_err(|e| Error::Stopped(format!("startup taint patch: {e}")))?;
+    api.patch(node, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .map_err(|source| Error::Kube { op: "remove the startup taint", source })?;
+    Ok(true)
+}
+
 /// Pods bound to this node that show no address yet, as `namespace/name`.
 pub type WaitingPods = Arc<Mutex<BTreeSet<String>>>;
 
@@ -386,6 +416,23 @@ mod tests {
 
     fn set(v: &[&str]) -> BTreeSet<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn only_the_startup_taint_is_removed_and_only_from_the_list_seen() {
+        let ready =
+            serde_json::json!({"key": "enipool.io/agent-not-ready", "effect": "NoSchedule"});
+        let other = serde_json::json!({"key": "dedicated", "value": "gpu", "effect": "NoSchedule"});
+        let p = untaint_patch(&[other.clone(), ready.clone()], "enipool.io/agent-not-ready");
+        assert_eq!(
+            p.unwrap(),
+            serde_json::json!([
+                {"op": "test", "path": "/spec/taints", "value": [other.clone(), ready]},
+                {"op": "replace", "path": "/spec/taints", "value": [other.clone()]},
+            ])
+        );
+        assert_eq!(untaint_patch(&[other], "enipool.io/agent-not-ready"), None);
+        assert_eq!(untaint_patch(&[], "enipool.io/agent-not-ready"), None);
     }
 
     #[test]

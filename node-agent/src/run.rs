@@ -93,38 +93,64 @@ async fn start_up(
     std::future::pending().await
 }
 
-/// Keep the CNI config in the runtime's config dir once the agent can serve (see
-/// [`crate::cniconf`]); checked every half second until then, every 10 s after.
-async fn write_cni_conf_when_ready(agent: Arc<Agent>, conf: Option<CniConf>) {
-    let Some(conf) = conf else { return std::future::pending().await };
-    let path = conf.dir.join(&conf.name);
+/// Once the agent can serve: keep the CNI config in the runtime's config dir (see
+/// [`crate::cniconf`]) and remove the startup taint from this node's Node. Checked every half
+/// second until then, every 10 s after.
+async fn when_ready(
+    agent: Arc<Agent>,
+    conf: Option<CniConf>,
+    mut taint: Option<(kube::Client, String, String)>,
+) {
+    if conf.is_none() && taint.is_none() {
+        return std::future::pending().await;
+    }
     let mut placed = false;
     loop {
         if let Err(reason) = agent.readiness() {
             if !placed {
-                tracing::debug!(%reason, "CNI config not written yet: the agent cannot serve");
+                tracing::debug!(%reason, "not announcing readiness yet: the agent cannot serve");
             }
         } else {
-            match conf.ensure() {
-                Ok(done) => {
-                    if done.written && placed {
-                        tracing::warn!(path = %path.display(), "CNI config was missing or changed; put back");
-                    } else if done.written {
-                        tracing::info!(
-                            path = %path.display(),
-                            "CNI config written: the agent can serve, the runtime may start pods"
-                        );
+            if let Some(conf) = &conf {
+                write_cni_conf(conf, placed);
+            }
+            if let Some((client, node, key)) = &taint {
+                match crate::kube::remove_startup_taint(client.clone(), node, key).await {
+                    Ok(removed) => {
+                        if removed {
+                            tracing::info!(taint = %key, "startup taint removed: the node takes pods");
+                        }
+                        taint = None;
                     }
-                    for other in &done.moved {
-                        tracing::info!(config = %other, suffix = crate::cniconf::BACKUP_SUFFIX, "another CNI config moved aside (exclusive mode)");
+                    Err(e) => {
+                        tracing::warn!(error = &e as &dyn std::error::Error, taint = %key, "removing the startup taint")
                     }
                 }
-                Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "CNI config"),
             }
             placed = true;
         }
         let every = if placed { Duration::from_secs(10) } else { Duration::from_millis(500) };
         tokio::time::sleep(every).await;
+    }
+}
+
+fn write_cni_conf(conf: &CniConf, placed_before: bool) {
+    let path = conf.dir.join(&conf.name);
+    match conf.ensure() {
+        Ok(done) => {
+            if done.written && placed_before {
+                tracing::warn!(path = %path.display(), "CNI config was missing or changed; put back");
+            } else if done.written {
+                tracing::info!(
+                    path = %path.display(),
+                    "CNI config written: the agent can serve, the runtime may start pods"
+                );
+            }
+            for other in &done.moved {
+                tracing::info!(config = %other, suffix = crate::cniconf::BACKUP_SUFFIX, "another CNI config moved aside (exclusive mode)");
+            }
+        }
+        Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "CNI config"),
     }
 }
 
@@ -157,6 +183,7 @@ pub async fn run(args: Args) -> Result<()> {
         cni_conf_dir,
         cni_conf_name,
         cni_exclusive,
+        startup_taint,
         log_format: _,
         command,
     } = args;
@@ -302,6 +329,7 @@ pub async fn run(args: Args) -> Result<()> {
         name: cni_conf_name,
         exclusive: cni_exclusive,
     });
+    let taint = startup_taint.map(|key| (client.clone(), node_name.clone(), key));
     tracing::info!(socket = %socket.display(), "serving CNI");
     let r = tokio::select! {
         r = crate::cni::serve(listener, agent.clone()) => r,
@@ -312,7 +340,7 @@ pub async fn run(args: Args) -> Result<()> {
         r = &mut http_m => joined(r, "metrics server"),
         r = &mut http_i => joined(r, "introspection server"),
         _ = ticker => Ok(()),
-        _ = write_cni_conf_when_ready(agent.clone(), cni_conf) => Ok(()),
+        _ = when_ready(agent.clone(), cni_conf, taint) => Ok(()),
         sig = stop.recv() => {
             tracing::info!(signal = sig, "stop signal received; no new CNI connections, draining HTTP");
             Ok(())

@@ -22,6 +22,8 @@ pub const NETWORK_NAME: &str = "enipool";
 pub const MTU: u32 = 9001;
 /// The rendered conflist in a node's `cni-install` dir, as the chart mounts it for the agent.
 const STAGED_CONFLIST: &str = "conflist.json";
+/// The taint nodes register with until their agent can serve (the chart's default key).
+pub const STARTUP_TAINT: &str = "enipool.io/agent-not-ready";
 /// The conflist's name in the node's CNI config dir (the chart's default).
 pub const CONFLIST_NAME: &str = "05-enipool.conflist";
 /// The agent's kubeconfig in its node's directory, with its pod-bound token.
@@ -236,11 +238,15 @@ impl Cluster {
         // Ready once, no heartbeats: on a real API the node lifecycle controller marks the Node
         // NotReady later and taints it; the kubelet's Pods tolerate that, and neither the
         // operator nor the agent looks at Node readiness.
+        // Registered with the startup taint, as a node group configured for enipool does.
+        let mut taints = self.names.node_taints();
+        if let Some(t) = taints.as_array_mut() {
+            t.push(serde_json::json!({"key": STARTUP_TAINT, "effect": "NoSchedule"}));
+        }
         let node: Node = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": labels},
-            "spec": {"providerID": format!("aws:///{az}/{instance}"),
-                     "taints": self.names.node_taints()},
+            "spec": {"providerID": format!("aws:///{az}/{instance}"), "taints": taints},
         }))?;
         api.create(&PostParams::default(), &node)
             .await
@@ -279,6 +285,7 @@ impl Cluster {
         f.cni_conf_source = Some(d(&format!("cni-install/{STAGED_CONFLIST}")));
         f.cni_conf_dir = Some(n.driver.conf_dir.display().to_string());
         f.cni_conf_name = CONFLIST_NAME.into();
+        f.startup_taint = Some(STARTUP_TAINT.into());
         let mut args = agent_args(&f);
         args.extend(self.spec.agent_args.iter().cloned());
         let own = n.dir.join(AGENT_KUBECONFIG);

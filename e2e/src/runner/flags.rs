@@ -118,6 +118,8 @@ pub struct AgentFlags {
     pub cni_conf_name: String,
     /// `--cni-exclusive` (a switch).
     pub cni_exclusive: bool,
+    /// `--startup-taint` (left out when unset).
+    pub startup_taint: Option<String>,
     /// `--netns`: the test platform's node namespace. Never set by the chart.
     pub netns: Option<String>,
     /// `--log-format` (`text` or `json`).
@@ -150,6 +152,7 @@ impl AgentFlags {
             cni_conf_dir: None,
             cni_conf_name: "05-enipool.conflist".into(),
             cni_exclusive: false,
+            startup_taint: None,
             netns: None,
             log_format: "text".into(),
         }
@@ -232,6 +235,9 @@ pub fn agent_args(cfg: &AgentFlags) -> Vec<String> {
     flag(&mut a, "cni-conf-name", &cfg.cni_conf_name);
     if cfg.cni_exclusive {
         a.push("--cni-exclusive".into());
+    }
+    if let Some(v) = &cfg.startup_taint {
+        flag(&mut a, "startup-taint", v);
     }
     if let Some(v) = &cfg.netns {
         flag(&mut a, "netns", v);

@@ -279,3 +279,91 @@ fn the_policy_guards_every_status_field_but_agent() -> Result<()> {
     }
     Ok(())
 }
+
+/// The Node policy: an agent may remove the startup taint from its own Node, and nothing else.
+fn node_vap() -> Vec<Value> {
+    let docs = render(&Values::File("default-values.yaml")).unwrap();
+    let name = format!("{RELEASE}-agent-own-node");
+    let vap = find(&docs, "ValidatingAdmissionPolicy", &name);
+    let binding = find(&docs, "ValidatingAdmissionPolicyBinding", &name);
+    assert_eq!(binding["spec"]["policyName"], vap["metadata"]["name"]);
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+    assert_eq!(vap["spec"]["failurePolicy"], "Fail");
+    vec![vap.clone(), binding.clone()]
+}
+
+const STARTUP_TAINT: &str = "enipool.io/agent-not-ready";
+
+fn node(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "resourceVersion": "7",
+                     "labels": {"topology.kubernetes.io/zone": "us-west-2a"}},
+        "spec": {"providerID": "aws:///us-west-2a/i-1",
+                 "taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
+                            {"key": STARTUP_TAINT, "effect": "NoSchedule"}]},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+    })
+}
+
+fn node_update(name: &str, claim: &str, sub: &str, old: Value, new: Value) -> AdmissionRequest {
+    AdmissionRequest {
+        operation: Operation::Update,
+        kind: Gvk::new("", "v1", "Node"),
+        resource: Gvr::new("", "v1", "nodes"),
+        sub_resource: sub.into(),
+        name: name.into(),
+        user: agent_user(claim),
+        object: Some(new),
+        old_object: Some(old),
+        ..Default::default()
+    }
+}
+
+fn untainted(old: &Value) -> Value {
+    let mut n = old.clone();
+    n["spec"]["taints"] = json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]);
+    n
+}
+
+#[test]
+fn the_agent_removes_the_startup_taint_of_its_own_node_and_nothing_else() {
+    let p = node_vap();
+    let old = node("n1");
+    admit(&p, &node_update("n1", "n1", "", old.clone(), untainted(&old))).unwrap();
+    let e = admit(&p, &node_update("n2", "n1", "", node("n2"), untainted(&node("n2"))));
+    assert!(e.unwrap_err().contains("Node n2"), "another node");
+    let mut other = old.clone();
+    other["spec"]["taints"] = json!([{"key": STARTUP_TAINT, "effect": "NoSchedule"}]);
+    let e = admit(&p, &node_update("n1", "n1", "", old.clone(), other));
+    assert!(e.unwrap_err().contains("other taints"), "another taint removed");
+    let mut added = untainted(&old);
+    added["spec"]["taints"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"key": "x", "effect": "NoExecute"}));
+    assert!(admit(&p, &node_update("n1", "n1", "", old.clone(), added)).is_err(), "added");
+    for (field, value) in [
+        ("labels", json!({"topology.kubernetes.io/zone": "us-west-2b"})),
+        ("annotations", json!({"x": "y"})),
+    ] {
+        let mut n = untainted(&old);
+        n["metadata"][field] = value;
+        let e = admit(&p, &node_update("n1", "n1", "", old.clone(), n));
+        assert!(e.unwrap_err().contains(&format!("metadata.{field}")), "{field}");
+    }
+    for (field, value) in [("unschedulable", json!(true)), ("providerID", json!("aws:///x/i-2"))] {
+        let mut n = untainted(&old);
+        n["spec"][field] = value;
+        let e = admit(&p, &node_update("n1", "n1", "", old.clone(), n));
+        assert!(e.unwrap_err().contains(&format!("spec.{field}")), "{field}");
+    }
+    let mut st = old.clone();
+    st["status"]["conditions"][0]["status"] = json!("False");
+    assert!(admit(&p, &node_update("n1", "n1", "status", old.clone(), st)).is_err(), "status");
+    // Without the claim of a bound token: refused.
+    let mut r = node_update("n1", "n1", "", old.clone(), untainted(&old));
+    r.user = UserInfo::service_account(NAMESPACE, &format!("{RELEASE}-agent"))
+        .with_groups(["system:authenticated"]);
+    assert!(admit(&p, &r).is_err(), "no node-name claim");
+}

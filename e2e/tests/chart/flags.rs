@@ -60,6 +60,10 @@ fn values_for(op: &OperatorFlags, ag: &AgentFlags) -> Value {
             "leakGraceSeconds": ag.leak_grace_seconds,
             "publishDebounceMs": ag.publish_debounce_ms,
             "hostRepairIntervalSeconds": ag.host_repair_interval_seconds,
+            "startupTaint": {
+                "enabled": ag.startup_taint.is_some(),
+                "key": ag.startup_taint.clone().unwrap_or_else(|| "unused".into()),
+            },
             "logFormat": ag.log_format,
         },
         "cni": {"confFileName": ag.cni_conf_name, "exclusive": ag.cni_exclusive},
@@ -72,6 +76,7 @@ fn chart_agent(node: &str) -> AgentFlags {
     let mut ag = AgentFlags::new(node);
     ag.cni_conf_source = Some(CHART_CNI_CONF_SOURCE.into());
     ag.cni_conf_dir = Some(CHART_CNI_CONF_DIR.into());
+    ag.startup_taint = Some("enipool.io/agent-not-ready".into());
     ag
 }
 
@@ -140,6 +145,7 @@ fn chart_renders_the_runners_flags_for_equivalent_values() {
     ag.socket = "/run/enipool-e2e/cni.sock".into();
     ag.cni_conf_name = "00-enipool-e2e.conflist".into();
     ag.cni_exclusive = true;
+    ag.startup_taint = Some("example.com/cni-not-ready".into());
     ag.state_dir = "/var/lib/enipool-e2e".into();
     ag.del_journal_dir = "/var/lib/enipool-e2e/del".into();
     ag.metrics_addr = "127.0.0.1:16000".into();
@@ -187,6 +193,8 @@ fn flags_exist_in_the_binaries() {
     ag.netns = Some("/run/netns/x".into());
     ag.cni_conf_source = Some(CHART_CNI_CONF_SOURCE.into());
     ag.cni_conf_dir = Some(CHART_CNI_CONF_DIR.into());
+    ag.cni_exclusive = true;
+    ag.startup_taint = Some("enipool.io/agent-not-ready".into());
     for a in agent_args(&ag) {
         let name = a.trim_start_matches("--").split('=').next().unwrap().to_string();
         assert!(

@@ -177,6 +177,32 @@ async fn attack(c: &Cluster, agent: &kube::Client, own: &str, victim: &str) -> R
         "forbidden",
     )?;
 
+    c.step("editing Nodes: another node's taints, its own labels, unschedulable and taints");
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(agent.clone());
+    let taint = json!({"spec": {"taints": [{"key": "evil", "effect": "NoExecute"}]}});
+    refused(
+        "tainting the victim's Node",
+        nodes.patch(victim, &PatchParams::default(), &Patch::Merge(&taint)).await,
+        "forbidden",
+    )?;
+    refused(
+        "a taint on its own Node",
+        nodes.patch(own, &PatchParams::default(), &Patch::Merge(&taint)).await,
+        "other taints",
+    )?;
+    let cordon = json!({"spec": {"unschedulable": true}});
+    refused(
+        "cordoning the victim's Node",
+        nodes.patch(victim, &PatchParams::default(), &Patch::Merge(&cordon)).await,
+        "forbidden",
+    )?;
+    let relabel = json!({"metadata": {"labels": {"topology.kubernetes.io/zone": "elsewhere"}}});
+    refused(
+        "relabelling its own Node",
+        nodes.patch(own, &PatchParams::default(), &Patch::Merge(&relabel)).await,
+        "metadata.labels",
+    )?;
+
     c.step("checking both pools and EC2");
     let after_own = c.pool(own).await?;
     let after_victim = c.pool(victim).await?;

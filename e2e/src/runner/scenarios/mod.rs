@@ -70,7 +70,7 @@ pub static SCENARIOS: &[Scenario] = &[
     ),
     scenario!(
         "node-startup",
-        "a joining node shows the runtime no CNI config until its agent can serve; pods created before wait, then start on their first ADD",
+        "a joining node shows the runtime no CNI config and keeps its startup taint until its agent can serve; pods created before wait, then start on their first ADD",
         startup::pods_wait_for_the_agent
     ),
     scenario!(

@@ -2,11 +2,18 @@
 //! before that wait (the kubelet's "network not ready") and then start on their first ADD.
 
 use super::{eni_of, pool_ready, with_cluster, SETTLE};
-use crate::cluster::node::CONFLIST_NAME;
+use crate::cluster::node::{CONFLIST_NAME, STARTUP_TAINT};
 use crate::cluster::{wait, Spec};
 use crate::runner::Target;
 use anyhow::{ensure, Result};
 use std::time::Duration;
+
+async fn startup_tainted(c: &crate::cluster::Cluster, node: &str) -> Result<bool> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(c.client().clone());
+    let n = api.get(node).await?;
+    let taints = n.spec.and_then(|s| s.taints).unwrap_or_default();
+    Ok(taints.iter().any(|t| t.key == STARTUP_TAINT))
+}
 
 pub async fn pods_wait_for_the_agent(t: Target) -> Result<()> {
     with_cluster(&t, Spec::new("node-startup", 1), |c| {
@@ -38,6 +45,10 @@ pub async fn pods_wait_for_the_agent(t: Target) -> Result<()> {
                     log.trim().is_empty(),
                     "the runtime ran the plugin before the network was ready:\n{log}"
                 );
+                ensure!(
+                    startup_tainted(c, &n.name).await?,
+                    "the startup taint went before the agent could serve"
+                );
                 c.step("no CNI config yet, the pod waits; operators back");
                 for o in &operators {
                     c.core.procs.restart(o)?;
@@ -58,6 +69,12 @@ pub async fn pods_wait_for_the_agent(t: Target) -> Result<()> {
             let pool = pool_ready(c, &n.name).await?;
             ensure!(eni_of(&pool, ip).is_some(), "the early pod's {ip} is not in its node's pool");
             c.ping_from_pod("early", n.primary_ip).await?;
+            // The agent, under the chart's RBAC and admission policy, removed the startup taint.
+            wait::poll("the startup taint removed", SETTLE, || async {
+                ensure!(!startup_tainted(c, &n.name).await?, "Node {} still tainted", n.name);
+                Ok(())
+            })
+            .await?;
             // A CNI config removed from the host is put back.
             std::fs::remove_file(&conf)?;
             wait::poll("the CNI config put back", SETTLE, || async {
