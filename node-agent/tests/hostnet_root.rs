@@ -47,6 +47,7 @@ fn pod_on_primary_eni_is_wired_and_node_rules_are_idempotent() {
         vpc_cidrs: vec!["10.77.0.0/16".parse().unwrap()],
         snat_exclude: vec![],
         external_snat: false,
+        snat_ports: Default::default(),
     };
     host.setup_node(&cfg).unwrap();
     let first = sh("ip netns exec enip-t-node nft list table ip enipool");

@@ -162,6 +162,7 @@ fn agent_needs_no_proc_sys_write_and_only_its_capabilities_after_sysctl_init() {
         vpc_cidrs: vec![VPC_CIDR.parse().unwrap()],
         snat_exclude: vec![],
         external_snat: false,
+        snat_ports: Default::default(),
     };
 
     // 1. Before sysctl-init: node setup fails, saying what and how to fix it.
