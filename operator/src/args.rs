@@ -1,16 +1,8 @@
 //! Command-line flags (every one also an `ENIPOOL_OPERATOR_*` environment variable).
 
-use clap::{Parser, ValueEnum};
+pub use crate::logging::LogFormat;
+use clap::Parser;
 use std::net::SocketAddr;
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// enipool-operator: keeps one ENIPool per Node provisioned with ENIs and addresses.
 #[derive(Debug, Clone, Parser)]
@@ -131,12 +123,6 @@ where
     Ok(Invocation::Operator(Box::new(Args::try_parse_from(argv)?)))
 }
 
-/// A `--node-selector` as given, `None` when absent or blank (an empty env var from a chart
-/// value means "no selector", not "select nothing").
-pub fn node_selector(flag: Option<&str>) -> Option<String> {
-    flag.map(str::trim).filter(|s| !s.is_empty()).map(String::from)
-}
-
 impl Invocation {
     /// Run what was asked for.
     pub async fn run(self) -> crate::Result<()> {
@@ -229,12 +215,5 @@ mod tests {
         let a = Args::try_parse_from(["enipool-operator", "--cluster-name=c", "--node-selector="])
             .unwrap();
         assert_eq!(a.operator_config().node_selector, None);
-    }
-
-    #[test]
-    fn a_blank_node_selector_is_no_selector() {
-        assert_eq!(node_selector(None), None);
-        assert_eq!(node_selector(Some("  ")), None);
-        assert_eq!(node_selector(Some(" a=b ")).as_deref(), Some("a=b"));
     }
 }

@@ -1,7 +1,8 @@
 //! Scale up: plan the fewest calls (pure, `plan::placement`), journal them, make them, sync.
 
+use super::memory::NO_CIDR_COOLDOWN_SECS;
 use super::unconfirmed::Change;
-use super::{note, Node, StatusSink, NO_CIDR_COOLDOWN_SECS};
+use super::{note, Node, StatusSink};
 use crate::ec2::{Ec2Error, Ec2ErrorKind, Query};
 use crate::error::Result;
 use crate::journal::{self, MAX_OPERATIONS};

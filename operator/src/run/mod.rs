@@ -10,29 +10,28 @@
 //! standby takes over at once.
 //!
 //! The controllers' Kubernetes client and EC2 are gated by [`Leadership`]: writes and EC2
-//! mutations only while this replica leads, cut off when its term ends (`apiclient.rs`,
-//! `leader/ec2.rs`). The election has a client of its own, without the gate.
+//! mutations only while this replica leads, cut off when its term ends ([`crate::k8s::client`],
+//! [`crate::leader::leader_only`]). The election has a client of its own, without the gate.
 
 mod binary;
-mod scope;
-mod synced;
+mod config;
+mod http;
 
-pub(crate) use binary::init_tracing;
-pub(crate) use scope::pool_in_scope;
+pub use config::OperatorConfig;
 
-use crate::apiclient;
-use crate::capacity::CapacityCache;
-use crate::controller::{self, Context};
+use crate::ec2::capacity::CapacityCache;
+use crate::ec2::vpc::VpcCidrs;
 use crate::ec2::Ec2Api;
-use crate::http::{self, Health};
+use crate::k8s::watches::{trim_meta, trim_node};
+use crate::k8s::{self, scope, synced, Context};
 use crate::leader::{self, Leadership, LeaseConfig};
 use crate::metrics::Metrics;
-use crate::reconcile::{Memory, Shared};
-use crate::resync::ResyncPeriod;
-use crate::sync::SubnetCache;
-use crate::vpc::VpcCidrs;
+use crate::round::observe::SubnetCache;
+use crate::round::resync::ResyncPeriod;
+use crate::round::{Memory, Shared};
 use enipool_crds::{ENIPool, ENIPoolPolicy};
 use futures::StreamExt;
+use http::Health;
 use k8s_openapi::api::core::v1::Node;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Config as ControllerConfig;
@@ -41,95 +40,10 @@ use kube::runtime::reflector::{self, reflector, ObjectRef};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use prometheus_client::registry::Registry;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-
-/// Drops what no reader of a cached object uses: `managedFields` (large with several SSA
-/// managers) and the last-applied annotation.
-fn trim_meta<K: kube::Resource>(o: &mut K) {
-    let m = o.meta_mut();
-    m.managed_fields = None;
-    if let Some(a) = m.annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
-
-/// A cached Node keeps its metadata (name, uid, labels, deletion) and `spec.providerID`: that is
-/// all the operator reads. Status (images, conditions, addresses…) and annotations go.
-fn trim_node(g: &mut DeserializeGuard<Node>) {
-    trim_meta(g);
-    kube::Resource::meta_mut(g).annotations = None;
-    if let Ok(n) = g.0.as_mut() {
-        n.status = None;
-        if let Some(s) = n.spec.as_mut() {
-            *s = k8s_openapi::api::core::v1::NodeSpec {
-                provider_id: s.provider_id.take(),
-                ..Default::default()
-            };
-        }
-    }
-}
-
-/// Everything the operator needs besides its kube client and EC2 (the flags, resolved).
-#[derive(Debug, Clone)]
-pub struct OperatorConfig {
-    /// Cluster name (ENI tags, GC scope).
-    pub cluster: String,
-    /// Lease namespace.
-    pub lease_namespace: String,
-    /// Lease name.
-    pub lease_name: String,
-    /// This replica's identity in the Lease.
-    pub identity: String,
-    /// Lease duration; the renew deadline and retry period follow from it
-    /// ([`leader::Timing::new`]).
-    pub lease_duration: Duration,
-    /// Periodic per-node resync (also the policy status refresh): the minimum; a pool's EC2 resync
-    /// period grows with the number of pools to fit the EC2 client's describe rate (`resync.rs`).
-    pub resync: Duration,
-    /// Time between GC runs.
-    pub gc_interval: Duration,
-    /// An unattached tagged ENI older than this is leaked.
-    pub leak_grace_secs: i64,
-    /// An agent report older than this sets AgentStale.
-    pub agent_stale_secs: i64,
-    /// Pools reconciled in parallel.
-    pub workers: u16,
-    /// VPC CIDRs published to agents (empty = the VPC's blocks, from DescribeVpcs).
-    pub vpc_cidrs: Vec<String>,
-    /// Address of /metrics, /healthz, /readyz (`None` = not served).
-    pub metrics_addr: Option<SocketAddr>,
-    /// How long a deleted pool waits for its instance to terminate before its finalizer goes.
-    pub termination_wait: Duration,
-    /// Label selector of the Nodes that get a pool (`None`: every Node). See
-    /// [`crate::args::Args::node_selector`] for what happens to a pool whose Node stops matching.
-    pub node_selector: Option<String>,
-}
-
-impl OperatorConfig {
-    /// The flag defaults for `cluster`, with a random identity.
-    pub fn new(cluster: &str) -> Self {
-        OperatorConfig {
-            cluster: cluster.into(),
-            lease_namespace: "kube-system".into(),
-            lease_name: "enipool-operator".into(),
-            identity: format!("enipool-operator-{}", uuid::Uuid::new_v4()),
-            lease_duration: Duration::from_secs(15),
-            resync: Duration::from_secs(60),
-            gc_interval: Duration::from_secs(300),
-            leak_grace_secs: 600,
-            agent_stale_secs: 120,
-            workers: 8,
-            vpc_cidrs: vec![],
-            metrics_addr: None,
-            termination_wait: Duration::from_secs(3600),
-            node_selector: None,
-        }
-    }
-}
 
 /// The running operator.
 pub struct Operator;
@@ -226,8 +140,8 @@ async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> crate::Result<()> {
     let leader_rx = leadership.subscribe();
-    let lease_client = apiclient::bounded(client.clone());
-    let client = apiclient::leader_only(client, leadership.clone());
+    let lease_client = k8s::client::bounded(client.clone());
+    let client = k8s::client::leader_only(client, leadership.clone());
     let ec2: Arc<dyn Ec2Api> = Arc::new(leader::leader_only(ec2, leadership.clone()));
     let lease_cfg = LeaseConfig {
         namespace: cfg.lease_namespace.clone(),
@@ -379,7 +293,7 @@ async fn run(
     let node_ctrl = node_ctrl
         .reconcile_all_on(became_leader())
         .graceful_shutdown_on(stop())
-        .run(controller::reconcile_node, controller::error_policy, ctx.clone())
+        .run(k8s::node::reconcile_node, k8s::context::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
     let pool_store = pools.clone();
     let pool_ctrl = pool_ctrl
@@ -395,9 +309,9 @@ async fn run(
         .run(
             {
                 let scope = scope.clone();
-                move |pool, ctx| scope::reconcile_pool(scope.clone(), pool, ctx)
+                move |pool, ctx| scope::reconcile_pool_in_scope(scope.clone(), pool, ctx)
             },
-            controller::error_policy,
+            k8s::context::error_policy,
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
@@ -405,8 +319,8 @@ async fn run(
         .reconcile_all_on(became_leader())
         .graceful_shutdown_on(stop())
         .run(
-            move |policy, ctx| scope::reconcile_policy(scope.clone(), policy, ctx),
-            controller::error_policy,
+            move |policy, ctx| scope::reconcile_policy_in_scope(scope.clone(), policy, ctx),
+            k8s::context::error_policy,
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
@@ -426,7 +340,7 @@ async fn run(
             loop {
                 tick.tick().await;
                 if ctx.is_leader() {
-                    controller::gc_once(&ctx, grace).await;
+                    k8s::gc::gc_once(&ctx, grace).await;
                 }
             }
         }
