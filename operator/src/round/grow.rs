@@ -1,6 +1,5 @@
 //! Scale up: plan the fewest calls (pure, `plan::placement`), journal them, make them, sync.
 
-use super::memory::NO_CIDR_COOLDOWN_SECS;
 use super::unconfirmed::Change;
 use super::{note, Node, StatusSink};
 use crate::ec2::{Ec2Error, Ec2ErrorKind, Query};
@@ -67,7 +66,7 @@ impl Node<'_> {
         if deficit <= 0 {
             return Ok(0);
         }
-        let no_cidr = self.shared.memory.no_cidr_now(self.now.0);
+        let no_cidr = self.shared.memory.no_cidr_subnets(self.now.0);
         let slots = (self.eff.capacity.ips_per_eni - 1).max(0);
         let releasing = plan::release::pending_releases(&self.st.operations);
         let mut subnets: Option<Vec<SubnetView>> = None;
@@ -196,9 +195,7 @@ impl Node<'_> {
         match e.kind {
             Ec2ErrorKind::NoCidrBlocks => {
                 if let Some(s) = subnet {
-                    let until = self.now.0
-                        + k8s_openapi::jiff::SignedDuration::from_secs(NO_CIDR_COOLDOWN_SECS);
-                    self.shared.memory.no_cidr.lock().expect("memory lock").insert(s, until);
+                    self.shared.memory.avoid_prefixes_in(s, self.now.0);
                 }
                 if self.eff.mode == IpMode::PrefixWithFallback {
                     self.round.wake_in(Duration::from_secs(1)); // next round asks for /32s there

@@ -1,5 +1,6 @@
 //! What the pool rounds remember between rounds, in process: hints that may be lost on failover
-//! (losing them only delays a release or costs an EC2 describe), never needed for safety.
+//! (losing them only delays a release or costs an EC2 describe), never needed for safety. Each
+//! hint is reached through a named method; the maps stay private to this module.
 
 use super::unconfirmed;
 use super::{Outcome, PoolInput};
@@ -20,9 +21,9 @@ pub const NO_CIDR_COOLDOWN_SECS: i64 = 120;
 #[derive(Debug, Default)]
 pub struct Memory {
     /// Pool → when the current excess was first seen.
-    pub(super) excess_since: Mutex<HashMap<String, Timestamp>>,
+    excess_since: Mutex<HashMap<String, Timestamp>>,
     /// Subnet → until when prefixes are not requested there.
-    pub(super) no_cidr: Mutex<HashMap<String, Timestamp>>,
+    no_cidr: Mutex<HashMap<String, Timestamp>>,
     /// Subnet states as last seen (for policy status).
     subnet_states: Mutex<BTreeMap<String, SubnetState>>,
     /// Pool → (fingerprint of the inputs it was left in, until when nothing needs doing).
@@ -123,15 +124,36 @@ impl Memory {
 }
 
 impl Memory {
-    pub(super) fn no_cidr_now(&self, now: Timestamp) -> BTreeSet<String> {
-        let mut m = self.no_cidr.lock().expect("memory lock");
-        m.retain(|_, until| *until > now);
-        m.keys().cloned().collect()
+    /// How long `pool` has held more addresses than it needs, as of `now`: the time since the
+    /// excess was first seen while `over`; not over forgets it (and is 0).
+    pub fn excess_held_secs(&self, pool: &str, over: bool, now: Timestamp) -> i64 {
+        let mut m = self.excess_since.lock().expect("memory lock");
+        if over {
+            let since = *m.entry(pool.to_string()).or_insert(now);
+            now.duration_since(since).as_secs()
+        } else {
+            m.remove(pool);
+            0
+        }
+    }
+
+    /// Start `pool`'s excess clock again (a release was just requested).
+    pub fn clear_excess(&self, pool: &str) {
+        self.excess_since.lock().expect("memory lock").remove(pool);
+    }
+
+    /// Ask for /32s instead of prefixes in `subnet` for [`NO_CIDR_COOLDOWN_SECS`] from `now` (it
+    /// answered `InsufficientCidrBlocks`).
+    pub fn avoid_prefixes_in(&self, subnet: String, now: Timestamp) {
+        let until = now + k8s_openapi::jiff::SignedDuration::from_secs(NO_CIDR_COOLDOWN_SECS);
+        self.no_cidr.lock().expect("memory lock").insert(subnet, until);
     }
 
     /// Subnets where prefixes are not requested right now (no aligned /28 left).
     pub fn no_cidr_subnets(&self, now: Timestamp) -> BTreeSet<String> {
-        self.no_cidr_now(now)
+        let mut m = self.no_cidr.lock().expect("memory lock");
+        m.retain(|_, until| *until > now);
+        m.keys().cloned().collect()
     }
 
     /// Subnet states as last seen by pool reconciles.
@@ -158,6 +180,7 @@ impl Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::jiff::SignedDuration;
 
     #[test]
     fn failure_events_are_rate_limited_per_pool_and_reason() {
@@ -172,5 +195,30 @@ mod tests {
         assert!(!m.failure_event_due("a", "Transient", at(window - 1)));
         assert!(m.failure_event_due("a", "Transient", at(window)), "once the window passed");
         assert!(!m.failure_event_due("a", "Transient", at(window + 1)));
+    }
+
+    #[test]
+    fn excess_is_held_from_when_it_was_first_seen_until_it_is_gone() {
+        let m = Memory::default();
+        let t0 = Timestamp::now();
+        let at = |s: i64| t0 + SignedDuration::from_secs(s);
+        assert_eq!(m.excess_held_secs("a", true, at(0)), 0);
+        assert_eq!(m.excess_held_secs("a", true, at(40)), 40);
+        assert_eq!(m.excess_held_secs("b", true, at(40)), 0, "per pool");
+        assert_eq!(m.excess_held_secs("a", false, at(50)), 0, "no excess: forgotten");
+        assert_eq!(m.excess_held_secs("a", true, at(60)), 0, "a new excess starts again");
+        assert_eq!(m.excess_held_secs("a", true, at(70)), 10);
+        m.clear_excess("a");
+        assert_eq!(m.excess_held_secs("a", true, at(80)), 0, "cleared by a release request");
+    }
+
+    #[test]
+    fn a_subnet_without_cidr_blocks_gets_no_prefixes_for_the_cooldown() {
+        let m = Memory::default();
+        let t0 = Timestamp::now();
+        m.avoid_prefixes_in("subnet-a".into(), t0);
+        let at = |s: i64| t0 + SignedDuration::from_secs(s);
+        assert!(m.no_cidr_subnets(at(NO_CIDR_COOLDOWN_SECS - 1)).contains("subnet-a"));
+        assert!(m.no_cidr_subnets(at(NO_CIDR_COOLDOWN_SECS)).is_empty());
     }
 }

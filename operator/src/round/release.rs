@@ -17,16 +17,7 @@ impl Node<'_> {
         for _ in 0..3 {
             let alloc = plan::allocated(&self.views, self.eff.first_interface_index);
             let over = release::excess(&self.eff, alloc, target) > 0;
-            let held = {
-                let mut m = self.shared.memory.excess_since.lock().expect("memory lock");
-                if over {
-                    let since = *m.entry(self.input.name.clone()).or_insert(self.now.0);
-                    self.now.0.duration_since(since).as_secs()
-                } else {
-                    m.remove(&self.input.name);
-                    0
-                }
-            };
+            let held = self.shared.memory.excess_held_secs(&self.input.name, over, self.now.0);
             let decision = release::decide_release(&ReleaseInput {
                 eff: &self.eff,
                 target,
@@ -54,12 +45,7 @@ impl Node<'_> {
                         ),
                     ));
                     self.st.release_request = Some(r);
-                    self.shared
-                        .memory
-                        .excess_since
-                        .lock()
-                        .expect("memory lock")
-                        .remove(&self.input.name);
+                    self.shared.memory.clear_excess(&self.input.name);
                     return Ok(());
                 }
                 ReleaseDecision::Commit(r) => {
