@@ -61,13 +61,11 @@ impl Node<'_> {
 
     /// Scale up: plan (no I/O), journal + write, then the calls (I/O), then sync.
     pub(super) async fn grow(&mut self, sink: &dyn StatusSink, target: i32) -> Result<i32> {
-        let held = plan::allocated(&self.views, self.eff.first_interface_index) - self.in_flight();
-        let deficit = target - held;
-        if deficit <= 0 {
+        let deficit = plan::deficit(target, self.held());
+        if deficit == 0 {
             return Ok(0);
         }
         let no_cidr = self.shared.memory.no_cidr_subnets(self.now.0);
-        let slots = (self.eff.capacity.ips_per_eni - 1).max(0);
         let releasing = plan::release::pending_releases(&self.st.operations);
         let mut subnets: Option<Vec<SubnetView>> = None;
         let growth = loop {
@@ -80,7 +78,7 @@ impl Node<'_> {
                 releasing_enis: &releasing,
                 first_interface_index: self.eff.first_interface_index,
                 max_enis: self.eff.capacity.max_enis,
-                slots_per_eni: slots,
+                slots_per_eni: plan::slots_per_eni(&self.eff),
                 subnets: subnets.as_deref(),
                 max_steps: MAX_OPERATIONS.saturating_sub(self.st.operations.len()),
             });
@@ -181,8 +179,7 @@ impl Node<'_> {
             ));
         }
         self.sync().await?;
-        let held = plan::allocated(&self.views, self.eff.first_interface_index) - self.in_flight();
-        Ok((target - held).max(0))
+        Ok(plan::deficit(target, self.held()))
     }
 
     pub(super) fn step_failed(&mut self, step: &Step, e: &Ec2Error) {

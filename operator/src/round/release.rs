@@ -5,7 +5,6 @@ use crate::error::Result;
 use crate::journal;
 use crate::plan;
 use crate::plan::release::{self, ReleaseDecision, ReleaseInput};
-use enipool_crds::settings::PREFIX_SIZE;
 use enipool_crds::OperationKind;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -106,12 +105,7 @@ impl Node<'_> {
                     }
                 }
                 ReleaseDecision::Finish { revision } => {
-                    let n = self
-                        .st
-                        .releasing
-                        .as_ref()
-                        .map(|r| r.ips.len() + r.prefixes.len() * PREFIX_SIZE as usize)
-                        .unwrap_or(0);
+                    let n = self.st.releasing.as_ref().map(plan::releasing_addresses).unwrap_or(0);
                     self.st.released_revision = revision;
                     if self.st.releasing.take().is_some() {
                         self.st.revision += 1;
@@ -128,26 +122,10 @@ impl Node<'_> {
         Ok(())
     }
 
-    /// Addresses offered or releasing: held in EC2 but unusable by the agent.
-    pub(super) fn in_flight(&self) -> i32 {
-        let releasing = self
-            .st
-            .releasing
-            .as_ref()
-            .map(|r| r.ips.len() as i32 + r.prefixes.len() as i32 * PREFIX_SIZE)
-            .unwrap_or(0);
-        let outstanding =
-            self.st.release_request.as_ref().filter(|r| r.revision > self.st.released_revision);
-        let offered = match (
-            outstanding,
-            self.input.status.agent.as_ref().and_then(|a| a.releasable.as_ref()),
-        ) {
-            (Some(req), Some(o)) if o.revision == req.revision && self.st.releasing.is_none() => {
-                o.ips.len() as i32 + o.prefixes.len() as i32 * PREFIX_SIZE
-            }
-            _ => 0,
-        };
-        releasing + offered
+    /// Addresses that count toward the target now ([`plan::held`]).
+    pub(super) fn held(&self) -> i32 {
+        let in_flight = plan::in_flight(&self.st, self.input.status.agent.as_ref());
+        plan::held(&self.views, self.eff.first_interface_index, in_flight)
     }
 
     /// Detach (then, via the journal, delete) managed secondary ENIs left empty.
