@@ -3,7 +3,7 @@
 //! The library entry ([`super::Operator::start`]) takes a client and an EC2 API instead.
 
 use super::http::Health;
-use super::run;
+use super::wiring::run;
 use super::OperatorConfig;
 use crate::args::Args;
 use crate::ec2::aws::{AwsEc2, AwsEc2Config, StaticCredentials};
