@@ -16,6 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// `--termination-wait-seconds` when not given.
+const DEFAULT_TERMINATION_WAIT_SECS: u64 = 3600;
+
 impl Args {
     /// The operator configuration these flags describe.
     pub fn operator_config(&self) -> OperatorConfig {
@@ -38,7 +41,9 @@ impl Args {
             workers: self.workers,
             vpc_cidrs: self.vpc_cidrs.clone(),
             metrics_addr: Some(self.metrics_addr),
-            termination_wait: Duration::from_secs(self.termination_wait_seconds),
+            termination_wait: Duration::from_secs(
+                self.termination_wait_seconds.unwrap_or(DEFAULT_TERMINATION_WAIT_SECS),
+            ),
             node_selector: crate::k8s::scope::node_selector(self.node_selector.as_deref()),
         }
     }
