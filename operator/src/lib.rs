@@ -4,7 +4,8 @@
 //! Layers, each depending only on those below it: `run` wires the process; [`k8s`] holds the
 //! controllers and every Kubernetes write; [`round`] is one pool's EC2 round (observe → replay →
 //! plan → act → report); [`plan`] decides sizing, placement and release without I/O; [`journal`]
-//! records EC2 mutations before they are made; [`ec2`] is the EC2 adapter; [`leader`] the Lease.
+//! records EC2 mutations before they are made; [`leader`] holds the Lease and gates EC2 on it;
+//! [`ec2`] is the EC2 adapter.
 #![forbid(unsafe_code)]
 
 pub mod args;

@@ -1,4 +1,4 @@
-//! The Kubernetes side: the controllers, their watches and caches, and every write to the API.
+//! The Kubernetes side: the controllers, their watches and caches, and the controllers' writes.
 //! Who writes what: [`node`] makes each Node's ENIPool (metadata and `spec`); [`pool`] runs the
 //! EC2 round for a pool and writes its operator-owned `status` through [`status`]; [`finalizer`]
 //! releases a deleted pool; [`policy`] writes ENIPoolPolicy `status`; [`gc`] deletes leaked ENIs.

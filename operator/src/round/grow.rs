@@ -1,7 +1,7 @@
 //! Scale up: plan the fewest calls (pure, `plan::placement`), journal them, make them, sync.
 
 use super::unconfirmed::Change;
-use super::{note, Node, StatusSink};
+use super::{note, PoolRound, StatusSink};
 use crate::ec2::{Ec2Error, Ec2ErrorKind, Query};
 use crate::error::Result;
 use crate::journal::{self, MAX_OPERATIONS};
@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-impl Node<'_> {
+impl PoolRound<'_> {
     pub(super) async fn candidate_subnets(&mut self) -> Result<Vec<SubnetView>> {
         let placement =
             self.input.policy.as_ref().and_then(|p| p.eni.subnets.clone()).unwrap_or_default();

@@ -1,6 +1,6 @@
 //! The EC2 round of one pool, testable without a Kubernetes client: observe EC2 (I/O,
 //! [`observe`]) → finish what the status read back asks for and replay the journal (I/O,
-//! [`replay`]) → plan (no I/O, [`crate::plan`]) → act, journaled ([`grow`], [`release`]) → report
+//! [`replay`]) → plan (no I/O, [`crate::plan`]) → act, journaled (`grow.rs`, `release.rs`) → report
 //! (the conditions, [`conditions`], and the new status). Status is written through a
 //! [`StatusSink`] — before each batch of EC2 mutations (the journal) and once at the end — so the
 //! Kubernetes side ([`crate::k8s::pool`]) only supplies the sink.
@@ -112,7 +112,8 @@ pub fn operator_part(s: &ENIPoolStatus) -> ENIPoolStatus {
     ENIPoolStatus { agent: None, ..s.clone() }
 }
 
-struct Node<'a> {
+/// One round's working state for one pool: what it read, the status it builds, what it noticed.
+struct PoolRound<'a> {
     shared: &'a Shared,
     input: &'a PoolInput,
     inst: Instance,
@@ -127,12 +128,12 @@ struct Node<'a> {
     rejected: Vec<&'static str>,
 }
 
-impl Node<'_> {
-    pub(super) fn ec2(&self) -> &dyn Ec2Api {
+impl PoolRound<'_> {
+    fn ec2(&self) -> &dyn Ec2Api {
         self.shared.ec2.as_ref()
     }
 
-    pub(super) async fn write(&self, sink: &dyn StatusSink) -> Result<()> {
+    async fn write(&self, sink: &dyn StatusSink) -> Result<()> {
         sink.write(&operator_part(&self.st)).await
     }
 }
@@ -174,7 +175,7 @@ async fn round_steps(shared: &Shared, input: &PoolInput, sink: &dyn StatusSink) 
         pool_uid: input.uid.clone(),
         extra_tags: input.policy.as_ref().map(|p| p.eni.extra_tags.clone()).unwrap_or_default(),
     };
-    let mut n = Node {
+    let mut n = PoolRound {
         shared,
         input,
         inst,

@@ -4,7 +4,7 @@
 //! which still occupy a device index and an ENI slot. The conversions are pure; the I/O is
 //! [`SubnetCache::get`] and the sync of the round's node.
 
-use super::{note, Node};
+use super::{note, PoolRound};
 use crate::ec2::vpc;
 use crate::ec2::{Ec2Api, Ec2Result, Eni, Instance, Query, Subnet};
 use crate::error::Result;
@@ -147,7 +147,7 @@ pub fn instance_info(inst: &Instance, vpc_cidrs: Vec<String>) -> InstanceInfo {
     }
 }
 
-impl Node<'_> {
+impl PoolRound<'_> {
     /// Per-node sync (I/O): the instance's ENIs into status; bumps `revision` when they changed.
     pub(super) async fn sync(&mut self) -> Result<Vec<Eni>> {
         let enis = match self.ec2().describe_instance_enis(&self.inst.id).await {

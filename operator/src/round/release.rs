@@ -1,6 +1,6 @@
 //! Scale down (the agent's offer, then journaled unassigns) and the release of emptied ENIs.
 
-use super::{note, Node, StatusSink};
+use super::{note, PoolRound, StatusSink};
 use crate::error::Result;
 use crate::journal;
 use crate::plan;
@@ -9,7 +9,7 @@ use enipool_crds::OperationKind;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-impl Node<'_> {
+impl PoolRound<'_> {
     /// Release handshake (agent offers, operator unassigns). Returns addresses in flight
     /// (offered or releasing) that must not count as held.
     pub(super) async fn release(&mut self, sink: &dyn StatusSink, target: i32) -> Result<()> {
