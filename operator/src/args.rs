@@ -1,19 +1,13 @@
-//! Command-line flags (every one also an `ENIPOOL_OPERATOR_*` environment variable).
+//! Command-line flags (every one also an `ENIPOOL_OPERATOR_*` environment variable), defined once:
+//! the chart and the test platform render their command lines from [`Args`] ([`Args::to_args`]).
 
-use clap::{Parser, ValueEnum};
+pub use crate::logging::LogFormat;
+use clap::{CommandFactory, Parser};
+use serde_json::Value;
 use std::net::SocketAddr;
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
 /// enipool-operator: keeps one ENIPool per Node provisioned with ENIs and addresses.
-#[derive(Debug, Clone, Parser)]
+#[derive(Debug, Clone, PartialEq, Parser, serde::Serialize)]
 #[command(
     name = "enipool-operator",
     version,
@@ -80,8 +74,9 @@ pub struct Args {
     pub agent_stale_seconds: i64,
     /// How long the finalizer of a deleted Node's pool waits for the instance to terminate before
     /// it deletes the ENIs left behind and lets the pool go anyway (leftovers then go to GC).
-    #[arg(long, env = "ENIPOOL_OPERATOR_TERMINATION_WAIT_SECONDS", default_value_t = 3600)]
-    pub termination_wait_seconds: u64,
+    /// Default: 3600.
+    #[arg(long, env = "ENIPOOL_OPERATOR_TERMINATION_WAIT_SECONDS")]
+    pub termination_wait_seconds: Option<u64>,
     /// Pools reconciled in parallel.
     #[arg(long, env = "ENIPOOL_OPERATOR_WORKERS", default_value_t = 8)]
     pub workers: u16,
@@ -101,6 +96,46 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "ENIPOOL_OPERATOR_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+impl Args {
+    /// The binary's defaults for `cluster_name` (what it parses from `--cluster-name` alone).
+    pub fn defaults(cluster_name: &str) -> Args {
+        let flag = format!("--cluster-name={cluster_name}");
+        Args::try_parse_from(["enipool-operator", flag.as_str()]).expect("the defaults parse")
+    }
+
+    /// The command line (without the program name) that parses back into these flags: every
+    /// flag in its declaration order as `--flag=value`, lists comma-joined, switches bare, and
+    /// unset optional flags and empty lists left out. The chart renders the same order.
+    pub fn to_args(&self) -> Vec<String> {
+        let values = serde_json::to_value(self).expect("flags serialize");
+        let mut out = Vec::new();
+        for arg in Args::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let text = match &values[arg.get_id().as_str()] {
+                Value::Null | Value::Bool(false) => continue,
+                Value::Bool(true) => {
+                    out.push(format!("--{long}"));
+                    continue;
+                }
+                Value::Array(items) if items.is_empty() => continue,
+                Value::Array(items) => items.iter().map(flag_value).collect::<Vec<_>>().join(","),
+                v => flag_value(v),
+            };
+            out.push(format!("--{long}={text}"));
+        }
+        out
+    }
+}
+
+/// A flag's value as a command line spells it (`10`, not `10.0`; strings unquoted).
+fn flag_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) if n.is_f64() => n.as_f64().map(|f| f.to_string()).unwrap_or_default(),
+        v => v.to_string(),
+    }
 }
 
 /// What a command line asks for: the operator (no subcommand) or `cleanup`.
@@ -129,12 +164,6 @@ where
         return Ok(Invocation::Cleanup(args));
     }
     Ok(Invocation::Operator(Box::new(Args::try_parse_from(argv)?)))
-}
-
-/// A `--node-selector` as given, `None` when absent or blank (an empty env var from a chart
-/// value means "no selector", not "select nothing").
-pub fn node_selector(flag: Option<&str>) -> Option<String> {
-    flag.map(str::trim).filter(|s| !s.is_empty()).map(String::from)
 }
 
 impl Invocation {
@@ -182,13 +211,50 @@ mod tests {
     }
 
     #[test]
+    fn to_args_renders_every_flag_and_parses_back() {
+        let mut a = Args::defaults("c");
+        a.ec2_endpoint = Some("http://127.0.0.1:5000".into());
+        a.region = Some("us-west-2".into());
+        a.identity = Some("op-0".into());
+        a.mutate_qps = Some(2.5);
+        a.mutate_burst = Some(20);
+        a.describe_qps = Some(10.0);
+        a.describe_burst = Some(40);
+        a.termination_wait_seconds = Some(900);
+        a.vpc_cidrs = vec!["10.0.0.0/16".into(), "100.64.0.0/16".into()];
+        a.node_selector = Some("pool in (a,b)".into());
+        a.log_format = LogFormat::Json;
+        let argv = a.to_args();
+        // Every flag the parser knows is rendered (a flag added to `Args` needs nothing else).
+        let longs: Vec<_> = Args::command()
+            .get_arguments()
+            .filter_map(|x| x.get_long().map(String::from))
+            .filter(|l| l != "help" && l != "version")
+            .collect();
+        let named: Vec<_> =
+            argv.iter().map(|f| f[2..].split('=').next().unwrap().to_string()).collect();
+        assert_eq!(named, longs, "{argv:?}");
+        assert!(argv.contains(&"--describe-qps=10".to_string()), "{argv:?}");
+        assert!(argv.contains(&"--vpc-cidrs=10.0.0.0/16,100.64.0.0/16".to_string()));
+        assert!(argv.contains(&"--log-format=json".to_string()));
+        let back = Args::try_parse_from(std::iter::once("enipool-operator".into()).chain(argv));
+        assert_eq!(back.unwrap(), a);
+        // Unset optional flags and empty lists are left out.
+        let d = Args::defaults("c").to_args();
+        assert!(!d.iter().any(|f| f.starts_with("--region")
+            || f.starts_with("--vpc-cidrs")
+            || f.starts_with("--termination-wait-seconds")));
+        assert_eq!(d[0], "--cluster-name=c");
+    }
+
+    #[test]
     fn verify_cli() {
         Args::command().debug_assert();
         let a = Args::try_parse_from(["enipool-operator", "--cluster-name", "c"]).unwrap();
         assert_eq!(a.metrics_addr.to_string(), "0.0.0.0:8080");
         assert_eq!((a.lease_duration_seconds, a.workers, a.resync_seconds), (15, 8, 60));
         assert_eq!(a.node_selector, None);
-        assert_eq!(a.termination_wait_seconds, 3600);
+        assert_eq!(a.termination_wait_seconds, None);
         assert_eq!(a.operator_config().termination_wait, std::time::Duration::from_secs(3600));
     }
 
@@ -229,12 +295,5 @@ mod tests {
         let a = Args::try_parse_from(["enipool-operator", "--cluster-name=c", "--node-selector="])
             .unwrap();
         assert_eq!(a.operator_config().node_selector, None);
-    }
-
-    #[test]
-    fn a_blank_node_selector_is_no_selector() {
-        assert_eq!(node_selector(None), None);
-        assert_eq!(node_selector(Some("  ")), None);
-        assert_eq!(node_selector(Some(" a=b ")).as_deref(), Some("a=b"));
     }
 }

@@ -18,8 +18,10 @@
 //! The decisions (which pools, which patch) are pure functions ([`in_scope`], [`plan()`],
 //! [`finalizer_patch`]), unit-tested in `cleanup/tests.rs`; [`cleanup`] does the I/O.
 
-use crate::args::LogFormat;
+pub use crate::error::CleanupError;
+use crate::k8s::client;
 use crate::leader::{self, Candidate, LeaseConfig};
+use crate::logging::LogFormat;
 use enipool_crds::{ENIPool, POOL_FINALIZER};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -124,7 +126,7 @@ impl CleanupArgs {
             lease_name: self.lease_name.clone(),
             identity,
             lease_duration: Duration::from_secs(self.lease_duration_seconds.max(3)),
-            node_selector: crate::args::node_selector(self.node_selector.as_deref()),
+            node_selector: crate::k8s::scope::node_selector(self.node_selector.as_deref()),
             timeout: Duration::from_secs(self.timeout_seconds),
             poll: leader::RETRY_PERIOD,
         }
@@ -132,10 +134,9 @@ impl CleanupArgs {
 
     /// Run the cleanup (the subcommand): exit status 0 with a summary line, else the error.
     pub async fn run(self) -> crate::Result<()> {
-        crate::run::init_tracing(self.log_format);
+        crate::logging::init_tracing(self.log_format);
         let cfg = self.config();
-        let report =
-            cleanup(crate::apiclient::bounded(crate::apiclient::client().await?), &cfg).await?;
+        let report = cleanup(client::bounded(client::client().await?), &cfg).await?;
         tracing::info!(
             released = report.released,
             deleted = report.deleted,
@@ -148,59 +149,6 @@ impl CleanupArgs {
         );
         Ok(())
     }
-}
-
-/// Why the cleanup failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CleanupError {
-    /// An operator (or another cleanup) kept the Lease for the whole timeout; nothing changed.
-    #[error(
-        "the Lease {namespace}/{name} is still held by {holder:?} after {waited:?}: an enipool \
-         operator is still running (uninstall it, or scale its Deployment to 0, and run the \
-         cleanup again); no ENIPool was changed"
-    )]
-    LeaseHeld {
-        /// Lease namespace.
-        namespace: String,
-        /// Lease name.
-        name: String,
-        /// Its holder at the end of the wait.
-        holder: String,
-        /// How long the cleanup waited.
-        waited: Duration,
-    },
-    /// The Lease could not be renewed while working (another holder took it, or the API failed
-    /// for most of a lease duration): the cleanup stopped before its next write.
-    #[error(
-        "lost the Lease {namespace}/{name} while working ({why}); stopped after {released} \
-         pools released and {deleted} deleted: run the cleanup again"
-    )]
-    LeaseLost {
-        /// Lease namespace.
-        namespace: String,
-        /// Lease name.
-        name: String,
-        /// What happened.
-        why: String,
-        /// Pools released before stopping.
-        released: usize,
-        /// Pools deleted before stopping.
-        deleted: usize,
-    },
-    /// The API server refused the node selector.
-    #[error("--node-selector {selector:?} is not a valid label selector: {message}")]
-    InvalidSelector {
-        /// The selector.
-        selector: String,
-        /// The API server's message.
-        message: String,
-    },
-    /// A pool kept changing under the cleanup.
-    #[error("ENIPool {0}: the finalizer patch conflicted {1} times in a row")]
-    Conflicts(String, u32),
-    /// Any other Kubernetes API error.
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
 }
 
 /// What [`cleanup`] did.

@@ -1,11 +1,12 @@
 //! The operator's one error type. Every variant has a stable [`Error::category`]: it is the
 //! `category` label of `enipool_operator_reconcile_failures_total`, the reason of the Warning
 //! Event a failed pool reconcile publishes (at most one per pool and category every
-//! [`FAILURE_EVENT_EVERY`](crate::reconcile::FAILURE_EVENT_EVERY)) and of the `EC2Synced=False`
-//! it sets on the pool ([`verdicts`](crate::reconcile::failure::verdicts)). Whether it is
+//! [`FAILURE_EVENT_EVERY`](crate::round::FAILURE_EVENT_EVERY)) and of the `EC2Synced=False`
+//! it sets on the pool ([`verdicts`](crate::round::conditions::verdicts)). Whether it is
 //! transient is what `error_policy` branches on (transient → backoff, permanent → wait longer).
 
 use crate::ec2::{Ec2Error, Ec2ErrorKind};
+use std::time::Duration;
 
 /// Errors of the operator library.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +53,7 @@ pub enum Error {
     Stopped(String),
     /// The `cleanup` subcommand failed.
     #[error(transparent)]
-    Cleanup(#[from] crate::cleanup::CleanupError),
+    Cleanup(#[from] CleanupError),
 }
 
 impl Error {
@@ -93,7 +94,7 @@ impl Error {
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Why the operator's own Kubernetes client cut a call short (`apiclient.rs`, the Lease calls in
+/// Why the operator's own Kubernetes client cut a call short (`k8s/client.rs`, the Lease calls in
 /// `leader.rs`). It comes back inside `kube::Error::Service`, so a reconcile sees an
 /// [`Error::Kube`] (category `KubeApi`).
 #[derive(Debug, thiserror::Error)]
@@ -104,4 +105,57 @@ pub enum Cut {
     /// A write not sent, or abandoned unanswered, because this replica does not lead (any more).
     #[error("not sent: this replica does not hold the leader Lease")]
     NotLeader,
+}
+
+/// Why the `cleanup` subcommand failed ([`crate::cleanup`]).
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    /// An operator (or another cleanup) kept the Lease for the whole timeout; nothing changed.
+    #[error(
+        "the Lease {namespace}/{name} is still held by {holder:?} after {waited:?}: an enipool \
+         operator is still running (uninstall it, or scale its Deployment to 0, and run the \
+         cleanup again); no ENIPool was changed"
+    )]
+    LeaseHeld {
+        /// Lease namespace.
+        namespace: String,
+        /// Lease name.
+        name: String,
+        /// Its holder at the end of the wait.
+        holder: String,
+        /// How long the cleanup waited.
+        waited: Duration,
+    },
+    /// The Lease could not be renewed while working (another holder took it, or the API failed
+    /// for most of a lease duration): the cleanup stopped before its next write.
+    #[error(
+        "lost the Lease {namespace}/{name} while working ({why}); stopped after {released} \
+         pools released and {deleted} deleted: run the cleanup again"
+    )]
+    LeaseLost {
+        /// Lease namespace.
+        namespace: String,
+        /// Lease name.
+        name: String,
+        /// What happened.
+        why: String,
+        /// Pools released before stopping.
+        released: usize,
+        /// Pools deleted before stopping.
+        deleted: usize,
+    },
+    /// The API server refused the node selector.
+    #[error("--node-selector {selector:?} is not a valid label selector: {message}")]
+    InvalidSelector {
+        /// The selector.
+        selector: String,
+        /// The API server's message.
+        message: String,
+    },
+    /// A pool kept changing under the cleanup.
+    #[error("ENIPool {0}: the finalizer patch conflicted {1} times in a row")]
+    Conflicts(String, u32),
+    /// Any other Kubernetes API error.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
 }

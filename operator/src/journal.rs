@@ -180,6 +180,12 @@ pub fn holds_only(eni: &Eni, offered: &BTreeSet<String>) -> bool {
         && eni.prefixes.iter().map(|p| p.to_string()).all(|p| offered.contains(&p))
 }
 
+/// Whether enipool created this ENI for this cluster (only those may be detached or deleted).
+pub fn is_managed(eni: &Eni, cluster: &str) -> bool {
+    eni.tags.get(tags::OWNER).is_some_and(|o| o == tags::OWNER_VALUE)
+        && eni.tags.get(tags::CLUSTER).is_some_and(|c| c == cluster)
+}
+
 /// Finish or abandon one entry by looking at EC2. `attached` are the instance's ENIs from the sync;
 /// `offered` the items the agent gave up for release.
 pub async fn replay_one(

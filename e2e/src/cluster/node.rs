@@ -77,7 +77,7 @@ impl Cluster {
     /// Lease holder), so that one replica can be cut off from the API
     /// ([`super::kube::KubeEnv::freeze_user`]).
     pub fn start_operator(&self, i: usize) -> Result<u32> {
-        use crate::runner::flags::{operator_args, OperatorFlags};
+        use crate::runner::flags::{operator_args, operator_flags};
         let identity = format!("operator-{i}");
         let kubeconfig = match self.kube.is_local() {
             true => {
@@ -87,10 +87,10 @@ impl Cluster {
             }
             false => self.kube.kubeconfig.clone(),
         };
-        let mut f = OperatorFlags::new(&self.name, &identity);
+        let mut f = operator_flags(&self.name, &identity);
         f.ec2_endpoint = Some(self.sim().endpoint_url());
         f.region = Some(REGION.into());
-        f.metrics_addr = format!("127.0.0.1:{}", self.free_port()?);
+        f.metrics_addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.free_port()?));
         f.lease_namespace = self.names.lease_namespace.clone();
         f.lease_name = self.names.lease_name.clone();
         // On an external API: the run's Nodes only, never the cluster's own.

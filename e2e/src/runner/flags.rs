@@ -4,81 +4,16 @@
 //! renders the chart with equivalent values and compares). Every value is passed as
 //! `--flag=value`; `--external-snat` is a switch; optional flags are left out when unset.
 
-/// Operator flags (`enipool-operator --help`). Fields mirror the binary's flags one to one.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OperatorFlags {
-    /// `--cluster-name`.
-    pub cluster_name: String,
-    /// `--ec2-endpoint`.
-    pub ec2_endpoint: Option<String>,
-    /// `--region`.
-    pub region: Option<String>,
-    /// `--metrics-addr` (`host:port`).
-    pub metrics_addr: String,
-    /// `--lease-namespace` (the chart passes its release namespace).
-    pub lease_namespace: String,
-    /// `--lease-name`.
-    pub lease_name: String,
-    /// `--identity` (the chart passes `$(POD_NAME)`, expanded by the kubelet).
-    pub identity: String,
-    /// `--lease-duration-seconds`.
-    pub lease_duration_seconds: u64,
-    /// `--mutate-qps`.
-    pub mutate_qps: Option<f64>,
-    /// `--mutate-burst`.
-    pub mutate_burst: Option<u32>,
-    /// `--describe-qps`.
-    pub describe_qps: Option<f64>,
-    /// `--describe-burst`.
-    pub describe_burst: Option<u32>,
-    /// `--budget-share`.
-    pub budget_share: f64,
-    /// `--gc-interval-seconds`.
-    pub gc_interval_seconds: u64,
-    /// `--leak-grace-seconds`.
-    pub leak_grace_seconds: i64,
-    /// `--resync-seconds`.
-    pub resync_seconds: u64,
-    /// `--agent-stale-seconds`.
-    pub agent_stale_seconds: i64,
-    /// `--workers`.
-    pub workers: u16,
-    /// `--vpc-cidrs` (comma-joined; left out when empty).
-    pub vpc_cidrs: Vec<String>,
-    /// `--node-selector` (a label selector; left out when unset: every Node).
-    pub node_selector: Option<String>,
-    /// `--log-format` (`text` or `json`).
-    pub log_format: String,
-}
+/// Operator flags: the operator's own [`Args`](enipool_operator::args::Args), so a flag added to
+/// the operator is one the runner and the chart test know.
+pub use enipool_operator::args::{Args as OperatorFlags, LogFormat};
 
-impl OperatorFlags {
-    /// The binary's defaults for `cluster_name`, with `identity` as given (the binary's own default,
-    /// POD_NAME or the hostname, is never relied on: the runner and the chart both pass it).
-    pub fn new(cluster_name: &str, identity: &str) -> OperatorFlags {
-        OperatorFlags {
-            cluster_name: cluster_name.to_string(),
-            ec2_endpoint: None,
-            region: None,
-            metrics_addr: "0.0.0.0:8080".into(),
-            lease_namespace: "kube-system".into(),
-            lease_name: "enipool-operator".into(),
-            identity: identity.to_string(),
-            lease_duration_seconds: 15,
-            mutate_qps: None,
-            mutate_burst: None,
-            describe_qps: None,
-            describe_burst: None,
-            budget_share: 0.5,
-            gc_interval_seconds: 300,
-            leak_grace_seconds: 600,
-            resync_seconds: 60,
-            agent_stale_seconds: 120,
-            workers: 8,
-            vpc_cidrs: Vec::new(),
-            node_selector: None,
-            log_format: "text".into(),
-        }
-    }
+/// The operator binary's defaults for `cluster_name`, with `identity` as given (the binary's own
+/// default, POD_NAME or the hostname, is never relied on: the runner and the chart both pass it).
+pub fn operator_flags(cluster_name: &str, identity: &str) -> OperatorFlags {
+    let mut f = OperatorFlags::defaults(cluster_name);
+    f.identity = Some(identity.to_string());
+    f
 }
 
 /// Agent flags (`enipool-agent --help`). Fields mirror the binary's flags one to one.
@@ -163,47 +98,9 @@ fn flag(out: &mut Vec<String>, name: &str, value: impl std::fmt::Display) {
     out.push(format!("--{name}={value}"));
 }
 
-/// The operator's command line (without the program name).
+/// The operator's command line (without the program name), as the operator renders it.
 pub fn operator_args(cfg: &OperatorFlags) -> Vec<String> {
-    let mut a = Vec::new();
-    flag(&mut a, "cluster-name", &cfg.cluster_name);
-    if let Some(v) = &cfg.ec2_endpoint {
-        flag(&mut a, "ec2-endpoint", v);
-    }
-    if let Some(v) = &cfg.region {
-        flag(&mut a, "region", v);
-    }
-    flag(&mut a, "metrics-addr", &cfg.metrics_addr);
-    flag(&mut a, "lease-namespace", &cfg.lease_namespace);
-    flag(&mut a, "lease-name", &cfg.lease_name);
-    flag(&mut a, "identity", &cfg.identity);
-    flag(&mut a, "lease-duration-seconds", cfg.lease_duration_seconds);
-    if let Some(v) = cfg.mutate_qps {
-        flag(&mut a, "mutate-qps", v);
-    }
-    if let Some(v) = cfg.mutate_burst {
-        flag(&mut a, "mutate-burst", v);
-    }
-    if let Some(v) = cfg.describe_qps {
-        flag(&mut a, "describe-qps", v);
-    }
-    if let Some(v) = cfg.describe_burst {
-        flag(&mut a, "describe-burst", v);
-    }
-    flag(&mut a, "budget-share", cfg.budget_share);
-    flag(&mut a, "gc-interval-seconds", cfg.gc_interval_seconds);
-    flag(&mut a, "leak-grace-seconds", cfg.leak_grace_seconds);
-    flag(&mut a, "resync-seconds", cfg.resync_seconds);
-    flag(&mut a, "agent-stale-seconds", cfg.agent_stale_seconds);
-    flag(&mut a, "workers", cfg.workers);
-    if !cfg.vpc_cidrs.is_empty() {
-        flag(&mut a, "vpc-cidrs", cfg.vpc_cidrs.join(","));
-    }
-    if let Some(v) = &cfg.node_selector {
-        flag(&mut a, "node-selector", v);
-    }
-    flag(&mut a, "log-format", &cfg.log_format);
-    a
+    cfg.to_args()
 }
 
 /// The agent's command line (without the program name).
@@ -262,13 +159,13 @@ mod tests {
         let a = agent_args(&cfg);
         assert!(a.contains(&"--external-snat".to_string()));
         assert!(a.contains(&"--snat-exclude-cidrs=10.1.0.0/16,10.2.0.0/16".to_string()));
-        let o = operator_args(&OperatorFlags::new("c", "op-0"));
+        let o = operator_args(&operator_flags("c", "op-0"));
         assert_eq!(o[0], "--cluster-name=c");
         assert!(o.contains(&"--budget-share=0.5".to_string()));
         assert!(!o.iter().any(|s| s.starts_with("--region")
             || s.starts_with("--mutate-qps")
             || s.starts_with("--node-selector")));
-        let mut cfg = OperatorFlags::new("c", "op-0");
+        let mut cfg = operator_flags("c", "op-0");
         cfg.node_selector = Some("enipool-e2e/run=e2e-ep0000-abcd".into());
         let o = operator_args(&cfg);
         assert!(o.contains(&"--node-selector=enipool-e2e/run=e2e-ep0000-abcd".to_string()));

@@ -3,7 +3,8 @@
 
 use super::{container, find, render, root, strings, Values, NAMESPACE, RELEASE};
 use enipool_e2e::runner::flags::{
-    agent_args, operator_args, AgentFlags, OperatorFlags, CHART_CNI_CONF_DIR, CHART_CNI_CONF_SOURCE,
+    agent_args, operator_args, operator_flags, AgentFlags, LogFormat, OperatorFlags,
+    CHART_CNI_CONF_DIR, CHART_CNI_CONF_SOURCE,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -14,9 +15,13 @@ fn values_for(op: &OperatorFlags, ag: &AgentFlags) -> Value {
         let (h, p) = addr.rsplit_once(':').expect("host:port");
         (h.to_string(), p.parse().expect("port"))
     };
-    let (op_host, op_port) = split(&op.metrics_addr);
+    let (op_host, op_port) = (op.metrics_addr.ip().to_string(), op.metrics_addr.port());
     let (ag_host, ag_port) = split(&ag.metrics_addr);
-    assert_eq!(op.identity, "$(POD_NAME)", "the chart's operator identity is the pod name");
+    assert_eq!(
+        op.identity.as_deref(),
+        Some("$(POD_NAME)"),
+        "the chart's operator identity is the pod name"
+    );
     assert_eq!(ag.node_name, "$(NODE_NAME)", "the chart's agent node name is the downward API's");
     assert_eq!(op.lease_namespace, NAMESPACE, "the chart passes its release namespace");
     assert!(ag.netns.is_none(), "--netns is for the test platform only");
@@ -42,6 +47,7 @@ fn values_for(op: &OperatorFlags, ag: &AgentFlags) -> Value {
             "leakGraceSeconds": op.leak_grace_seconds,
             "resyncSeconds": op.resync_seconds,
             "agentStaleSeconds": op.agent_stale_seconds,
+            "terminationWaitSeconds": op.termination_wait_seconds,
             "workers": op.workers,
             "vpcCIDRs": op.vpc_cidrs,
             "managedNodeSelector": op.node_selector.clone().unwrap_or_default(),
@@ -110,9 +116,9 @@ fn assert_chart_flags(docs: &[Value], op: &OperatorFlags, ag: &AgentFlags) {
 #[test]
 fn default_chart_flags_are_the_binaries_defaults() {
     let docs = render(&Values::File("default-values.yaml")).unwrap();
-    let mut op = OperatorFlags::new("ci-default", "$(POD_NAME)");
+    let mut op = operator_flags("ci-default", "$(POD_NAME)");
     op.lease_namespace = NAMESPACE.into();
-    op.log_format = "json".into(); // the one deliberate difference: JSON logs in a cluster
+    op.log_format = LogFormat::Json; // the one deliberate difference: JSON logs in a cluster
     let mut ag = chart_agent("$(NODE_NAME)");
     ag.log_format = "json".into();
     assert_chart_flags(&docs, &op, &ag);
@@ -121,10 +127,10 @@ fn default_chart_flags_are_the_binaries_defaults() {
 #[test]
 fn chart_renders_the_runners_flags_for_equivalent_values() {
     // Every optional flag set, every value away from its default (like the runner's test timings).
-    let mut op = OperatorFlags::new("e2e-cluster", "$(POD_NAME)");
+    let mut op = operator_flags("e2e-cluster", "$(POD_NAME)");
     op.ec2_endpoint = Some("http://127.0.0.1:5000".into());
     op.region = Some("us-west-2".into());
-    op.metrics_addr = "127.0.0.1:18080".into();
+    op.metrics_addr = "127.0.0.1:18080".parse().unwrap();
     op.lease_namespace = NAMESPACE.into();
     op.lease_name = "enipool-operator-e2e".into();
     op.lease_duration_seconds = 6;
@@ -137,10 +143,11 @@ fn chart_renders_the_runners_flags_for_equivalent_values() {
     op.leak_grace_seconds = 20;
     op.resync_seconds = 10;
     op.agent_stale_seconds = 60;
+    op.termination_wait_seconds = Some(900);
     op.workers = 4;
     op.vpc_cidrs = vec!["10.0.0.0/16".into(), "100.64.0.0/16".into()];
     op.node_selector = Some("enipool.io/enabled=true".into());
-    op.log_format = "text".into();
+    op.log_format = LogFormat::Text;
     let mut ag = chart_agent("$(NODE_NAME)");
     ag.socket = "/run/enipool-e2e/cni.sock".into();
     ag.cni_conf_name = "00-enipool-e2e.conflist".into();
@@ -161,7 +168,7 @@ fn chart_renders_the_runners_flags_for_equivalent_values() {
     let docs = render(&Values::Json(values_for(&op, &ag))).unwrap();
     assert_chart_flags(&docs, &op, &ag);
     // And the other way round: the defaults, as values, render the default flags.
-    let (mut op, mut ag) = (OperatorFlags::new("x", "$(POD_NAME)"), chart_agent("$(NODE_NAME)"));
+    let (mut op, mut ag) = (operator_flags("x", "$(POD_NAME)"), chart_agent("$(NODE_NAME)"));
     op.lease_namespace = NAMESPACE.into();
     let docs = render(&Values::Json(values_for(&op, &ag))).unwrap();
     assert_chart_flags(&docs, &op, &ag);
@@ -173,7 +180,7 @@ fn chart_renders_the_runners_flags_for_equivalent_values() {
 fn flags_exist_in_the_binaries() {
     // The operator's real parser accepts the chart's command line.
     use clap::Parser;
-    let mut op = OperatorFlags::new("c", "$(POD_NAME)");
+    let mut op = operator_flags("c", "$(POD_NAME)");
     op.ec2_endpoint = Some("http://127.0.0.1:1".into());
     op.region = Some("us-west-2".into());
     op.mutate_qps = Some(1.5);

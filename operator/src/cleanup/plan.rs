@@ -21,15 +21,17 @@ pub enum NodeScope {
 }
 
 /// Whether the cleanup releases the pool of a Node: the operator's `--node-selector` rule
-/// (operator/src/run/scope.rs `pool_in_scope`) for a pool not being deleted: pools of selected
+/// ([`pool_in_scope`](crate::k8s::scope::pool_in_scope)) for a pool not being deleted: pools of selected
 /// Nodes, and pools whose Node is gone. A pool of a living, unselected Node is another
 /// installation's (or its Node stopped matching): left alone. Pools are named after their Node.
 pub fn in_scope(scope: &NodeScope, node: &str) -> bool {
     match scope {
         NodeScope::All => true,
-        NodeScope::Selected { selected, existing } => {
-            crate::run::pool_in_scope(false, selected.contains(node), existing.contains(node))
-        }
+        NodeScope::Selected { selected, existing } => crate::k8s::scope::pool_in_scope(
+            false,
+            selected.contains(node),
+            existing.contains(node),
+        ),
     }
 }
 

@@ -286,7 +286,7 @@ pub trait Ec2Api: Send + Sync + 'static {
     /// UnassignPrivateIpAddresses for prefixes.
     async fn unassign_prefixes(&self, eni_id: &str, prefixes: &[Ipv4Net]) -> Ec2Result<()>;
     /// The sustained describe rate (calls/s) this client allows itself, when it limits itself: the
-    /// periodic resync is sized to a share of it (`resync.rs`). `None`: unknown, no sizing.
+    /// periodic resync is sized to a share of it (`round/resync.rs`). `None`: unknown, no sizing.
     fn describe_qps(&self) -> Option<f64> {
         None
     }
@@ -294,9 +294,11 @@ pub trait Ec2Api: Send + Sync + 'static {
 
 // The aws-sdk-ec2 implementation and its parts.
 pub mod aws;
+pub mod capacity;
 pub mod classify;
 pub mod convert;
 pub mod limiter;
 pub mod metrics;
 pub mod mutations;
 pub mod types_table;
+pub mod vpc;

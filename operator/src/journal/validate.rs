@@ -6,9 +6,8 @@
 //! `available` and created for it), its subnet and security groups the ones growth would choose,
 //! its device index free. Everything else is rejected — dropped with a Warning, never acted on.
 
-use super::PREFIXES_MARKER;
+use super::{is_managed, PREFIXES_MARKER};
 use crate::ec2::Eni;
-use crate::sync::is_managed;
 use enipool_crds::{tags, ENIPoolStatus, Operation, OperationKind};
 use std::collections::{BTreeMap, BTreeSet};
 

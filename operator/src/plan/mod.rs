@@ -10,7 +10,10 @@ pub use placement::{
     next_device_index, plan_growth, prefix_fallback, Blocked, Growth, GrowthInput, Step,
 };
 pub use release::{decide_release, ReleaseDecision, ReleaseInput};
-pub use sizing::{allocated, compute_target, Demand, Sized};
+pub use sizing::{
+    allocated, compute_target, deficit, held, in_flight, releasing_addresses, slots_per_eni,
+    Demand, Sized,
+};
 
 /// One ENI of the node as the planner sees it, derived from EC2 after the per-node sync.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

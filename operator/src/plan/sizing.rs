@@ -1,8 +1,10 @@
-//! The target: how many pod addresses a node should hold (docs/design.md). Idempotent: the same
-//! demand always gives the same target, so a burst is met in one round, never batch by batch.
+//! The target: how many pod addresses a node should hold (docs/design.md), and how far the node is
+//! from it (held, in flight, deficit). Idempotent: the same demand always gives the same target, so
+//! a burst is met in one round, never batch by batch.
 
 use super::EniView;
 use enipool_crds::settings::{EffectiveSettings, PREFIX_SIZE};
+use enipool_crds::{AgentStatus, ENIPoolStatus, Releasing};
 
 /// What the agent reports as demand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,4 +79,47 @@ pub fn allocated(enis: &[EniView], first_interface_index: i32) -> i32 {
         .filter(|e| !e.excluded && e.device_index >= first_interface_index)
         .map(|e| e.ips + e.prefixes * PREFIX_SIZE)
         .sum()
+}
+
+/// Addresses in a release the operator committed to (its /32s and 16 per prefix).
+pub fn releasing_addresses(r: &Releasing) -> i32 {
+    r.ips.len() as i32 + r.prefixes.len() as i32 * PREFIX_SIZE
+}
+
+/// Addresses held in EC2 but unusable by the agent: those releasing, and those the agent offered
+/// for the outstanding release request (until the operator commits to them). They do not count as
+/// held.
+pub fn in_flight(st: &ENIPoolStatus, agent: Option<&AgentStatus>) -> i32 {
+    // Releasing items EC2 no longer shows are gone, not in flight.
+    let releasing = st
+        .releasing
+        .as_ref()
+        .map(|r| super::release::group_present(&st.enis, &r.ips, &r.prefixes))
+        .unwrap_or_default()
+        .iter()
+        .map(|g| g.ips.len() as i32 + g.prefixes.len() as i32 * PREFIX_SIZE)
+        .sum::<i32>();
+    let outstanding = st.release_request.as_ref().filter(|r| r.revision > st.released_revision);
+    let offered = match (outstanding, agent.and_then(|a| a.releasable.as_ref())) {
+        (Some(req), Some(o)) if o.revision == req.revision && st.releasing.is_none() => {
+            o.ips.len() as i32 + o.prefixes.len() as i32 * PREFIX_SIZE
+        }
+        _ => 0,
+    };
+    releasing + offered
+}
+
+/// Addresses that count toward the target: allocated on the node's ENIs, less those in flight.
+pub fn held(enis: &[EniView], first_interface_index: i32, in_flight: i32) -> i32 {
+    allocated(enis, first_interface_index) - in_flight
+}
+
+/// Addresses missing to reach `target` (0 at or above it).
+pub fn deficit(target: i32, held: i32) -> i32 {
+    (target - held).max(0)
+}
+
+/// Secondary address slots of one ENI: its addresses less the ENI's own primary.
+pub fn slots_per_eni(eff: &EffectiveSettings) -> i32 {
+    (eff.capacity.ips_per_eni - 1).max(0)
 }

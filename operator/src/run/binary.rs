@@ -2,28 +2,22 @@
 //! client from the flags and the environment, logging, and the signals that stop it gracefully.
 //! The library entry ([`super::Operator::start`]) takes a client and an EC2 API instead.
 
-use super::{run, OperatorConfig};
-use crate::args::{Args, LogFormat};
+use super::http::Health;
+use super::wiring::run;
+use super::OperatorConfig;
+use crate::args::Args;
 use crate::ec2::aws::{AwsEc2, AwsEc2Config, StaticCredentials};
 use crate::ec2::metrics::Ec2Metrics;
 use crate::ec2::Ec2Api;
-use crate::http::Health;
+use crate::logging::init_tracing;
 use crate::metrics::Metrics;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Logging for the operator's binaries (the operator and its `cleanup` subcommand).
-pub(crate) fn init_tracing(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        LogFormat::Json => b.json().try_init(),
-        LogFormat::Text => b.try_init(),
-    };
-}
+/// `--termination-wait-seconds` when not given.
+const DEFAULT_TERMINATION_WAIT_SECS: u64 = 3600;
 
 impl Args {
     /// The operator configuration these flags describe.
@@ -47,8 +41,10 @@ impl Args {
             workers: self.workers,
             vpc_cidrs: self.vpc_cidrs.clone(),
             metrics_addr: Some(self.metrics_addr),
-            termination_wait: Duration::from_secs(self.termination_wait_seconds),
-            node_selector: crate::args::node_selector(self.node_selector.as_deref()),
+            termination_wait: Duration::from_secs(
+                self.termination_wait_seconds.unwrap_or(DEFAULT_TERMINATION_WAIT_SECS),
+            ),
+            node_selector: crate::k8s::scope::node_selector(self.node_selector.as_deref()),
         }
     }
 
@@ -85,7 +81,7 @@ impl Args {
         let ec2: Arc<dyn Ec2Api> = Arc::new(
             AwsEc2::new(aws).await.map_err(|e| crate::Error::Config(format!("EC2 client: {e}")))?,
         );
-        let client = crate::apiclient::client().await?;
+        let client = crate::k8s::client::client().await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;

@@ -256,3 +256,69 @@ fn allocated_counts_pod_enis_only() {
     assert_eq!(allocated(&enis, 0), 21);
     assert_eq!(allocated(&enis, 1), 18);
 }
+
+#[test]
+fn addresses_in_flight_do_not_count_as_held() {
+    use enipool_crds::{AgentStatus, ENIPoolStatus, Releasable, ReleaseRequest, Releasing};
+    let enis = [view("eni-0", 0, "s", 10, 0), view("eni-1", 1, "s", 6, 1)];
+    // Allocated: the secondary ENI's 6 addresses and one /28 (the primary ENI is not counted
+    // with first_interface_index 1).
+    let allocated = crate::plan::allocated(&enis, 1);
+    let request = ReleaseRequest { revision: 3, count: 2, ..Default::default() };
+    let offer = Releasable {
+        revision: 3,
+        ips: vec!["10.0.0.5".into(), "10.0.0.6".into()],
+        prefixes: vec![],
+    };
+    let agent = AgentStatus { releasable: Some(offer.clone()), ..Default::default() };
+    let mut st = ENIPoolStatus {
+        release_request: Some(request),
+        released_revision: 2,
+        ..Default::default()
+    };
+    // Nothing requested: nothing in flight.
+    assert_eq!(in_flight(&ENIPoolStatus::default(), Some(&agent)), 0);
+    // The agent offered 2 for the outstanding request.
+    assert_eq!(in_flight(&st, Some(&agent)), 2);
+    assert_eq!(held(&enis, 1, in_flight(&st, Some(&agent))), allocated - 2);
+    // An offer for another revision, or a request already released, holds nothing back.
+    let stale =
+        AgentStatus { releasable: Some(Releasable { revision: 2, ..offer }), ..Default::default() };
+    assert_eq!(in_flight(&st, Some(&stale)), 0);
+    // Committed: the release counts (its /32s and 16 per prefix), the offer no longer.
+    st.releasing = Some(Releasing {
+        revision: 3,
+        ips: vec!["10.0.0.5".into()],
+        prefixes: vec!["10.0.1.0/28".into()],
+        ..Default::default()
+    });
+    assert_eq!(releasing_addresses(st.releasing.as_ref().unwrap()), 17);
+    st.enis = vec![enipool_crds::EniStatus {
+        id: "eni-1".into(),
+        device_index: 1,
+        ips: vec!["10.0.0.5".into(), "10.0.0.7".into()],
+        prefixes: vec!["10.0.1.0/28".into()],
+        ..Default::default()
+    }];
+    assert_eq!(in_flight(&st, Some(&agent)), 17);
+    // Unassigned in EC2 (the describe no longer shows them): gone, not in flight.
+    st.enis[0].ips.retain(|i| i != "10.0.0.5");
+    st.enis[0].prefixes.clear();
+    assert_eq!(in_flight(&st, Some(&agent)), 0, "releasing items EC2 no longer holds");
+    st.released_revision = 3;
+    st.releasing = None;
+    assert_eq!(in_flight(&st, Some(&agent)), 0, "the request was released");
+}
+
+#[test]
+fn deficit_is_what_is_missing_never_negative() {
+    assert_eq!(deficit(10, 4), 6);
+    assert_eq!(deficit(10, 10), 0);
+    assert_eq!(deficit(4, 10), 0, "above target: nothing to grow");
+}
+
+#[test]
+fn an_enis_slots_leave_out_its_primary_address() {
+    assert_eq!(slots_per_eni(&eff(IpMode::SecondaryIP, M5_LARGE, Sizing::default())), 9);
+    assert_eq!(slots_per_eni(&eff(IpMode::SecondaryIP, T3_SMALL, Sizing::default())), 3);
+}

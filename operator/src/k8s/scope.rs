@@ -9,8 +9,8 @@
 //! when it is being deleted (the finalizer of a pool whose Node lives only releases it). A policy
 //! gets its status from this operator when a pool of a selected Node resolved to it.
 
+use super::context::{valid, Context};
 use super::synced::Synced;
-use crate::controller::{self, valid, Context};
 use crate::error::Result;
 use enipool_crds::{ENIPool, ENIPoolPolicy, POLICY_LABEL};
 use futures::future::{BoxFuture, FutureExt};
@@ -64,7 +64,9 @@ impl Scope {
         let api = Api::<DeserializeGuard<Node>>::all(client.clone());
         let (events, all_synced) = super::synced::mark(reflector(
             writer,
-            watcher(api, watcher::Config::default()).default_backoff().modify(super::trim_node),
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .modify(super::watches::trim_node),
         ));
         let watch = events.for_each(|_| futures::future::ready(())).boxed();
         (Scope { active, selected, all, selected_synced, all_synced }, watch)
@@ -96,7 +98,7 @@ impl Scope {
         }
         let Some(p) = valid(pool) else { return true };
         // "Node gone" must not be a cache that has not synced yet.
-        // Not `Store::wait_until_ready`: see `synced`.
+        // Not `Store::wait_until_ready`: see `k8s::synced`.
         tokio::join!(self.all_synced.wait(), self.selected_synced.wait());
         let node = p.spec.node_name.as_str();
         pool_in_scope(
@@ -116,9 +118,9 @@ impl Scope {
     }
 }
 
-/// The pool controller's reconcile: pools out of scope are looked at again every resync (their
-/// Node may start matching), nothing else.
-pub async fn reconcile_pool(
+/// The pool controller's reconcile for the pools in scope; pools out of scope are looked at again
+/// every resync (their Node may start matching), nothing else.
+pub async fn reconcile_pool_in_scope(
     scope: Scope,
     pool: Arc<DeserializeGuard<ENIPool>>,
     ctx: Arc<Context>,
@@ -126,11 +128,11 @@ pub async fn reconcile_pool(
     if !scope.pool(&pool).await {
         return Ok(Action::requeue(ctx.shared.resync));
     }
-    controller::reconcile_pool(pool, ctx).await
+    super::pool::reconcile_pool(pool, ctx).await
 }
 
 /// The policy controller's reconcile, for the policies in scope.
-pub async fn reconcile_policy(
+pub async fn reconcile_policy_in_scope(
     scope: Scope,
     policy: Arc<DeserializeGuard<ENIPoolPolicy>>,
     ctx: Arc<Context>,
@@ -138,7 +140,13 @@ pub async fn reconcile_policy(
     if !scope.policy(&policy.name_any(), &ctx.pools) {
         return Ok(Action::requeue(ctx.shared.resync));
     }
-    crate::policy_status::reconcile_policy(policy, ctx).await
+    super::policy::reconcile_policy(policy, ctx).await
+}
+
+/// A `--node-selector` as given, `None` when absent or blank (an empty env var from a chart
+/// value means "no selector", not "select nothing").
+pub fn node_selector(flag: Option<&str>) -> Option<String> {
+    flag.map(str::trim).filter(|s| !s.is_empty()).map(String::from)
 }
 
 /// Fails at start on a selector the API server refuses (a watch with it would only retry the same
@@ -164,7 +172,7 @@ pub async fn check_selector(client: &Client, selector: Option<&str>) -> crate::R
 
 #[cfg(test)]
 mod tests {
-    use super::pool_in_scope;
+    use super::{node_selector, pool_in_scope};
 
     #[test]
     fn pools_of_other_nodes_are_left_alone_unless_gone_or_deleting() {
@@ -183,5 +191,12 @@ mod tests {
                 "{deleting} {selected} {exists}"
             );
         }
+    }
+
+    #[test]
+    fn a_blank_node_selector_is_no_selector() {
+        assert_eq!(node_selector(None), None);
+        assert_eq!(node_selector(Some("  ")), None);
+        assert_eq!(node_selector(Some(" a=b ")).as_deref(), Some("a=b"));
     }
 }

@@ -1,7 +1,7 @@
 //! Scale up: plan the fewest calls (pure, `plan::placement`), journal them, make them, sync.
 
 use super::unconfirmed::Change;
-use super::{note, Node, StatusSink, NO_CIDR_COOLDOWN_SECS};
+use super::{note, PoolRound, StatusSink};
 use crate::ec2::{Ec2Error, Ec2ErrorKind, Query};
 use crate::error::Result;
 use crate::journal::{self, MAX_OPERATIONS};
@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-impl Node<'_> {
+impl PoolRound<'_> {
     pub(super) async fn candidate_subnets(&mut self) -> Result<Vec<SubnetView>> {
         let placement =
             self.input.policy.as_ref().and_then(|p| p.eni.subnets.clone()).unwrap_or_default();
@@ -61,13 +61,11 @@ impl Node<'_> {
 
     /// Scale up: plan (no I/O), journal + write, then the calls (I/O), then sync.
     pub(super) async fn grow(&mut self, sink: &dyn StatusSink, target: i32) -> Result<i32> {
-        let held = plan::allocated(&self.views, self.eff.first_interface_index) - self.in_flight();
-        let deficit = target - held;
-        if deficit <= 0 {
+        let deficit = plan::deficit(target, self.held());
+        if deficit == 0 {
             return Ok(0);
         }
-        let no_cidr = self.shared.memory.no_cidr_now(self.now.0);
-        let slots = (self.eff.capacity.ips_per_eni - 1).max(0);
+        let no_cidr = self.shared.memory.no_cidr_subnets(self.now.0);
         let releasing = plan::release::pending_releases(&self.st.operations);
         let mut subnets: Option<Vec<SubnetView>> = None;
         let growth = loop {
@@ -80,7 +78,7 @@ impl Node<'_> {
                 releasing_enis: &releasing,
                 first_interface_index: self.eff.first_interface_index,
                 max_enis: self.eff.capacity.max_enis,
-                slots_per_eni: slots,
+                slots_per_eni: plan::slots_per_eni(&self.eff),
                 subnets: subnets.as_deref(),
                 max_steps: MAX_OPERATIONS.saturating_sub(self.st.operations.len()),
             });
@@ -181,8 +179,7 @@ impl Node<'_> {
             ));
         }
         self.sync().await?;
-        let held = plan::allocated(&self.views, self.eff.first_interface_index) - self.in_flight();
-        Ok((target - held).max(0))
+        Ok(plan::deficit(target, self.held()))
     }
 
     pub(super) fn step_failed(&mut self, step: &Step, e: &Ec2Error) {
@@ -195,9 +192,7 @@ impl Node<'_> {
         match e.kind {
             Ec2ErrorKind::NoCidrBlocks => {
                 if let Some(s) = subnet {
-                    let until = self.now.0
-                        + k8s_openapi::jiff::SignedDuration::from_secs(NO_CIDR_COOLDOWN_SECS);
-                    self.shared.memory.no_cidr.lock().expect("memory lock").insert(s, until);
+                    self.shared.memory.avoid_prefixes_in(s, self.now.0);
                 }
                 if self.eff.mode == IpMode::PrefixWithFallback {
                     self.round.wake_in(Duration::from_secs(1)); // next round asks for /32s there

@@ -1,10 +1,16 @@
-//! EC2 → status (no I/O except [`SubnetCache::get`]): the node's ENIs as EC2 reports them,
-//! adopting everything attached to the instance — addresses assigned at launch included — except
-//! ENIs carrying an excluded tag, which still occupy a device index and an ENI slot.
+//! Observe, the round's first step: describe the instance's ENIs (and their subnets, and the VPC's
+//! CIDR blocks) and turn what EC2 reports into the pool's status, adopting everything attached to
+//! the instance — addresses assigned at launch included — except ENIs carrying an excluded tag,
+//! which still occupy a device index and an ENI slot. The conversions are pure; the I/O is
+//! [`SubnetCache::get`] and the sync of the round's node.
 
+use super::{note, PoolRound};
+use crate::ec2::vpc;
 use crate::ec2::{Ec2Api, Ec2Result, Eni, Instance, Query, Subnet};
+use crate::error::Result;
+use crate::journal::is_managed;
 use crate::plan::EniView;
-use enipool_crds::{tags, EniState, EniStatus, InstanceInfo};
+use enipool_crds::{EniState, EniStatus, InstanceInfo};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -44,12 +50,6 @@ impl SubnetCache {
 /// Whether an ENI carries any of the excluded tags (empty value = any value).
 pub fn is_excluded(eni: &Eni, exclude: &BTreeMap<String, String>) -> bool {
     exclude.iter().any(|(k, v)| eni.tags.get(k).is_some_and(|have| v.is_empty() || have == v))
-}
-
-/// Whether enipool created this ENI for this cluster (only those may be detached or deleted).
-pub fn is_managed(eni: &Eni, cluster: &str) -> bool {
-    eni.tags.get(tags::OWNER).is_some_and(|o| o == tags::OWNER_VALUE)
-        && eni.tags.get(tags::CLUSTER).is_some_and(|c| c == cluster)
 }
 
 fn state_of(eni: &Eni) -> EniState {
@@ -144,6 +144,79 @@ pub fn instance_info(inst: &Instance, vpc_cidrs: Vec<String>) -> InstanceInfo {
         primary_ip: inst.primary_ip.map(|a| a.to_string()).unwrap_or_default(),
         vpc_cidrs,
         state: inst.state.clone(),
+    }
+}
+
+impl PoolRound<'_> {
+    /// Per-node sync (I/O): the instance's ENIs into status; bumps `revision` when they changed.
+    pub(super) async fn sync(&mut self) -> Result<Vec<Eni>> {
+        let enis = match self.ec2().describe_instance_enis(&self.inst.id).await {
+            Ok(e) => e,
+            Err(e) => {
+                self.round.sync_error = Some(e.to_string());
+                self.round.note_error(&e);
+                return Err(e.into());
+            }
+        };
+        let ids: Vec<String> =
+            enis.iter().map(|e| e.subnet_id.clone()).chain([self.inst.subnet_id.clone()]).collect();
+        let subnets = self.shared.subnets.get(self.ec2(), &ids).await?;
+        let vpc_cidrs = self.vpc_cidrs().await?;
+        let exclude = self
+            .input
+            .policy
+            .as_ref()
+            .map(|p| p.eni.exclude_interface_tags.clone())
+            .unwrap_or_default();
+        let Synced { enis: published, views } =
+            build(&enis, &subnets, &exclude, &self.shared.cluster);
+        if published != self.st.enis {
+            self.st.enis = published;
+            self.st.revision += 1;
+        }
+        let mut views = views;
+        self.shared.memory.overlay(&self.input.name, &enis, &mut views);
+        self.views = views;
+        self.st.instance = Some(instance_info(&self.inst, vpc_cidrs));
+        self.round.synced = true;
+        Ok(enis)
+    }
+
+    /// The VPC CIDRs to publish (see [`vpc::publish`]). With none known, the sync fails before
+    /// anything is published: ENIs published without the VPC's blocks would give pods addresses
+    /// whose traffic the agent SNATs or routes by the wrong ENI.
+    async fn vpc_cidrs(&mut self) -> Result<Vec<String>> {
+        let found = self.shared.vpc.lookup(self.ec2(), &self.inst.vpc_id).await;
+        let shown = self.st.instance.as_ref().map(|i| i.vpc_cidrs.as_slice()).unwrap_or_default();
+        match (vpc::publish(found.blocks.as_deref(), shown), found.error) {
+            (Some(cidrs), None) => Ok(cidrs),
+            (Some(cidrs), Some(e)) => {
+                tracing::warn!(pool = %self.input.name, vpc = %self.inst.vpc_id, error = &e as &dyn std::error::Error, "VPC CIDR blocks not refreshed; publishing the ones known");
+                self.notes.push(note(
+                    true,
+                    "VPCCIDRsNotRefreshed",
+                    format!("keeping VPC CIDRs {}: {e}", cidrs.join(",")),
+                ));
+                Ok(cidrs)
+            }
+            (None, e) => {
+                let e = e.unwrap_or_else(|| crate::ec2::Ec2Error {
+                    kind: crate::ec2::Ec2ErrorKind::Transient,
+                    action: "DescribeVpcs",
+                    code: String::new(),
+                    message: "not described yet".into(),
+                });
+                tracing::warn!(pool = %self.input.name, vpc = %self.inst.vpc_id, error = &e as &dyn std::error::Error, "VPC CIDR blocks unknown; pool not synced");
+                self.notes.push(note(
+                    true,
+                    "VPCCIDRsUnknown",
+                    format!("the VPC's CIDR blocks are not known, nothing is published: {e}"),
+                ));
+                self.round.sync_error = Some(format!("VPC CIDR blocks unknown: {e}"));
+                self.round.note_error(&e);
+                Err(e.into())
+            }
+        }
     }
 }
 

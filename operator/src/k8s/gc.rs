@@ -2,12 +2,14 @@
 //! longer ago than the grace (the created-at tag makes it a single pass), and not referenced by any
 //! pool's ENIs or journal. Deleted at most `cap` per run. Only the leader runs it.
 
+use super::context::Context;
 use crate::ec2::{Ec2Api, Eni};
-use crate::sync::is_managed;
+use crate::journal::is_managed;
 use enipool_crds::{tags, ENIPool};
 use k8s_openapi::jiff::Timestamp;
 use kube::core::DeserializeGuard;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// ENIs deleted per run at most (Cilium caps at 25 per interval).
 pub const DEFAULT_CAP: usize = 25;
@@ -85,6 +87,19 @@ pub async fn run_once(
             Err(error) => tracing::warn!(eni_id = %id, %error, "deleting leaked ENI failed"),
         }
     }
+    deleted
+}
+
+/// One GC run (leader only). Skipped while a pool is malformed: its ENIs and journal cannot be
+/// read, so they could not be protected. Only the referenced ids are collected from the cache.
+pub async fn gc_once(ctx: &Context, grace_secs: i64) -> Vec<String> {
+    let Some(referenced) = referenced(ctx.pools.state().iter().map(Arc::as_ref)) else {
+        tracing::warn!("GC skipped: a malformed ENIPool's ENIs cannot be told apart from leaks");
+        return vec![];
+    };
+    let deleted =
+        run_once(ctx.shared.ec2.as_ref(), &ctx.shared.cluster, &referenced, grace_secs).await;
+    ctx.metrics.enis_deleted("leaked", deleted.len());
     deleted
 }
 

@@ -4,7 +4,7 @@
 //! names exist (`SubnetsFound`), and the free space of its subnets. A broken or overlapping policy
 //! is reported here, never a reason to fail or crash.
 
-use crate::controller::{valid, Context};
+use super::context::{valid, Context};
 use crate::ec2::Query;
 use crate::error::{Error, Result};
 use enipool_crds::conditions::{OVERLAPPING, READY, STALLED, SUBNETS_FOUND, VALID};

@@ -15,11 +15,12 @@
 //! deletion, and past `termination_wait` an EC2 failure no longer holds the pool either (what is
 //! left is GC's).
 
-use crate::controller::{parse_provider_id, Context};
+use super::context::Context;
+use super::node::parse_provider_id;
 use crate::ec2::{Ec2Api, Ec2ErrorKind, Ec2Result, Eni};
 use crate::error::Result;
+use crate::journal::is_managed;
 use crate::journal::validate::created_for;
-use crate::sync::is_managed;
 use enipool_crds::{ENIPool, POOL_FINALIZER};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};

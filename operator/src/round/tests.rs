@@ -5,6 +5,7 @@ use crate::ec2::Ec2ErrorKind;
 use crate::journal;
 use crate::testing::FakeEc2;
 use enipool_crds::{AgentStatus, IpMode, OperationKind, Releasable, ReleaseSettings, Sizing};
+use std::sync::Mutex;
 
 /// Records every status write with the number of EC2 mutations made before it, and every
 /// removal.
@@ -45,10 +46,10 @@ pub(super) fn world(
     let shared = Shared {
         ec2: fake.clone(),
         cluster: "test".into(),
-        vpc: crate::vpc::VpcCidrs::new(vec![]),
+        vpc: crate::ec2::vpc::VpcCidrs::new(vec![]),
         agent_stale_secs: 120,
         resync: Duration::from_secs(60),
-        resync_period: crate::resync::ResyncPeriod::new(Duration::from_secs(60), None),
+        resync_period: crate::round::resync::ResyncPeriod::new(Duration::from_secs(60), None),
         capacity: CapacityCache::new(fake.clone()),
         subnets: SubnetCache::default(),
         memory: Memory::default(),
@@ -72,7 +73,7 @@ pub(super) fn world(
 impl World {
     /// One reconcile; the written status becomes the stored one (the agent part is kept).
     pub(super) async fn run(&mut self) -> Outcome {
-        let out = reconcile_pool(&self.shared, &self.input, &self.sink).await.expect("reconcile");
+        let out = run_round(&self.shared, &self.input, &self.sink).await.expect("reconcile");
         let agent = self.input.status.agent.clone();
         self.input.status = ENIPoolStatus { agent, ..out.status.clone() };
         out
@@ -211,7 +212,7 @@ async fn throttling_storm_converges_without_overshoot() {
         // Demand only grows here, so the pool must end within one batch above the final target.
         let in_use = (round / 2).min(10);
         w.set_agent(AgentStatus { epoch: 1, in_use, ..Default::default() });
-        let _ = reconcile_pool(&w.shared, &w.input, &w.sink).await.map(|o| {
+        let _ = run_round(&w.shared, &w.input, &w.sink).await.map(|o| {
             let agent = w.input.status.agent.clone();
             w.input.status = ENIPoolStatus { agent, ..o.status };
         });

@@ -4,7 +4,7 @@
 use super::*;
 use crate::ec2::Ec2Api;
 use crate::journal::Owner;
-use crate::reconcile::tests::{world, World};
+use crate::round::tests::{world, World};
 use enipool_crds::{EniStatus, ReleaseRequest, Releasing};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;

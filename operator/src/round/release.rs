@@ -1,23 +1,22 @@
 //! Scale down (the agent's offer, then journaled unassigns) and the release of emptied ENIs.
 
-use super::{note, Node, StatusSink};
+use super::{note, PoolRound, StatusSink};
 use crate::error::Result;
 use crate::journal;
 use crate::plan;
 use crate::plan::release::{self, ReleaseDecision, ReleaseInput};
-use enipool_crds::settings::PREFIX_SIZE;
 use enipool_crds::OperationKind;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-impl Node<'_> {
+impl PoolRound<'_> {
     /// Release handshake (agent offers, operator unassigns). Returns addresses in flight
     /// (offered or releasing) that must not count as held.
     pub(super) async fn release(&mut self, sink: &dyn StatusSink, target: i32) -> Result<()> {
         for _ in 0..3 {
             let alloc = plan::allocated(&self.views, self.eff.first_interface_index);
             // Offered and releasing addresses are spoken for: they do not age again.
-            let free = release::excess(&self.eff, alloc - self.in_flight(), target);
+            let free = release::excess(&self.eff, self.held(), target);
             let age = self.shared.memory.observe_excess(&self.input.name, self.now.0, free);
             let decision = release::decide_release(&ReleaseInput {
                 eff: &self.eff,
@@ -108,12 +107,7 @@ impl Node<'_> {
                     }
                 }
                 ReleaseDecision::Finish { revision } => {
-                    let n = self
-                        .st
-                        .releasing
-                        .as_ref()
-                        .map(|r| r.ips.len() + r.prefixes.len() * PREFIX_SIZE as usize)
-                        .unwrap_or(0);
+                    let n = self.st.releasing.as_ref().map(plan::releasing_addresses).unwrap_or(0);
                     self.st.released_revision = revision;
                     if self.st.releasing.take().is_some() {
                         self.st.revision += 1;
@@ -130,30 +124,10 @@ impl Node<'_> {
         Ok(())
     }
 
-    /// Addresses offered or releasing: held in EC2 but unusable by the agent.
-    pub(super) fn in_flight(&self) -> i32 {
-        // Releasing items EC2 no longer shows are gone, not in flight.
-        let releasing = self
-            .st
-            .releasing
-            .as_ref()
-            .map(|r| release::group_present(&self.st.enis, &r.ips, &r.prefixes))
-            .unwrap_or_default()
-            .iter()
-            .map(|g| g.ips.len() as i32 + g.prefixes.len() as i32 * PREFIX_SIZE)
-            .sum::<i32>();
-        let outstanding =
-            self.st.release_request.as_ref().filter(|r| r.revision > self.st.released_revision);
-        let offered = match (
-            outstanding,
-            self.input.status.agent.as_ref().and_then(|a| a.releasable.as_ref()),
-        ) {
-            (Some(req), Some(o)) if o.revision == req.revision && self.st.releasing.is_none() => {
-                o.ips.len() as i32 + o.prefixes.len() as i32 * PREFIX_SIZE
-            }
-            _ => 0,
-        };
-        releasing + offered
+    /// Addresses that count toward the target now ([`plan::held`]).
+    pub(super) fn held(&self) -> i32 {
+        let in_flight = plan::in_flight(&self.st, self.input.status.agent.as_ref());
+        plan::held(&self.views, self.eff.first_interface_index, in_flight)
     }
 
     /// Detach (then, via the journal, delete) managed secondary ENIs left empty.

@@ -3,7 +3,7 @@
 //! entries EC2 confirms are replayed, the others are dropped with a Warning and counted, never
 //! acted on, and every entry dropped is removed from the stored status whoever wrote it.
 
-use super::{note, Node, Note, StatusSink};
+use super::{note, Note, PoolRound, StatusSink};
 use crate::ec2::Eni;
 use crate::error::{Error, Result};
 use crate::journal::{self, validate};
@@ -64,7 +64,7 @@ pub fn removal_patch(removals: &[Removal]) -> serde_json::Value {
     serde_json::Value::Array(tests)
 }
 
-impl Node<'_> {
+impl PoolRound<'_> {
     /// Check the journal and `releasing` read back (describes only), replay the entries that hold
     /// up (not while paused), drop the others, and remove what was dropped from the stored status.
     /// A failed removal is only logged: what it would remove is never acted on, and is judged
