@@ -9,6 +9,9 @@
 //! created in an external Kubernetes API ([`external`]), then namespaces (links and nftables tables
 //! go with them), then the servers and the run directory.
 //!
+//! The simulator, its VPC and the fabric's subnets come from [`platform`], the builder the tests
+//! that run enipool's processes themselves use too.
+//!
 //! With `--kubeconfig` the Kubernetes API is an external one (a real cluster's) instead of the
 //! platform's; EC2 stays simulated and nodes stay network namespaces. See [`external`].
 
@@ -19,13 +22,14 @@ pub mod identity;
 pub mod kube;
 pub mod kubelet;
 pub mod node;
+pub mod platform;
 pub mod ports;
 pub mod procs;
 mod spec;
 mod target;
 pub mod wait;
 
-use ec2sim::{self, Ec2Sim};
+use ec2sim::Ec2Sim;
 use fabric::{cnidriver, Fabric};
 use anyhow::{bail, Context, Result};
 use enipool_crds::ENIPool;
@@ -39,6 +43,7 @@ use std::time::Duration;
 
 pub use kubelet::PodInfo;
 pub use node::NodeInfo;
+pub use platform::{Platform, PlatformBuilder};
 pub use spec::{Bins, Spec, SubnetSpec};
 pub use target::{Target, AWS_SETTINGS};
 
@@ -163,29 +168,23 @@ impl Cluster {
         let cni_driver = wait::blocking(move || cnidriver::build(&driver_dir)).await?;
         step("starting the EC2 simulator");
 
-        let sim = Ec2Sim::start(ec2sim::Config {
-            timing: spec.timing,
-            faults: spec.faults.clone(),
-            fabric_hook: Some(fabric.clone()),
-            ..Default::default()
-        })
-        .await
-        .context("starting the EC2 simulator")?;
         let (primary, secondary) = spec.vpc_blocks.split_first().context("no VPC block")?;
-        let vpc_id = sim.create_vpc(primary, &[("Name", "enipool-e2e")])?;
+        let mut vpc = Platform::builder(primary)
+            .ec2(ec2sim::Config {
+                timing: spec.timing,
+                faults: spec.faults.clone(),
+                ..Default::default()
+            })
+            .fabric(fabric.clone())
+            .vpc_tag("Name", "enipool-e2e")
+            .sg_tag(ROLE_TAG, "nodes");
         for b in secondary {
-            sim.associate_vpc_cidr(&vpc_id, b)?;
+            vpc = vpc.secondary_block(b);
         }
-        let mut subnet_ids = Vec::new();
         for s in &spec.subnets {
-            let id = sim.create_subnet(&vpc_id, s.cidr, s.az, &[(ROLE_TAG, s.role)])?;
-            let cidr = s.cidr.parse().context("subnet CIDR")?;
-            let f = fabric.clone();
-            let id2 = id.clone();
-            wait::blocking(move || f.add_subnet(&id2, cidr)).await?;
-            subnet_ids.push(id);
+            vpc = vpc.subnet(s.cidr, s.az, &[(ROLE_TAG, s.role)]);
         }
-        let sg_id = sim.create_security_group(&vpc_id, "nodes", &[(ROLE_TAG, "nodes")])?;
+        let Platform { sim, vpc_id, subnet_ids, sg_id, .. } = vpc.start().await?;
 
         let names = match &target.kubeconfig {
             Some(k) => {

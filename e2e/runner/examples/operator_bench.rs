@@ -13,6 +13,8 @@
 //!   first resync round and a GC run included), and its peak (VmHWM). Gives up after LIMIT_SECS (default 3600) when
 //!   not all pools are Ready by then, with the figures so far.
 
+use anyhow::Context;
+use cluster::Platform;
 use enipool_crds::{AgentStatus, ENIPool, AGENT_FIELD_MANAGER};
 use ec2sim::{Config, Ec2Sim, FaultConfig, RunReq, Timing, TokenBucketSpec};
 use kubeapi::{KubeApi, KubeApiConfig};
@@ -21,7 +23,6 @@ use enipool_operator::ec2::limiter::RateConfig;
 use enipool_operator::ec2::Ec2Api;
 use enipool_operator::{Operator, OperatorConfig};
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
@@ -41,20 +42,16 @@ async fn world() -> anyhow::Result<World> {
     enipool_operator::ec2::aws::install_crypto_provider();
     let timing =
         Timing { attach: Duration::ZERO, detach: Duration::ZERO, terminate: Duration::ZERO };
-    let sim = Ec2Sim::start(Config { timing, ..Default::default() }).await?;
-    let vpc = sim.create_vpc("10.0.0.0/16", &[])?;
-    let subnet = sim.create_subnet(&vpc, "10.0.0.0/16", "us-west-2a", &[])?;
-    let sg = sim.create_security_group(&vpc, "nodes", &[])?;
-    let kube = KubeApi::start(KubeApiConfig::default()).await?;
-    let client = kube.client()?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (_, crd) in enipool_crds::generate::crds() {
-        crds.create(&PostParams::default(), &crd).await?;
-    }
-    let pools: Api<ENIPool> = Api::all(client.clone());
-    while pools.list(&ListParams::default()).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let p = Platform::builder("10.0.0.0/16")
+        .ec2(Config { timing, ..Default::default() })
+        .subnet("10.0.0.0/16", "us-west-2a", &[])
+        .kube(KubeApiConfig::default())
+        .crds()
+        .start()
+        .await?;
+    let client = p.kube().client()?;
+    let Platform { sim, kube, mut subnet_ids, sg_id: sg, .. } = p;
+    let (kube, subnet) = (kube.context("kubeapi")?, subnet_ids.remove(0));
     Ok(World { sim, kube, client, subnet, sg })
 }
 

@@ -26,18 +26,17 @@ mod bench;
 mod binaries;
 #[path = "common/chart_rbac.rs"]
 mod chart_rbac;
-#[path = "common/teardown.rs"]
-mod teardown;
 
 use bench::{agent_binary, allocated, ready, token_client, wait_pool, write_kubeconfig, Bench};
 use chart_rbac::Grant;
 use enipool_crds::{ENIPool, INSTANCE_TYPE_LABEL, ZONE_LABEL};
 use cluster::procs::{ProcSpec, Supervisor};
-use ec2sim::{self, Ec2Sim, RunReq};
+use cluster::Platform;
+use ec2sim::RunReq;
 use fabric::{self, Fabric};
 use kubeapi::authn::AUTHENTICATED;
 use kubeapi::rbac::{Decision, Rbac};
-use kubeapi::{AuditRecord, KubeApi, KubeApiConfig, UserInfo};
+use kubeapi::{AuditRecord, KubeApiConfig, UserInfo};
 use cluster::flags::{agent_args, AgentFlags};
 use enipool_operator::ec2::aws::{AwsEc2, AwsEc2Config, StaticCredentials};
 use enipool_operator::{Operator, OperatorConfig};
@@ -114,32 +113,23 @@ fn operator_and_agent_use_only_what_the_rendered_chart_grants() {
         .expect("tokio runtime");
     let fabric = Arc::new(Fabric::new().expect("building the VPC fabric"));
     let rt = Arc::new(rt);
-    let mut b = Bench {
-        rt: rt.clone(),
-        fabric,
-        procs: Supervisor::default(),
-        sim: None,
-        kube: None,
-        operator: None,
-    };
+    let mut b = Bench { rt: rt.clone(), fabric, procs: Supervisor::default(), platform: None, operator: None };
     // Clients spawn their buffers on the current runtime. Dropped before `b` (declared after it).
     let _enter = rt.enter();
     // From here a panic drops `b`, which tears down what exists.
     enipool_operator::ec2::aws::install_crypto_provider();
-    let sim = b.rt.block_on(Ec2Sim::start(ec2sim::Config::default())).expect("EC2 simulator");
-    sim.set_fabric_hook(b.fabric.clone());
-    let vpc = sim.create_vpc("10.0.0.0/16", &[]).expect("vpc");
-    let subnet = sim.create_subnet(&vpc, "10.0.1.0/24", AZ, &[]).expect("subnet");
-    let sg = sim.create_security_group(&vpc, "nodes", &[]).expect("sg");
-    for s in sim.subnets() {
-        b.fabric.add_subnet(&s.id, s.cidr).expect("fabric subnet");
-    }
-    b.sim = Some(sim);
     // RBAC stays off on the server: every gap is listed below instead of failing the lifecycle.
     let mut kcfg = KubeApiConfig::default();
     kcfg.tokens.push((OPERATOR_TOKEN.into(), who["operator"].0.clone()));
     kcfg.tokens.push((AGENT_TOKEN.into(), who["agent"].0.clone()));
-    b.kube = Some(b.rt.block_on(KubeApi::start(kcfg)).expect("kubeapi"));
+    // No CRDs yet: installing them is the first step of the audited lifecycle.
+    let platform = Platform::builder("10.0.0.0/16")
+        .fabric(b.fabric.clone())
+        .subnet("10.0.1.0/24", AZ, &[])
+        .kube(kcfg);
+    let platform = b.rt.block_on(platform.start()).expect("starting the platform");
+    let (subnet, sg) = (platform.subnet_ids[0].clone(), platform.sg_id.clone());
+    b.platform = Some(platform);
     let url = b.kube().url();
     let admin = b.kube().client().expect("admin client");
     let pools: Api<ENIPool> = Api::all(admin.clone());

@@ -18,15 +18,13 @@ mod diagnostics;
 mod node;
 mod operator;
 mod probes;
-#[path = "../common/teardown.rs"]
-mod teardown;
 
 use cluster::procs::{self, Supervisor};
 use fabric::cnidriver::{self, CniDriver};
-use ec2sim::{self, Ec2Sim};
+use cluster::Platform;
+use ec2sim::Ec2Sim;
 use fabric::{self, Fabric};
-use kubeapi::{KubeApi, KubeApiConfig};
-use operator::install_crds;
+use kubeapi::KubeApiConfig;
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -94,13 +92,16 @@ struct Base {
     rt: tokio::runtime::Runtime,
     fabric: Arc<Fabric>,
     procs: Supervisor,
-    sim: Option<Ec2Sim>,
-    kube: Option<KubeApi>,
+    platform: Option<Platform>,
 }
 
 impl Drop for Base {
     fn drop(&mut self) {
-        teardown::teardown(&self.rt, &self.procs, &self.fabric, self.kube.take(), self.sim.take());
+        self.procs.stop_all();
+        self.fabric.teardown();
+        if let Some(p) = self.platform.take() {
+            self.rt.block_on(p.shutdown());
+        }
     }
 }
 
@@ -275,33 +276,24 @@ impl Env {
             .build()
             .expect("tokio runtime");
         let fabric = Arc::new(Fabric::new().expect("building the VPC fabric"));
-        let mut base = Base { rt, fabric, procs: Supervisor::default(), sim: None, kube: None };
+        let mut base = Base { rt, fabric, procs: Supervisor::default(), platform: None };
         // From here a panic drops `base`, which tears down what exists.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let sim = base
-            .rt
-            .block_on(Ec2Sim::start(ec2sim::Config::default()))
-            .expect("starting the EC2 simulator");
-        sim.set_fabric_hook(base.fabric.clone());
-        let vpc_id = sim.create_vpc(VPC_CIDR, &[("Name", "cni-chain")]).expect("VPC");
-        let subnet_ids: Vec<String> = SUBNETS
-            .iter()
-            .map(|c| sim.create_subnet(&vpc_id, c, AZ, &[]).expect("subnet"))
-            .collect();
-        let sg_id = sim.create_security_group(&vpc_id, "nodes", &[]).expect("security group");
-        for s in sim.subnets() {
-            base.fabric.add_subnet(&s.id, s.cidr).expect("declaring a subnet in the fabric");
+        let mut platform = Platform::builder(VPC_CIDR).fabric(base.fabric.clone()).vpc_tag("Name", "cni-chain");
+        for cidr in SUBNETS {
+            platform = platform.subnet(cidr, AZ, &[]);
         }
-        let endpoint = sim.endpoint_url();
-        base.sim = Some(sim);
+        let platform = base
+            .rt
+            .block_on(platform.kube(KubeApiConfig::default()).crds().start())
+            .expect("starting the platform (EC2 simulator, VPC, fabric subnets, Kubernetes API)");
         let kubeconfig = base.fabric.run_dir().join("kubeconfig");
-        let (kube, client) = base.rt.block_on(async {
-            let api = KubeApi::start(KubeApiConfig::default()).await.expect("starting kubeapi");
-            api.write_kubeconfig(&kubeconfig).expect("writing the kubeconfig");
-            let client = api.client().expect("kube client");
-            (api, client)
-        });
-        base.kube = Some(kube);
+        platform.kube().write_kubeconfig(&kubeconfig).expect("writing the kubeconfig");
+        let client = base.rt.block_on(async { platform.kube().client().expect("kube client") });
+        let endpoint = platform.sim.endpoint_url();
+        let (vpc_id, subnet_ids, sg_id) =
+            (platform.vpc_id.clone(), platform.subnet_ids.clone(), platform.sg_id.clone());
+        base.platform = Some(platform);
         let ec2 = base.rt.block_on(async {
             use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
             let conf = aws_config::defaults(BehaviorVersion::latest())
@@ -312,7 +304,6 @@ impl Env {
                 .await;
             aws_sdk_ec2::Client::new(&conf)
         });
-        base.rt.block_on(install_crds(&client)).expect("installing the CRDs");
         Env {
             client,
             ec2,
@@ -334,7 +325,7 @@ impl Env {
 
     /// The simulator.
     pub fn sim(&self) -> &Ec2Sim {
-        self.base.sim.as_ref().expect("simulator")
+        &self.base.platform.as_ref().expect("platform").sim
     }
 
     /// Runs a future on the bench's runtime.

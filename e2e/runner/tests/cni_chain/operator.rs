@@ -10,10 +10,9 @@ use enipool_crds::{ENIPool, ENIPoolSpec, OPERATOR_FIELD_MANAGER};
 use ec2sim::state::AttachState;
 use ec2sim::{self, RunReq};
 use k8s_openapi::api::core::v1::Node as KubeNode;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 impl Env {
     /// Launches an instance and plays the operator for it: addresses and ENIs through the real
@@ -271,28 +270,6 @@ impl Env {
         let pools: Api<ENIPool> = Api::all(self.client.clone());
         let p = self.block_on(pools.get(&node.name)).context("getting the ENIPool")?;
         Ok(serde_json::to_value(p)?)
-    }
-}
-
-/// Applies the CRDs generated from `enipool_crds` and waits until ENIPools can be listed.
-pub(super) async fn install_crds(client: &kube::Client) -> Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (_, crd) in enipool_crds::generate::crds() {
-        let name = crd.metadata.name.clone().context("CRD name")?;
-        api.patch(&name, &PatchParams::apply("cni-chain").force(), &Patch::Apply(&crd))
-            .await
-            .with_context(|| format!("applying CRD {name}"))?;
-    }
-    let pools: Api<ENIPool> = Api::all(client.clone());
-    let start = Instant::now();
-    loop {
-        match pools.list(&Default::default()).await {
-            Ok(_) => return Ok(()),
-            Err(e) if start.elapsed() > Duration::from_secs(20) => {
-                return Err(e).context("ENIPools never became listable")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
     }
 }
 

@@ -5,6 +5,7 @@ use enipool_crds::{
     AgentStatus, ENIPool, ENIPoolPolicy, Releasable, AGENT_FIELD_MANAGER, INSTANCE_TYPE_LABEL,
     ZONE_LABEL,
 };
+use cluster::Platform;
 use ec2sim::{Config, Ec2Sim, RunReq, Timing};
 use kubeapi::{KubeApi, KubeApiConfig};
 use enipool_operator::ec2::aws::{AwsEc2, AwsEc2Config, StaticCredentials};
@@ -12,7 +13,6 @@ use enipool_operator::ec2::limiter::RateConfig;
 use enipool_operator::ec2::Ec2Api;
 use enipool_operator::{Operator, OperatorConfig, OperatorHandle};
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
@@ -62,27 +62,19 @@ pub async fn env() -> Env {
 pub async fn env_with(timing: Timing) -> Env {
     init_tracing();
     enipool_operator::ec2::aws::install_crypto_provider();
-    let sim = Ec2Sim::start(Config { timing, ..Default::default() }).await.expect("start sim");
-    let vpc = sim.create_vpc("10.0.0.0/16", &[]).unwrap();
-    let subnet = sim.create_subnet(&vpc, "10.0.0.0/20", AZ, &[("kind", "pods")]).unwrap();
-    let tiny = sim.create_subnet(&vpc, "10.0.16.0/28", AZ, &[("kind", "tiny")]).unwrap();
-    let sg = sim.create_security_group(&vpc, "nodes", &[]).unwrap();
-    let kube = KubeApi::start(KubeApiConfig::default()).await.expect("start kubeapi");
-    let client = kube.client().expect("client");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (_, crd) in enipool_crds::generate::crds() {
-        crds.create(&PostParams::default(), &crd).await.expect("create CRD");
-    }
-    // Served once a list answers.
-    let pools: Api<ENIPool> = Api::all(client.clone());
-    let policies: Api<ENIPoolPolicy> = Api::all(client.clone());
-    wait_for("CRDs served", Duration::from_secs(10), || async {
-        (pools.list(&Default::default()).await.is_ok()
-            && policies.list(&Default::default()).await.is_ok())
-        .then_some(())
-    })
-    .await;
-    Env { sim, kube, client, vpc, subnet, tiny, sg }
+    let p = Platform::builder("10.0.0.0/16")
+        .ec2(Config { timing, ..Default::default() })
+        .subnet("10.0.0.0/20", AZ, &[("kind", "pods")])
+        .subnet("10.0.16.0/28", AZ, &[("kind", "tiny")])
+        .kube(KubeApiConfig::default())
+        .crds()
+        .start()
+        .await
+        .expect("starting the platform");
+    let client = p.kube().client().expect("client");
+    let Platform { sim, kube, vpc_id, subnet_ids, sg_id } = p;
+    let [subnet, tiny] = <[String; 2]>::try_from(subnet_ids).expect("two subnets");
+    Env { sim, kube: kube.expect("kubeapi"), client, vpc: vpc_id, subnet, tiny, sg: sg_id }
 }
 
 /// Poll `f` every 100 ms until it returns `Some`, or panic after `timeout`.

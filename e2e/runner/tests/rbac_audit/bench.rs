@@ -2,9 +2,10 @@
 //! torn down by `Drop`), the components' credentials (a ServiceAccount token each), and the
 //! pool polling that drives the lifecycle from step to step.
 
-use super::{binaries, teardown, NAMESPACE, T};
+use super::{binaries, NAMESPACE, T};
 use enipool_crds::ENIPool;
 use cluster::procs::{self, Supervisor};
+use cluster::Platform;
 use ec2sim::Ec2Sim;
 use fabric::Fabric;
 use kubeapi::KubeApi;
@@ -19,8 +20,7 @@ pub(super) struct Bench {
     pub(super) rt: Arc<tokio::runtime::Runtime>,
     pub(super) fabric: Arc<Fabric>,
     pub(super) procs: Supervisor,
-    pub(super) sim: Option<Ec2Sim>,
-    pub(super) kube: Option<KubeApi>,
+    pub(super) platform: Option<Platform>,
     pub(super) operator: Option<OperatorHandle>,
 }
 
@@ -32,16 +32,20 @@ impl Drop for Bench {
         if std::thread::panicking() {
             eprintln!("===== rbac_audit: process logs =====\n{}", self.procs.log_tails(60));
         }
-        teardown::teardown(&self.rt, &self.procs, &self.fabric, self.kube.take(), self.sim.take());
+        self.procs.stop_all();
+        self.fabric.teardown();
+        if let Some(p) = self.platform.take() {
+            self.rt.block_on(p.shutdown());
+        }
     }
 }
 
 impl Bench {
     pub(super) fn kube(&self) -> &KubeApi {
-        self.kube.as_ref().expect("kubeapi")
+        self.platform.as_ref().expect("platform").kube()
     }
     pub(super) fn sim(&self) -> &Ec2Sim {
-        self.sim.as_ref().expect("simulator")
+        &self.platform.as_ref().expect("platform").sim
     }
 }
 
