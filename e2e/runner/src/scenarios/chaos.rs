@@ -126,6 +126,8 @@ fn tagged_enis(c: &Cluster) -> (BTreeMap<String, Vec<String>>, Vec<String>) {
     (attached, loose)
 }
 
+/// A kill -9'd leader process: the standby takes the Lease, pods keep working, no ENI doubled or
+/// leaked; the journal replay is `killed_mid_create_then_restarted_no_duplicate_no_leak`'s.
 pub async fn leader_kill(t: Target) -> Result<()> {
     with_cluster(&t, Spec::new("operator-leader-kill", 1), |c| {
         Box::pin(async move {
@@ -245,6 +247,8 @@ pub async fn node_terminated(t: Target) -> Result<()> {
     .await
 }
 
+/// Real processes converge within a time budget with throttled calls a minority; that a throttled
+/// create is never repeated is `throttling_storm_converges_without_overshoot`'s.
 pub async fn throttling_storm(t: Target) -> Result<()> {
     let mut spec = Spec::new("ec2-throttling-storm", 3);
     // A small account budget shared by everything: EC2 answers RequestLimitExceeded beyond it.

@@ -279,6 +279,8 @@ async fn policy_stalled_on_missing_subnets(
     Ok(())
 }
 
+/// kubectl apply moves the targets, kstatus reads Ready, an invalid change is refused; that SSA
+/// by a GitOps manager never conflicts is `gitops_policy_edits_change_targets_without_conflicts`'s.
 pub async fn gitops_apply(t: Target) -> Result<()> {
     let spec = Spec::new("gitops-policy-apply", 1).policy(serde_json::json!({
         "mode": "SecondaryIP", "sizing": {"warmIPs": 2, "batch": 1},

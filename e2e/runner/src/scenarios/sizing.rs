@@ -38,6 +38,8 @@ pub(crate) async fn burst(c: &Cluster, prefix: &str, node: &str, n: usize) -> Re
     Ok(names)
 }
 
+/// Real pods get addresses on the new ENI and reach everything; the EC2 calls per step and the
+/// offer protocol are the in-process `scale_up_then_down_through_the_offer_protocol`'s.
 pub async fn scale_up(t: Target) -> Result<()> {
     with_cluster(&t, Spec::new("scale-up-new-eni", 1).aws_timed(), |c| {
         Box::pin(async move {
@@ -152,6 +154,8 @@ pub async fn churn(t: Target) -> Result<()> {
     .await
 }
 
+/// Nothing goes back before the delay, then the excess and the empty ENI do, with a real agent
+/// offering; the offer protocol itself is `scale_up_then_down_through_the_offer_protocol`'s.
 pub async fn scale_down(t: Target) -> Result<()> {
     let delay = 15;
     let spec = Spec::new("scale-down-after-delay", 1).policy(serde_json::json!({

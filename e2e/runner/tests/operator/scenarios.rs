@@ -57,6 +57,9 @@ fn enis(p: &enipool_crds::ENIPool) -> usize {
     p.status.as_ref().map(|s| s.enis.len()).unwrap_or(0)
 }
 
+/// Twin of the runner's `scale-up-new-eni` and `scale-down-after-delay` (real pods wired on the
+/// new ENI, nothing released before the delay): this one proves the EC2 calls of each step and
+/// the offer protocol (request, offer of whole ENIs first, released revision).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_up_then_down_through_the_offer_protocol() {
     let env = env().await;
@@ -138,38 +141,6 @@ async fn scale_up_then_down_through_the_offer_protocol() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subnet_exhaustion_is_reported_on_pool_and_policy() {
-    let env = env().await;
-    let tiny = env.tiny.clone();
-    apply_policy(&env, "argocd", "tiny", serde_json::json!({"eni": {"subnets": {"ids": [tiny]}}}))
-        .await;
-    let op = env.start_operator("op-a").await;
-    // The node itself lives in the tiny subnet (11 usable: primary + 10).
-    env.join("node-a", "m5.large", &env.tiny).await;
-    env.wait_pool("node-a", "Ready", T, |p| is_ready(p) && allocated(p) == 8).await;
-    env.agent("node-a", &agent_report(1, 10, 0, None)).await;
-    let p = env
-        .wait_pool("node-a", "SubnetExhausted", T, |p| {
-            cond(p, "SubnetExhausted").as_deref() == Some("True")
-        })
-        .await;
-    assert!(allocated(&p) < target(&p));
-    let pol = wait_for("policy status shows the subnet exhausted", T, || async {
-        let p = env.policies().get("tiny").await.unwrap();
-        let st = p.status.clone()?;
-        st.subnets.iter().any(|s| s.id == env.tiny && s.exhausted).then_some(p)
-    })
-    .await;
-    let st = pol.status.unwrap();
-    assert_eq!(st.matched_nodes, 1);
-    let c = |t: &str| st.conditions.iter().find(|c| c.type_ == t).map(|c| c.status.clone());
-    assert_eq!(c("Valid").as_deref(), Some("True"));
-    assert_eq!(c("SubnetsFound").as_deref(), Some("True"));
-    assert_eq!(c("Overlapping").as_deref(), Some("False"));
-    op.abort();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instance_limit_is_capacity_exhausted() {
     let env = env().await;
     let op = env.start_operator("op-a").await;
@@ -186,6 +157,8 @@ async fn instance_limit_is_capacity_exhausted() {
     op.abort();
 }
 
+/// Twin of the runner's `ec2-throttling-storm` (real processes converge in time, throttled calls a
+/// minority): this one proves a throttled CreateNetworkInterface is never repeated (one ENI a node).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_storm_converges_without_overshoot() {
     use ec2sim::{FaultConfig, TokenBucketSpec};
@@ -236,6 +209,8 @@ async fn throttling_storm_converges_without_overshoot() {
     op.abort();
 }
 
+/// Twin of the runner's `operator-leader-kill` (the standby takes over a kill -9'd leader, pods
+/// keep working): this one proves the next leader replays the journaled CreateENI to its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_create_then_restarted_no_duplicate_no_leak() {
     use ec2sim::FaultConfig;
@@ -287,77 +262,8 @@ async fn killed_mid_create_then_restarted_no_duplicate_no_leak() {
     op2.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failover_the_standby_takes_the_lease_and_continues() {
-    let env = env().await;
-    let a = env.start_operator("op-a").await;
-    wait_for("op-a leads", T, || async { a.is_leader().then_some(()) }).await;
-    let b = env.start_operator("op-b").await;
-    wait_for("op-b ready", T, || async { b.is_ready().then_some(()) }).await;
-    assert!(!b.is_leader());
-    env.join("node-a", "m5.large", &env.subnet).await;
-    env.wait_pool("node-a", "Ready", T, |p| is_ready(p) && allocated(p) == 8).await;
-    a.abort();
-    env.agent("node-a", &agent_report(1, 4, 0, None)).await;
-    wait_for("op-b leads", T, || async { b.is_leader().then_some(()) }).await;
-    env.wait_pool("node-a", "grown by the new leader", T, |p| {
-        target(p) == 12 && allocated(p) == 12
-    })
-    .await;
-    let lease = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
-        env.client.clone(),
-        "kube-system",
-    )
-    .get("enipool-operator")
-    .await
-    .unwrap();
-    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("op-b"));
-    b.abort();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_deletion_finalizes_the_pool_and_cleans_ec2() {
-    use enipool_operator::ec2::CreateEni;
-    let env = env().await;
-    let op = env.start_operator("op-a").await;
-    let inst = env.join("node-a", "m5.large", &env.subnet).await;
-    env.wait_pool("node-a", "Ready", T, is_ready).await;
-    env.agent("node-a", &agent_report(1, 10, 0, None)).await;
-    let p = env.wait_pool("node-a", "two ENIs", T, |p| enis(p) == 2 && allocated(p) == 18).await;
-    // A leftover: a tagged ENI for this node that never got attached.
-    let ec2 = env.ec2(None).await;
-    let tags = [
-        (enipool_crds::tags::CLUSTER, CLUSTER),
-        (enipool_crds::tags::OWNER, enipool_crds::tags::OWNER_VALUE),
-        (enipool_crds::tags::NODE, "node-a"),
-        (enipool_crds::tags::INSTANCE_ID, inst.as_str()),
-        (enipool_crds::tags::POOL_UID, p.metadata.uid.as_deref().unwrap()),
-        (enipool_crds::tags::CREATED_AT, &k8s_openapi::jiff::Timestamp::now().to_string()),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let left = ec2
-        .create_eni(&CreateEni {
-            subnet_id: env.subnet.clone(),
-            security_groups: vec![env.sg.clone()],
-            tags,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    env.sim.terminate_instances(std::slice::from_ref(&inst)).unwrap();
-    env.delete_node("node-a").await;
-    wait_for("pool finalized and gone", T, || async {
-        env.pool("node-a").await.is_none().then_some(())
-    })
-    .await;
-    wait_for("no tagged ENI left", T, || async { env.tagged_enis().is_empty().then_some(()) })
-        .await;
-    assert!(!env.sim.snapshot().enis.contains_key(&left.id));
-    op.abort();
-}
-
+/// Twin of the runner's `gitops-policy-apply` (kubectl apply, kstatus Ready, refusal of an invalid
+/// change): this one proves server-side apply by a GitOps manager never conflicts with the status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitops_policy_edits_change_targets_without_conflicts() {
     let env = env().await;
