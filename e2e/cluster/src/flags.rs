@@ -1,6 +1,6 @@
 //! The operator's and the agent's command lines, in one place: the runner starts the processes
 //! with [`operator_args`] and [`agent_args`], and the Helm chart renders the same flags, in the same
-//! order and spelling, into the operator Deployment and the agent DaemonSet (`e2e/tests/chart.rs`
+//! order and spelling, into the operator Deployment and the agent DaemonSet (`e2e/runner/tests/chart.rs`
 //! renders the chart with equivalent values and compares). Every value is passed as
 //! `--flag=value`; `--external-snat` is a switch; optional flags are left out when unset.
 
