@@ -205,9 +205,9 @@ impl ExternalRun {
                 wait::poll("the run's instances terminated", Duration::from_secs(15), || async {
                     let st = c.sim().snapshot();
                     let alive = ids.iter().filter(|id| {
-                        st.instances.get(*id).is_some_and(|i| {
-                            i.state != ec2sim::state::InstanceState::Terminated
-                        })
+                        st.instances
+                            .get(*id)
+                            .is_some_and(|i| i.state != ec2sim::state::InstanceState::Terminated)
                     });
                     anyhow::ensure!(alive.count() == 0, "instances still shutting down");
                     Ok(())

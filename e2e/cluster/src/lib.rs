@@ -29,11 +29,11 @@ mod spec;
 mod target;
 pub mod wait;
 
-use ec2sim::Ec2Sim;
-use fabric::{cnidriver, Fabric};
 use anyhow::{bail, Context, Result};
+use ec2sim::Ec2Sim;
 use enipool_crds::ENIPool;
 use external::{ExternalRun, KubeNames};
+use fabric::{cnidriver, Fabric};
 use identity::AgentIdentity;
 use procs::Supervisor;
 use std::collections::BTreeMap;

@@ -5,9 +5,9 @@
 
 use super::procs::ProcSpec;
 use super::{wait, Cluster, REGION};
-use fabric::cnidriver::CniDriver;
-use ec2sim::RunReq;
 use anyhow::{ensure, Context, Result};
+use ec2sim::RunReq;
+use fabric::cnidriver::CniDriver;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use std::ffi::OsString;

@@ -14,7 +14,7 @@ use kubeapi::{KubeApi, KubeApiConfig};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long the servers get to stop: a wedged one must not hang a test binary after a failure.
+/// How long the servers get to stop ([`Platform::shutdown`]).
 const SERVERS_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Tags = Vec<(String, String)>;
@@ -187,8 +187,8 @@ impl Platform {
         self.kube.as_ref().expect("the platform was built without a Kubernetes API")
     }
 
-    /// Stops the API server, then the simulator, bounded by [`SERVERS_STOP_TIMEOUT`]. Processes
-    /// that talk to them and the fabric go first, by their owner.
+    /// Stops the API server, then the simulator, giving them 10 s in all: a wedged one must not hang
+    /// a test binary. Processes that talk to them and the fabric go first, by their owner.
     pub async fn shutdown(self) {
         let Platform { sim, kube, .. } = self;
         let stop = async {

@@ -1,7 +1,7 @@
 //! What a platform cluster is built from ([`Spec`]) and with ([`Bins`]).
 
-use ec2sim::{FaultConfig, Timing};
 use anyhow::{bail, Context, Result};
+use ec2sim::{FaultConfig, Timing};
 use enipool_crds::ENIPoolPolicySpec;
 use std::path::PathBuf;
 use std::time::Duration;

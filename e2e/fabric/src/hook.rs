@@ -5,8 +5,8 @@
 
 use super::nft::{pairs, NFT_BRIDGE, NFT_IP};
 use super::{new_netns, sh, Attachment, Eni, Fabric, Instance, State, PUBLIC_POOL};
-use ec2sim::hooks::FabricHook;
 use anyhow::{Context, Result};
+use ec2sim::hooks::FabricHook;
 use std::net::Ipv4Addr;
 
 impl Fabric {

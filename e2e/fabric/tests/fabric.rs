@@ -11,8 +11,8 @@ mod bench;
 mod libcni;
 
 use bench::{serial, setup, subnets, A, B, C, SUBNET};
-use enipool_fabric::cnidriver::{self, CniDriver};
 use ec2sim::hooks::FabricHook;
+use enipool_fabric::cnidriver::{self, CniDriver};
 use enipool_fabric::{self as fabric, Fabric};
 use libcni::{bridge_plugin, driver, pod_ip, POD_ARGS};
 use std::net::Ipv4Addr;

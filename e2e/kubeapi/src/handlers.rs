@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 use super::admission::Caller;
 use super::error::{ApiError, ApiResult};
 use super::ops::{self, Own};
-use super::target::Target;
 use super::patch::PatchKind;
 use super::req::Req;
 use super::selectors::{FieldSelector, LabelSelector};
+use super::target::Target;
 use super::{apply, discovery, gc, patch, protobuf, table, tokenrequest, watch, Shared};
 
 pub(super) fn json_response(code: StatusCode, v: &Value) -> Response {

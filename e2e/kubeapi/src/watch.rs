@@ -17,10 +17,10 @@ use http::{header, StatusCode};
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::target::Target;
 use super::req::Query;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::store::{EventType, ObjKey};
+use super::target::Target;
 use super::{table, Shared};
 
 /// Parameters of one watch request.

@@ -15,9 +15,8 @@
 
 use anyhow::Context;
 use cluster::Platform;
-use enipool_crds::{AgentStatus, ENIPool, AGENT_FIELD_MANAGER};
 use ec2sim::{Config, Ec2Sim, FaultConfig, RunReq, Timing, TokenBucketSpec};
-use kubeapi::{KubeApi, KubeApiConfig};
+use enipool_crds::{AgentStatus, ENIPool, AGENT_FIELD_MANAGER};
 use enipool_operator::ec2::aws::{AwsEc2, AwsEc2Config, StaticCredentials};
 use enipool_operator::ec2::limiter::RateConfig;
 use enipool_operator::ec2::Ec2Api;
@@ -25,6 +24,7 @@ use enipool_operator::{Operator, OperatorConfig};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kubeapi::{KubeApi, KubeApiConfig};
 use serde_json::json;
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -5,8 +5,8 @@
 
 use super::scenarios::{eni_of, pool_ready};
 use super::{init_logging, runtime, Target};
-use cluster::{wait, Cluster, Spec};
 use anyhow::{bail, Context, Result};
+use cluster::{wait, Cluster, Spec};
 use std::process::ExitCode;
 
 /// Entry point of the `demo` subcommand.

@@ -17,12 +17,12 @@
 mod binaries;
 
 use enipool_crds::{ENIPool, ENIPoolPolicy};
-use kubeapi::{KubeApi, KubeApiConfig};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use kube::ResourceExt;
+use kubeapi::{KubeApi, KubeApiConfig};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 

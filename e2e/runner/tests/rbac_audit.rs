@@ -29,20 +29,20 @@ mod chart_rbac;
 
 use bench::{agent_binary, allocated, ready, token_client, wait_pool, write_kubeconfig, Bench};
 use chart_rbac::Grant;
-use enipool_crds::{ENIPool, INSTANCE_TYPE_LABEL, ZONE_LABEL};
+use cluster::flags::{agent_args, AgentFlags};
 use cluster::procs::{ProcSpec, Supervisor};
 use cluster::Platform;
 use ec2sim::RunReq;
-use fabric::{self, Fabric};
-use kubeapi::authn::AUTHENTICATED;
-use kubeapi::rbac::{Decision, Rbac};
-use kubeapi::{AuditRecord, KubeApiConfig, UserInfo};
-use cluster::flags::{agent_args, AgentFlags};
+use enipool_crds::{ENIPool, INSTANCE_TYPE_LABEL, ZONE_LABEL};
 use enipool_operator::ec2::aws::{AwsEc2, AwsEc2Config, StaticCredentials};
 use enipool_operator::{Operator, OperatorConfig};
+use fabric::{self, Fabric};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kubeapi::authn::AUTHENTICATED;
+use kubeapi::rbac::{Decision, Rbac};
+use kubeapi::{AuditRecord, KubeApiConfig, UserInfo};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -113,7 +113,13 @@ fn operator_and_agent_use_only_what_the_rendered_chart_grants() {
         .expect("tokio runtime");
     let fabric = Arc::new(Fabric::new().expect("building the VPC fabric"));
     let rt = Arc::new(rt);
-    let mut b = Bench { rt: rt.clone(), fabric, procs: Supervisor::default(), platform: None, operator: None };
+    let mut b = Bench {
+        rt: rt.clone(),
+        fabric,
+        procs: Supervisor::default(),
+        platform: None,
+        operator: None,
+    };
     // Clients spawn their buffers on the current runtime. Dropped before `b` (declared after it).
     let _enter = rt.enter();
     // From here a panic drops `b`, which tears down what exists.

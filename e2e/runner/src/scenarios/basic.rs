@@ -1,10 +1,9 @@
 //! Pod networking: one node, across nodes, primary vs secondary ENIs, egress SNAT.
 
 use super::{all_pools_ready, check_pod_status_ips, eni_of, mesh_ping, pool_ready, with_cluster};
-use cluster::{wait, Cluster, Spec};
-use fabric;
 use crate::Target;
 use anyhow::{bail, ensure, Context, Result};
+use cluster::{wait, Cluster, Spec};
 use ipnet::Ipv4Net;
 
 /// Creates `count` pods named `<prefix>-<i>` on `node`, one after the other, each sandbox retried

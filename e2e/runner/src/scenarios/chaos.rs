@@ -2,10 +2,10 @@
 
 use super::sizing::{burst, ec2_view};
 use super::{all_pools_ready, check_pod_status_ips, mesh_ping, pool_ready, with_cluster, SETTLE};
-use cluster::{wait, Cluster, Spec};
-use ec2sim::{FaultConfig, TokenBucketSpec};
 use crate::Target;
 use anyhow::{bail, ensure, Context, Result};
+use cluster::{wait, Cluster, Spec};
+use ec2sim::{FaultConfig, TokenBucketSpec};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

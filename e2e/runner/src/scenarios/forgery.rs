@@ -4,10 +4,10 @@
 //! refused by the API server, and nothing of either pool changes.
 
 use super::{all_pools_ready, with_cluster, SETTLE};
-use cluster::identity::{client_with_token, AgentIdentity};
-use cluster::{wait, Cluster, Spec};
 use crate::Target;
 use anyhow::{bail, ensure, Context, Result};
+use cluster::identity::{client_with_token, AgentIdentity};
+use cluster::{wait, Cluster, Spec};
 use enipool_crds::{ENIPool, Operation, OperationKind};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};

@@ -1,9 +1,9 @@
 //! kubectl: CRDs served, `kubectl get enipools` columns, GitOps `kubectl apply` of a policy.
 
 use super::{all_pools_ready, basic::pods_on, with_cluster, SETTLE};
-use cluster::{kube as k, wait, Cluster, Spec};
 use crate::Target;
 use anyhow::{bail, ensure, Context, Result};
+use cluster::{kube as k, wait, Cluster, Spec};
 use std::collections::BTreeMap;
 
 /// Runs against the platform's API or a real cluster (`--kubeconfig`): nothing here needs nodes.

@@ -11,8 +11,8 @@ mod real;
 mod sizing;
 
 use super::Target;
-use cluster::{wait, Cluster, Spec};
 use anyhow::{bail, Context, Result};
+use cluster::{wait, Cluster, Spec};
 use enipool_crds::{ENIPool, EniStatus};
 use futures::future::BoxFuture;
 use std::net::Ipv4Addr;

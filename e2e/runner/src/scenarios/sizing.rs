@@ -2,9 +2,9 @@
 //! mode, subnet exhaustion.
 
 use super::{check_pod_status_ips, eni_of, mesh_ping, pool_ready, with_cluster, SETTLE};
-use cluster::{wait, Cluster, Spec, SubnetSpec};
 use crate::Target;
 use anyhow::{bail, ensure, Context, Result};
+use cluster::{wait, Cluster, Spec, SubnetSpec};
 use std::time::{Duration, Instant};
 
 /// EC2's view of an instance: (attached ENIs, secondary addresses incl. prefix addresses, prefixes).

@@ -20,9 +20,9 @@ mod operator;
 mod probes;
 
 use cluster::procs::{self, Supervisor};
-use fabric::cnidriver::{self, CniDriver};
 use cluster::Platform;
 use ec2sim::Ec2Sim;
+use fabric::cnidriver::{self, CniDriver};
 use fabric::{self, Fabric};
 use kubeapi::KubeApiConfig;
 use serde_json::Value;
@@ -279,7 +279,8 @@ impl Env {
         let mut base = Base { rt, fabric, procs: Supervisor::default(), platform: None };
         // From here a panic drops `base`, which tears down what exists.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let mut platform = Platform::builder(VPC_CIDR).fabric(base.fabric.clone()).vpc_tag("Name", "cni-chain");
+        let mut platform =
+            Platform::builder(VPC_CIDR).fabric(base.fabric.clone()).vpc_tag("Name", "cni-chain");
         for cidr in SUBNETS {
             platform = platform.subnet(cidr, AZ, &[]);
         }

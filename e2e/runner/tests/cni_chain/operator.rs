@@ -5,10 +5,10 @@
 use super::probes::wait_for;
 use super::{Env, Node, NodeSpec, AZ, COOLDOWN_SECONDS, INSTANCE_TYPE};
 use anyhow::{bail, Context, Result};
-use enipool_crds::settings::{CapacitySource, InstanceLimits};
-use enipool_crds::{ENIPool, ENIPoolSpec, OPERATOR_FIELD_MANAGER};
 use ec2sim::state::AttachState;
 use ec2sim::{self, RunReq};
+use enipool_crds::settings::{CapacitySource, InstanceLimits};
+use enipool_crds::{ENIPool, ENIPoolSpec, OPERATOR_FIELD_MANAGER};
 use k8s_openapi::api::core::v1::Node as KubeNode;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};

@@ -4,8 +4,8 @@
 //! the ENIs and the agent's report in the status are never touched by it.
 
 use crate::harness::*;
-use enipool_crds::ENIPool;
 use ec2sim::{ErrorRule, FaultConfig};
+use enipool_crds::ENIPool;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;

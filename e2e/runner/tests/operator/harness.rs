@@ -1,13 +1,12 @@
 //! One simulated region (VPC, subnets, security group), one test API server with the CRDs, and
 //! helpers to run operator replicas in process, join nodes and play the agent.
 
+use cluster::Platform;
+use ec2sim::{Config, Ec2Sim, RunReq, Timing};
 use enipool_crds::{
     AgentStatus, ENIPool, ENIPoolPolicy, Releasable, AGENT_FIELD_MANAGER, INSTANCE_TYPE_LABEL,
     ZONE_LABEL,
 };
-use cluster::Platform;
-use ec2sim::{Config, Ec2Sim, RunReq, Timing};
-use kubeapi::{KubeApi, KubeApiConfig};
 use enipool_operator::ec2::aws::{AwsEc2, AwsEc2Config, StaticCredentials};
 use enipool_operator::ec2::limiter::RateConfig;
 use enipool_operator::ec2::Ec2Api;
@@ -16,6 +15,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
+use kubeapi::{KubeApi, KubeApiConfig};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::future::Future;

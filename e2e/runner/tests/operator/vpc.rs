@@ -3,8 +3,8 @@
 //! pools, and never replaced by a wrong list when DescribeVpcs fails.
 
 use crate::harness::*;
-use enipool_crds::ENIPool;
 use ec2sim::{ErrorRule, FaultConfig};
+use enipool_crds::ENIPool;
 use kube::api::{Api, ListParams};
 use std::time::Duration;
 

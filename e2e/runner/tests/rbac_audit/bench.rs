@@ -3,14 +3,14 @@
 //! pool polling that drives the lifecycle from step to step.
 
 use super::{binaries, NAMESPACE, T};
-use enipool_crds::ENIPool;
 use cluster::procs::{self, Supervisor};
 use cluster::Platform;
 use ec2sim::Ec2Sim;
-use fabric::Fabric;
-use kubeapi::KubeApi;
+use enipool_crds::ENIPool;
 use enipool_operator::OperatorHandle;
+use fabric::Fabric;
 use kube::api::Api;
+use kubeapi::KubeApi;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

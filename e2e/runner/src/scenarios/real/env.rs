@@ -3,9 +3,9 @@
 //! settings or `--ec2-endpoint`, and `--cluster-name` or the installed operator's Deployment).
 
 use super::RealEnv;
-use cluster::{kube::client_for, Cluster, Target, AWS_SETTINGS, REGION};
 use anyhow::{bail, Context, Result};
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use cluster::{kube::client_for, Cluster, Target, AWS_SETTINGS, REGION};
 use enipool_crds::{tags, ENIPool};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams};

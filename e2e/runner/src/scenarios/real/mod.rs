@@ -39,9 +39,9 @@ pub mod observe;
 pub mod pod;
 
 use super::{all_pools_ready, basic::pods_on, with_cluster};
-use cluster::{Cluster, Spec};
 use crate::Target;
 use anyhow::{bail, Context, Result};
+use cluster::{Cluster, Spec};
 use enipool_crds::ENIPool;
 use env::Mode;
 use kube::api::{Api, ListParams};

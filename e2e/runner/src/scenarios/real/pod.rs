@@ -5,11 +5,11 @@
 use super::audit::pod_ip;
 use super::observe::{describe_enis, filter};
 use super::RealEnv;
+use anyhow::{bail, ensure, Context, Result};
 /// Label on the Pod: the run it belongs to (find leftovers with `-l enipool-e2e/run`), the same
 /// label the platform's runs put on their Nodes and Pods.
 pub use cluster::external::RUN_LABEL;
 use cluster::{wait, Cluster};
-use anyhow::{bail, ensure, Context, Result};
 use enipool_crds::ENIPool;
 use k8s_openapi::api::core::v1::{Node, Pod, PodStatus};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
