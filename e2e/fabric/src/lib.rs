@@ -1,6 +1,9 @@
 //! The VPC fabric: a VPC emulated with network namespaces on one machine, driven by the EC2
 //! simulator through [`FabricHook`](ec2sim::hooks::FabricHook).
 //!
+//! Pods are wired into a node's namespace by a real libcni client ([`cnidriver`]), the way a
+//! container runtime does.
+//!
 //! This is the test platform, not the product: it shells out to `ip` (iproute2) and `nft` instead
 //! of speaking netlink, because clarity beats speed here and every command can be replayed by hand.
 //!
