@@ -14,7 +14,7 @@ images: $(addprefix image-,$(IMAGES))
 $(addprefix image-,$(IMAGES)): image-%:
 	@if [ -z "$(ENGINE)" ]; then \
 	  echo "make images: no working container engine (need a running docker daemon or podman)." >&2; \
-	  echo "  This machine cannot build images; the Dockerfiles are in images/ and e2e/tests/chart.rs checks them." >&2; \
+	  echo "  This machine cannot build images; the Dockerfiles are in images/ and e2e/runner/tests/chart.rs checks them." >&2; \
 	  exit 2; \
 	fi
 	$(ENGINE) build -f images/$*.Dockerfile -t $(REGISTRY)/enipool-$*:$(TAG) .

@@ -89,7 +89,7 @@ pub const MAIN_TABLE: u32 = 254;
 /// SYS_ADMIN for `setns` into pod network namespaces. Not NET_RAW (no raw or packet socket, only
 /// netlink and `nft`), nor SYS_PTRACE (pod netns paths are the runtime's bind mounts under
 /// /run/netns, opened without the ptrace check of `/proc/<pid>/ns`). The chart grants exactly
-/// these (e2e/tests/chart.rs compares) and tests/unprivileged_root.rs runs the agent with only
+/// these (e2e/runner/tests/chart.rs compares) and tests/unprivileged_root.rs runs the agent with only
 /// these and a read-only `/proc/sys`.
 pub const CAPABILITIES: &[&str] = &["NET_ADMIN", "SYS_ADMIN"];
 

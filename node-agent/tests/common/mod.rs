@@ -1,4 +1,4 @@
-//! A compact VPC on one machine for the root tests (a copy of the idea of `e2e/src/fabric`, which
+//! A compact VPC on one machine for the root tests (a copy of the idea of `e2e/fabric`, which
 //! node-agent cannot depend on). Everything lives in network namespaces named `<prefix>-*` that
 //! [`Lab`]'s Drop removes, even when the test fails.
 //!

@@ -1,0 +1,241 @@
+//! The kubelet for pods: a Pod object bound to a node, a netns for its sandbox, CNI ADD/DEL through
+//! the libcni driver (so the shim and the chained plugins run as under a real runtime), and the
+//! pod IP recorded in the Pod status.
+
+use super::{external, wait, Cluster};
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long a sandbox waits for its node's network to become ready.
+const NETWORK_READY: Duration = Duration::from_secs(90);
+
+/// A pod the kubelet runs.
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    /// Pod name (namespace [`Cluster::pod_namespace`]).
+    pub name: String,
+    /// Node it is bound to.
+    pub node: String,
+    /// Sandbox netns.
+    pub netns: String,
+    /// Sandbox (container) id of the current attempt.
+    pub container_id: String,
+    /// Its IP, once CNI ADD succeeded.
+    pub ip: Option<Ipv4Addr>,
+    /// Pod UID.
+    pub uid: String,
+}
+
+impl PodInfo {
+    /// `/run/netns/<netns>`.
+    pub fn netns_path(&self) -> PathBuf {
+        PathBuf::from(fabric::sh::NETNS_DIR).join(&self.netns)
+    }
+
+    /// The IP (error if ADD has not succeeded).
+    pub fn ip(&self) -> Result<Ipv4Addr> {
+        self.ip.with_context(|| format!("pod {} has no IP", self.name))
+    }
+}
+
+fn new_container_id() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+impl Cluster {
+    /// Creates a pod on `node` and runs its sandbox: Pod object, netns, CNI ADD, status. On ADD
+    /// failure the Pod stays Pending (as with a real kubelet) and the error is returned.
+    pub async fn add_pod(&self, name: &str, node: &str) -> Result<PodInfo> {
+        self.create_pod(name, node).await?;
+        self.start_sandbox(name).await
+    }
+
+    /// Creates the Pod object (bound to `node`, Pending, no IP) and its sandbox netns.
+    pub async fn create_pod(&self, name: &str, node: &str) -> Result<()> {
+        self.node(node)?;
+        let ns = self.pod_namespace();
+        let api: Api<Pod> = Api::namespaced(self.kube.client.clone(), ns);
+        let mut labels = serde_json::Map::new();
+        labels.insert("app".into(), "enipool-e2e".into());
+        labels.extend(self.names.labels());
+        let mut spec = external::pod_spec_extras();
+        spec["nodeName"] = node.into();
+        spec["containers"] = serde_json::json!([{
+            "name": "pause", "image": "registry.k8s.io/pause:3.10",
+            "securityContext": external::container_security_context(),
+        }]);
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "spec": spec,
+        }))?;
+        let created = api
+            .create(&PostParams::default(), &pod)
+            .await
+            .with_context(|| format!("creating Pod {name}"))?;
+        let uid = created.metadata.uid.unwrap_or_default();
+        let f = self.fabric().clone();
+        let suffix = format!("p-{name}");
+        let netns = wait::blocking(move || f.add_netns(&suffix)).await?;
+        let info = PodInfo {
+            name: name.to_string(),
+            node: node.to_string(),
+            netns,
+            container_id: new_container_id(),
+            ip: None,
+            uid,
+        };
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), info);
+        Ok(())
+    }
+
+    /// Runs a Pod someone else created in [`Cluster::pod_namespace`] and bound (`spec.nodeName`) to one of
+    /// this platform's nodes, as a real kubelet runs the Pods it finds: sandbox netns, CNI ADD,
+    /// status. The platform's real-cluster stand-in ([`Cluster::delete_pod`] tears it down).
+    pub async fn run_existing_pod(&self, name: &str) -> Result<PodInfo> {
+        let api: Api<Pod> = Api::namespaced(self.kube.client.clone(), self.pod_namespace());
+        let pod = api.get(name).await.with_context(|| format!("reading Pod {name}"))?;
+        let node = pod
+            .spec
+            .and_then(|s| s.node_name)
+            .with_context(|| format!("Pod {name} is not bound to a node"))?;
+        self.node(&node)?;
+        let f = self.fabric().clone();
+        let suffix = format!("p-{name}");
+        let netns = wait::blocking(move || f.add_netns(&suffix)).await?;
+        let info = PodInfo {
+            name: name.to_string(),
+            node,
+            netns,
+            container_id: new_container_id(),
+            ip: None,
+            uid: pod.metadata.uid.unwrap_or_default(),
+        };
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), info);
+        self.start_sandbox(name).await
+    }
+
+    /// CNI ADD for a created pod (again, after a failure: like the kubelet, DEL the failed
+    /// sandbox first, then ADD a new one). Records the IP in the Pod status.
+    pub async fn start_sandbox(&self, name: &str) -> Result<PodInfo> {
+        let mut p = self.pod(name)?;
+        let n = self.node(&p.node)?;
+        let driver = n.driver.clone();
+        // The kubelet starts no sandbox while the runtime reports the network not ready (no CNI
+        // config in its config dir), and tries again until one appears.
+        let conf = driver.conf_dir.join(super::node::CONFLIST_NAME);
+        let what = format!("{} in {}'s CNI config dir (network ready)", conf.display(), n.name);
+        wait::poll(&what, NETWORK_READY, || async {
+            anyhow::ensure!(conf.exists(), "container runtime network not ready: no CNI config");
+            Ok(())
+        })
+        .await?;
+        let (cid, path, pname, uid) =
+            (p.container_id.clone(), p.netns_path(), p.name.clone(), p.uid.clone());
+        let ns = self.pod_namespace().to_string();
+        let res = wait::blocking(move || {
+            let args = [
+                ("K8S_POD_NAMESPACE", ns.as_str()),
+                ("K8S_POD_NAME", pname.as_str()),
+                ("K8S_POD_INFRA_CONTAINER_ID", cid.as_str()),
+                ("K8S_POD_UID", uid.as_str()),
+            ];
+            match driver.add(&cid, &path, "eth0", &args, None) {
+                Ok(v) => Ok(v),
+                Err(e) => {
+                    // The kubelet tears a failed sandbox down before trying again.
+                    let _ = driver.del(&cid, &path, "eth0", &args, None);
+                    Err(e)
+                }
+            }
+        })
+        .await;
+        let result = match res {
+            Ok(v) => v,
+            Err(e) => {
+                p.container_id = new_container_id();
+                self.pods.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), p);
+                return Err(e).with_context(|| format!("sandbox of pod {name} on {}", n.name));
+            }
+        };
+        let ip = result["ips"][0]["address"]
+            .as_str()
+            .and_then(|s| s.split('/').next())
+            .and_then(|s| s.parse::<Ipv4Addr>().ok())
+            .with_context(|| format!("CNI ADD result without an IPv4 address: {result}"))?;
+        p.ip = Some(ip);
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), p.clone());
+        let api: Api<Pod> = Api::namespaced(self.kube.client.clone(), self.pod_namespace());
+        let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let status = serde_json::json!({"status": {
+            "phase": "Running",
+            "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}],
+            "hostIP": n.primary_ip.to_string(), "hostIPs": [{"ip": n.primary_ip.to_string()}],
+            "startTime": now,
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+        }});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .with_context(|| format!("recording the IP of pod {name}"))?;
+        Ok(p)
+    }
+
+    /// A pod the kubelet knows.
+    pub fn pod(&self, name: &str) -> Result<PodInfo> {
+        self.pods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .with_context(|| format!("no pod {name}"))
+    }
+
+    /// Deletes a pod: CNI DEL, sandbox netns gone, Pod object deleted.
+    pub async fn delete_pod(&self, name: &str) -> Result<()> {
+        let p = self.pod(name)?;
+        let n = self.node(&p.node)?;
+        let driver = n.driver.clone();
+        let (cid, path, pname, uid) =
+            (p.container_id.clone(), p.netns_path(), p.name.clone(), p.uid.clone());
+        let ns = self.pod_namespace().to_string();
+        wait::blocking(move || {
+            let args = [
+                ("K8S_POD_NAMESPACE", ns.as_str()),
+                ("K8S_POD_NAME", pname.as_str()),
+                ("K8S_POD_INFRA_CONTAINER_ID", cid.as_str()),
+                ("K8S_POD_UID", uid.as_str()),
+            ];
+            driver.del(&cid, &path, "eth0", &args, None)
+        })
+        .await
+        .with_context(|| format!("CNI DEL of pod {name}"))?;
+        let f = self.fabric().clone();
+        let ns = p.netns.clone();
+        wait::blocking(move || f.remove_netns(&ns)).await?;
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        let api: Api<Pod> = Api::namespaced(self.kube.client.clone(), self.pod_namespace());
+        api.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+            .await
+            .with_context(|| format!("deleting Pod {name}"))?;
+        Ok(())
+    }
+
+    /// Forgets the pods of a node that is gone (their netns are removed with the fabric's).
+    pub(crate) fn forget_pods_of(&self, node: &str) {
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, p| p.node != node);
+    }
+
+    /// Pings `to` from a pod (3 tries, 1 s each).
+    pub async fn ping_from_pod(&self, pod: &str, to: Ipv4Addr) -> Result<()> {
+        let ns = self.pod(pod)?.netns;
+        let ok = wait::blocking(move || (0..3).any(|_| fabric::ping(&ns, to))).await;
+        if !ok {
+            bail!("pod {pod} cannot ping {to}");
+        }
+        Ok(())
+    }
+}

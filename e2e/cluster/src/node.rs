@@ -1,0 +1,323 @@
+//! Nodes: launch an instance in the simulator (the fabric makes its netns), register the Node
+//! object (providerID, labels, Ready), install the shim and conflist into the node's CNI dirs the
+//! way the chart's installer does, start its agent. Also the operator replicas, and node
+//! termination.
+
+use super::procs::ProcSpec;
+use super::{wait, Cluster, REGION};
+use anyhow::{ensure, Context, Result};
+use ec2sim::RunReq;
+use fabric::cnidriver::CniDriver;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use std::ffi::OsString;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// Debian's plugins chained after (or next to) enipool's, linked into every node's CNI bin dir.
+pub const CHAINED_PLUGINS: &[&str] = &["portmap", "tuning", "loopback"];
+/// Name of the network list the installer writes.
+pub const NETWORK_NAME: &str = "enipool";
+/// MTU the agent and shim use (the chart's default).
+pub const MTU: u32 = 9001;
+/// The rendered conflist in a node's `cni-install` dir, as the chart mounts it for the agent.
+const STAGED_CONFLIST: &str = "conflist.json";
+/// The taint nodes register with until their agent can serve (the chart's default key).
+pub const STARTUP_TAINT: &str = "enipool.io/agent-not-ready";
+/// The conflist's name in the node's CNI config dir (the chart's default).
+pub const CONFLIST_NAME: &str = "05-enipool.conflist";
+/// The agent's kubeconfig in its node's directory, with its pod-bound token.
+const AGENT_KUBECONFIG: &str = "agent.kubeconfig";
+
+/// A joined node.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// Node (and ENIPool) name.
+    pub name: String,
+    /// EC2 instance.
+    pub instance_id: String,
+    /// Availability zone.
+    pub az: String,
+    /// Its network namespace.
+    pub netns: String,
+    /// Primary private IP.
+    pub primary_ip: Ipv4Addr,
+    /// `<run dir>/nodes/<name>`.
+    pub dir: PathBuf,
+    /// The runtime's CNI view of this node.
+    pub driver: CniDriver,
+    /// Supervisor name of its agent.
+    pub agent: String,
+}
+
+impl NodeInfo {
+    /// `/run/netns/<netns>`.
+    pub fn netns_path(&self) -> PathBuf {
+        PathBuf::from(fabric::sh::NETNS_DIR).join(&self.netns)
+    }
+}
+
+/// Environment of the operator: its kubeconfig and the credentials its IAM policy is bound to.
+fn operator_env(kubeconfig: PathBuf) -> Vec<(String, OsString)> {
+    vec![
+        ("KUBECONFIG".into(), kubeconfig.into()),
+        ("AWS_ACCESS_KEY_ID".into(), super::OPERATOR_ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+        ("AWS_REGION".into(), REGION.into()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ("RUST_LOG".into(), std::env::var_os("ENIPOOL_E2E_LOG").unwrap_or("info".into())),
+        ("NO_COLOR".into(), "1".into()),
+    ]
+}
+
+impl Cluster {
+    /// Starts operator replica `i` (`operator-<i>`): the chart's flags ([`crate::flags`])
+    /// with test timings.
+    /// On the platform's own API each replica is a user of its own, named as its identity (the
+    /// Lease holder), so that one replica can be cut off from the API
+    /// ([`super::kube::KubeEnv::freeze_user`]).
+    pub fn start_operator(&self, i: usize) -> Result<u32> {
+        use crate::flags::{operator_args, operator_flags};
+        let identity = format!("operator-{i}");
+        let kubeconfig = match self.kube.is_local() {
+            true => {
+                let path = self.run_dir().join(format!("{identity}.kubeconfig"));
+                self.kube.write_kubeconfig_for_user(&path, &identity)?;
+                path
+            }
+            false => self.kube.kubeconfig.clone(),
+        };
+        let mut f = operator_flags(&self.name, &identity);
+        f.ec2_endpoint = Some(self.sim().endpoint_url());
+        f.region = Some(REGION.into());
+        f.metrics_addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.free_port()?));
+        f.lease_namespace = self.names.lease_namespace.clone();
+        f.lease_name = self.names.lease_name.clone();
+        // On an external API: the run's Nodes only, never the cluster's own.
+        f.node_selector = self.names.selector();
+        // Test timings: quick failover, resync, GC and staleness.
+        f.lease_duration_seconds = 6;
+        f.resync_seconds = 10;
+        f.gc_interval_seconds = 10;
+        f.leak_grace_seconds = 20;
+        f.agent_stale_seconds = 60;
+        f.workers = 4;
+        let mut args = operator_args(&f);
+        args.extend(self.spec.operator_args.iter().cloned());
+        let spec = ProcSpec {
+            program: self.bins.operator.clone(),
+            args,
+            env: operator_env(kubeconfig),
+            log: self.run_dir().join("logs").join(format!("{identity}.log")),
+        };
+        self.core.procs.start(&identity, spec)
+    }
+
+    /// Launches an instance, registers its Node, installs CNI, starts its agent. Returns the node.
+    pub async fn join_node(&self) -> Result<NodeInfo> {
+        let homes: Vec<usize> = (self.spec.subnets.iter().enumerate())
+            .filter(|(_, s)| s.role == "nodes")
+            .map(|(i, _)| i)
+            .collect();
+        ensure!(!homes.is_empty(), "no subnet of role nodes");
+        let joined = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let home = homes[joined % homes.len()];
+        let subnet = self.subnet_ids[home].clone();
+        let az = self.spec.subnets[home].az.to_string();
+        let req = RunReq {
+            image_id: "ami-0e2e0e2e0e2e0e2e0".into(),
+            instance_type: self.spec.instance_type.clone(),
+            count: 1,
+            subnet_id: subnet,
+            groups: vec![self.sg_id.clone()],
+            delete_on_termination: true,
+            tags: [("enipool-e2e/cluster".to_string(), self.name.clone())].into(),
+            ..Default::default()
+        };
+        let sim = self.sim.clone().context("simulator")?;
+        let ids = wait::blocking(move || sim.run_instances(&req)).await?;
+        let instance_id = ids.first().context("RunInstances returned no instance")?.clone();
+        let f = self.fabric().clone();
+        let netns = f.node_netns(&instance_id).with_context(|| {
+            format!("the fabric made no netns for {instance_id}: {:?}", f.hook_errors())
+        })?;
+        let primary_ip = f.primary_ip(&instance_id).context("primary IP of the new instance")?;
+        let name = self.names.node_name(primary_ip, REGION);
+        let dir = self.run_dir().join("nodes").join(&name);
+        let driver = self.install_cni(&name, &dir, &netns)?;
+        self.register_node(&name, &instance_id, &az, primary_ip).await?;
+        let info = NodeInfo {
+            name: name.clone(),
+            instance_id,
+            az,
+            netns,
+            primary_ip,
+            dir,
+            driver,
+            agent: format!("agent-{name}"),
+        };
+        if let Some(id) = &self.agent_identity {
+            let pod = format!("enipool-agent-{name}");
+            let token = id.token_on(&self.kube.client, &name, &pod, None).await?;
+            self.kube.write_kubeconfig_with_token(&info.dir.join(AGENT_KUBECONFIG), &token)?;
+        }
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner()).insert(name, info.clone());
+        self.start_agent(&info)?;
+        Ok(info)
+    }
+
+    /// What the chart does on a node: the installer copies the shim into the CNI bin dir (the
+    /// chained plugins are linked in as the node image would have them), and the rendered
+    /// conflist goes where the agent reads it (the chart's ConfigMap mount). The agent writes it
+    /// into the CNI config dir once it can serve.
+    fn install_cni(&self, node: &str, dir: &std::path::Path, netns: &str) -> Result<CniDriver> {
+        let (bin, conf) = (dir.join("cni-bin"), dir.join("cni-conf"));
+        let staged = dir.join("cni-install");
+        for d in
+            [&bin, &conf, &staged, &dir.join("run"), &dir.join("state"), &dir.join("del-journal")]
+        {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        std::fs::copy(&self.bins.cni, bin.join("enipool-cni")).context("installing enipool-cni")?;
+        for p in CHAINED_PLUGINS {
+            let src = PathBuf::from("/usr/lib/cni").join(p);
+            if !src.exists() {
+                anyhow::bail!(
+                    "{} missing: install Debian's containernetworking-plugins (scripts/install-deps)",
+                    src.display()
+                );
+            }
+            std::os::unix::fs::symlink(&src, bin.join(p))?;
+        }
+        let conflist = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": NETWORK_NAME,
+            "plugins": [
+                {
+                    "type": "enipool-cni",
+                    "agentSocket": dir.join("run/cni.sock"),
+                    "mtu": MTU,
+                    "delJournalDir": dir.join("del-journal"),
+                    // Not in the chart's conflist: the shim's log, for failure reports.
+                    "logFile": dir.join("cni.log"),
+                },
+                {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
+            ]
+        });
+        std::fs::write(staged.join(STAGED_CONFLIST), serde_json::to_string_pretty(&conflist)?)?;
+        tracing::debug!(node, "CNI installed");
+        Ok(CniDriver {
+            bin: self.cni_driver.clone(),
+            conf_dir: conf,
+            cni_bin_dirs: vec![bin],
+            cache_dir: dir.join("cni-cache"),
+            network: NETWORK_NAME.into(),
+            host_netns: Some(netns.to_string()),
+        })
+    }
+
+    /// Creates the Node object as the kubelet registers it, and marks it Ready.
+    async fn register_node(
+        &self,
+        name: &str,
+        instance: &str,
+        az: &str,
+        ip: Ipv4Addr,
+    ) -> Result<()> {
+        let api: Api<Node> = Api::all(self.kube.client.clone());
+        let mut labels = serde_json::json!({
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            enipool_crds::ZONE_LABEL: az,
+            "topology.kubernetes.io/region": REGION,
+            enipool_crds::INSTANCE_TYPE_LABEL: self.spec.instance_type,
+            "enipool-e2e/cluster": self.name,
+        });
+        labels.as_object_mut().context("labels")?.extend(self.names.labels());
+        // Ready once, no heartbeats: on a real API the node lifecycle controller marks the Node
+        // NotReady later and taints it; the kubelet's Pods tolerate that, and neither the
+        // operator nor the agent looks at Node readiness.
+        // Registered with the startup taint, as a node group configured for enipool does.
+        let mut taints = self.names.node_taints();
+        if let Some(t) = taints.as_array_mut() {
+            t.push(serde_json::json!({"key": STARTUP_TAINT, "effect": "NoSchedule"}));
+        }
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"providerID": format!("aws:///{az}/{instance}"), "taints": taints},
+        }))?;
+        api.create(&PostParams::default(), &node)
+            .await
+            .with_context(|| format!("creating Node {name}"))?;
+        let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let status = serde_json::json!({"status": {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "enipool-e2e kubelet", "lastHeartbeatTime": now,
+                            "lastTransitionTime": now}],
+            "addresses": [{"type": "InternalIP", "address": ip.to_string()},
+                          {"type": "Hostname", "address": name}],
+        }});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .with_context(|| format!("marking Node {name} Ready"))?;
+        Ok(())
+    }
+
+    /// Starts (or starts again after a kill) the agent of a node, with the chart's flags.
+    pub fn start_agent(&self, n: &NodeInfo) -> Result<u32> {
+        if self.core.procs.names().contains(&n.agent) {
+            return self.core.procs.restart(&n.agent);
+        }
+        use crate::flags::{agent_args, AgentFlags};
+        let d = |s: &str| n.dir.join(s).display().to_string();
+        let mut f = AgentFlags::new(&n.name);
+        f.socket = d("run/cni.sock");
+        f.state_dir = d("state");
+        f.del_journal_dir = d("del-journal");
+        f.metrics_addr = format!("127.0.0.1:{}", self.free_port()?);
+        f.introspection_addr = format!("127.0.0.1:{}", self.free_port()?);
+        f.mtu = MTU;
+        f.leak_grace_seconds = 30;
+        f.publish_debounce_ms = 200;
+        f.netns = Some(n.netns_path().display().to_string());
+        f.cni_conf_source = Some(d(&format!("cni-install/{STAGED_CONFLIST}")));
+        f.cni_conf_dir = Some(n.driver.conf_dir.display().to_string());
+        f.cni_conf_name = CONFLIST_NAME.into();
+        f.startup_taint = Some(STARTUP_TAINT.into());
+        let mut args = agent_args(&f);
+        args.extend(self.spec.agent_args.iter().cloned());
+        let own = n.dir.join(AGENT_KUBECONFIG);
+        let kubeconfig = if own.exists() { own } else { self.kube.kubeconfig.clone() };
+        let env = vec![
+            ("KUBECONFIG".into(), kubeconfig.into()),
+            ("RUST_LOG".into(), std::env::var_os("ENIPOOL_E2E_LOG").unwrap_or("info".into())),
+            ("NO_COLOR".into(), "1".into()),
+        ];
+        let spec = ProcSpec {
+            program: self.bins.agent.clone(),
+            args,
+            env,
+            log: self.run_dir().join("logs").join(format!("{}.log", n.agent)),
+        };
+        self.core.procs.start(&n.agent, spec)
+    }
+
+    /// Terminates a node's instance (as an ASG scale-in would), stops its agent and deletes its
+    /// Node object (as the cloud node controller would).
+    pub async fn terminate_node(&self, name: &str) -> Result<()> {
+        let n = self.node(name)?;
+        self.core.procs.stop(&n.agent);
+        let sim = self.sim.clone().context("simulator")?;
+        let id = n.instance_id.clone();
+        wait::blocking(move || sim.terminate_instances(&[id])).await?;
+        let api: Api<Node> = Api::all(self.kube.client.clone());
+        api.delete(name, &DeleteParams::default())
+            .await
+            .with_context(|| format!("deleting Node {name}"))?;
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        self.forget_pods_of(name);
+        Ok(())
+    }
+}

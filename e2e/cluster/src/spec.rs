@@ -1,0 +1,161 @@
+//! What a platform cluster is built from ([`Spec`]) and with ([`Bins`]).
+
+use anyhow::{bail, Context, Result};
+use ec2sim::{FaultConfig, Timing};
+use enipool_crds::ENIPoolPolicySpec;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A subnet of the simulated VPC.
+#[derive(Debug, Clone)]
+pub struct SubnetSpec {
+    /// CIDR.
+    pub cidr: &'static str,
+    /// Availability zone.
+    pub az: &'static str,
+    /// Value of [`super::ROLE_TAG`] (`nodes`, `pods`, ...).
+    pub role: &'static str,
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Used in log lines and the cluster name.
+    pub name: String,
+    /// Nodes joined at start.
+    pub nodes: usize,
+    /// Instance type of the nodes.
+    pub instance_type: String,
+    /// IPv4 blocks of the VPC: the primary first, then secondary blocks associated with it.
+    pub vpc_blocks: Vec<&'static str>,
+    /// Subnets; node k is launched in the k-th subnet of role `nodes` (wrapping around).
+    pub subnets: Vec<SubnetSpec>,
+    /// The `default` ENIPoolPolicy.
+    pub policy: ENIPoolPolicySpec,
+    /// Operator replicas.
+    pub operator_replicas: usize,
+    /// Attach/detach/terminate durations in the simulator.
+    pub timing: Timing,
+    /// Faults from the start.
+    pub faults: FaultConfig,
+    /// Extra operator flags (appended).
+    pub operator_args: Vec<String>,
+    /// Extra agent flags (appended).
+    pub agent_args: Vec<String>,
+    /// Print each bring-up step (the demo).
+    pub progress: bool,
+    /// Print diagnostics when dropped unfinished (off for the demo's Ctrl-C).
+    pub report_on_drop: bool,
+}
+
+impl Spec {
+    /// `nodes` nodes of type m5.large (3 ENIs × 10 addresses), two operator replicas, and a policy
+    /// sized for quick tests: 2 warm IPs, batch 1, release after 10 s, 1 s cooldown. EC2 answers
+    /// at once and consistently, attaches take 300 ms; [`Spec::aws_timed`] times it like AWS.
+    /// The VPC has a
+    /// primary block 10.0.0.0/16 and a secondary block 100.64.0.0/16, and three node subnets in
+    /// three zones, one of them in the secondary block: the first node is in 10.0.0.0/24
+    /// (us-west-2a), a second in 10.0.16.0/24 (us-west-2b), a third in 100.64.0.0/24 (us-west-2c).
+    pub fn new(name: &str, nodes: usize) -> Spec {
+        Spec {
+            name: name.to_string(),
+            nodes,
+            instance_type: "m5.large".into(),
+            vpc_blocks: vec!["10.0.0.0/16", "100.64.0.0/16"],
+            subnets: vec![
+                SubnetSpec { cidr: "10.0.0.0/24", az: "us-west-2a", role: "nodes" },
+                SubnetSpec { cidr: "10.0.16.0/24", az: "us-west-2b", role: "nodes" },
+                SubnetSpec { cidr: "100.64.0.0/24", az: "us-west-2c", role: "nodes" },
+            ],
+            policy: serde_json::from_value(serde_json::json!({
+                "mode": "SecondaryIP",
+                "sizing": {"warmIPs": 2, "batch": 1},
+                "release": {"enabled": true, "delaySeconds": 10},
+                "cooldownSeconds": 1,
+            }))
+            .expect("default policy"),
+            operator_replicas: 2,
+            timing: Timing {
+                attach: Duration::from_millis(300),
+                detach: Duration::from_secs(1),
+                terminate: Duration::from_secs(1),
+            },
+            faults: FaultConfig::default(),
+            operator_args: Vec::new(),
+            agent_args: Vec::new(),
+            progress: false,
+            report_on_drop: true,
+        }
+    }
+
+    /// EC2 timed like AWS: `aws_like_faults` and attaches taking 1 s. Not the default: every
+    /// scenario passes with it, but it makes each two to three times slower, which the suite's
+    /// time budget cannot take for all of them, and the real-mode audit tests inject state they
+    /// must see at once.
+    pub fn aws_timed(mut self) -> Spec {
+        self.faults = aws_like_faults();
+        self.timing.attach = Duration::from_secs(1);
+        self
+    }
+
+    /// Replaces the policy spec with the given JSON (an `ENIPoolPolicySpec`).
+    pub fn policy(mut self, spec: serde_json::Value) -> Spec {
+        self.policy = serde_json::from_value(spec).expect("policy spec");
+        self
+    }
+}
+
+/// EC2's timing as AWS shows it, which an instantly consistent EC2 hides: Describe* answer from
+/// the state as it was [`DESCRIBE_LAG`] ago (describes are eventually consistent), and mutations
+/// take a while, creating and attaching an ENI longest.
+pub fn aws_like_faults() -> FaultConfig {
+    let mut faults =
+        FaultConfig { describe_lag_ms: DESCRIBE_LAG.as_millis() as u64, ..Default::default() };
+    faults.latency_ms.insert("Mutate*".into(), 100);
+    for action in ["CreateNetworkInterface", "AttachNetworkInterface"] {
+        faults.latency_ms.insert(action.into(), 250);
+    }
+    faults
+}
+
+/// How old the state a Describe answers from is in [`aws_like_faults`]: longer than the 1 s
+/// cooldown, so the rounds an agent's report starts run on answers without the last changes.
+pub const DESCRIBE_LAG: Duration = Duration::from_millis(1500);
+
+/// Where the platform's binaries are: next to this executable (the workspace's target dir), or
+/// `ENIPOOL_E2E_BIN_DIR`.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    /// `enipool-operator`.
+    pub operator: PathBuf,
+    /// `enipool-agent`.
+    pub agent: PathBuf,
+    /// `enipool-cni`.
+    pub cni: PathBuf,
+}
+
+impl Bins {
+    /// Finds the three binaries or says how to build them.
+    pub fn locate() -> Result<Bins> {
+        let dir = match std::env::var_os("ENIPOOL_E2E_BIN_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => std::env::current_exe()?.parent().context("exe dir")?.to_path_buf(),
+        };
+        let find = |n: &str| -> Result<PathBuf> {
+            let p = dir.join(n);
+            if !p.is_file() {
+                bail!(
+                    "{} not found; build it first: cargo build -p enipool-operator -p enipool-agent \
+                     -p enipool-cni (or set ENIPOOL_E2E_BIN_DIR)",
+                    p.display()
+                );
+            }
+            Ok(p)
+        };
+        Ok(Bins {
+            operator: find("enipool-operator")?,
+            agent: find("enipool-agent")?,
+            cni: find("enipool-cni")?,
+        })
+    }
+}

@@ -1,0 +1,453 @@
+//! Operator benchmark (not a test) on the EC2 simulator and the test Kubernetes API, in process.
+//!
+//! `cargo run -p enipool-e2e --example operator_bench --release -- calls|join500|memory [N]`
+//!
+//! - `calls`: EC2 mutating calls per node join (primary ENI has room) and for a new ENI.
+//! - `join500`: N (default 500) nodes join at once under a 5/s mutate budget with burst 50 (the
+//!   simulator's token bucket, and the operator's limiter set to the same account budget); time
+//!   until all pools are Ready, against the floor the budget allows.
+//! - `memory [N [LIMIT_SECS]]`: the operator BINARY (`ENIPOOL_OPERATOR_BIN`, default
+//!   `target/release/enipool-operator`; build it first) against N (default 5000) nodes. Prints a
+//!   progress line every 30 s (Ready count, RSS, CPU, EC2 calls), then the time until all pools
+//!   are Ready, the RSS then, its maximum over the following 1.2 resync periods + 60 s (the whole
+//!   first resync round and a GC run included), and its peak (VmHWM). Gives up after LIMIT_SECS (default 3600) when
+//!   not all pools are Ready by then, with the figures so far.
+
+use anyhow::Context;
+use cluster::Platform;
+use ec2sim::{Config, Ec2Sim, FaultConfig, RunReq, Timing, TokenBucketSpec};
+use enipool_crds::{AgentStatus, ENIPool, AGENT_FIELD_MANAGER};
+use enipool_operator::ec2::aws::{AwsEc2, AwsEc2Config, StaticCredentials};
+use enipool_operator::ec2::limiter::RateConfig;
+use enipool_operator::ec2::Ec2Api;
+use enipool_operator::{Operator, OperatorConfig};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use kubeapi::{KubeApi, KubeApiConfig};
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct World {
+    sim: Ec2Sim,
+    kube: KubeApi,
+    client: kube::Client,
+    subnet: String,
+    sg: String,
+}
+
+async fn world() -> anyhow::Result<World> {
+    enipool_operator::ec2::aws::install_crypto_provider();
+    let timing =
+        Timing { attach: Duration::ZERO, detach: Duration::ZERO, terminate: Duration::ZERO };
+    let p = Platform::builder("10.0.0.0/16")
+        .ec2(Config { timing, ..Default::default() })
+        .subnet("10.0.0.0/16", "us-west-2a", &[])
+        .kube(KubeApiConfig::default())
+        .crds()
+        .start()
+        .await?;
+    let client = p.kube().client()?;
+    let Platform { sim, kube, mut subnet_ids, sg_id: sg, .. } = p;
+    let (kube, subnet) = (kube.context("kubeapi")?, subnet_ids.remove(0));
+    Ok(World { sim, kube, client, subnet, sg })
+}
+
+impl World {
+    async fn ec2(
+        &self,
+        mutate: RateConfig,
+        describe: RateConfig,
+    ) -> anyhow::Result<Arc<dyn Ec2Api>> {
+        let cfg = AwsEc2Config {
+            region: Some("us-west-2".into()),
+            endpoint_url: Some(self.sim.endpoint_url()),
+            static_credentials: Some(StaticCredentials::test()),
+            budget_share: 1.0,
+            mutate,
+            describe,
+            ..Default::default()
+        };
+        Ok(Arc::new(AwsEc2::new(cfg).await?))
+    }
+
+    async fn join(&self, name: &str) -> anyhow::Result<()> {
+        let id = self.sim.run_instances(&RunReq {
+            image_id: "ami-12345678".into(),
+            instance_type: "m5.large".into(),
+            count: 1,
+            subnet_id: self.subnet.clone(),
+            groups: vec![self.sg.clone()],
+            delete_on_termination: true,
+            ..Default::default()
+        })?[0]
+            .clone();
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": "us-west-2a"}},
+            "spec": {"providerID": format!("aws:///us-west-2a/{id}")},
+        }))?;
+        Api::<Node>::all(self.client.clone()).create(&PostParams::default(), &node).await?;
+        Ok(())
+    }
+
+    fn mutating(&self) -> u64 {
+        self.sim
+            .counters()
+            .iter()
+            .filter(|(a, _)| !a.starts_with("Describe"))
+            .map(|(_, c)| c.calls)
+            .sum()
+    }
+
+    /// Pools that are Ready with allocated == target.
+    async fn ready(&self) -> anyhow::Result<usize> {
+        let pools = Api::<ENIPool>::all(self.client.clone()).list(&ListParams::default()).await?;
+        Ok(pools.items.iter().filter(|p| is_ready(p)).count())
+    }
+
+    async fn wait_ready(&self, n: usize, timeout: Duration) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        loop {
+            if self.ready().await? >= n {
+                return Ok(start.elapsed());
+            }
+            anyhow::ensure!(
+                start.elapsed() < timeout,
+                "timeout: {} of {n} ready",
+                self.ready().await?
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Ready with allocated == target: the pool has what it wants.
+fn is_ready(p: &ENIPool) -> bool {
+    let Some(s) = p.status.as_ref() else { return false };
+    let alloc: i32 = s.enis.iter().map(|e| e.ips.len() as i32).sum();
+    s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+        && s.target.as_ref().is_some_and(|t| t.ips == alloc)
+}
+
+fn config(workers: u16) -> OperatorConfig {
+    let mut c = OperatorConfig::new("bench");
+    c.lease_duration = Duration::from_secs(5);
+    c.workers = workers;
+    c
+}
+
+async fn calls() -> anyhow::Result<()> {
+    let w = world().await?;
+    let fast = RateConfig { qps: 1000.0, burst: 1000 };
+    let op =
+        Operator::start(config(8), w.client.clone(), w.ec2(fast, fast).await?, Default::default());
+    w.join("node-0").await?;
+    w.wait_ready(1, Duration::from_secs(30)).await?;
+    let join = w.mutating();
+    let agent = |in_use: i32| {
+        json!({"apiVersion": "enipool.io/v1alpha1", "kind": "ENIPool", "metadata": {"name": "node-0"},
+               "status": {"agent": AgentStatus { epoch: 1, in_use, ..Default::default() }}})
+    };
+    let pools: Api<ENIPool> = Api::all(w.client.clone());
+    let pp = PatchParams::apply(AGENT_FIELD_MANAGER).force();
+    pools.patch_status("node-0", &pp, &Patch::Apply(agent(1))).await?; // fills the primary
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.wait_ready(1, Duration::from_secs(30)).await?;
+    let before = w.mutating();
+    pools.patch_status("node-0", &pp, &Patch::Apply(agent(10))).await?; // needs a new ENI
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.wait_ready(1, Duration::from_secs(30)).await?;
+    println!("mutating calls per join (primary has room): {join}");
+    println!("mutating calls for growth needing a new ENI: {}", w.mutating() - before);
+    println!("counters: {}", serde_json::to_string(&w.sim.counters())?);
+    op.abort();
+    Ok(())
+}
+
+async fn join_many(n: usize) -> anyhow::Result<()> {
+    let w = world().await?;
+    let (qps, burst) = (5.0, 50.0);
+    w.sim.set_faults(FaultConfig {
+        throttle: [(
+            "Mutate*".to_string(),
+            TokenBucketSpec { capacity: burst, refill_per_sec: qps },
+        )]
+        .into(),
+        ..Default::default()
+    });
+    let mutate = RateConfig { qps, burst: burst as u32 };
+    let describe = RateConfig::EC2_DESCRIBE;
+    let op = Operator::start(
+        config(16),
+        w.client.clone(),
+        w.ec2(mutate, describe).await?,
+        Default::default(),
+    );
+    while !op.is_leader() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let start = Instant::now();
+    for i in 0..n {
+        w.join(&format!("node-{i}")).await?;
+    }
+    let created = start.elapsed();
+    w.wait_ready(n, Duration::from_secs(1800)).await?;
+    let took = start.elapsed();
+    let c = w.sim.counters();
+    let mutating = w.mutating();
+    // Every join needs one mutating call: the budget allows `burst` at once, then `qps` per second.
+    let floor = ((n as f64 - burst) / qps).max(0.0);
+    println!("nodes: {n}; created in {:.1}s", created.as_secs_f64());
+    println!(
+        "all Ready after {:.1}s; floor {floor:.1}s; ratio {:.2}",
+        took.as_secs_f64(),
+        took.as_secs_f64() / floor
+    );
+    println!(
+        "mutating calls: {mutating} ({:.2}/node); throttled: {}",
+        mutating as f64 / n as f64,
+        c.values().map(|c| c.throttled).sum::<u64>()
+    );
+    println!(
+        "describe calls: {}",
+        c.iter().filter(|(a, _)| a.starts_with("Describe")).map(|(_, c)| c.calls).sum::<u64>()
+    );
+    op.abort();
+    Ok(())
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// User + system CPU seconds of a process (`/proc/<pid>/stat`; Linux reports ticks of
+/// USER_HZ = 100). The bench's own figure shows how much of the machine the in-process simulator
+/// and API server took from the operator.
+fn cpu_secs(pid: &str) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the parenthesised command name (which may contain spaces).
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0 // utime, stime (fields 14, 15)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Ready pools counted from one watch. Listing every pool each poll (as `World::ready` does)
+/// costs O(N) deep copies under the test API's single lock plus O(N) decoding in the bench, four
+/// times a second: with 5,000 pools that competes with the operator for the 2 cores.
+struct ReadyWatch {
+    counts: tokio::sync::watch::Receiver<(usize, usize)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Pool names seen by the watch, and those Ready.
+#[derive(Default)]
+struct Names {
+    all: HashSet<String>,
+    ready: HashSet<String>,
+}
+
+impl Names {
+    fn put(&mut self, p: &ENIPool) {
+        let name = p.name_any();
+        if is_ready(p) {
+            self.ready.insert(name.clone());
+        } else {
+            self.ready.remove(&name);
+        }
+        self.all.insert(name);
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.all.remove(name);
+        self.ready.remove(name);
+    }
+}
+
+impl ReadyWatch {
+    fn start(client: kube::Client) -> Self {
+        use futures::StreamExt;
+        use kube::runtime::watcher::{self, Event};
+        let (tx, counts) = tokio::sync::watch::channel((0, 0));
+        let task = tokio::spawn(async move {
+            // (all pools, Ready pools) by name; `fresh` collects a relist until InitDone.
+            let (mut seen, mut fresh) = (Names::default(), Names::default());
+            let mut events =
+                watcher::watcher(Api::<ENIPool>::all(client), Default::default()).boxed();
+            while let Some(ev) = events.next().await {
+                match ev {
+                    Ok(Event::Apply(p)) => seen.put(&p),
+                    Ok(Event::Delete(p)) => seen.remove(&p.name_any()),
+                    Ok(Event::Init) => fresh = Names::default(),
+                    Ok(Event::InitApply(p)) => fresh.put(&p),
+                    Ok(Event::InitDone) => seen = std::mem::take(&mut fresh),
+                    Err(e) => eprintln!("bench pool watch: {e}"),
+                }
+                tx.send_replace((seen.all.len(), seen.ready.len()));
+            }
+        });
+        ReadyWatch { counts, task }
+    }
+
+    /// (pools seen, pools Ready).
+    fn counts(&self) -> (usize, usize) {
+        *self.counts.borrow()
+    }
+}
+
+/// The operator's `--resync-seconds` in the memory phase.
+const RESYNC_SECS: u64 = 300;
+
+/// Operator RSS with `n` pools, until all are Ready and over one resync period after. Prints a
+/// progress line every 30 s; gives up when not all are Ready after `limit`.
+async fn memory(n: usize, limit: Duration) -> anyhow::Result<()> {
+    let w = world().await?;
+    let dir = std::env::temp_dir().join(format!("enipool-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let kubeconfig = dir.join("kubeconfig");
+    w.kube.write_kubeconfig(&kubeconfig)?;
+    let t0 = Instant::now();
+    for i in 0..n {
+        w.join(&format!("node-{i}")).await?;
+    }
+    println!("{n} instances and Nodes created in {:.1}s", t0.elapsed().as_secs_f64());
+    let exe = std::env::var("ENIPOOL_OPERATOR_BIN")
+        .unwrap_or_else(|_| "target/release/enipool-operator".into());
+    let watch = ReadyWatch::start(w.client.clone());
+    let bench_cpu0 = cpu_secs("self");
+    let mut child = tokio::process::Command::new(&exe)
+        .args([
+            "--cluster-name",
+            "bench",
+            "--ec2-endpoint",
+            &w.sim.endpoint_url(),
+            "--region",
+            "us-west-2",
+        ])
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--lease-namespace",
+            "kube-system",
+            "--identity",
+            "bench",
+        ])
+        // Budgets far above EC2's so the run measures memory, not the account's rate limits
+        // (5,000 pools × ~4 describes at EC2's 20/s would take over 15 minutes by themselves).
+        .args([
+            "--mutate-qps",
+            "1000",
+            "--mutate-burst",
+            "1000",
+            "--describe-qps",
+            "2000",
+            "--describe-burst",
+            "2000",
+        ])
+        .args([
+            "--budget-share",
+            "1",
+            "--workers",
+            "32",
+            "--resync-seconds",
+            &RESYNC_SECS.to_string(),
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().unwrap_or(0);
+    let start = Instant::now();
+    let (mut rss_max, mut last_report) = (0, Duration::ZERO);
+    let report = |w: &World, what: &str| {
+        let (pools, ready) = watch.counts();
+        let c = w.sim.counters();
+        let describes: u64 =
+            c.iter().filter(|(a, _)| a.starts_with("Describe")).map(|(_, c)| c.calls).sum();
+        println!(
+            "{what} {:>6.1}s: pools {pools}, Ready {ready}/{n}; RSS {:.1} MiB, VmHWM {:.1} MiB; \
+             CPU s operator {:.0}, bench {:.0}; EC2 describes {describes}, mutating {}",
+            start.elapsed().as_secs_f64(),
+            mib(status_kib(pid, "VmRSS:").unwrap_or(0)),
+            mib(status_kib(pid, "VmHWM:").unwrap_or(0)),
+            cpu_secs(&pid.to_string()),
+            cpu_secs("self") - bench_cpu0,
+            w.mutating()
+        );
+    };
+    // After all are Ready, keep sampling for one resync period stretched by its largest jitter
+    // (+20 %) and 60 s more: the whole first resync round (the last pool made Ready is due at most
+    // 1.2 periods later) and a GC run (every 300 s by default) fall inside it.
+    let steady = Duration::from_secs(RESYNC_SECS * 6 / 5 + 60);
+    let (mut ready_at, mut at_ready, mut steady_max) = (None, 0, 0);
+    let settled = loop {
+        let rss = status_kib(pid, "VmRSS:").unwrap_or(0);
+        rss_max = rss_max.max(rss);
+        let now = start.elapsed();
+        if ready_at.is_none() && watch.counts().1 >= n {
+            (ready_at, at_ready) = (Some(now), rss);
+            report(&w, "all Ready");
+        }
+        if let Some(t) = ready_at {
+            steady_max = steady_max.max(rss);
+            if now >= t + steady {
+                break rss;
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("operator exited early: {status}");
+        }
+        if ready_at.is_none() && now >= limit {
+            report(&w, "gave up at");
+            anyhow::bail!("not all Ready within {}s", limit.as_secs());
+        }
+        if now >= last_report + Duration::from_secs(30) {
+            last_report = now;
+            report(&w, if ready_at.is_some() { "steady" } else { "progress" });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let took = ready_at.unwrap_or_default();
+    let hwm = status_kib(pid, "VmHWM:").unwrap_or(0);
+    let lists =
+        w.kube.audit().iter().filter(|r| r.verb == "list" && r.resource == "enipools").count();
+    println!("pools: {n}; all Ready after {:.1}s", took.as_secs_f64());
+    println!(
+        "operator RSS: {:.1} MiB when all Ready; max {:.1} MiB over the {} s after; {:.1} MiB at \
+         the end; peak during the run {:.1} MiB (VmHWM; sampled max {:.1} MiB)",
+        mib(at_ready),
+        mib(steady_max),
+        steady.as_secs(),
+        mib(settled),
+        mib(hwm),
+        mib(rss_max)
+    );
+    println!("ENIPool list requests (initial lists + relists, bench watch included): {lists}");
+    child.kill().await?;
+    watch.task.abort();
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let n = |d: usize| args.get(2).and_then(|s| s.parse().ok()).unwrap_or(d);
+    match args.get(1).map(String::as_str) {
+        Some("calls") => calls().await,
+        Some("join500") => join_many(n(500)).await,
+        Some("memory") => {
+            let limit = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3600);
+            memory(n(5000), Duration::from_secs(limit)).await
+        }
+        _ => anyhow::bail!("usage: operator_bench calls|join500 [N]|memory [N [LIMIT_SECS]]"),
+    }
+}
