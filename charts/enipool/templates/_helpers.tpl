@@ -41,10 +41,14 @@ app.kubernetes.io/component: {{ .component }}
 {{/* Image reference: include with (dict "ctx" $ "image" .Values.operator.image). */}}
 {{- define "enipool.image" -}}
 {{- $tag := .image.tag | default .ctx.Values.image.tag | default .ctx.Chart.AppVersion -}}
+{{- $repo := .image.repository -}}
 {{- if .ctx.Values.image.registry -}}
-{{- printf "%s/%s:%s" .ctx.Values.image.registry .image.repository $tag -}}
+{{- $repo = printf "%s/%s" .ctx.Values.image.registry .image.repository -}}
+{{- end -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" $repo .image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .image.repository $tag -}}
+{{- printf "%s:%s" $repo $tag -}}
 {{- end -}}
 {{- end -}}
 

@@ -161,6 +161,8 @@ mod lint;
 mod migration;
 #[path = "chart/monitoring.rs"]
 mod monitoring;
+#[path = "chart/placement.rs"]
+mod placement;
 #[path = "chart/rbac.rs"]
 mod rbac;
 #[path = "chart/workloads.rs"]
