@@ -17,4 +17,5 @@ $(addprefix image-,$(IMAGES)): image-%:
 	  echo "  This machine cannot build images; the Dockerfiles are in images/ and e2e/runner/tests/chart.rs checks them." >&2; \
 	  exit 2; \
 	fi
-	$(ENGINE) build -f images/$*.Dockerfile -t $(REGISTRY)/enipool-$*:$(TAG) .
+	$(ENGINE) build -f images/$*.Dockerfile -t $(REGISTRY)/enipool-$*:$(TAG) \
+	  --build-arg ENIPOOL_GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null) .

@@ -8,6 +8,8 @@
 # Build from the repository root:  docker build -f images/agent.Dockerfile -t enipool-agent .
 FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
+# The commit enipool_build_info reports (make images passes it).
+ARG ENIPOOL_GIT_COMMIT
 COPY . .
 RUN cargo build --release --locked -p enipool-agent \
  && cp target/release/enipool-agent /enipool-agent

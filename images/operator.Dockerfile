@@ -2,6 +2,8 @@
 # Build from the repository root:  docker build -f images/operator.Dockerfile -t enipool-operator .
 FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
+# The commit enipool_build_info reports (make images passes it).
+ARG ENIPOOL_GIT_COMMIT
 COPY . .
 RUN cargo build --release --locked -p enipool-operator \
  && cp target/release/enipool-operator /enipool-operator

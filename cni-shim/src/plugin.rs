@@ -104,7 +104,10 @@ fn unexpected(resp: &Response) -> Error {
 
 fn del(conf: &NetConf, request: &Request, log: &mut Logger) -> Result<(), Error> {
     match agent(conf, request) {
-        Ok(Response::Done { .. }) => Ok(()),
+        Ok(Response::Done { .. }) => {
+            log.log("info", &format!("DEL {} {}: released", request.container_id, request.if_name));
+            Ok(())
+        }
         Ok(other) => Err(unexpected(&other)),
         // DEL of an unknown container succeeds (spec); tolerate an agent that says otherwise.
         Err(Error::Agent(reply)) if reply.code == crate::error::codes::UNKNOWN_CONTAINER => Ok(()),

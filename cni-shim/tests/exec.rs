@@ -457,3 +457,25 @@ fn logs_go_to_log_file_not_stdout() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("ADD c eth0: 10.0.1.23 on eni-0123"), "{logged}");
 }
+
+/// A DEL leaves a line in the log like an ADD, so a release can be confirmed on the node without
+/// the runtime's logs.
+#[test]
+fn a_successful_del_is_logged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("cni.log");
+    let agent = FakeAgent::start(|_| Answer::Reply(Response::Done { released: 0 }));
+    let conf =
+        json!({"cniVersion": "1.0.0", "name": "n", "agentSocket": agent.socket, "logFile": log});
+    let env = [
+        ("CNI_COMMAND", "DEL"),
+        ("CNI_CONTAINERID", "c"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_NETNS", "/n"),
+    ];
+    let out = exec(Path::new(BIN), &env, conf.to_string().as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty(), "DEL prints nothing");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains(" info enipool-cni: DEL c eth0: released"), "{logged}");
+}

@@ -69,6 +69,7 @@ impl Metrics {
             store_rebuilds: Counter::default(),
             host_repairs: Family::default(),
         };
+        register_build_info(registry, "agent");
         let r = registry.sub_registry_with_prefix("enipool_agent");
         r.register("cni_requests", "CNI requests by command and result", m.cni_requests.clone());
         r.register(
@@ -175,4 +176,28 @@ impl Metrics {
     pub fn pool_status_refused(&self) {
         self.pool_status_refusals.inc();
     }
+}
+
+/// Labels of `enipool_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    component: &'static str,
+    version: &'static str,
+    commit: &'static str,
+}
+
+/// The commit the binary was built from: `ENIPOOL_GIT_COMMIT` at build time (the image build sets
+/// it), else `unknown`.
+const COMMIT: &str = match option_env!("ENIPOOL_GIT_COMMIT") {
+    Some(c) if !c.is_empty() => c,
+    _ => "unknown",
+};
+
+/// `enipool_build_info{component, version, commit} 1`: which build each process runs, to join
+/// with its other series.
+fn register_build_info(registry: &mut Registry, component: &'static str) {
+    let info = Family::<BuildLabels, Gauge>::default();
+    let labels = BuildLabels { component, version: env!("CARGO_PKG_VERSION"), commit: COMMIT };
+    info.get_or_create(&labels).set(1);
+    registry.register("enipool_build_info", "The running build (constant 1)", info);
 }

@@ -72,6 +72,7 @@ impl Metrics {
             enis_deleted: Family::default(),
             states: Mutex::new(HashMap::new()),
         };
+        register_build_info(registry, "operator");
         let r = registry.sub_registry_with_prefix("enipool_operator");
         r.register("reconcile", "Pool reconciles", m.reconciles.clone());
         r.register(
@@ -254,4 +255,28 @@ mod tests {
         m.pool_state("a", None);
         assert!(encode(&registry).contains("enipool_operator_pools{state=\"Ready\"} 1\n"));
     }
+}
+
+/// Labels of `enipool_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    component: &'static str,
+    version: &'static str,
+    commit: &'static str,
+}
+
+/// The commit the binary was built from: `ENIPOOL_GIT_COMMIT` at build time (the image build sets
+/// it), else `unknown`.
+const COMMIT: &str = match option_env!("ENIPOOL_GIT_COMMIT") {
+    Some(c) if !c.is_empty() => c,
+    _ => "unknown",
+};
+
+/// `enipool_build_info{component, version, commit} 1`: which build each process runs, to join
+/// with its other series.
+fn register_build_info(registry: &mut Registry, component: &'static str) {
+    let info = Family::<BuildLabels, Gauge>::default();
+    let labels = BuildLabels { component, version: env!("CARGO_PKG_VERSION"), commit: COMMIT };
+    info.get_or_create(&labels).set(1);
+    registry.register("enipool_build_info", "The running build (constant 1)", info);
 }

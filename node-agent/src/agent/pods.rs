@@ -82,6 +82,7 @@ impl Agent {
         match self.host.setup_pod(&pod) {
             Ok(wired) => {
                 crate::fault::point("add-after-wire");
+                tracing::info!(container = %a.container_id, pod = %format!("{}/{}", a.pod_namespace, a.pod_name), ip = %a.ip, eni = %a.eni_id, "ADD: pod wired");
                 self.update_gauges();
                 self.changed.notify_one();
                 Ok(result(&a, wired, mtu))
@@ -120,7 +121,9 @@ impl Agent {
             }
             return Ok(());
         };
-        self.release(&a, &view)
+        self.release(&a, &view)?;
+        tracing::info!(container = %a.container_id, pod = %format!("{}/{}", a.pod_namespace, a.pod_name), ip = %a.ip, "DEL: address freed");
+        Ok(())
     }
 
     /// Tear down and free one allocation (DEL, GC, leak). Teardown is best effort; the address
