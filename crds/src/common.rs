@@ -133,7 +133,8 @@ impl IdsOrTags {
 #[serde(rename_all = "camelCase")]
 pub struct EniPlacement {
     /// Subnets for new ENIs; only those in the node's AZ and VPC are used, the one with the most
-    /// free addresses first. Default: the node's own subnet.
+    /// free addresses first, never one tagged `kubernetes.io/role/cni: "0"`. Default: the node's
+    /// own subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnets: Option<IdsOrTags>,
     /// Security groups for new ENIs. Default: copied from the node's primary ENI.

@@ -20,6 +20,8 @@ mod iam;
 mod lag;
 #[path = "operator/partition.rs"]
 mod partition;
+#[path = "operator/placement.rs"]
+mod placement;
 #[path = "operator/scenarios.rs"]
 mod scenarios;
 #[path = "operator/startup.rs"]

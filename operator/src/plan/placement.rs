@@ -5,7 +5,16 @@
 
 use super::EniView;
 use enipool_crds::settings::PREFIX_SIZE;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The subnet tag the Amazon VPC CNI's subnet discovery reads: a subnet tagged `0` holds no
+/// pod ENIs (reserved for load balancers, databases, ...), whatever selects it.
+pub const SUBNET_ROLE_TAG: &str = "kubernetes.io/role/cni";
+
+/// Whether a subnet with these tags may hold new ENIs.
+pub fn subnet_allowed(tags: &BTreeMap<String, String>) -> bool {
+    tags.get(SUBNET_ROLE_TAG).map(String::as_str) != Some("0")
+}
 
 /// A subnet a new ENI may be created in (already filtered to the node's AZ and VPC).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,7 +28,8 @@ impl PoolRound<'_> {
         } else {
             q.ids = vec![self.inst.subnet_id.clone()];
         }
-        let found = self.ec2().describe_subnets(&q).await?;
+        let mut found = self.ec2().describe_subnets(&q).await?;
+        found.retain(|s| plan::placement::subnet_allowed(&s.tags));
         for s in &found {
             self.shared.memory.note_subnet(
                 &s.id,

@@ -390,3 +390,14 @@ fn prefix_fallback_table() {
     assert_eq!(prefix_fallback(&create("s", 1, 4, 0), 9), None);
     assert_eq!(prefix_fallback(&assign("eni-1", 3), 9), None);
 }
+
+#[test]
+fn subnets_tagged_role_cni_0_hold_no_enis() {
+    use crate::plan::placement::{subnet_allowed, SUBNET_ROLE_TAG};
+    let tags = |v: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    assert!(subnet_allowed(&tags(&[])));
+    assert!(subnet_allowed(&tags(&[(SUBNET_ROLE_TAG, "1")])));
+    assert!(!subnet_allowed(&tags(&[(SUBNET_ROLE_TAG, "0"), ("kind", "pods")])));
+}
