@@ -53,6 +53,13 @@ pub struct Sizing {
     #[serde(rename = "warmIPs")]
     #[schemars(range(min = 0, max = 4096))]
     pub warm_ips: Option<i32>,
+    /// Free ENIs' worth of addresses kept ready (the Amazon VPC CNI's `WARM_ENI_TARGET`): the
+    /// warm pool is at least this many times one ENI's addresses (its prefixes' in prefix modes).
+    /// The larger of this and `warmIPs` applies. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "warmENIs")]
+    #[schemars(range(min = 0, max = 16))]
+    pub warm_enis: Option<i32>,
     /// Prefix modes: whole free /28 prefixes kept ready (each is 16 addresses). Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 256))]

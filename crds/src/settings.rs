@@ -84,6 +84,9 @@ pub struct EffectiveSettings {
     pub warm_ips: i32,
     /// Free prefixes kept beyond demand (prefix modes).
     pub warm_prefixes: i32,
+    /// Free ENIs' worth of addresses kept beyond demand.
+    #[serde(default, rename = "warmENIs")]
+    pub warm_enis: i32,
     /// Allocation granularity in addresses.
     pub batch: i32,
     /// Ceiling of addresses (already clamped to capacity).
@@ -141,6 +144,7 @@ pub fn resolve(
     let warm_ips = pick(os.warm_ips.as_ref(), ps.warm_ips.as_ref()).unwrap_or(defaults::WARM_IPS);
     let warm_prefixes = pick(os.warm_prefixes.as_ref(), ps.warm_prefixes.as_ref())
         .unwrap_or(defaults::WARM_PREFIXES);
+    let warm_enis = pick(os.warm_enis.as_ref(), ps.warm_enis.as_ref()).unwrap_or(0).max(0);
     let default_batch =
         if mode.uses_prefixes() { defaults::BATCH_PREFIX } else { defaults::BATCH_IPS };
     let batch = pick(os.batch.as_ref(), ps.batch.as_ref()).unwrap_or(default_batch).max(1);
@@ -168,6 +172,7 @@ pub fn resolve(
         min_allocate,
         warm_ips,
         warm_prefixes,
+        warm_enis,
         batch,
         max_allocate,
         surge_max_extra,

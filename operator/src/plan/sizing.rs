@@ -43,12 +43,15 @@ pub fn compute_target(eff: &EffectiveSettings, demand: Demand) -> Sized {
     let surge = demand.pending_pods.clamp(0, eff.surge_max_extra.max(0));
     let need = demand.in_use.max(0) + surge;
     let batch = eff.batch.max(1);
+    // A warm ENI is one ENI's addresses: its slots, or its slots' prefixes in prefix modes.
+    let per_eni = slots_per_eni(eff) * if eff.mode.uses_prefixes() { PREFIX_SIZE } else { 1 };
+    let warm = eff.warm_ips.max(0).max(eff.warm_enis.max(0) * per_eni);
     let raw = if eff.mode.uses_prefixes() {
-        let by_ips = div_ceil(need + eff.warm_ips.max(0), PREFIX_SIZE);
+        let by_ips = div_ceil(need + warm, PREFIX_SIZE);
         let by_prefixes = div_ceil(need, PREFIX_SIZE) + eff.warm_prefixes.max(0);
         by_ips.max(by_prefixes) * PREFIX_SIZE
     } else {
-        need + eff.warm_ips.max(0)
+        need + warm
     };
     let mut ips = div_ceil(raw, batch) * batch;
     let mut reason = "demand";

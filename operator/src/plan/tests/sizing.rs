@@ -31,7 +31,42 @@ struct SizingRow {
 
 #[test]
 fn target_table() {
+    let warm_enis = |enis: i32, ips: i32| Sizing {
+        warm_enis: Some(enis),
+        warm_ips: Some(ips),
+        ..Default::default()
+    };
     let rows = vec![
+        SizingRow {
+            name: "warm ENIs: a whole ENI's addresses (9 on m5.large) stay free",
+            mode: IpMode::SecondaryIP,
+            limits: M5_LARGE,
+            sizing: warm_enis(1, 2),
+            in_use: 5,
+            pending: 0,
+            want: 14,
+            reason: "demand",
+        },
+        SizingRow {
+            name: "warm ENIs below warm IPs: the larger warm pool wins",
+            mode: IpMode::SecondaryIP,
+            limits: M5_LARGE,
+            sizing: warm_enis(1, 12),
+            in_use: 5,
+            pending: 0,
+            want: 17,
+            reason: "demand",
+        },
+        SizingRow {
+            name: "prefix mode: a warm ENI is its prefixes' addresses (9 x 16)",
+            mode: IpMode::Prefix,
+            limits: M5_LARGE,
+            sizing: Sizing { warm_prefixes: Some(0), ..warm_enis(1, 0) },
+            in_use: 5,
+            pending: 0,
+            want: 160,
+            reason: "demand",
+        },
         SizingRow {
             name: "defaults, idle node: warm 8",
             mode: IpMode::SecondaryIP,
