@@ -68,7 +68,6 @@ impl Verb {
 pub struct NetConf {
     /// `cniVersion`, one of [`version::SUPPORTED`].
     pub cni_version: String,
-    /// Network name.
     pub name: String,
     /// `agentSocket`.
     pub agent_socket: PathBuf,
@@ -97,9 +96,7 @@ pub enum Invocation {
     Version(Option<String>),
     /// A verb for the agent.
     Plugin {
-        /// The verb.
         command: Command,
-        /// The environment.
         env: CniEnv,
         /// The config (boxed: it dwarfs the VERSION variant).
         conf: Box<NetConf>,

@@ -11,7 +11,6 @@ use std::path::PathBuf;
 ///
 /// Codes 1-99 are reserved by the spec; 100+ are plugin specific.
 pub mod codes {
-    /// Incompatible CNI version.
     pub const INCOMPATIBLE_VERSION: u32 = 1;
     /// Unsupported field in network configuration.
     pub const UNSUPPORTED_FIELD: u32 = 2;
@@ -23,7 +22,6 @@ pub mod codes {
     pub const IO_FAILURE: u32 = 5;
     /// Failed to decode content (malformed JSON, oversized input).
     pub const DECODING_FAILURE: u32 = 6;
-    /// Invalid network configuration.
     pub const INVALID_NETWORK_CONFIG: u32 = 7;
     /// Try again later: a transient condition (agent restarting, agent busy).
     pub const TRY_AGAIN_LATER: u32 = 11;
@@ -51,7 +49,6 @@ pub enum Error {
     /// The config asks for something enipool does not do (e.g. an `ipam` section).
     #[error("unsupported field {field:?} in network config: {hint}")]
     UnsupportedField {
-        /// The field name.
         field: String,
         /// What to do instead.
         hint: String,
@@ -59,7 +56,6 @@ pub enum Error {
     /// A required `CNI_*` variable is missing or malformed.
     #[error("invalid environment variable {var}: {reason}")]
     InvalidEnv {
-        /// The variable name.
         var: &'static str,
         /// What is wrong with it.
         reason: String,
@@ -80,7 +76,6 @@ pub enum Error {
     Io {
         /// What was being done.
         context: String,
-        /// The OS error.
         #[source]
         source: std::io::Error,
     },
@@ -96,7 +91,6 @@ pub enum Error {
     /// The agent did not answer within the configured timeout.
     #[error("enipool agent at {socket} did not answer within {timeout_ms} ms")]
     AgentTimeout {
-        /// The socket path.
         socket: PathBuf,
         /// The timeout that expired.
         timeout_ms: u64,
@@ -104,9 +98,7 @@ pub enum Error {
     /// The connection to the agent failed mid-way.
     #[error("talking to the enipool agent at {socket}: {source}")]
     AgentIo {
-        /// The socket path.
         socket: PathBuf,
-        /// The OS error.
         #[source]
         source: std::io::Error,
     },
@@ -122,9 +114,7 @@ pub enum Error {
     /// Writing the DEL journal failed.
     #[error("cannot write DEL journal entry in {dir}: {source}")]
     Journal {
-        /// The journal directory.
         dir: PathBuf,
-        /// The OS error.
         #[source]
         source: std::io::Error,
     },
@@ -214,9 +204,7 @@ impl Error {
 pub struct ErrorObject {
     /// The version the runtime asked for (or the newest supported one if unknown).
     pub cni_version: String,
-    /// Spec error code.
     pub code: u32,
-    /// Short message.
     pub msg: String,
     /// Longer explanation: what to fix.
     #[serde(default, skip_serializing_if = "String::is_empty")]

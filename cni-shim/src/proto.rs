@@ -57,7 +57,6 @@ pub struct Attachment {
 pub struct Request {
     /// Must equal [`PROTOCOL_VERSION`].
     pub protocol: u32,
-    /// The verb.
     pub command: Command,
     /// The attachment; empty for STATUS and GC.
     #[serde(default)]
@@ -112,7 +111,6 @@ pub struct AddResult {
 pub struct StatusResult {
     /// Whether an ADD would get an address right now.
     pub ready: bool,
-    /// Addresses allocatable now.
     pub available: u32,
     /// Why not ready, when not.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -131,7 +129,6 @@ pub enum Response {
         #[serde(default)]
         released: u32,
     },
-    /// STATUS answer.
     Status(StatusResult),
     /// A failure the shim turns into a CNI error object.
     Error(ErrorReply),

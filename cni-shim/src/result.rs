@@ -21,13 +21,11 @@ pub struct CniResult {
     /// Interfaces created or touched.
     #[serde(default)]
     pub interfaces: Vec<Interface>,
-    /// Addresses assigned.
     #[serde(default)]
     pub ips: Vec<IpConfig>,
     /// Routes added in the sandbox.
     #[serde(default)]
     pub routes: Vec<Route>,
-    /// DNS settings.
     #[serde(default)]
     pub dns: Dns,
 }
@@ -35,9 +33,7 @@ pub struct CniResult {
 /// One interface in a result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interface {
-    /// Interface name.
     pub name: String,
-    /// Hardware address.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mac: String,
     /// Netns path of the sandbox; empty (omitted) for host interfaces.
@@ -64,7 +60,6 @@ pub struct IpConfig {
 /// One route in a result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
-    /// Destination.
     pub dst: IpNet,
     /// Next hop; absent means the address's gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,13 +69,10 @@ pub struct Route {
 /// DNS settings (also the shape of the network config's `dns` key).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dns {
-    /// Name servers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nameservers: Vec<String>,
-    /// Local domain.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub domain: String,
-    /// Search domains.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub search: Vec<String>,
     /// resolv.conf options.

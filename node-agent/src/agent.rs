@@ -65,7 +65,6 @@ enum Serving {
     Refused(String),
 }
 
-/// The agent core.
 pub struct Agent {
     store: Store,
     state: Mutex<State>,
@@ -146,17 +145,14 @@ impl Agent {
         })
     }
 
-    /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
-    /// The host implementation.
     pub fn host(&self) -> &Arc<dyn HostNet> {
         &self.host
     }
 
-    /// Current pool view.
     pub fn view(&self) -> Arc<PoolView> {
         self.view.read().unwrap().clone()
     }

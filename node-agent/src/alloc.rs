@@ -16,9 +16,7 @@ use std::net::Ipv4Addr;
 /// The address chosen for a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pick {
-    /// The address.
     pub ip: Ipv4Addr,
-    /// Its ENI.
     pub eni_id: String,
     /// The ENI's route table.
     pub table: u32,

@@ -16,9 +16,7 @@ pub enum Error {
     /// The store file cannot be opened: truncated, altered, or not a store at all. Left as it is.
     #[error("allocation store {path}: {source}; the file is left as it is (see the troubleshooting guide on a lost or damaged store)", path = path.display())]
     StoreFile {
-        /// The file.
         path: std::path::PathBuf,
-        /// What redb found.
         #[source]
         source: redb::Error,
     },
@@ -66,9 +64,7 @@ pub enum Error {
     /// A Kubernetes API call failed.
     #[error("kubernetes {op}: {source}")]
     Kube {
-        /// Which call.
         op: &'static str,
-        /// The client error.
         #[source]
         source: kube::Error,
     },
@@ -77,7 +73,6 @@ pub enum Error {
     Io {
         /// What was being done.
         op: &'static str,
-        /// The cause.
         #[source]
         source: std::io::Error,
     },
@@ -128,5 +123,4 @@ store_err!(
     redb::CommitError
 );
 
-/// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -13,9 +13,7 @@ use std::sync::Arc;
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct HttpState {
-    /// The agent.
     pub agent: Arc<Agent>,
-    /// The metrics registry.
     pub registry: Arc<Registry>,
 }
 

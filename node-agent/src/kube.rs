@@ -19,17 +19,12 @@ use std::time::Duration;
 /// Settings of the Kubernetes side.
 #[derive(Debug, Clone)]
 pub struct KubeConfig {
-    /// This node.
     pub node_name: String,
-    /// MTU for ENIs.
     pub mtu: u32,
-    /// SNAT exclusions.
     pub snat_exclude: Vec<Ipv4Net>,
-    /// External SNAT.
     pub external_snat: bool,
     /// Source-port selection of the SNAT rule.
     pub snat_ports: crate::hostnet::SnatPorts,
-    /// Publish debounce.
     pub debounce: Duration,
     /// Period of the host repair (zero: only on rule and route removals).
     pub repair_interval: Duration,
@@ -38,7 +33,6 @@ pub struct KubeConfig {
 /// What the agent takes from its Node object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeFacts {
-    /// The Node exists.
     pub exists: bool,
     /// Its first `InternalIP` (fallback SNAT source while the ENIPool lacks the primary IP).
     pub internal_ip: Option<std::net::Ipv4Addr>,

@@ -27,7 +27,6 @@ struct ResultLabel {
     result: &'static str,
 }
 
-/// All agent metrics.
 pub struct Metrics {
     cni_requests: Family<CniLabels, Counter>,
     add_seconds: Histogram,

@@ -14,17 +14,14 @@ pub use check::{Invalid, Problem};
 /// One ENI as the agent sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EniView {
-    /// ENI id.
     pub id: String,
     /// Device index (0 = primary ENI).
     pub device_index: i32,
     /// MAC, lower case `aa:bb:..`.
     pub mac: String,
-    /// Subnet CIDR.
     pub subnet: Option<Ipv4Net>,
     /// The ENI's own primary address (never a pod's).
     pub primary_ip: Option<Ipv4Addr>,
-    /// Secondary addresses.
     pub ips: Vec<Ipv4Addr>,
     /// /28 prefixes.
     pub prefixes: Vec<Ipv4Net>,
@@ -61,7 +58,6 @@ pub struct PoolView {
     pub first_interface_index: i32,
     /// Node primary IP (SNAT source).
     pub node_primary_ip: Option<Ipv4Addr>,
-    /// VPC CIDRs.
     pub vpc_cidrs: Vec<Ipv4Net>,
     /// Cooldown before a freed address is reused.
     pub cooldown_seconds: u64,

@@ -19,7 +19,6 @@ use std::net::Ipv4Addr;
 pub struct HostSettings {
     /// MTU of secondary ENIs.
     pub mtu: u32,
-    /// Extra SNAT exclusions.
     pub snat_exclude: Vec<Ipv4Net>,
     /// SNAT done outside the node.
     pub external_snat: bool,
@@ -44,7 +43,6 @@ pub struct Programmer {
 pub struct Repaired {
     /// Node-wide state (fwmark rule, nftables table) re-applied: 0 or 1.
     pub node: usize,
-    /// Secondary ENIs re-programmed.
     pub enis: usize,
     /// Pods whose host side was re-programmed.
     pub pods: usize,

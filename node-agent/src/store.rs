@@ -47,7 +47,6 @@ pub struct AllocKey {
 }
 
 impl AllocKey {
-    /// Build a key.
     pub fn new(container_id: impl Into<String>, if_name: impl Into<String>) -> Self {
         AllocKey { container_id: container_id.into(), if_name: if_name.into() }
     }
@@ -138,7 +137,6 @@ pub struct Offer {
 /// The in-memory mirror of the store, read by the allocator.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct State {
-    /// Allocations by key.
     pub allocations: BTreeMap<AllocKey, Allocation>,
     /// Holder of every address in use.
     pub by_ip: BTreeMap<Ipv4Addr, AllocKey>,
@@ -152,7 +150,6 @@ pub struct State {
     pub boot_id: String,
 }
 
-/// The redb database.
 pub struct Store {
     db: Database,
     created: bool,
@@ -382,7 +379,6 @@ fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io("fsync the state dir"))
 }
 
-/// Unix seconds now.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

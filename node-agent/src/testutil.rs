@@ -56,7 +56,6 @@ pub fn use_ip(st: &mut State, cid: &str, ip: &str) {
     st.allocations.insert(a.key(), a);
 }
 
-/// Parse a net.
 pub fn net(s: &str) -> Ipv4Net {
     s.parse().unwrap()
 }

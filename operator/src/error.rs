@@ -19,18 +19,12 @@ pub enum Error {
     Kube {
         /// What was being done, e.g. `PatchPoolStatus`.
         op: &'static str,
-        /// Cause.
         #[source]
         source: kube::Error,
     },
     /// A Node's providerID is not `aws:///<az>/<instance-id>`.
     #[error("node {node}: providerID {provider_id:?} is not an AWS instance")]
-    ProviderId {
-        /// Node name.
-        node: String,
-        /// The providerID.
-        provider_id: String,
-    },
+    ProviderId { node: String, provider_id: String },
     /// EC2 does not know the instance (yet, or any more).
     #[error("instance {0} not found in EC2")]
     InstanceNotFound(String),
@@ -91,7 +85,6 @@ impl Error {
     }
 }
 
-/// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why the operator's own Kubernetes client cut a call short (`k8s/client.rs`, the Lease calls in
@@ -117,9 +110,7 @@ pub enum CleanupError {
          cleanup again); no ENIPool was changed"
     )]
     LeaseHeld {
-        /// Lease namespace.
         namespace: String,
-        /// Lease name.
         name: String,
         /// Its holder at the end of the wait.
         holder: String,
@@ -133,11 +124,8 @@ pub enum CleanupError {
          pools released and {deleted} deleted: run the cleanup again"
     )]
     LeaseLost {
-        /// Lease namespace.
         namespace: String,
-        /// Lease name.
         name: String,
-        /// What happened.
         why: String,
         /// Pools released before stopping.
         released: usize,
@@ -147,7 +135,6 @@ pub enum CleanupError {
     /// The API server refused the node selector.
     #[error("--node-selector {selector:?} is not a valid label selector: {message}")]
     InvalidSelector {
-        /// The selector.
         selector: String,
         /// The API server's message.
         message: String,

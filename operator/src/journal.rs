@@ -25,13 +25,10 @@ pub const MAX_OPERATIONS: usize = 16;
 /// Who new ENIs are created for (tags and attachment target).
 #[derive(Debug, Clone, Default)]
 pub struct Owner {
-    /// Cluster name.
     pub cluster: String,
     /// Node (= pool) name.
     pub node: String,
-    /// Instance id.
     pub instance_id: String,
-    /// Pool uid.
     pub pool_uid: String,
     /// Extra tags from the policy.
     pub extra_tags: BTreeMap<String, String>,
@@ -294,7 +291,6 @@ pub struct Replay {
     pub outcomes: Vec<(OperationKind, &'static str)>,
 }
 
-/// Replay every entry.
 pub async fn replay(
     ec2: &dyn Ec2Api,
     ops: Vec<Operation>,

@@ -29,16 +29,11 @@ use kube::Client;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Lease settings.
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
-    /// Namespace.
     pub namespace: String,
-    /// Name.
     pub name: String,
-    /// This replica.
     pub identity: String,
-    /// Lease duration.
     pub duration: Duration,
 }
 
@@ -56,7 +51,6 @@ impl Candidate {
         Candidate { api, cfg, elector }
     }
 
-    /// The timing.
     pub fn timing(&self) -> Timing {
         self.elector.timing()
     }

@@ -42,7 +42,6 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
-/// Controller metrics.
 #[derive(Debug)]
 pub struct Metrics {
     reconciles: Counter,
@@ -155,7 +154,6 @@ impl Metrics {
         self.resync_period.set(period.as_secs_f64());
     }
 
-    /// Count a failure.
     pub fn failed(&self, category: &str) {
         self.failures.get_or_create(&CategoryLabels { category: category.into() }).inc();
     }

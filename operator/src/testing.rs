@@ -22,17 +22,12 @@ mod control;
 /// Mutable state of the fake.
 #[derive(Debug, Default)]
 pub struct FakeState {
-    /// Instances by id.
     pub instances: BTreeMap<String, Instance>,
     /// Limits per instance type.
     pub types: BTreeMap<String, InstanceTypeInfo>,
-    /// ENIs by id.
     pub enis: BTreeMap<String, Eni>,
-    /// Subnets by id.
     pub subnets: BTreeMap<String, Subnet>,
-    /// VPCs by id.
     pub vpcs: BTreeMap<String, Vpc>,
-    /// Security groups.
     pub security_groups: Vec<SecurityGroup>,
     /// ClientToken → ENI id.
     pub tokens: BTreeMap<String, String>,

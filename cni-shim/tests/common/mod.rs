@@ -15,7 +15,6 @@ use std::time::Duration;
 /// How the fake agent answers one request.
 #[derive(Clone)]
 pub enum Answer {
-    /// Send this response.
     Reply(Response),
     /// Send these raw bytes.
     Raw(&'static [u8]),

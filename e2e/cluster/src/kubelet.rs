@@ -20,13 +20,11 @@ pub struct PodInfo {
     pub name: String,
     /// Node it is bound to.
     pub node: String,
-    /// Sandbox netns.
     pub netns: String,
     /// Sandbox (container) id of the current attempt.
     pub container_id: String,
     /// Its IP, once CNI ADD succeeded.
     pub ip: Option<Ipv4Addr>,
-    /// Pod UID.
     pub uid: String,
 }
 

@@ -66,7 +66,6 @@ pub const LEASE_NAMESPACE: &str = "kube-system";
 pub struct Core {
     /// Operator and agent processes.
     pub procs: Supervisor,
-    /// The VPC fabric.
     pub fabric: Arc<Fabric>,
     /// What the run created in an external Kubernetes API (set once it is connected).
     pub external: OnceLock<Arc<ExternalRun>>,
@@ -107,15 +106,12 @@ pub struct Cluster {
     pub spec: Spec,
     /// Cluster name (tags, `--cluster-name`).
     pub name: String,
-    /// Processes and fabric.
     pub core: Arc<Core>,
     /// The EC2 simulator.
     pub sim: Option<Arc<Ec2Sim>>,
-    /// The Kubernetes API.
     pub kube: kube::KubeEnv,
     /// What the run is called in that API.
     pub names: KubeNames,
-    /// Binaries.
     pub bins: Bins,
     /// The libcni driver binary.
     pub cni_driver: PathBuf,
@@ -303,12 +299,10 @@ impl Cluster {
         self.core.fabric.run_dir()
     }
 
-    /// The fabric.
     pub fn fabric(&self) -> &Arc<Fabric> {
         &self.core.fabric
     }
 
-    /// The simulator.
     pub fn sim(&self) -> &Ec2Sim {
         self.sim.as_ref().expect("simulator running")
     }
@@ -339,7 +333,6 @@ impl Cluster {
         self.nodes.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
-    /// One node.
     pub fn node(&self, name: &str) -> Result<NodeInfo> {
         self.nodes
             .lock()

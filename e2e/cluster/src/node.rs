@@ -29,18 +29,14 @@ pub const CONFLIST_NAME: &str = "05-enipool.conflist";
 /// The agent's kubeconfig in its node's directory, with its pod-bound token.
 const AGENT_KUBECONFIG: &str = "agent.kubeconfig";
 
-/// A joined node.
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
     /// Node (and ENIPool) name.
     pub name: String,
     /// EC2 instance.
     pub instance_id: String,
-    /// Availability zone.
     pub az: String,
-    /// Its network namespace.
     pub netns: String,
-    /// Primary private IP.
     pub primary_ip: Ipv4Addr,
     /// `<run dir>/nodes/<name>`.
     pub dir: PathBuf,

@@ -122,7 +122,6 @@ pub struct Platform {
     pub sim: Ec2Sim,
     /// The platform's Kubernetes API, when asked for.
     pub kube: Option<KubeApi>,
-    /// The VPC.
     pub vpc_id: String,
     /// Subnet ids, in the order they were declared.
     pub subnet_ids: Vec<String>,

@@ -17,11 +17,8 @@ use std::time::{Duration, Instant};
 /// How to (re)start one process.
 #[derive(Debug, Clone)]
 pub struct ProcSpec {
-    /// Binary.
     pub program: PathBuf,
-    /// Arguments.
     pub args: Vec<String>,
-    /// Extra environment.
     pub env: Vec<(String, OsString)>,
     /// Log file (appended to across restarts).
     pub log: PathBuf,

@@ -9,15 +9,12 @@ use std::time::Duration;
 /// A subnet of the simulated VPC.
 #[derive(Debug, Clone)]
 pub struct SubnetSpec {
-    /// CIDR.
     pub cidr: &'static str,
-    /// Availability zone.
     pub az: &'static str,
     /// Value of [`super::ROLE_TAG`] (`nodes`, `pods`, ...).
     pub role: &'static str,
 }
 
-/// What to build.
 #[derive(Debug, Clone)]
 pub struct Spec {
     /// Used in log lines and the cluster name.
@@ -32,7 +29,6 @@ pub struct Spec {
     pub subnets: Vec<SubnetSpec>,
     /// The `default` ENIPoolPolicy.
     pub policy: ENIPoolPolicySpec,
-    /// Operator replicas.
     pub operator_replicas: usize,
     /// Attach/detach/terminate durations in the simulator.
     pub timing: Timing,

@@ -22,7 +22,6 @@ pub const DESCRIBE_ACTIONS: &[&str] = &[
     "DescribeVpcs",
 ];
 
-/// Mutating actions.
 pub const MUTATE_ACTIONS: &[&str] = &[
     "CreateNetworkInterface",
     "AttachNetworkInterface",

@@ -10,13 +10,11 @@ use std::time::{Duration, Instant};
 /// A token bucket: `capacity` burst, refilled at `refill_per_sec`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TokenBucketSpec {
-    /// Burst size.
     pub capacity: f64,
     /// Tokens added per second.
     pub refill_per_sec: f64,
 }
 
-/// An injected failure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorRule {
     /// Action it applies to; `None` or `"*"` for every action.
@@ -51,7 +49,6 @@ fn one() -> f64 {
 /// its own bucket, as in EC2.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FaultConfig {
-    /// Token buckets.
     #[serde(default)]
     pub throttle: BTreeMap<String, TokenBucketSpec>,
     /// Injected errors, checked in order; the first that fires wins.
@@ -68,9 +65,7 @@ pub struct FaultConfig {
 /// Calls of one action.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionCounters {
-    /// Every request received.
     pub calls: u64,
-    /// Answered with success.
     pub ok: u64,
     /// Answered with an EC2 error from the model (limits, not found, ...).
     pub errors: u64,
@@ -82,7 +77,6 @@ pub struct ActionCounters {
 
 /// What the fault layer decided for one call.
 pub enum Verdict {
-    /// Proceed.
     Pass,
     /// Answer with this EC2 error.
     Fail(Error),
@@ -90,13 +84,10 @@ pub enum Verdict {
     Html(u16),
 }
 
-/// Live fault state.
 #[derive(Default)]
 pub struct Faults {
-    /// Current settings.
     pub config: FaultConfig,
     buckets: HashMap<String, (f64, Instant)>,
-    /// Counters by action.
     pub counters: BTreeMap<String, ActionCounters>,
 }
 

@@ -52,7 +52,6 @@ pub enum Error {
     Api {
         /// EC2 error code, e.g. `InsufficientFreeAddressesInSubnet`.
         code: String,
-        /// Human-readable message.
         message: String,
         /// HTTP status (400 for client errors, 5xx for throttling and server errors).
         status: u16,

@@ -18,9 +18,7 @@ pub struct TypeLimits {
     pub ipv4_per_eni: u32,
     /// IPv6 addresses per interface.
     pub ipv6_per_eni: u32,
-    /// Default vCPUs.
     pub vcpus: u32,
-    /// Memory in MiB.
     pub memory_mib: u64,
     /// Marketing text of the network performance.
     pub network_performance: &'static str,

@@ -14,23 +14,15 @@ type Events = Vec<HookEvent>;
 /// A CreateNetworkInterface request, parsed.
 #[derive(Debug, Clone, Default)]
 pub struct CreateEniReq {
-    /// Subnet.
     pub subnet_id: String,
-    /// Security group ids.
     pub groups: Vec<String>,
-    /// Description.
     pub description: String,
-    /// Requested primary address.
     pub primary_ip: Option<Ipv4Addr>,
-    /// Explicit secondary addresses.
     pub secondary_ips: Vec<Ipv4Addr>,
-    /// SecondaryPrivateIpAddressCount.
     pub secondary_count: Option<u32>,
     /// Ipv4PrefixCount.
     pub prefix_count: Option<u32>,
-    /// Explicit prefixes.
     pub prefixes: Vec<Ipv4Net>,
-    /// Tags from TagSpecifications.
     pub tags: Tags,
 }
 
@@ -41,7 +33,6 @@ pub struct RunReq {
     pub image_id: String,
     /// Instance type; must be in the limits table.
     pub instance_type: String,
-    /// Instances to launch.
     pub count: u32,
     /// Subnet of the primary ENI.
     pub subnet_id: String,
@@ -55,7 +46,6 @@ pub struct RunReq {
     pub prefix_count: u32,
     /// DeleteOnTermination of the primary ENI (EC2's default is true).
     pub delete_on_termination: bool,
-    /// Instance tags.
     pub tags: Tags,
     /// Tags for the primary ENI.
     pub eni_tags: Tags,
@@ -167,7 +157,6 @@ impl State {
             .map_or(UNATTACHED_IPV4_SLOTS, |l| l.ipv4_per_eni)
     }
 
-    /// AttachNetworkInterface.
     pub fn attach(
         &mut self,
         eni_id: &str,

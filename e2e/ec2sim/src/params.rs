@@ -25,7 +25,6 @@ impl Params {
         Params(form_urlencoded::parse(body).into_owned().collect())
     }
 
-    /// A scalar parameter.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }

@@ -10,7 +10,6 @@ fn bad(code: &str, msg: impl Into<String>) -> Error {
 }
 
 impl State {
-    /// Seeds a VPC.
     pub fn create_vpc(&mut self, cidr: Ipv4Net, tags: Tags) -> String {
         let id = self.new_id("vpc");
         let primary = VpcBlock {

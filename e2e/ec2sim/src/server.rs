@@ -23,12 +23,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-/// Simulator settings.
 #[derive(Clone)]
 pub struct Config {
     /// How long attach/detach/termination take.
     pub timing: Timing,
-    /// Initial faults.
     pub faults: FaultConfig,
     /// Observer for the VPC fabric.
     pub fabric_hook: Option<Arc<dyn FabricHook>>,
@@ -57,11 +55,8 @@ pub struct SubnetInfo {
     pub id: String,
     /// IPv4 CIDR.
     pub cidr: Ipv4Net,
-    /// Availability zone.
     pub az: String,
-    /// VPC id.
     pub vpc_id: String,
-    /// Tags.
     pub tags: Tags,
 }
 
@@ -391,7 +386,6 @@ impl Ec2Sim {
         format!("http://{}", self.addr)
     }
 
-    /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -417,7 +411,6 @@ impl Ec2Sim {
         self.shared.faults.lock().expect("faults lock").counters.clear();
     }
 
-    /// Current fault settings.
     pub fn faults(&self) -> FaultConfig {
         self.shared.faults.lock().expect("faults lock").config.clone()
     }
@@ -463,7 +456,6 @@ impl Ec2Sim {
         reset(&self.shared);
     }
 
-    /// Seeds a VPC.
     pub fn create_vpc(&self, cidr: &str, tags: &[(&str, &str)]) -> Result<String> {
         let cidr = parse_cidr(cidr)?;
         Ok(self.shared.with_state(|st, _, _| st.create_vpc(cidr, to_tags(tags))))

@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-/// A VPC.
 #[derive(Debug, Clone, Serialize)]
 pub struct Vpc {
     /// `vpc-…`.
@@ -22,7 +21,6 @@ pub struct Vpc {
     pub cidr: Ipv4Net,
     /// Every IPv4 block association, the primary's first, as `cidrBlockAssociationSet` lists them.
     pub blocks: Vec<VpcBlock>,
-    /// Tags.
     pub tags: Tags,
 }
 
@@ -31,7 +29,6 @@ pub struct Vpc {
 pub struct VpcBlock {
     /// `vpc-cidr-assoc-…`.
     pub association_id: String,
-    /// The block.
     pub cidr: Ipv4Net,
     /// `associated`, or `disassociated` once removed (EC2 lists removed blocks for a while).
     pub state: String,
@@ -44,18 +41,13 @@ impl Vpc {
     }
 }
 
-/// A security group.
 #[derive(Debug, Clone, Serialize)]
 pub struct SecurityGroup {
     /// `sg-…`.
     pub id: String,
-    /// VPC id.
     pub vpc_id: String,
-    /// Group name.
     pub name: String,
-    /// Description.
     pub description: String,
-    /// Tags.
     pub tags: Tags,
 }
 
@@ -90,7 +82,6 @@ impl InstanceState {
     }
 }
 
-/// An instance.
 #[derive(Debug, Clone, Serialize)]
 pub struct Instance {
     /// `i-…`.
@@ -101,19 +92,14 @@ pub struct Instance {
     pub instance_type: String,
     /// AMI id as given.
     pub image_id: String,
-    /// Availability zone.
     pub az: String,
     /// Subnet of the primary ENI.
     pub subnet_id: String,
-    /// VPC id.
     pub vpc_id: String,
-    /// Lifecycle state.
     pub state: InstanceState,
-    /// Primary ENI id.
     pub primary_eni: String,
     /// Primary private address (kept after termination for display).
     pub private_ip: Ipv4Addr,
-    /// Tags.
     pub tags: Tags,
     /// RFC 3339 launch time.
     pub launch_time: String,
@@ -121,20 +107,17 @@ pub struct Instance {
     pub client_token: Option<String>,
 }
 
-/// Attachment lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AttachState {
     /// AttachNetworkInterface accepted, not done yet.
     Attaching,
-    /// Attached.
     Attached,
     /// DetachNetworkInterface accepted; still occupies the device index.
     Detaching,
 }
 
 impl AttachState {
-    /// Attachment status string.
     pub fn as_str(self) -> &'static str {
         match self {
             AttachState::Attaching => "attaching",
@@ -149,11 +132,8 @@ impl AttachState {
 pub struct Attachment {
     /// `eni-attach-…`.
     pub id: String,
-    /// Instance id.
     pub instance_id: String,
-    /// Device index.
     pub device_index: u32,
-    /// Status.
     pub state: AttachState,
     /// Whether termination deletes the ENI.
     pub delete_on_termination: bool,
@@ -166,25 +146,18 @@ pub struct Attachment {
 pub struct Eni {
     /// `eni-…`.
     pub id: String,
-    /// Subnet id.
     pub subnet_id: String,
-    /// VPC id.
     pub vpc_id: String,
-    /// Availability zone.
     pub az: String,
     /// MAC, lower case.
     pub mac: String,
-    /// Description.
     pub description: String,
-    /// Primary private address.
     pub primary_ip: Ipv4Addr,
     /// Secondary addresses in assignment order.
     pub secondary: Vec<Ipv4Addr>,
     /// Delegated /28 prefixes in assignment order.
     pub prefixes: Vec<Ipv4Net>,
-    /// Security group ids.
     pub groups: Vec<String>,
-    /// Tags.
     pub tags: Tags,
     /// Attachment, when attaching/attached/detaching.
     pub attachment: Option<Attachment>,
@@ -240,7 +213,6 @@ impl Eni {
 /// What an earlier call with a ClientToken produced, to answer a retry identically.
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenEntry {
-    /// The action.
     pub action: String,
     /// The request's parameters without the token; a retry must match them exactly.
     pub fingerprint: String,
@@ -253,23 +225,14 @@ pub struct TokenEntry {
 pub enum Timer {
     /// Attachment `attaching` → `attached`.
     AttachDone {
-        /// ENI id.
         eni: String,
         /// Attachment id it applies to (ignored if the ENI moved on).
         attachment: String,
     },
     /// Attachment `detaching` → gone, ENI `available`.
-    DetachDone {
-        /// ENI id.
-        eni: String,
-        /// Attachment id.
-        attachment: String,
-    },
+    DetachDone { eni: String, attachment: String },
     /// Instance `shutting-down` → `terminated`.
-    TerminateDone {
-        /// Instance id.
-        instance: String,
-    },
+    TerminateDone { instance: String },
 }
 
 /// How long the asynchronous transitions take.
@@ -296,22 +259,18 @@ impl Default for Timing {
 /// The whole simulated region.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct State {
-    /// VPCs by id.
     pub vpcs: BTreeMap<String, Vpc>,
-    /// Subnets by id.
     pub subnets: BTreeMap<String, Subnet>,
     /// Security groups by id.
     pub groups: BTreeMap<String, SecurityGroup>,
     /// Instances by id (terminated ones stay visible, as in EC2).
     pub instances: BTreeMap<String, Instance>,
-    /// ENIs by id.
     pub enis: BTreeMap<String, Eni>,
     /// ClientToken → outcome.
     pub tokens: BTreeMap<String, TokenEntry>,
     /// Pending transitions, in no particular order.
     #[serde(skip)]
     pub timers: Vec<(Instant, Timer)>,
-    /// Transition durations.
     pub timing: Timing,
     /// Id counter: ids are deterministic so failures reproduce.
     pub next_id: u64,

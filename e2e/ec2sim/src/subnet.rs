@@ -13,13 +13,10 @@ use std::net::Ipv4Addr;
 pub struct Subnet {
     /// `subnet-…`.
     pub id: String,
-    /// VPC id.
     pub vpc_id: String,
     /// IPv4 CIDR.
     pub cidr: Ipv4Net,
-    /// Availability zone.
     pub az: String,
-    /// Tags.
     pub tags: Tags,
     /// Addresses held by ENIs (secondary IPs, primaries and every address of /28 prefixes); the 5
     /// reserved addresses are not in here, they are excluded by [`Subnet::is_reserved`].

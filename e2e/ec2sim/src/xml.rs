@@ -42,19 +42,16 @@ impl Xml {
         Xml { buf, root }
     }
 
-    /// Opens an element.
     pub fn open(&mut self, tag: &str) -> &mut Self {
         let _ = write!(self.buf, "<{tag}>");
         self
     }
 
-    /// Closes an element.
     pub fn close(&mut self, tag: &str) -> &mut Self {
         let _ = write!(self.buf, "</{tag}>");
         self
     }
 
-    /// A text element.
     pub fn leaf(&mut self, tag: &str, v: impl Display) -> &mut Self {
         let _ = write!(self.buf, "<{tag}>{}</{tag}>", escape(&v.to_string()));
         self
@@ -98,7 +95,6 @@ impl Xml {
     }
 }
 
-/// The error envelope.
 pub fn error_document(code: &str, message: &str, request_id: &str) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",

@@ -5,17 +5,12 @@ use serde_json::{json, Value};
 
 use super::authn::UserInfo;
 
-/// Admission operation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Operation {
-    /// CREATE
     #[default]
     Create,
-    /// UPDATE
     Update,
-    /// DELETE
     Delete,
-    /// CONNECT
     Connect,
 }
 
@@ -44,9 +39,7 @@ impl Operation {
 pub struct Gvk {
     /// API group ("" for core).
     pub group: String,
-    /// Version.
     pub version: String,
-    /// Kind.
     pub kind: String,
 }
 
@@ -55,7 +48,6 @@ pub struct Gvk {
 pub struct Gvr {
     /// API group ("" for core).
     pub group: String,
-    /// Version.
     pub version: String,
     /// Resource (plural).
     pub resource: String,
@@ -82,7 +74,6 @@ pub struct AdmissionRequest {
     pub operation: Operation,
     /// The object's kind (of the main resource for a subresource write).
     pub kind: Gvk,
-    /// The resource.
     pub resource: Gvr,
     /// `status`, `token`, ... or "".
     pub sub_resource: String,
@@ -90,7 +81,6 @@ pub struct AdmissionRequest {
     pub name: String,
     /// The object's namespace ("" when cluster-scoped).
     pub namespace: String,
-    /// The requesting user.
     pub user: UserInfo,
     /// The object as it would be stored (None on DELETE).
     pub object: Option<Value>,

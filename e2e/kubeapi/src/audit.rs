@@ -45,7 +45,6 @@ pub struct AuditRecord {
     pub namespace: String,
     /// Object name; empty for collections (unless a field selector pins `metadata.name`).
     pub name: String,
-    /// Request path.
     pub path: String,
     /// A second check the apiserver makes for the same request (`create` for an apply PATCH that
     /// created the object).

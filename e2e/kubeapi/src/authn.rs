@@ -141,7 +141,6 @@ pub(crate) struct Minted {
     pub service_account: (ObjKey, String),
     /// The bound object (Pod, Secret or Node) and its uid.
     pub bound: Option<(ObjKey, String)>,
-    /// Expiry.
     pub expires: jiff::Timestamp,
 }
 

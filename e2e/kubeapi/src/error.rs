@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 pub struct Cause {
     /// `FieldValueInvalid`, `FieldValueRequired`, `FieldManagerConflict`, ...
     pub reason: String,
-    /// Human readable message.
     pub message: String,
     /// Field path, e.g. `spec.nodeName` (kubectl prints it).
     pub field: String,
@@ -35,7 +34,6 @@ pub struct ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    /// A bare error.
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
         ApiError { code, reason, message: message.into(), details: None, causes: Vec::new() }
     }

@@ -309,7 +309,6 @@ pub fn from_fields_v1(v: &Value) -> FieldSet {
 /// One `metadata.managedFields` entry.
 #[derive(Debug, Clone)]
 pub struct ManagedEntry {
-    /// Field manager name.
     pub manager: String,
     /// `Apply` or `Update`.
     pub operation: String,
@@ -319,7 +318,6 @@ pub struct ManagedEntry {
     pub time: String,
     /// "" or "status".
     pub subresource: String,
-    /// The owned paths.
     pub fields: FieldSet,
 }
 

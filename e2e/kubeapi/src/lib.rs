@@ -74,7 +74,6 @@ pub use authn::UserInfo;
 pub use error::ApiError;
 pub use schema::validate_object;
 
-/// Server settings.
 #[derive(Debug, Clone)]
 pub struct KubeApiConfig {
     /// Events kept for watches; a watch from an older resourceVersion gets 410 Gone.
@@ -314,7 +313,6 @@ impl KubeApi {
         self.shared.with_state(|st| st.store.compact());
     }
 
-    /// The current resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared.with_state(|st| st.store.rv())
     }

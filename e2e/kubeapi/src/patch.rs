@@ -9,7 +9,6 @@ use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 
-/// Patch content types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatchKind {
     /// `application/merge-patch+json`

@@ -11,7 +11,6 @@ use super::audit::AuditRecord;
 use super::authn::UserInfo;
 use super::Shared;
 
-/// Parsed query string.
 pub type Query = HashMap<String, String>;
 
 /// One request, parsed.
@@ -23,7 +22,6 @@ pub struct Req {
     pub user_agent: String,
     pub body: Vec<u8>,
     pub user: UserInfo,
-    /// Its authorization attributes.
     pub attrs: AuditRecord,
     /// Whether RBAC decides this request.
     pub rbac: bool,

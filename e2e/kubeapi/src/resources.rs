@@ -9,11 +9,9 @@ use super::rbac::GROUP as RBAC;
 /// One `additionalPrinterColumns` entry.
 #[derive(Debug, Clone)]
 pub struct PrinterColumn {
-    /// Column header.
     pub name: String,
     /// OpenAPI type (`string`, `integer`, `number`, `boolean`, `date`).
     pub type_: String,
-    /// Optional OpenAPI format.
     pub format: String,
     /// Description (served in the Table column definition).
     pub description: String,
@@ -45,15 +43,10 @@ pub struct ResourceDef {
     pub versions: Vec<VersionDef>,
     /// Plural name (the URL segment).
     pub plural: String,
-    /// Singular name.
     pub singular: String,
-    /// Kind.
     pub kind: String,
-    /// List kind.
     pub list_kind: String,
-    /// Namespaced or cluster-scoped.
     pub namespaced: bool,
-    /// kubectl short names.
     pub short_names: Vec<String>,
     /// kubectl categories (`kubectl get all`, `kubectl get enipool`).
     pub categories: Vec<String>,
@@ -112,7 +105,6 @@ fn builtin(
     }
 }
 
-/// The registry.
 #[derive(Debug, Clone)]
 pub struct Registry {
     defs: Vec<ResourceDef>,
@@ -186,7 +178,6 @@ impl Registry {
         Registry { defs }
     }
 
-    /// All served resources.
     pub fn all(&self) -> &[ResourceDef] {
         &self.defs
     }

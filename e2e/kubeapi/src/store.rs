@@ -16,7 +16,6 @@ use serde_json::Value;
 pub struct ObjKey {
     /// API group ("" for core).
     pub group: String,
-    /// Plural resource name.
     pub resource: String,
     /// Namespace, "" for cluster-scoped.
     pub namespace: String,
@@ -27,16 +26,13 @@ pub struct ObjKey {
 /// Watch event types stored in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
-    /// Object created.
     Added,
-    /// Object changed.
     Modified,
     /// Object removed (the object is its last state, with the deletion's resourceVersion).
     Deleted,
 }
 
 impl EventType {
-    /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::Added => "ADDED",
@@ -51,9 +47,7 @@ impl EventType {
 pub struct Event {
     /// The resourceVersion this change produced.
     pub rv: u64,
-    /// What happened.
     pub ty: EventType,
-    /// Which object.
     pub key: ObjKey,
     /// State before the change (None for Added); watches with selectors need it to turn a
     /// MODIFIED that leaves/enters the selection into DELETED/ADDED like the watch cache does.
@@ -101,7 +95,6 @@ impl Store {
         self.rv
     }
 
-    /// One object.
     pub fn get(&self, key: &ObjKey) -> Option<&Value> {
         self.objects.get(key)
     }

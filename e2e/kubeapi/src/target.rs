@@ -11,7 +11,6 @@ use super::State;
 /// The request's view of one resource: which resource and version, and the object's key.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// The served resource.
     pub def: ResourceDef,
     /// Version of the URL.
     pub version: String,
@@ -41,7 +40,6 @@ impl Target {
     pub fn schema(&self) -> Option<&Value> {
         self.def.version(&self.version).and_then(|v| v.schema.as_ref())
     }
-    /// Field-ownership schema.
     pub fn fields_schema(&self) -> Schema<'_> {
         match self.schema() {
             Some(s) => Schema::Crd(s),

@@ -27,7 +27,6 @@ const DOC: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/
 
 /// A component whose metrics the guide documents.
 struct Component {
-    /// For messages.
     name: &'static str,
     /// The heading of its metrics table.
     heading: &'static str,

@@ -11,19 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 /// What the publisher reports in `status.agent`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
-    /// Epoch.
     pub epoch: u64,
-    /// Boot id.
     pub boot_id: String,
-    /// Operator revision applied.
     pub observed_revision: i64,
-    /// Programmed ENIs.
     pub ready_enis: Vec<String>,
-    /// Addresses in use.
     pub in_use: usize,
-    /// Addresses cooling.
     pub cooling: usize,
-    /// Allocatable now.
     pub available: usize,
     /// Refused ADDs in the demand window.
     pub refused_adds: usize,
@@ -110,7 +103,6 @@ impl Agent {
         Ok(())
     }
 
-    /// What to publish.
     pub fn report(&self) -> Report {
         let view = self.view();
         let st = self.state.lock().unwrap();

@@ -14,35 +14,27 @@ use std::net::Ipv4Addr;
 /// An IPv4 policy rule, as far as enipool's rules differ from each other.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RuleKey {
-    /// Priority.
     pub prio: u32,
-    /// Table looked up.
     pub table: u32,
     /// Source selector (`from`).
     pub src: Option<Ipv4Net>,
     /// Destination selector (`to`).
     pub dst: Option<Ipv4Net>,
-    /// Firewall mark selector.
     pub fwmark: Option<u32>,
 }
 
 /// An IPv4 route, as far as enipool's routes differ from each other.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RouteKey {
-    /// Table.
     pub table: u32,
-    /// Destination.
     pub dst: Ipv4Net,
-    /// Output link index.
     pub oif: Option<u32>,
-    /// Next hop.
     pub gateway: Option<Ipv4Addr>,
 }
 
 /// A link of the host netns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkInfo {
-    /// Index.
     pub index: u32,
     /// MAC, lower case.
     pub mac: String,
@@ -64,7 +56,6 @@ pub struct HostSnapshot {
 /// One missing piece of host state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Missing {
-    /// A rule.
     Rule(RuleKey),
     /// A route (of a link that exists).
     Route(RouteKey),

@@ -9,7 +9,6 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-/// The fake.
 #[derive(Default)]
 pub struct FakeHost {
     /// Every call, in order, as a short string.

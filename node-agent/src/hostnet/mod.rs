@@ -14,7 +14,6 @@ pub enum HostError {
     /// Something that must exist does not (a link by MAC, a netns).
     #[error("not found: {0}")]
     NotFound(String),
-    /// nft failed.
     #[error("nft: {0}")]
     Nft(String),
     /// A host-wide sysctl differs from what enipool needs and writing it failed.
@@ -38,7 +37,6 @@ pub enum HostError {
     Io {
         /// What was being done.
         op: &'static str,
-        /// The cause.
         #[source]
         source: std::io::Error,
     },
@@ -81,7 +79,6 @@ pub const PRIO_FROM_POD: u32 = 1536;
 pub const PRIO_FROM_ENI: u32 = 32765;
 /// The connmark / fwmark bit (VPC CNI's 0x80).
 pub const CONNMARK: u32 = 0x80;
-/// Main routing table.
 pub const MAIN_TABLE: u32 = 254;
 
 /// The Linux capabilities the agent needs once `sysctl-init` has set the host-wide sysctls:
@@ -145,17 +142,13 @@ pub struct EniConfig {
     pub mac: String,
     /// Route table (device index + 1).
     pub table: u32,
-    /// Subnet.
     pub subnet: Ipv4Net,
-    /// Subnet gateway.
     pub gateway: Ipv4Addr,
     /// The ENI's own address.
     pub primary_ip: Option<Ipv4Addr>,
-    /// Link MTU.
     pub mtu: u32,
 }
 
-/// One pod attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodConfig {
     /// Path of the pod's netns (may be empty on DEL).
@@ -164,7 +157,6 @@ pub struct PodConfig {
     pub if_name: String,
     /// Host side veth name.
     pub host_if: String,
-    /// The pod address.
     pub ip: Ipv4Addr,
     /// The ENI's table (254 for the primary ENI: no from-pod rule).
     pub table: u32,

@@ -47,7 +47,6 @@ pub struct Ctx {
     host_ns: File,
 }
 
-/// The real host.
 pub struct NetlinkHost {
     tx: mpsc::Sender<Job>,
     reap_tx: mpsc::Sender<()>,

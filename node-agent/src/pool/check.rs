@@ -37,7 +37,6 @@ pub enum Problem {
     /// A delegated prefix of another length than the family's.
     #[error("prefix length /{got}, but delegated prefixes are /{want}")]
     PrefixLength {
-        /// The length written.
         got: u8,
         /// The family's delegated prefix length.
         want: u8,
@@ -120,7 +119,6 @@ impl At<'_> {
         }
     }
 
-    /// A plain address.
     fn addr(&self, s: &str) -> Result<IpAddr, Invalid> {
         s.parse().map_err(|_| self.err(s, Problem::NotAnAddress))
     }
@@ -137,7 +135,6 @@ impl At<'_> {
         Ok(net.addr())
     }
 
-    /// Any CIDR.
     fn cidr(&self, s: &str) -> Result<IpNet, Invalid> {
         s.parse().map_err(|_| self.err(s, Problem::NotACidr))
     }

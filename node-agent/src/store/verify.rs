@@ -34,7 +34,6 @@ pub struct Opened {
 pub struct Published {
     /// Epoch of the agent that published.
     pub epoch: u64,
-    /// Its boot id.
     pub boot_id: String,
     /// Addresses in use then.
     pub in_use: u64,

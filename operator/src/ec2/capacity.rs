@@ -10,7 +10,6 @@ use std::sync::Arc;
 /// pool works conservatively instead of failing.
 const UNKNOWN: InstanceLimits = InstanceLimits { max_enis: 2, ips_per_eni: 4 };
 
-/// Per-type limits.
 pub struct CapacityCache {
     inner: InstanceTypeCache,
 }

@@ -129,7 +129,6 @@ pub fn vpc(v: &sdk::Vpc) -> Vpc {
     Vpc { id: s(v.vpc_id()), cidr_blocks }
 }
 
-/// A security group.
 pub fn security_group(g: &sdk::SecurityGroup) -> SecurityGroup {
     SecurityGroup { id: s(g.group_id()), vpc_id: s(g.vpc_id()), tags: tags(g.tags()) }
 }

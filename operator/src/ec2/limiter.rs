@@ -40,7 +40,6 @@ pub enum ApiClass {
 }
 
 impl ApiClass {
-    /// Metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             ApiClass::Describe => "describe",
@@ -85,7 +84,6 @@ impl RateConfig {
     }
 }
 
-/// AIMD parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AimdConfig {
     /// Multiplier applied to the allowed rate on `RequestLimitExceeded` (e.g. 0.5).
@@ -203,7 +201,6 @@ impl Aimd {
 pub struct Backoff {
     /// Delay scale of the first retry.
     pub base: Duration,
-    /// Maximum delay.
     pub cap: Duration,
 }
 
@@ -337,7 +334,6 @@ impl ClassLimiter {
         self.metrics.limiter_rate.get_or_create(&self.labels()).clone()
     }
 
-    /// The configured quota.
     pub fn configured(&self) -> RateConfig {
         self.configured
     }

@@ -29,7 +29,6 @@ pub struct ActionLabels {
 /// `{class}`: `describe` or `mutate`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClassLabels {
-    /// API class.
     pub class: &'static str,
 }
 

@@ -20,21 +20,17 @@ pub struct Instance {
     pub id: String,
     /// e.g. `m5.large`.
     pub instance_type: String,
-    /// Availability zone.
     pub zone: String,
-    /// VPC id.
     pub vpc_id: String,
     /// Subnet of the primary ENI.
     pub subnet_id: String,
     /// pending | running | stopping | stopped | shutting-down | terminated.
     pub state: String,
-    /// Primary ENI id.
     pub primary_eni: String,
     /// Primary private IPv4 address.
     pub primary_ip: Option<Ipv4Addr>,
     /// Security groups of the primary ENI (copied to new ENIs when the policy names none).
     pub security_groups: Vec<String>,
-    /// Tags.
     pub tags: BTreeMap<String, String>,
 }
 
@@ -60,11 +56,8 @@ pub struct Eni {
     pub id: String,
     /// MAC address, lower case.
     pub mac: String,
-    /// Subnet id.
     pub subnet_id: String,
-    /// VPC id.
     pub vpc_id: String,
-    /// Availability zone.
     pub zone: String,
     /// available | attaching | in-use | detaching.
     pub status: String,
@@ -76,28 +69,21 @@ pub struct Eni {
     pub secondary_ips: Vec<Ipv4Addr>,
     /// Delegated IPv4 prefixes.
     pub prefixes: Vec<Ipv4Net>,
-    /// Security group ids.
     pub security_groups: Vec<String>,
-    /// Tags.
     pub tags: BTreeMap<String, String>,
-    /// Description.
     pub description: String,
 }
 
-/// A subnet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subnet {
     /// `subnet-…`.
     pub id: String,
     /// IPv4 CIDR.
     pub cidr: Ipv4Net,
-    /// Availability zone.
     pub zone: String,
-    /// VPC id.
     pub vpc_id: String,
     /// Free addresses as EC2 counts them.
     pub available_ips: i32,
-    /// Tags.
     pub tags: BTreeMap<String, String>,
 }
 
@@ -111,14 +97,11 @@ pub struct Vpc {
     pub cidr_blocks: Vec<Ipv4Net>,
 }
 
-/// A security group.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SecurityGroup {
     /// `sg-…`.
     pub id: String,
-    /// VPC id.
     pub vpc_id: String,
-    /// Tags.
     pub tags: BTreeMap<String, String>,
 }
 
@@ -136,7 +119,6 @@ pub struct InstanceTypeInfo {
 pub struct Query {
     /// Explicit ids (when non-empty, the other fields still filter).
     pub ids: Vec<String>,
-    /// VPC id.
     pub vpc_id: Option<String>,
     /// Availability zone (subnets only).
     pub zone: Option<String>,
@@ -149,7 +131,6 @@ pub struct Query {
 pub struct CreateEni {
     /// Subnet to create in.
     pub subnet_id: String,
-    /// Security groups.
     pub security_groups: Vec<String>,
     /// Secondary addresses to assign at creation.
     pub secondary_ips: i32,
@@ -157,7 +138,6 @@ pub struct CreateEni {
     pub prefixes: i32,
     /// Tags written at creation (TagSpecifications), so a leaked ENI is always attributable.
     pub tags: BTreeMap<String, String>,
-    /// Description.
     pub description: String,
     /// Idempotency token: the journal operation id.
     pub client_token: String,
@@ -218,7 +198,6 @@ impl Ec2ErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("EC2 {action}: {code}: {message}")]
 pub struct Ec2Error {
-    /// Category.
     pub kind: Ec2ErrorKind,
     /// The EC2 action, e.g. `AssignPrivateIpAddresses`.
     pub action: &'static str,
@@ -237,16 +216,13 @@ pub type Ec2Result<T> = Result<T, Ec2Error>;
 pub trait Ec2Api: Send + Sync + 'static {
     /// DescribeInstances by ids (missing instances are simply absent from the result).
     async fn describe_instances(&self, ids: &[String]) -> Ec2Result<Vec<Instance>>;
-    /// DescribeInstanceTypes.
     async fn describe_instance_types(
         &self,
         types: &[String],
     ) -> Ec2Result<BTreeMap<String, InstanceTypeInfo>>;
-    /// DescribeSubnets.
     async fn describe_subnets(&self, query: &Query) -> Ec2Result<Vec<Subnet>>;
     /// DescribeVpcs by ids (missing VPCs are simply absent from the result).
     async fn describe_vpcs(&self, ids: &[String]) -> Ec2Result<Vec<Vpc>>;
-    /// DescribeSecurityGroups.
     async fn describe_security_groups(&self, query: &Query) -> Ec2Result<Vec<SecurityGroup>>;
     /// The ENIs attached to one instance (filter `attachment.instance-id`): the per-node sync.
     async fn describe_instance_enis(&self, instance_id: &str) -> Ec2Result<Vec<Eni>>;
@@ -273,17 +249,13 @@ pub trait Ec2Api: Send + Sync + 'static {
         attachment_id: &str,
         delete: bool,
     ) -> Ec2Result<()>;
-    /// DetachNetworkInterface.
     async fn detach_eni(&self, attachment_id: &str, force: bool) -> Ec2Result<()>;
-    /// DeleteNetworkInterface.
     async fn delete_eni(&self, eni_id: &str) -> Ec2Result<()>;
     /// AssignPrivateIpAddresses with a count; returns the new addresses.
     async fn assign_ips(&self, eni_id: &str, count: i32) -> Ec2Result<Vec<Ipv4Addr>>;
     /// AssignPrivateIpAddresses with an Ipv4PrefixCount; returns the new prefixes.
     async fn assign_prefixes(&self, eni_id: &str, count: i32) -> Ec2Result<Vec<Ipv4Net>>;
-    /// UnassignPrivateIpAddresses for addresses.
     async fn unassign_ips(&self, eni_id: &str, ips: &[Ipv4Addr]) -> Ec2Result<()>;
-    /// UnassignPrivateIpAddresses for prefixes.
     async fn unassign_prefixes(&self, eni_id: &str, prefixes: &[Ipv4Net]) -> Ec2Result<()>;
     /// The sustained describe rate (calls/s) this client allows itself, when it limits itself: the
     /// periodic resync is sized to a share of it (`round/resync.rs`). `None`: unknown, no sizing.

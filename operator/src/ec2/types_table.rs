@@ -270,7 +270,6 @@ pub fn static_limits(instance_type: &str) -> Option<InstanceLimits> {
 /// Limits of one type and where they came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TypeLimits {
-    /// The limits.
     pub limits: InstanceLimits,
     /// DescribeInstanceTypes or the static table.
     pub source: CapacitySource,

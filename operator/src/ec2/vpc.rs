@@ -23,7 +23,6 @@ pub const RETRY: Duration = Duration::from_secs(30);
 pub struct Entry {
     /// The blocks, from the last DescribeVpcs that answered.
     pub blocks: Option<Vec<String>>,
-    /// When that was.
     pub fetched: Option<Instant>,
     /// When DescribeVpcs was last tried.
     pub tried: Option<Instant>,

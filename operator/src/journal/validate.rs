@@ -45,7 +45,6 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::BadId => "bad_id",
@@ -67,7 +66,6 @@ impl Reason {
 /// A rejected entry: the category and, for people, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    /// Category.
     pub reason: Reason,
     /// Why, naming what EC2 showed.
     pub detail: String,
@@ -143,7 +141,6 @@ fn reject(reason: Reason, detail: impl Into<String>) -> Verdict {
     Verdict::Reject(Rejection { reason, detail: detail.into() })
 }
 
-/// Judge one entry.
 pub fn check(op: &Operation, f: &Facts<'_>) -> Verdict {
     if !is_operator_id(&op.id) {
         return reject(Reason::BadId, "its id is not one the operator generates");

@@ -56,9 +56,7 @@ pub async fn client() -> crate::Result<kube::Client> {
 pub enum Kind {
     /// A watch: streams until the server ends it.
     Watch,
-    /// GET or HEAD.
     Read,
-    /// Anything else.
     Write,
 }
 

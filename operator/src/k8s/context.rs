@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 pub struct Context {
     /// EC2 side.
     pub shared: Shared,
-    /// Client.
     pub client: Client,
     /// Leadership: reconciles start only while this replica leads.
     pub leader: crate::leader::Leadership,
@@ -30,9 +29,7 @@ pub struct Context {
     pub policies: Store<DeserializeGuard<ENIPoolPolicy>>,
     /// Pools cache (the pool controller's store).
     pub pools: Store<DeserializeGuard<ENIPool>>,
-    /// Events.
     pub recorder: Recorder,
-    /// Metrics.
     pub metrics: Metrics,
     /// How long a deleted pool waits for its instance to terminate before its finalizer is
     /// removed anyway (leftover ENIs then go to GC).

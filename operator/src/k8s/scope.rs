@@ -36,7 +36,6 @@ pub struct Scope {
     active: bool,
     /// The Node controller's store: the selected Nodes.
     selected: Store<DeserializeGuard<Node>>,
-    /// Every Node.
     all: Store<DeserializeGuard<Node>>,
     /// `selected` has its initial list.
     selected_synced: Synced,

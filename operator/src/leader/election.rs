@@ -107,7 +107,6 @@ impl Elector {
         Elector { identity: identity.to_string(), timing, observed: None, renewed: None }
     }
 
-    /// The timing.
     pub fn timing(&self) -> Timing {
         self.timing
     }

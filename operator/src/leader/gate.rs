@@ -31,7 +31,6 @@ impl Default for Leadership {
 }
 
 impl Leadership {
-    /// Not leading.
     pub fn new() -> Self {
         let inner =
             Inner { until: Mutex::new(None), edges: watch::channel(false).0, set: Notify::new() };

@@ -22,9 +22,7 @@ pub struct EniView {
     pub id: String,
     /// Device index on the instance (0 = primary).
     pub device_index: i32,
-    /// Subnet id.
     pub subnet_id: String,
-    /// Secondary addresses held.
     pub ips: i32,
     /// /28 prefixes held.
     pub prefixes: i32,

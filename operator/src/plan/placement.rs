@@ -29,28 +29,16 @@ pub struct SubnetView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// AssignPrivateIpAddresses(count) on an existing ENI.
-    AssignIps {
-        /// ENI.
-        eni_id: String,
-        /// Addresses.
-        count: i32,
-    },
+    AssignIps { eni_id: String, count: i32 },
     /// AssignPrivateIpAddresses(Ipv4PrefixCount) on an existing ENI.
-    AssignPrefixes {
-        /// ENI.
-        eni_id: String,
-        /// Prefixes.
-        count: i32,
-    },
+    AssignPrefixes { eni_id: String, count: i32 },
     /// CreateNetworkInterface with all its addresses, then attach and set DeleteOnTermination.
     CreateEni {
-        /// Subnet.
         subnet_id: String,
         /// Device index to attach at.
         device_index: i32,
         /// Secondary addresses at creation.
         ips: i32,
-        /// Prefixes at creation.
         prefixes: i32,
     },
 }
@@ -108,7 +96,6 @@ pub struct GrowthInput<'a> {
     pub max_steps: usize,
 }
 
-/// The growth plan.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Growth {
     /// Mutations, in order.

@@ -12,9 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Inputs of [`decide_release`].
 #[derive(Debug, Clone)]
 pub struct ReleaseInput<'a> {
-    /// Effective settings.
     pub eff: &'a EffectiveSettings,
-    /// Current target.
     pub target: i32,
     /// Pod addresses held now.
     pub allocated: i32,
@@ -26,7 +24,6 @@ pub struct ReleaseInput<'a> {
     pub request: Option<&'a ReleaseRequest>,
     /// Last fully released offer revision.
     pub released_revision: i64,
-    /// Releases in flight.
     pub releasing: Option<&'a Releasing>,
     /// The agent's report.
     pub agent: Option<&'a AgentStatus>,
@@ -37,11 +34,8 @@ pub struct ReleaseInput<'a> {
 /// Items of one ENI to unassign in one call per kind.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EniRelease {
-    /// ENI.
     pub eni_id: String,
-    /// Secondary addresses.
     pub ips: Vec<String>,
-    /// Prefixes.
     pub prefixes: Vec<String>,
 }
 
@@ -54,7 +48,6 @@ pub enum ReleaseDecision {
     Wait {
         /// Addresses that would be requested.
         excess: i32,
-        /// Seconds left.
         remaining_secs: i64,
     },
     /// Write this `releaseRequest` and wait for the agent's offer.

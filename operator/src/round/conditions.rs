@@ -269,13 +269,10 @@ pub fn apply(
 /// One condition a failure sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
-    /// Condition type.
     pub type_: &'static str,
-    /// Its status.
     pub ok: bool,
     /// Its reason (the error's stable category where the error is the reason).
     pub reason: &'static str,
-    /// Its message.
     pub message: String,
 }
 

@@ -50,9 +50,7 @@ pub struct Shared {
     pub resync: Duration,
     /// The resync period in force, grown with the number of pools to fit the describe budget.
     pub resync_period: ResyncPeriod,
-    /// Instance-type limits.
     pub capacity: CapacityCache,
-    /// Subnet CIDRs.
     pub subnets: SubnetCache,
     /// Per-node memory that may be lost on failover (losing it only delays a release).
     pub memory: Memory,
@@ -63,17 +61,12 @@ pub struct Shared {
 pub struct PoolInput {
     /// Pool (= node) name.
     pub name: String,
-    /// Pool uid.
     pub uid: String,
-    /// Pool generation.
     pub generation: Option<i64>,
-    /// Instance id.
     pub instance_id: String,
     /// Chosen policy name ("" = defaults).
     pub policy_name: String,
-    /// Chosen policy.
     pub policy: Option<ENIPoolPolicySpec>,
-    /// Per-node overrides.
     pub overrides: Option<PoolOverrides>,
     /// `spec.paused`.
     pub paused: bool,
@@ -84,7 +77,6 @@ pub struct PoolInput {
 /// Writes the operator's part of a pool status (SSA; the agent part is never sent).
 #[async_trait::async_trait]
 pub trait StatusSink: Send + Sync {
-    /// Write.
     async fn write(&self, status: &ENIPoolStatus) -> Result<()>;
     /// Remove entries the reconcile dropped from the stored status, whoever wrote them: SSA only
     /// removes what the operator itself applied, so an entry written under another field manager
@@ -99,7 +91,6 @@ pub struct Outcome {
     pub status: ENIPoolStatus,
     /// When to look again.
     pub requeue: Duration,
-    /// Events to publish.
     pub notes: Vec<Note>,
     /// The journal entries replayed this round: kind and outcome (for metrics).
     pub replays: Vec<(OperationKind, &'static str)>,

@@ -5,9 +5,7 @@
 pub struct Note {
     /// Warning (else Normal).
     pub warning: bool,
-    /// Stable reason.
     pub reason: &'static str,
-    /// Human text.
     pub message: String,
     /// The part of the pool the Event is about (`status.operations[2]`), when not all of it.
     /// Events differing in it are not folded into one series.

@@ -85,7 +85,6 @@ impl ResyncPeriod {
         }
     }
 
-    /// The configured minimum.
     pub fn configured(&self) -> Duration {
         self.configured
     }

@@ -24,14 +24,12 @@ pub enum Change {
     Created(EniView),
     /// Secondary addresses assigned to an ENI.
     AssignedIps {
-        /// ENI.
         eni_id: String,
         /// The addresses EC2 assigned.
         ips: Vec<Ipv4Addr>,
     },
     /// Prefixes assigned to an ENI.
     AssignedPrefixes {
-        /// ENI.
         eni_id: String,
         /// The prefixes EC2 assigned.
         prefixes: Vec<Ipv4Net>,
@@ -41,9 +39,7 @@ pub enum Change {
 /// A change and when it stops being counted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pending {
-    /// The change.
     pub change: Change,
-    /// Deadline.
     pub until: Instant,
 }
 

@@ -9,9 +9,7 @@ use std::time::Duration;
 pub struct OperatorConfig {
     /// Cluster name (ENI tags, GC scope).
     pub cluster: String,
-    /// Lease namespace.
     pub lease_namespace: String,
-    /// Lease name.
     pub lease_name: String,
     /// This replica's identity in the Lease.
     pub identity: String,

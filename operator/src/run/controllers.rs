@@ -28,9 +28,7 @@ pub(super) struct Controllers {
     pub scope: Scope,
     /// Drives the watch of every Node when a selector narrows the Node controller's.
     pub all_nodes_watch: BoxFuture<'static, ()>,
-    /// Every pool.
     pub pools: Store<DeserializeGuard<ENIPool>>,
-    /// Every policy.
     pub policies: Store<DeserializeGuard<ENIPoolPolicy>>,
     /// The caches' initial lists are in (readiness, and the condition to campaign for the Lease).
     pub synced: Vec<Synced>,

@@ -12,9 +12,7 @@ use std::sync::Arc;
 
 /// Shared state of the endpoints.
 pub struct Health {
-    /// Prometheus registry.
     pub registry: Registry,
-    /// Caches synced.
     pub ready: AtomicBool,
 }
 
@@ -42,7 +40,6 @@ async fn readyz(State(h): State<Arc<Health>>) -> StatusCode {
     }
 }
 
-/// The router.
 pub fn router(health: Arc<Health>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))

@@ -31,7 +31,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-/// The running operator.
 pub struct Operator;
 
 /// Handle of an operator started with [`Operator::start`].

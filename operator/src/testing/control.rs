@@ -139,7 +139,6 @@ impl FakeEc2 {
         self.state.lock().expect("lock").calls.clear();
     }
 
-    /// All ENIs.
     pub fn enis(&self) -> Vec<Eni> {
         self.state.lock().expect("lock").enis.values().cloned().collect()
     }

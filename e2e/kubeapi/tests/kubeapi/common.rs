@@ -106,7 +106,6 @@ pub async fn install_widgets(client: &kube::Client) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), "default", &widget_ar())
 }
 
-/// A Widget object.
 pub fn widget(name: &str, spec: Value) -> DynamicObject {
     serde_json::from_value(json!({
         "apiVersion": "test.enipool.io/v1", "kind": "Widget",

@@ -97,7 +97,6 @@ pub async fn agent_kill9(t: Target) -> Result<()> {
     .await
 }
 
-/// The Lease holder.
 pub(super) async fn leader(c: &Cluster) -> Result<String> {
     use k8s_openapi::api::coordination::v1::Lease;
     let (ns, name) = (&c.names.lease_namespace, &c.names.lease_name);

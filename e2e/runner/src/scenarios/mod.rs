@@ -19,7 +19,6 @@ use futures::future::BoxFuture;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-/// One end-to-end scenario.
 pub struct Scenario {
     /// Name used by `run NAME`.
     pub name: &'static str,
@@ -27,7 +26,6 @@ pub struct Scenario {
     pub about: &'static str,
     /// Runs against real EC2 too (the others need the simulator's network-namespace nodes).
     pub real_ec2: bool,
-    /// The scenario itself.
     pub run: fn(Target) -> BoxFuture<'static, anyhow::Result<()>>,
 }
 

@@ -38,7 +38,6 @@ pub const VPC_CIDR: &str = "10.0.0.0/16";
 pub const SUBNETS: [&str; 2] = ["10.0.1.0/24", "10.0.2.0/24"];
 /// Instance type (3 ENIs x 10 addresses).
 pub const INSTANCE_TYPE: &str = "m5.large";
-/// Availability zone.
 pub const AZ: &str = "us-west-2a";
 /// The agents' host repair period (`--host-repair-interval-seconds`).
 pub const REPAIR_PERIOD_SECS: u64 = 2;
@@ -66,7 +65,6 @@ pub struct Bins {
     pub agent: PathBuf,
     /// `enipool-cni`.
     pub cni: PathBuf,
-    /// The libcni driver.
     pub driver: PathBuf,
 }
 
@@ -116,13 +114,10 @@ pub struct Node {
     pub name: String,
     /// EC2 instance.
     pub instance_id: String,
-    /// Its network namespace.
     pub netns: String,
-    /// Primary private IP.
     pub primary_ip: Ipv4Addr,
     /// The public IP the fabric's "IGW" maps the primary IP to.
     pub public_ip: Ipv4Addr,
-    /// Primary ENI.
     pub primary_eni: String,
     /// Secondary ENI at device index 1, if any.
     pub secondary_eni: Option<String>,
@@ -141,13 +136,11 @@ pub struct Node {
 /// A node's agent process.
 #[derive(Debug, Clone)]
 pub struct AgentInfo {
-    /// Supervisor name.
     pub proc_name: String,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub metrics: SocketAddr,
     /// `/v1/allocations`, `/v1/enis`.
     pub introspection: SocketAddr,
-    /// CNI socket.
     pub socket: PathBuf,
 }
 
@@ -193,9 +186,7 @@ pub struct NodeSpec {
 /// A pod sandbox wired through libcni.
 #[derive(Debug, Clone)]
 pub struct Pod {
-    /// Pod name.
     pub name: String,
-    /// Sandbox netns name.
     pub netns: String,
     /// `/run/netns/<netns>`.
     pub path: PathBuf,
@@ -203,7 +194,6 @@ pub struct Pod {
     pub container_id: String,
     /// Its address from the ADD result.
     pub ip: Ipv4Addr,
-    /// The ADD result.
     pub result: Value,
 }
 
@@ -218,13 +208,11 @@ impl Pod {
     }
 }
 
-/// The bench.
 pub struct Env {
     /// Runner's Kubernetes client.
     pub client: kube::Client,
     /// The "operator's" EC2 client (real SDK against the simulator).
     pub ec2: aws_sdk_ec2::Client,
-    /// VPC id.
     pub vpc_id: String,
     /// Subnet ids, as [`SUBNETS`].
     pub subnet_ids: Vec<String>,
@@ -232,7 +220,6 @@ pub struct Env {
     pub sg_id: String,
     /// Kubeconfig the agents use.
     pub kubeconfig: PathBuf,
-    /// Binaries.
     pub bins: Bins,
     nodes: Mutex<Vec<Node>>,
     base: Base,
@@ -321,12 +308,10 @@ impl Env {
         }
     }
 
-    /// The fabric.
     pub fn fabric(&self) -> &Fabric {
         &self.base.fabric
     }
 
-    /// The simulator.
     pub fn sim(&self) -> &Ec2Sim {
         &self.base.platform.as_ref().expect("platform").sim
     }

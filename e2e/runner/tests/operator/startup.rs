@@ -1,7 +1,7 @@
 //! A replica leads only with complete caches. A leader decides from its caches: a pool whose Node
 //! is not cached is deleted, as the pool of a deleted Node. With the Lease free at start (a
-//! graceful handover released it, or the first start), a replica whose pool list arrived before
-//! its Node list used to lead at once and delete the pools of live Nodes. Here the API answers
+//! graceful handover released it, or the first start), a replica that led as soon as its pool
+//! list arrived, before its Node list, would delete the pools of live Nodes. Here the API answers
 //! the new replica's Node LIST 4 s late while everything else is fast.
 
 use crate::harness::*;

@@ -54,7 +54,6 @@ impl Req {
 pub struct PodSide<'a> {
     /// Index of the pod end in the pod's netns.
     pub index: u32,
-    /// Its name.
     pub if_name: &'a str,
     /// The pod address (/32).
     pub ip: Ipv4Addr,

@@ -12,9 +12,7 @@ use std::time::Duration;
 /// standard chain (env, web identity / IRSA, pod identity, IMDS).
 #[derive(Clone)]
 pub struct StaticCredentials {
-    /// Access key id.
     pub access_key_id: String,
-    /// Secret access key.
     pub secret_access_key: String,
     /// Session token, if any.
     pub session_token: Option<String>,
@@ -153,11 +151,9 @@ pub enum AwsEc2ConfigError {
     /// A rate that allows nothing.
     #[error("invalid EC2 {class} rate: {qps}/s, burst {burst}")]
     Rate {
-        /// API class.
         class: &'static str,
         /// Effective requests per second.
         qps: f64,
-        /// Effective burst.
         burst: u32,
     },
     /// `max_attempts` of 0.

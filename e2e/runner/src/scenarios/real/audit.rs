@@ -26,7 +26,6 @@ pub struct Ec2Eni {
     pub ips: BTreeSet<Ipv4Addr>,
     /// Its IPv4 prefixes.
     pub prefixes: BTreeSet<Ipv4Net>,
-    /// Its tags.
     pub tags: BTreeMap<String, String>,
 }
 
@@ -53,7 +52,6 @@ pub struct PodIp {
 /// One snapshot of the cluster and EC2.
 #[derive(Debug, Clone)]
 pub struct Observed {
-    /// Every ENIPool.
     pub pools: Vec<ENIPool>,
     /// ENIs from EC2: those the pools record plus those carrying the cluster tag, by id.
     pub enis: BTreeMap<String, Ec2Eni>,

@@ -119,7 +119,6 @@ pub async fn observe(env: &RealEnv) -> Result<Observed> {
 /// What was audited, for the report line.
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
-    /// ENIPools.
     pub pools: usize,
     /// ENIs the pools record.
     pub enis: usize,

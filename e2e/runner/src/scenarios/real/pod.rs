@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 /// Image of the Pod unless `ENIPOOL_E2E_POD_IMAGE` names another (a mirror, for air-gapped
 /// clusters).
 pub const DEFAULT_IMAGE: &str = "registry.k8s.io/pause:3.10";
-/// Image pull included.
 const START: Duration = Duration::from_secs(180);
 /// Graceful deletion; pause stops at once on SIGTERM.
 const GONE: Duration = Duration::from_secs(120);
