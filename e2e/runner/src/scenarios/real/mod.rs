@@ -1,37 +1,10 @@
-//! Scenarios that run unchanged against a real cluster with real EC2, and on the test platform.
-//!
-//! - `pools-match-ec2` (read-only): every ENIPool's ENIs exist in EC2, attached to the pool's
-//!   instance at the recorded device index, with every recorded address and prefix assigned; no
-//!   address is held twice; every ENI carrying the cluster tag is recorded, journaled, or an
-//!   `available` one younger than the leak grace (plus one GC interval); every pod's IP (pods on
-//!   nodes with pools, hostNetwork excluded) is unique and one of its node's pool addresses.
-//! - `pod-gets-vpc-ip`: a short-lived `pause` Pod pinned to a node with a Ready pool gets an
-//!   address of that pool which EC2 has assigned to one of the node's ENIs; it is deleted (on
-//!   failure too) and the agent's in-use count drops back.
-//!
-//! Against a real cluster where enipool is installed with Helm (they create nothing but that Pod):
-//!
-//! ```sh
-//! AWS_PROFILE=... AWS_REGION=us-west-2 \
-//!   enipool-e2e run pools-match-ec2 pod-gets-vpc-ip --kubeconfig ~/.kube/config
-//! ```
-//!
-//! Real mode is `--kubeconfig` plus real EC2: `--ec2-endpoint URL` (or `aws`), or AWS_PROFILE,
-//! AWS_REGION or AWS_DEFAULT_REGION set (credentials come from the standard AWS chain). The
-//! kubeconfig's user needs to list ENIPools, Pods and Nodes (Deployments too, optionally) and to
-//! create and delete Pods in the Pod's namespace; the AWS identity needs
-//! `ec2:DescribeNetworkInterfaces`. The cluster name is `--cluster-name`, else the
-//! `--cluster-name=` of the operator Deployment (labels
-//! `app.kubernetes.io/part-of=enipool,app.kubernetes.io/component=operator`), else the cluster
-//! tag of the pools' ENIs. `ENIPOOL_E2E_POD_NAMESPACE` (default `default`, must exist) and
-//! `ENIPOOL_E2E_POD_IMAGE` (default `registry.k8s.io/pause:3.10`) place the Pod; leftovers of an
-//! interrupted run carry the label `enipool-e2e/run`.
-//!
-//! Otherwise (no flags, or `--kubeconfig` without real EC2) each scenario brings up a platform
-//! cluster like the other scenarios (two nodes, a policy that needs a second ENI, three pods per
-//! node) and runs the same checks with the platform's clients, on the platform's nodes only. Only
-//! who runs the Pod differs: on a real cluster its kubelet, on the platform the runner's kubelet
-//! ([`cluster::Cluster::run_existing_pod`]).
+//! Scenarios that run unchanged against a real cluster with real EC2, and on the test platform:
+//! `pools-match-ec2` (read-only audit of every pool against EC2) and `pod-gets-vpc-ip` (one
+//! short-lived Pod gets an address EC2 assigned to its node). Against a real cluster they use the
+//! clients of the user's kubeconfig and AWS chain; on the platform each brings up a cluster like
+//! the other scenarios and runs the same checks, only the kubelet that runs the Pod differs
+//! ([`cluster::Cluster::run_existing_pod`]). How to run them, the options and the permissions:
+//! docs/operations.md, "Auditing an installation".
 
 pub mod audit;
 pub mod env;
