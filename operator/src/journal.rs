@@ -331,7 +331,7 @@ pub mod validate;
 mod tests {
     use super::*;
 
-    use crate::testing::FakeEc2;
+    use crate::ec2::fake::FakeEc2;
 
     fn owner() -> Owner {
         Owner {

@@ -20,8 +20,6 @@ pub mod metrics;
 pub mod plan;
 pub mod round;
 mod run;
-#[cfg(test)]
-pub mod testing;
 
 pub use error::{Error, Result};
 pub use run::{Operator, OperatorConfig, OperatorHandle};

@@ -269,6 +269,8 @@ pub mod aws;
 pub mod capacity;
 pub mod classify;
 pub mod convert;
+#[cfg(test)]
+pub mod fake;
 pub mod limiter;
 pub mod metrics;
 pub mod mutations;

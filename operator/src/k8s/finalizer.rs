@@ -162,8 +162,8 @@ pub async fn delete_leftovers(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ec2::fake::FakeEc2;
     use crate::ec2::CreateEni;
-    use crate::testing::FakeEc2;
     use enipool_crds::tags;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use std::collections::BTreeMap;

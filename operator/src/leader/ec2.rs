@@ -56,8 +56,8 @@ impl MutationHook for LeaderGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ec2::fake::FakeEc2;
     use crate::ec2::{CreateEni, Query};
-    use crate::testing::FakeEc2;
     use std::time::Duration;
     use tokio::time::Instant;
 

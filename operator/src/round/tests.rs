@@ -1,9 +1,9 @@
 //! Reconcile against the in-memory EC2 fake: the call counts and safety properties of the issue.
 
 use super::*;
+use crate::ec2::fake::FakeEc2;
 use crate::ec2::Ec2ErrorKind;
 use crate::journal;
-use crate::testing::FakeEc2;
 use enipool_crds::{AgentStatus, IpMode, OperationKind, Releasable, ReleaseSettings, Sizing};
 use std::sync::Mutex;
 

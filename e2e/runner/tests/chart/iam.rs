@@ -4,7 +4,7 @@
 //! What the operator calls is read from the source: the AWS adapter (`operator/src/ec2/aws.rs`
 //! and `aws/`) maps each `Ec2Api` method to the SDK requests it sends (through its own helper
 //! methods), and a method counts only when operator code outside the adapter, the trait, the
-//! test fakes (`operator/src/testing/`) and tests calls it. A CreateNetworkInterface sent with
+//! test fake (`operator/src/ec2/fake.rs` and `fake/`) and tests calls it. A CreateNetworkInterface sent with
 //! TagSpecifications needs `ec2:CreateTags` too, and only that: AWS checks it with
 //! `ec2:CreateAction` set to the creating action, so such a grant must carry that condition.
 
@@ -122,7 +122,8 @@ fn operator_usage() -> Usage {
         p.starts_with(ec2.join("aws"))
             || p == ec2.join("aws.rs")
             || p == ec2.join("mod.rs")
-            || p.starts_with(src.join("testing"))
+            || p.starts_with(ec2.join("fake"))
+            || p == ec2.join("fake.rs")
             || p.file_name().is_some_and(|n| n == "tests.rs")
             || p.components().any(|c| c.as_os_str() == "tests")
     };

@@ -1,5 +1,5 @@
 use super::*;
-use crate::testing::FakeEc2;
+use crate::ec2::fake::FakeEc2;
 use aws_sdk_ec2::types::{VpcCidrBlockAssociation, VpcCidrBlockState, VpcCidrBlockStateCode};
 
 fn nets(s: &[&str]) -> Vec<Ipv4Net> {
