@@ -150,7 +150,7 @@ pub struct ENIPoolStatus {
     pub operations: Vec<Operation>,
     /// Operator: counts for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub summary: Option<crate::summary::Summary>,
+    pub summary: Option<Summary>,
     /// Operator: when EC2 was last read for this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[serde(rename = "lastEC2Sync")]
@@ -409,4 +409,28 @@ impl ENIPool {
     pub fn mode(&self) -> IpMode {
         self.status.as_ref().and_then(|s| s.effective.as_ref()).map(|e| e.mode).unwrap_or_default()
     }
+}
+
+/// Counts for `kubectl get enipools`. Derived by the operator from `enis`, `releasing` and the
+/// agent's report; never an input to decisions.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Attached ENIs / ENIs the node may have, e.g. "2/3".
+    #[serde(rename = "enis")]
+    pub enis: String,
+    /// Pod addresses held (secondary IPs + 16 × prefixes on ENIs that hand out addresses).
+    pub allocated: i32,
+    /// Addresses assigned to pods (agent report).
+    pub in_use: i32,
+    /// Addresses a new pod could get now.
+    pub available: i32,
+    /// Addresses being released in EC2.
+    pub releasing: i32,
+    /// Addresses offered by the agent and not yet released.
+    pub offered: i32,
+    /// Freed addresses resting before reuse (agent report).
+    pub cooling: i32,
+    /// /28 prefixes held.
+    pub prefixes: i32,
 }

@@ -1,34 +1,8 @@
 //! The counts shown by `kubectl get enipools`, and the condition helper both writers use.
 
-use crate::pool::{ENIPoolStatus, EniState};
+use crate::pool::{ENIPoolStatus, EniState, Summary};
 use crate::settings::PREFIX_SIZE;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
-/// Counts for `kubectl get enipools`. Derived by the operator from `enis`, `releasing` and the
-/// agent's report; never an input to decisions.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Summary {
-    /// Attached ENIs / ENIs the node may have, e.g. "2/3".
-    #[serde(rename = "enis")]
-    pub enis: String,
-    /// Pod addresses held (secondary IPs + 16 × prefixes on ENIs that hand out addresses).
-    pub allocated: i32,
-    /// Addresses assigned to pods (agent report).
-    pub in_use: i32,
-    /// Addresses a new pod could get now.
-    pub available: i32,
-    /// Addresses being released in EC2.
-    pub releasing: i32,
-    /// Addresses offered by the agent and not yet released.
-    pub offered: i32,
-    /// Freed addresses resting before reuse (agent report).
-    pub cooling: i32,
-    /// /28 prefixes held.
-    pub prefixes: i32,
-}
 
 /// Compute the summary of a pool status.
 ///

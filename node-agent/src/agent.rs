@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 
 /// CNI error codes, shared with the shim.
 pub use enipool_cni::error::codes;
-pub use publish::Report;
 pub use verify::StoreCheck;
 
 /// How long a refused ADD counts as pending demand (the runtime retries within seconds).

@@ -60,7 +60,7 @@ pub enum Error {
     /// The ENIPool status holds a value the agent refuses to use (malformed, misplaced, listed
     /// twice); the agent keeps the pool view it had.
     #[error("ENIPool status refused: {0}")]
-    InvalidPool(#[from] crate::pool::Invalid),
+    InvalidPool(#[from] crate::pool::check::Invalid),
     /// A Kubernetes API call failed.
     #[error("kubernetes {op}: {source}")]
     Kube {

@@ -2,9 +2,10 @@
 //! selector `metadata.name`) that program the node and ENIs and feed the allocator, a watch on pods bound to the node
 //! (pending demand), and the debounced server-side-apply publisher of `status.agent`.
 
-use crate::agent::{Agent, Report};
+use crate::agent::Agent;
 use crate::error::{Error, Result};
 use crate::program::{HostSettings, Programmer};
+use crate::report::Report;
 use crate::store::verify::Published;
 use enipool_crds::{AgentStatus, ENIPool, ENIPoolStatus, Releasable, AGENT_FIELD_MANAGER};
 use futures::StreamExt;

@@ -17,6 +17,7 @@ pub mod kube;
 pub mod metrics;
 pub mod pool;
 pub mod program;
+pub mod report;
 pub mod run;
 pub mod store;
 

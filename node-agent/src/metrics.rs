@@ -1,7 +1,7 @@
 //! Prometheus metrics (`enipool_agent_` prefix). Labels are commands, results and error
 //! categories — never pod or node names.
 
-use crate::agent::Report;
+use crate::report::Report;
 use enipool_cni::proto::Command;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

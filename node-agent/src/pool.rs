@@ -3,7 +3,6 @@
 
 pub mod check;
 
-use crate::error::Result;
 use enipool_crds::ENIPoolStatus;
 use ipnet::Ipv4Net;
 use std::collections::BTreeSet;
@@ -76,8 +75,11 @@ impl PoolView {
     /// Build the view from the operator's status; `ready` names the ENIs programmed on the host.
     /// A status with any malformed, misplaced or duplicate value is refused whole (see
     /// [`check`]): the caller keeps the view it had.
-    pub fn from_status(status: &ENIPoolStatus, ready: &BTreeSet<String>) -> Result<PoolView> {
-        Ok(check::parse(status, ready)?)
+    pub fn from_status(
+        status: &ENIPoolStatus,
+        ready: &BTreeSet<String>,
+    ) -> std::result::Result<PoolView, Invalid> {
+        check::parse(status, ready)
     }
 
     /// The ENI whose addresses contain `ip`.

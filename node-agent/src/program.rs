@@ -240,20 +240,18 @@ impl Programmer {
     ) -> Result<()> {
         let view = match PoolView::from_status(status, &BTreeSet::new()) {
             Ok(v) => v,
-            Err(e) => {
+            Err(bad) => {
                 agent.metrics().pool_status_refused();
-                if let Error::InvalidPool(bad) = &e {
-                    tracing::error!(
-                        pool,
-                        revision = status.revision,
-                        eni = bad.eni.as_deref().unwrap_or(""),
-                        field = bad.field,
-                        value = %bad.value,
-                        problem = %bad.problem,
-                        "ENIPool status refused: {bad}; keeping the pool view the agent had"
-                    );
-                }
-                return Err(e);
+                tracing::error!(
+                    pool,
+                    revision = status.revision,
+                    eni = bad.eni.as_deref().unwrap_or(""),
+                    field = bad.field,
+                    value = %bad.value,
+                    problem = %bad.problem,
+                    "ENIPool status refused: {bad}; keeping the pool view the agent had"
+                );
+                return Err(Error::InvalidPool(bad));
             }
         };
         let v = self.programmed(agent, &view, fallback);

@@ -4,29 +4,10 @@
 use super::{Agent, DEMAND_WINDOW};
 use crate::alloc;
 use crate::error::Result;
+use crate::report::Report;
 use crate::store::{now_secs, Offer};
 use ipnet::Ipv4Net;
-use std::collections::{BTreeMap, BTreeSet};
-
-/// What the publisher reports in `status.agent`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Report {
-    pub epoch: u64,
-    pub boot_id: String,
-    pub observed_revision: i64,
-    pub ready_enis: Vec<String>,
-    pub in_use: usize,
-    pub cooling: usize,
-    pub available: usize,
-    /// Refused ADDs in the demand window.
-    pub refused_adds: usize,
-    /// Pods holding an address, as `namespace/name` (when the runtime named them).
-    pub served_pods: BTreeSet<String>,
-    /// The current offer: revision and items.
-    pub offer: Option<(i64, Vec<Ipv4Net>)>,
-    /// Addresses in use that the pool no longer lists (alarm).
-    pub orphaned: Vec<String>,
-}
+use std::collections::BTreeMap;
 
 /// Whether the view now comes from another pool than before: the ENIPool was deleted and created
 /// again under the node's name (a new uid). An empty uid is unknown (no pool read yet): never a

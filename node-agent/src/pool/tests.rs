@@ -322,7 +322,7 @@ fn a_bad_value_refuses_the_status_and_names_it() {
 fn the_error_reads_as_one_line_naming_eni_field_value_and_problem() {
     let mut s = good();
     s["enis"][1]["prefixes"] = json!(["0.0.0.0/1"]);
-    let e = PoolView::from_status(&status(s), &BTreeSet::new()).unwrap_err();
+    let e = Error::from(PoolView::from_status(&status(s), &BTreeSet::new()).unwrap_err());
     assert_eq!(e.category(), "invalid_pool");
     assert!(matches!(e, Error::InvalidPool(_)));
     assert_eq!(
