@@ -10,8 +10,8 @@
 //! and `_count` series are accepted in the guide's queries).
 //!
 //! Each registry is built the way the binary builds it: the operator's (`Args::run`,
-//! operator/src/run.rs) registers the EC2 client's metrics under the `enipool` prefix, then
-//! `Metrics::new` (which adds `enipool_operator`); that wiring is private to `run.rs`, so it is
+//! operator/src/run/binary.rs) registers the EC2 client's metrics under the `enipool` prefix, then
+//! `Metrics::new` (which adds `enipool_operator`); that wiring is private to `run/`, so it is
 //! repeated here (if it changes, change it here too). The agent's (node-agent/src/run.rs) is
 //! `Metrics::new` on an empty registry. prometheus_client does not encode a labelled family before
 //! its first sample, so one sample is recorded in each family through the crates' public APIs, and
