@@ -155,6 +155,11 @@ async fn the_demo_runs_the_whole_system_and_cleans_up_on_ctrl_c() {
     for r in &rows {
         assert_eq!(r.split_whitespace().nth(ready), Some("True"), "pool not Ready:\n{table}");
     }
+    // Two nodes in two zones (subnets of different AZs), as in a production VPC.
+    let path = "jsonpath={.items[*].status.instance.zone}";
+    let zones = kubectl(&shown.kubeconfig, &["get", "enipools", "-o", path]);
+    let zones: BTreeSet<&str> = zones.split_whitespace().collect();
+    assert_eq!(zones.len(), 2, "the demo's nodes in two zones: {zones:?}");
     assert!(!netns_of(&shown.prefix).is_empty(), "no network namespace named {}-*", shown.prefix);
     let run_dir = format!("/tmp/enipool-e2e-{}", shown.prefix);
     assert!(!processes_of(&run_dir).is_empty(), "no enipool process of the run found");
