@@ -111,13 +111,15 @@ fn del(conf: &NetConf, request: &Request, log: &mut Logger) -> Result<(), Error>
         Ok(other) => Err(unexpected(&other)),
         // DEL of an unknown container succeeds (spec); tolerate an agent that says otherwise.
         Err(Error::Agent(reply)) if reply.code == crate::error::codes::UNKNOWN_CONTAINER => Ok(()),
-        Err(Error::AgentNotRunning { socket, source }) => {
+        // Not running, or gone mid-request (killed, restarting): the agent replays the journal
+        // when it serves again, and a DEL it did finish replays as a no-op.
+        Err(Error::AgentNotRunning { socket, source } | Error::AgentIo { socket, source }) => {
             let path = journal::record(&conf.del_journal_dir, request)
                 .map_err(|source| Error::Journal { dir: conf.del_journal_dir.clone(), source })?;
             log.log(
                 "warn",
                 &format!(
-                    "agent not running at {} ({source}); DEL {} {} journaled to {}",
+                    "agent not reachable at {} ({source}); DEL {} {} journaled to {}",
                     socket.display(),
                     request.container_id,
                     request.if_name,

@@ -479,3 +479,25 @@ fn a_successful_del_is_logged() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains(" info enipool-cni: DEL c eth0: released"), "{logged}");
 }
+
+/// The agent dies while a DEL is in flight (killed, restarted): the connection closes without an
+/// answer. The DEL is journaled for the agent's next start (replaying a DEL it did finish is a
+/// no-op), so the runtime's DEL succeeds instead of failing until the agent is back.
+#[test]
+fn a_del_the_agent_dropped_unanswered_is_journaled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let journal = tmp.path().join("journal");
+    let agent = FakeAgent::start(|_| Answer::Raw(b""));
+    let conf = json!({"cniVersion": "1.0.0", "name": "n", "agentSocket": agent.socket,
+                      "delJournalDir": journal});
+    let env = [
+        ("CNI_COMMAND", "DEL"),
+        ("CNI_CONTAINERID", "c"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_NETNS", "/n"),
+    ];
+    let out = exec(Path::new(BIN), &env, conf.to_string().as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let entries: Vec<_> = std::fs::read_dir(&journal).unwrap().collect();
+    assert_eq!(entries.len(), 1, "one journaled DEL");
+}
