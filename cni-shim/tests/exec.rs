@@ -39,6 +39,8 @@ struct Case {
     expect: Expect,
     /// Check on what the agent received.
     got: Option<fn(&[Request])>,
+    /// The DEL must be in the journal (the agent could not take it).
+    journaled: bool,
 }
 
 fn case(name: &'static str, command: &'static str, version: &'static str) -> Case {
@@ -51,6 +53,7 @@ fn case(name: &'static str, command: &'static str, version: &'static str) -> Cas
         agent: Agent::Healthy,
         expect: Expect::Ok(None),
         got: None,
+        journaled: false,
     }
 }
 
@@ -153,7 +156,18 @@ fn cases() -> Vec<Case> {
             expect: Expect::Err(codes::IO_FAILURE, "netlink failed"),
             ..case("del agent failure", "DEL", "1.0.0")
         },
-        Case { agent: Agent::Absent, ..case("del agent absent is journaled", "DEL", "1.0.0") },
+        Case {
+            agent: Agent::Absent,
+            journaled: true,
+            ..case("del agent absent is journaled", "DEL", "1.0.0")
+        },
+        // Killed or restarting while answering: the DEL is replayed at its next start (a DEL it
+        // did finish replays as a no-op), so the runtime's DEL succeeds.
+        Case {
+            agent: Agent::Custom(|_| Answer::Raw(b"")),
+            journaled: true,
+            ..case("del the agent dropped unanswered is journaled", "DEL", "1.0.0")
+        },
         Case {
             agent: Agent::Absent,
             extra: json!({"delJournalDir": "/dev/null/journal"}),
@@ -379,7 +393,7 @@ fn every_verb_and_error_path() {
         if let Some(got) = case.got {
             got(&agent.as_ref().expect("agent").requests());
         }
-        if case.name == "del agent absent is journaled" {
+        if case.journaled {
             let entries = enipool_cni::journal::drain(&journal).unwrap();
             assert_eq!(entries.len(), 1, "{ctx}");
             assert_eq!(entries[0].1.command, Command::Del);
@@ -437,24 +451,30 @@ fn malformed_and_oversized_stdin() {
     }
 }
 
-#[test]
-fn logs_go_to_log_file_not_stdout() {
+/// Runs `command` for container `c` against an agent answering `answer`; returns the shim's
+/// stdout and its log file.
+fn run_logged(command: &str, answer: fn(&Request) -> Answer) -> (std::process::Output, String) {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("cni.log");
-    let agent = FakeAgent::start(|req| Answer::Reply(Response::Added(canned_add(req))));
+    let agent = FakeAgent::start(answer);
     let conf =
         json!({"cniVersion": "1.0.0", "name": "n", "agentSocket": agent.socket, "logFile": log});
     let env = [
-        ("CNI_COMMAND", "ADD"),
+        ("CNI_COMMAND", command),
         ("CNI_CONTAINERID", "c"),
         ("CNI_IFNAME", "eth0"),
         ("CNI_NETNS", "/n"),
     ];
     let out = exec(Path::new(BIN), &env, conf.to_string().as_bytes());
+    (out, std::fs::read_to_string(&log).unwrap())
+}
+
+#[test]
+fn logs_go_to_log_file_not_stdout() {
+    let (out, logged) = run_logged("ADD", |req| Answer::Reply(Response::Added(canned_add(req))));
     assert!(out.status.success());
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     let _: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("ADD c eth0: 10.0.1.23 on eni-0123"), "{logged}");
 }
 
@@ -462,42 +482,8 @@ fn logs_go_to_log_file_not_stdout() {
 /// the runtime's logs.
 #[test]
 fn a_successful_del_is_logged() {
-    let tmp = tempfile::tempdir().unwrap();
-    let log = tmp.path().join("cni.log");
-    let agent = FakeAgent::start(|_| Answer::Reply(Response::Done { released: 0 }));
-    let conf =
-        json!({"cniVersion": "1.0.0", "name": "n", "agentSocket": agent.socket, "logFile": log});
-    let env = [
-        ("CNI_COMMAND", "DEL"),
-        ("CNI_CONTAINERID", "c"),
-        ("CNI_IFNAME", "eth0"),
-        ("CNI_NETNS", "/n"),
-    ];
-    let out = exec(Path::new(BIN), &env, conf.to_string().as_bytes());
+    let (out, logged) = run_logged("DEL", |_| Answer::Reply(Response::Done { released: 0 }));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout.is_empty(), "DEL prints nothing");
-    let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains(" info enipool-cni: DEL c eth0: released"), "{logged}");
-}
-
-/// The agent dies while a DEL is in flight (killed, restarted): the connection closes without an
-/// answer. The DEL is journaled for the agent's next start (replaying a DEL it did finish is a
-/// no-op), so the runtime's DEL succeeds instead of failing until the agent is back.
-#[test]
-fn a_del_the_agent_dropped_unanswered_is_journaled() {
-    let tmp = tempfile::tempdir().unwrap();
-    let journal = tmp.path().join("journal");
-    let agent = FakeAgent::start(|_| Answer::Raw(b""));
-    let conf = json!({"cniVersion": "1.0.0", "name": "n", "agentSocket": agent.socket,
-                      "delJournalDir": journal});
-    let env = [
-        ("CNI_COMMAND", "DEL"),
-        ("CNI_CONTAINERID", "c"),
-        ("CNI_IFNAME", "eth0"),
-        ("CNI_NETNS", "/n"),
-    ];
-    let out = exec(Path::new(BIN), &env, conf.to_string().as_bytes());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    let entries: Vec<_> = std::fs::read_dir(&journal).unwrap().collect();
-    assert_eq!(entries.len(), 1, "one journaled DEL");
 }
