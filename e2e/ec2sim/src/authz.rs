@@ -1,16 +1,20 @@
 //! What IAM sees of each EC2 call: its resources with their ARNs and condition keys, and the
 //! keys of the request, as EC2's service authorization reference lists them for the actions the
-//! simulator serves. Built from the current state (IAM does not lag).
+//! simulator serves, and which calls a policy binds (by the access key they are signed with).
+//! Built from the current state (IAM does not lag).
 //!
 //! A resource the call names that does not exist is left out, so the action itself answers
 //! `…NotFound` as EC2 does: the operator's journal replays rely on that answer for ENIs already
 //! gone.
 
-use super::iam::{Request, Resource};
+use super::iam::{Policy, Request, Resource};
 use super::params::Params;
 use super::render::OWNER;
 use super::state::{State, Tags};
+use super::Result;
+use axum::http::{header, HeaderMap};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 fn arn(region: &str, kind: &str, id: &str) -> String {
     format!("arn:aws:ec2:{region}:{OWNER}:{kind}/{id}")
@@ -124,5 +128,36 @@ pub fn requests(st: &State, region: &str, action: &str, p: &Params) -> Vec<Reque
         }
         // Describe* and everything else: no resource-level permissions.
         _ => vec![Request { action: ec2(action), resources: any(), keys: BTreeMap::new() }],
+    }
+}
+
+/// The identity policy of one principal (the access key its calls are signed with), and the
+/// region its ARNs name. Calls signed with other keys (the tests acting as someone else in the
+/// account) are not evaluated.
+pub(crate) struct Iam {
+    pub(crate) policy: Policy,
+    pub(crate) region: String,
+    pub(crate) access_key: String,
+}
+
+impl Iam {
+    /// The policy that applies to a call with these headers, if any.
+    pub(crate) fn for_call(iam: Option<Arc<Iam>>, headers: &HeaderMap) -> Option<Arc<Iam>> {
+        let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let key = auth.split("Credential=").nth(1)?.split('/').next()?;
+        iam.filter(|i| i.access_key == key)
+    }
+
+    pub(crate) fn authorize(
+        iam: &Option<Arc<Iam>>,
+        st: &State,
+        action: &str,
+        p: &Params,
+    ) -> Result<()> {
+        let Some(iam) = iam else { return Ok(()) };
+        for r in requests(st, &iam.region, action, p) {
+            iam.policy.authorize(&r)?;
+        }
+        Ok(())
     }
 }

@@ -13,7 +13,8 @@
 //! tags), `limits.rs` the instance-type table, `describe.rs` the Describe actions,
 //! `params.rs`/`actions.rs`/`render.rs`/`xml.rs` the wire protocol, `faults.rs` the fault
 //! injection, `iam.rs` + `authz.rs` the evaluation of an IAM policy for each call, `server.rs` the
-//! axum server and the [`Ec2Sim`] handle, `hooks.rs` the VPC fabric observer.
+//! axum server and the [`Ec2Sim`] handle (`server/admin.rs` its JSON admin endpoints),
+//! `hooks.rs` the VPC fabric observer.
 
 mod actions;
 mod authz;

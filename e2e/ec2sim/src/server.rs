@@ -1,7 +1,7 @@
 //! The HTTP server (EC2 on `POST /`, JSON admin under `/admin`) and the [`Ec2Sim`] handle.
 
 use super::actions;
-use super::authz;
+use super::authz::Iam;
 use super::describe;
 use super::faults::{ActionCounters, FaultConfig, Faults, Verdict};
 use super::hooks::{FabricHook, HookEvent};
@@ -16,7 +16,7 @@ use axum::extract::State as AxState;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -85,32 +85,6 @@ struct Shared {
     iam: RwLock<Option<Arc<Iam>>>,
     /// Every call the policy denied (the error message), in order.
     denied: Mutex<Vec<String>>,
-}
-
-/// The identity policy of one principal (the access key its calls are signed with), and the
-/// region its ARNs name. Calls signed with other keys (the tests acting as someone else in the
-/// account) are not evaluated.
-struct Iam {
-    policy: Policy,
-    region: String,
-    access_key: String,
-}
-
-impl Iam {
-    /// The policy that applies to a call with these headers, if any.
-    fn for_call(iam: Option<Arc<Iam>>, headers: &HeaderMap) -> Option<Arc<Iam>> {
-        let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let key = auth.split("Credential=").nth(1)?.split('/').next()?;
-        iam.filter(|i| i.access_key == key)
-    }
-
-    fn authorize(iam: &Option<Arc<Iam>>, st: &State, action: &str, p: &Params) -> Result<()> {
-        let Some(iam) = iam else { return Ok(()) };
-        for r in authz::requests(st, &iam.region, action, p) {
-            iam.policy.authorize(&r)?;
-        }
-        Ok(())
-    }
 }
 
 impl Shared {
@@ -283,43 +257,7 @@ async fn ec2(AxState(sh): AxState<Arc<Shared>>, headers: HeaderMap, body: Bytes)
     }
 }
 
-async fn admin_counters(
-    AxState(sh): AxState<Arc<Shared>>,
-) -> Json<BTreeMap<String, ActionCounters>> {
-    Json(sh.faults.lock().expect("faults lock").counters.clone())
-}
-
-async fn admin_get_faults(AxState(sh): AxState<Arc<Shared>>) -> Json<FaultConfig> {
-    Json(sh.faults.lock().expect("faults lock").config.clone())
-}
-
-async fn admin_set_faults(
-    AxState(sh): AxState<Arc<Shared>>,
-    Json(cfg): Json<FaultConfig>,
-) -> StatusCode {
-    sh.faults.lock().expect("faults lock").set(cfg);
-    StatusCode::NO_CONTENT
-}
-
-async fn admin_state(AxState(sh): AxState<Arc<Shared>>) -> Json<serde_json::Value> {
-    Json(sh.with_state(|st, _, _| serde_json::to_value(&*st).unwrap_or_default()))
-}
-
-async fn admin_reset(AxState(sh): AxState<Arc<Shared>>) -> StatusCode {
-    reset(&sh);
-    StatusCode::NO_CONTENT
-}
-
-fn reset(sh: &Shared) {
-    let timing = *sh.timing.lock().expect("timing lock");
-    let mut inner = sh.inner.lock().expect("state lock");
-    inner.state = State { timing, ..Default::default() };
-    inner.history.clear();
-    drop(inner);
-    let mut f = sh.faults.lock().expect("faults lock");
-    f.set(FaultConfig::default());
-    f.counters.clear();
-}
+mod admin;
 
 /// A running simulator. Dropping it without [`Ec2Sim::shutdown`] leaves the server running until
 /// the runtime ends.
@@ -347,10 +285,10 @@ impl Ec2Sim {
         shared.faults.lock().expect("faults lock").set(config.faults.clone());
         let app = Router::new()
             .route("/", post(ec2))
-            .route("/admin/counters", get(admin_counters))
-            .route("/admin/faults", get(admin_get_faults).post(admin_set_faults))
-            .route("/admin/state", get(admin_state))
-            .route("/admin/reset", post(admin_reset))
+            .route("/admin/counters", get(admin::counters))
+            .route("/admin/faults", get(admin::get_faults).post(admin::set_faults))
+            .route("/admin/state", get(admin::state))
+            .route("/admin/reset", post(admin::reset_all))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
         let addr = listener.local_addr()?;
@@ -453,7 +391,7 @@ impl Ec2Sim {
 
     /// Clears all resources, faults and counters (timing is kept).
     pub fn reset(&self) {
-        reset(&self.shared);
+        admin::reset(&self.shared);
     }
 
     pub fn create_vpc(&self, cidr: &str, tags: &[(&str, &str)]) -> Result<String> {
