@@ -4,7 +4,8 @@
 //! repair period.
 
 use super::harness::{self, ping, sh_in, Env, REPAIR_PERIOD_SECS};
-use super::{add, assert_ping, assert_same_host_state, host_state, spec};
+use super::restart::{assert_same_host_state, host_state};
+use super::{add, assert_ping, spec};
 use std::time::Duration;
 
 /// `enipool_agent_host_repairs_total{kind}` of a node's agent.
