@@ -76,6 +76,17 @@ pub struct Args {
     /// File name of the config in `--cni-conf-dir`.
     #[arg(long, env = "ENIPOOL_AGENT_CNI_CONF_NAME", default_value = "05-enipool.conflist")]
     pub cni_conf_name: String,
+    /// When the agent is stopped (SIGTERM, SIGINT), remove the CNI config it writes and, with
+    /// `--cni-bin-dir`, the enipool-cni binary: for uninstalling enipool from a node. Pods still
+    /// running keep their networking; new pods cannot start on the node until a CNI is installed
+    /// again (also between an agent's stop and its replacement's start during an upgrade).
+    #[arg(long, env = "ENIPOOL_AGENT_CNI_UNINSTALL", requires = "cni_conf_dir")]
+    pub cni_uninstall: bool,
+    /// The container runtime's CNI plugin binary dir (`/opt/cni/bin` on the host): where
+    /// `--cni-uninstall` removes the shim from, and where `support` reads the shim's digest
+    /// (default there: `/opt/cni/bin`).
+    #[arg(long, env = "ENIPOOL_AGENT_CNI_BIN_DIR")]
+    pub cni_bin_dir: Option<PathBuf>,
     /// Move every other network config in `--cni-conf-dir` aside (renamed `*.enipool-bak`), now
     /// and whenever one appears, so no other CNI can take the node's pods.
     #[arg(long, env = "ENIPOOL_AGENT_CNI_EXCLUSIVE")]
@@ -85,6 +96,10 @@ pub struct Args {
     /// Node does not carry it.
     #[arg(long, env = "ENIPOOL_AGENT_STARTUP_TAINT")]
     pub startup_taint: Option<String>,
+    /// Annotate each pod the agent wires with its address (`enipool.io/pod-ips`). Needs `patch`
+    /// on pods (the chart grants it with `agent.annotatePodIP`).
+    #[arg(long, env = "ENIPOOL_AGENT_ANNOTATE_POD_IP")]
+    pub annotate_pod_ip: bool,
     /// Network namespace to program as "the host" (default: the agent's own).
     #[arg(long, env = "ENIPOOL_AGENT_NETNS")]
     pub netns: Option<PathBuf>,
@@ -114,6 +129,18 @@ pub enum Cmd {
     /// and exit. Writes `/proc/sys`: run it privileged (the chart's init container), so that the
     /// agent itself runs with capabilities only.
     SysctlInit,
+    /// Write a support bundle (one .tar.gz): the agent's allocations and pool view, the host's
+    /// rules, routes, links, neighbours and enipool nftables table, CNI configs, the shim's log
+    /// and DEL journal, sysctls and versions. Reads the agent's other flags for where each is;
+    /// never includes credentials.
+    Support {
+        /// Where to write the archive; `-` is standard output (never a terminal).
+        #[arg(long, short = 'o', default_value = "-")]
+        output: PathBuf,
+        /// The shim's log file, when not named by the enipool conflist's `logFile`.
+        #[arg(long)]
+        shim_log: Option<PathBuf>,
+    },
 }
 
 #[cfg(test)]
@@ -135,6 +162,10 @@ mod tests {
         let a =
             Args::try_parse_from(["enipool-agent", "--log-format=json", "sysctl-init"]).unwrap();
         assert!(matches!(a.command, Some(Cmd::SysctlInit)));
+        let a = Args::try_parse_from(["enipool-agent", "support", "--output", "b.tgz"]).unwrap();
+        assert!(
+            matches!(a.command, Some(Cmd::Support { ref output, .. }) if output.to_str() == Some("b.tgz"))
+        );
         let a = Args::try_parse_from(["enipool-agent", "uninstall"]).unwrap();
         assert!(matches!(a.command, Some(Cmd::Uninstall)));
         let a = Args::try_parse_from(["enipool-agent", "--node-name=n"]).unwrap();

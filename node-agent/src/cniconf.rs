@@ -23,6 +23,9 @@ pub struct CniConf {
 /// Appended to the name of another CNI's config moved aside in exclusive mode.
 pub const BACKUP_SUFFIX: &str = ".enipool-bak";
 
+/// The shim's file name in the CNI bin dir (the chart's install-cni puts it there).
+pub const SHIM_BINARY: &str = "enipool-cni";
+
 /// What one [`CniConf::ensure`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Ensured {
@@ -74,6 +77,33 @@ impl CniConf {
         }
         Ok(done)
     }
+}
+
+/// What the agent does with the node's CNI files when it is stopped: with `uninstall`
+/// (`--cni-uninstall`), remove the config it writes and, given the bin dir, the shim binary, so a
+/// node whose agent is gone for good takes no more pods with enipool (pods already running keep
+/// their networking); otherwise leave both, so pods start again as soon as an agent is back.
+/// Returns the paths removed; a file already gone is not an error.
+pub fn on_stop(
+    conf: Option<&CniConf>,
+    uninstall: bool,
+    bin_dir: Option<&Path>,
+) -> Result<Vec<PathBuf>> {
+    if !uninstall {
+        return Ok(Vec::new());
+    }
+    // The config first: from then on the runtime no longer calls a binary about to go.
+    let conf_file = conf.map(|c| c.dir.join(&c.name));
+    let shim = bin_dir.map(|d| d.join(SHIM_BINARY));
+    let mut removed = Vec::new();
+    for path in conf_file.into_iter().chain(shim) {
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("removing a CNI file on uninstall")(e)),
+        }
+    }
+    Ok(removed)
 }
 
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
@@ -147,5 +177,50 @@ mod tests {
         std::fs::write(dir.join("10-aws.conflist"), b"y").unwrap();
         assert_eq!(c.ensure().unwrap().moved, ["10-aws.conflist"]);
         assert_eq!(c.ensure().unwrap(), Ensured::default(), "nothing left to do");
+    }
+
+    /// A node as the chart leaves it: our conflist, another CNI's, the shim and another plugin.
+    fn node_files() -> (tempfile::TempDir, CniConf, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let (dir, bin) = (d.path().join("net.d"), d.path().join("bin"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(d.path().join("rendered.json"), b"{}").unwrap();
+        for f in [dir.join("05-enipool.conflist"), dir.join("10-aws.conflist")] {
+            std::fs::write(f, b"{}").unwrap();
+        }
+        for f in [bin.join(SHIM_BINARY), bin.join("portmap")] {
+            std::fs::write(f, b"\x7fELF").unwrap();
+        }
+        let c = CniConf {
+            source: d.path().join("rendered.json"),
+            dir,
+            name: "05-enipool.conflist".into(),
+            exclusive: false,
+        };
+        (d, c, bin)
+    }
+
+    #[test]
+    fn stopping_with_uninstall_removes_our_config_and_shim_only() {
+        let (_d, c, bin) = node_files();
+        let removed = on_stop(Some(&c), true, Some(&bin)).unwrap();
+        assert_eq!(removed, [c.dir.join("05-enipool.conflist"), bin.join(SHIM_BINARY)]);
+        assert!(!c.dir.join("05-enipool.conflist").exists() && !bin.join(SHIM_BINARY).exists());
+        assert!(c.dir.join("10-aws.conflist").exists(), "another CNI's config is not ours");
+        assert!(bin.join("portmap").exists(), "other plugins stay");
+        // Stopped again (a second signal, a restart loop): nothing left, not an error.
+        assert_eq!(on_stop(Some(&c), true, Some(&bin)).unwrap(), Vec::<PathBuf>::new());
+        // Without a bin dir only the config goes.
+        let (_d, c, bin) = node_files();
+        assert_eq!(on_stop(Some(&c), true, None).unwrap(), [c.dir.join("05-enipool.conflist")]);
+        assert!(bin.join(SHIM_BINARY).exists());
+    }
+
+    #[test]
+    fn stopping_without_uninstall_leaves_every_file() {
+        let (_d, c, bin) = node_files();
+        assert!(on_stop(Some(&c), false, Some(&bin)).unwrap().is_empty());
+        assert!(c.dir.join("05-enipool.conflist").exists() && bin.join(SHIM_BINARY).exists());
     }
 }

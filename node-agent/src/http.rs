@@ -1,6 +1,6 @@
 //! HTTP endpoints: `/metrics`, `/healthz` (always `ok` while the process serves HTTP), `/readyz`
 //! (the agent can serve CNI requests; not whether an address is free) on the metrics address;
-//! `/v1/allocations` and `/v1/enis` (introspection) on the loopback address.
+//! `/v1/allocations`, `/v1/enis` and `/v1/logs` (introspection) on the loopback address.
 
 use crate::agent::Agent;
 use axum::extract::State;
@@ -31,6 +31,7 @@ pub fn introspection_router(s: HttpState) -> Router {
     Router::new()
         .route("/v1/allocations", get(allocations))
         .route("/v1/enis", get(enis))
+        .route("/v1/logs", get(logs))
         .with_state(s)
 }
 
@@ -53,6 +54,14 @@ async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
     match s.agent.readiness() {
         Ok(summary) => (StatusCode::OK, format!("{summary}\n")),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+    }
+}
+
+/// The agent's recent log lines ([`crate::recent_logs`]).
+async fn logs() -> (StatusCode, String) {
+    match crate::recent_logs::text() {
+        Some(t) => (StatusCode::OK, t),
+        None => (StatusCode::NOT_FOUND, "this process keeps no log lines\n".into()),
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod alloc;
+pub mod annotate;
 pub mod args;
 pub mod cni;
 pub mod cniconf;
@@ -17,9 +18,11 @@ pub mod kube;
 pub mod metrics;
 pub mod pool;
 pub mod program;
+pub mod recent_logs;
 pub mod report;
 pub mod run;
 pub mod store;
+pub mod support;
 
 pub use error::{Error, Result};
 

@@ -2,13 +2,16 @@
 #![forbid(unsafe_code)]
 use clap::Parser;
 use enipool_agent::args::{Args, LogFormat};
+use tracing_subscriber::fmt::writer::MakeWriterExt;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Besides stderr, the last lines stay in memory for the support bundle.
+    let out = std::io::stderr.and(enipool_agent::recent_logs::tap());
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(out);
     match args.log_format {
         LogFormat::Json => fmt.json().init(),
         LogFormat::Text => fmt.init(),

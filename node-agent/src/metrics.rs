@@ -187,7 +187,7 @@ struct BuildLabels {
 
 /// The commit the binary was built from: `ENIPOOL_GIT_COMMIT` at build time (the image build sets
 /// it), else `unknown`.
-const COMMIT: &str = match option_env!("ENIPOOL_GIT_COMMIT") {
+pub(crate) const COMMIT: &str = match option_env!("ENIPOOL_GIT_COMMIT") {
     Some(c) if !c.is_empty() => c,
     _ => "unknown",
 };

@@ -93,7 +93,7 @@ async fn start_up(
     std::future::pending().await
 }
 
-/// Once the agent can serve: keep the CNI config in the runtime's config dir (see
+/// Once the agent can serve and, the first time, has an address to give: keep the CNI config in the runtime's config dir (see
 /// [`crate::cniconf`]) and remove the startup taint from this node's Node. Checked every half
 /// second until then, every 10 s after.
 async fn when_ready(
@@ -106,7 +106,8 @@ async fn when_ready(
     }
     let mut placed = false;
     loop {
-        if let Err(reason) = agent.readiness() {
+        let ready = if placed { agent.readiness() } else { agent.can_start_pods() };
+        if let Err(reason) = ready {
             if !placed {
                 tracing::debug!(%reason, "not announcing readiness yet: the agent cannot serve");
             }
@@ -183,7 +184,10 @@ pub async fn run(args: Args) -> Result<()> {
         cni_conf_dir,
         cni_conf_name,
         cni_exclusive,
+        cni_uninstall,
+        cni_bin_dir,
         startup_taint,
+        annotate_pod_ip,
         log_format: _,
         command,
     } = args;
@@ -195,10 +199,26 @@ pub async fn run(args: Args) -> Result<()> {
         tracing::info!(written = ?names, "host-wide sysctls in place");
         return Ok(());
     }
+    if let Some(Cmd::Support { output, shim_log }) = &command {
+        let opts = crate::support::Options {
+            introspection_addr,
+            metrics_addr,
+            state_dir,
+            del_journal_dir,
+            cni_conf_dir: cni_conf_dir.unwrap_or_else(crate::support::default_cni_conf_dir),
+            cni_bin_dir: cni_bin_dir.unwrap_or_else(|| PathBuf::from("/opt/cni/bin")),
+            shim_log: shim_log.clone(),
+            netns,
+        };
+        let output = output.clone();
+        return tokio::task::spawn_blocking(move || crate::support::run(&opts, &output))
+            .await
+            .map_err(|e| Error::Stopped(format!("support task: {e}")))?;
+    }
     let host = Arc::new(NetlinkHost::start(netns.clone()).inspect_err(|e| {
         tracing::error!(netns = ?netns, error = e as &dyn std::error::Error, "cannot start the netlink thread in the host netns");
     })?);
-    if let Some(Cmd::Uninstall) = command {
+    if let Some(Cmd::Uninstall) = &command {
         let mut errs = tokio::task::spawn_blocking(move || host.uninstall())
             .await
             .map_err(|e| Error::Stopped(format!("uninstall task: {e}")))?;
@@ -219,6 +239,28 @@ pub async fn run(args: Args) -> Result<()> {
     let node_name = node_name
         .ok_or_else(|| Error::Config("--node-name is required to run the agent".into()))?;
     let mut stop = StopSignals::install()?;
+    let cni_conf = cni_conf_source.zip(cni_conf_dir).map(|(source, dir)| CniConf {
+        source,
+        dir,
+        name: cni_conf_name,
+        exclusive: cni_exclusive,
+    });
+    let uninstall_cni = |sig: &str| match crate::cniconf::on_stop(
+        cni_conf.as_ref(),
+        cni_uninstall,
+        cni_bin_dir.as_deref(),
+    ) {
+        Ok(removed) if cni_uninstall => tracing::info!(
+            signal = sig,
+            removed = ?removed,
+            "CNI config and binary removed (--cni-uninstall): running pods keep their networking, new pods cannot start here"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "removing the CNI files (--cni-uninstall)"
+        ),
+    };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         node = %node_name,
@@ -279,6 +321,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
         sig = stop.recv() => {
             tracing::info!(signal = sig, "stop signal received before serving; shutting down");
+            uninstall_cni(sig);
             pool_task.abort();
             tracing::info!("enipool-agent stopped");
             return Ok(());
@@ -323,13 +366,18 @@ pub async fn run(args: Args) -> Result<()> {
                   op: &'static str| {
         r.unwrap_or_else(|e| Err(std::io::Error::other(e))).map_err(Error::io(op))
     };
-    let cni_conf = cni_conf_source.zip(cni_conf_dir).map(|(source, dir)| CniConf {
-        source,
-        dir,
-        name: cni_conf_name,
-        exclusive: cni_exclusive,
-    });
     let taint = startup_taint.map(|key| (client.clone(), node_name.clone(), key));
+    let annotator = {
+        let (client, agent) = (client.clone(), agent.clone());
+        async move {
+            if !annotate_pod_ip {
+                return std::future::pending().await;
+            }
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            agent.set_pod_ip_sink(tx);
+            crate::annotate::run(client, rx).await
+        }
+    };
     tracing::info!(socket = %socket.display(), "serving CNI");
     let r = tokio::select! {
         r = crate::cni::serve(listener, agent.clone()) => r,
@@ -337,12 +385,14 @@ pub async fn run(args: Args) -> Result<()> {
         r = crate::kube::publish(client, agent.clone(), node_name, pending, Duration::from_millis(publish_debounce_ms)) => r,
         r = &mut pool_task => r.unwrap_or_else(|e| Err(Error::Stopped(format!("pool task: {e}")))),
         r = &mut startup => r,
+        r = annotator => r,
         r = &mut http_m => joined(r, "metrics server"),
         r = &mut http_i => joined(r, "introspection server"),
         _ = ticker => Ok(()),
-        _ = when_ready(agent.clone(), cni_conf, taint) => Ok(()),
+        _ = when_ready(agent.clone(), cni_conf.clone(), taint) => Ok(()),
         sig = stop.recv() => {
             tracing::info!(signal = sig, "stop signal received; no new CNI connections, draining HTTP");
+            uninstall_cni(sig);
             Ok(())
         }
     };

@@ -2,6 +2,7 @@
 
 use crate::pool::{EniView, PoolView};
 use crate::store::{Allocation, State};
+use enipool_cni::proto::{Command, Request, PROTOCOL_VERSION};
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 
@@ -58,4 +59,19 @@ pub fn use_ip(st: &mut State, cid: &str, ip: &str) {
 
 pub fn net(s: &str) -> Ipv4Net {
     s.parse().unwrap()
+}
+
+/// A CNI request for `cid` on `eth0`, its netns named after it.
+pub fn req(cmd: Command, cid: &str) -> Request {
+    Request {
+        protocol: PROTOCOL_VERSION,
+        command: cmd,
+        container_id: cid.into(),
+        if_name: "eth0".into(),
+        netns: format!("/var/run/netns/{cid}"),
+        args: Default::default(),
+        mtu: None,
+        network: "enipool".into(),
+        valid_attachments: None,
+    }
 }

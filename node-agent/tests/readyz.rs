@@ -109,6 +109,13 @@ async fn readyz_is_about_serving_not_about_a_free_address() {
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("no ENI programmed"), "{body}");
 
+    // Programmed, with no address yet (EC2 still assigning): the agent is ready, but a node
+    // that has not taken pods yet does not announce that it takes them.
+    agent.set_view(view(vec![eni("eni-0", 0, &[], true)]));
+    assert_eq!(get(addr, "/readyz").await.0, 200);
+    let first = agent.can_start_pods().unwrap_err();
+    assert!(first.contains("no address to give yet"), "{first}");
+
     // Programmed, two addresses free.
     agent.set_view(view(vec![
         eni("eni-0", 0, &["10.0.0.20"], true),
@@ -117,6 +124,7 @@ async fn readyz_is_about_serving_not_about_a_free_address() {
     let (code, body) = get(addr, "/readyz").await;
     assert_eq!((code, body.as_str()), (200, "ready: 2 available\n"));
     assert!(status(&agent).ready);
+    assert_eq!(agent.can_start_pods().as_deref(), Ok("ready: 2 available"));
 
     // Every address allocated (a full node): the agent is still Ready...
     for cid in ["pod-a", "pod-b"] {

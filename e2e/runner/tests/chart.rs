@@ -149,6 +149,8 @@ fn strings(v: &Value) -> Vec<String> {
 // also build as a test binary of its own), hence the paths into tests/chart/.
 #[path = "chart/admission.rs"]
 mod admission;
+#[path = "chart/admission_pods.rs"]
+mod admission_pods;
 #[path = "chart/artifacts.rs"]
 mod artifacts;
 #[path = "chart/flags.rs"]

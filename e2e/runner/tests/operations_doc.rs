@@ -70,7 +70,12 @@ fn operator_registry() -> (Registry, usize) {
     m.enis_deleted("leaked", 1);
     let call = CallLabels { action: "DescribeInstances", result: "ok" };
     ec2.calls.get_or_create(&call).inc();
-    ec2.retries.get_or_create(&call).inc();
+    let failed = CallLabels {
+        action: "AssignPrivateIpAddresses",
+        result: enipool_operator::ec2::Ec2ErrorKind::SubnetFull.label(),
+    };
+    ec2.calls.get_or_create(&failed).inc();
+    ec2.retries.get_or_create(&failed).inc();
     ec2.duration.get_or_create(&ActionLabels { action: "DescribeInstances" }).observe(0.1);
     let class = ClassLabels { class: "describe" };
     ec2.throttled.get_or_create(&class).inc();
@@ -272,4 +277,69 @@ fn every_registered_agent_metric_is_in_the_guide_table() {
 #[test]
 fn every_agent_metric_the_guide_names_exists() {
     every_metric_the_guide_names_exists(&AGENT);
+}
+
+/// Labels whose values name something outside enipool's metrics and keep its spelling: an EC2
+/// action, a CNI command, a journal operation's `type`, a pool state as `kubectl get enipools`
+/// shows it, and the build's identity. (family as exposed, label); `*` is any family.
+const VERBATIM_LABELS: &[(&str, &str)] = &[
+    ("*", "action"),
+    ("*", "cmd"),
+    ("*", "le"),
+    ("enipool_operator_journal_replays_total", "kind"),
+    ("enipool_operator_pools", "state"),
+    ("enipool_build_info", "version"),
+    ("enipool_build_info", "commit"),
+];
+
+fn is_snake_case(v: &str) -> bool {
+    !v.is_empty()
+        && v.split('_').all(|w| {
+            !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+}
+
+/// `name="value",…` → (name, value) pairs.
+fn label_pairs(s: &str) -> Vec<(String, String)> {
+    let names = label_names(s);
+    let mut out = Vec::new();
+    let mut rest = s;
+    for n in names {
+        let start = rest.find("=\"").expect("value") + 2;
+        let end = start + rest[start..].find('"').expect("closing quote");
+        out.push((n, rest[start..end].to_string()));
+        rest = &rest[end + 1..];
+    }
+    out
+}
+
+/// Categories, results, outcomes and reasons are written one way across the operator and the
+/// agent (snake_case, as the agent's error categories and the journal's reasons are), so one
+/// query or alert reads the same whichever component it is about; an error category the
+/// operator also uses as a Kubernetes reason (PascalCase there) is converted for the label.
+#[test]
+fn metric_label_values_use_one_case_style_across_components() {
+    let mut bad = Vec::new();
+    for c in [&OPERATOR, &AGENT] {
+        let (registry, _) = (c.registry)();
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).expect("encode");
+        for line in out.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, rest)) = line.split_once('{') else { continue };
+            let labels = rest.rsplit_once('}').expect("closing brace").0;
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| series.strip_suffix(s))
+                .unwrap_or(series);
+            for (name, value) in label_pairs(labels) {
+                let verbatim = VERBATIM_LABELS
+                    .iter()
+                    .any(|(f, l)| *l == name && (*f == "*" || *f == family || *f == series));
+                if !verbatim && !is_snake_case(&value) {
+                    bad.push(format!("{}: {series} {name}=\"{value}\"", c.name));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "label values not in snake_case:\n{}", bad.join("\n"));
 }

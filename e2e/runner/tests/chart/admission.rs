@@ -24,7 +24,7 @@ fn agent_vap() -> Vec<Value> {
 
 /// `Ok` when the policy admits `r`, else the denial message (403 Forbidden, as the policy's
 /// `reason` says).
-fn admit(policy: &[Value], r: &AdmissionRequest) -> Result<(), String> {
+pub(super) fn admit(policy: &[Value], r: &AdmissionRequest) -> Result<(), String> {
     match validate(policy, r).denied {
         None => Ok(()),
         Some(e) => {

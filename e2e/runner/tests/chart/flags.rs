@@ -4,7 +4,7 @@
 use super::{container, find, render, root, strings, Values, NAMESPACE, RELEASE};
 use cluster::flags::{
     agent_args, operator_args, operator_flags, AgentFlags, LogFormat, OperatorFlags,
-    CHART_CNI_CONF_DIR, CHART_CNI_CONF_SOURCE,
+    CHART_CNI_BIN_DIR, CHART_CNI_CONF_DIR, CHART_CNI_CONF_SOURCE,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -29,6 +29,11 @@ fn values_for(op: &OperatorFlags, ag: &AgentFlags) -> Value {
         (ag.cni_conf_source.as_deref(), ag.cni_conf_dir.as_deref()),
         (Some(CHART_CNI_CONF_SOURCE), Some(CHART_CNI_CONF_DIR)),
         "the chart's agent writes the conflist it mounts into the host dir it mounts"
+    );
+    assert_eq!(
+        ag.cni_bin_dir.as_deref(),
+        ag.cni_uninstall.then_some(CHART_CNI_BIN_DIR),
+        "the chart passes the bin dir it mounts exactly when the agent uninstalls the plugin"
     );
     json!({
         "clusterName": op.cluster_name,
@@ -70,9 +75,14 @@ fn values_for(op: &OperatorFlags, ag: &AgentFlags) -> Value {
                 "enabled": ag.startup_taint.is_some(),
                 "key": ag.startup_taint.clone().unwrap_or_else(|| "unused".into()),
             },
+            "annotatePodIP": ag.annotate_pod_ip,
             "logFormat": ag.log_format,
         },
-        "cni": {"confFileName": ag.cni_conf_name, "exclusive": ag.cni_exclusive},
+        "cni": {
+            "confFileName": ag.cni_conf_name,
+            "exclusive": ag.cni_exclusive,
+            "uninstall": ag.cni_uninstall,
+        },
     })
 }
 
@@ -152,6 +162,8 @@ fn chart_renders_the_runners_flags_for_equivalent_values() {
     ag.socket = "/run/enipool-e2e/cni.sock".into();
     ag.cni_conf_name = "00-enipool-e2e.conflist".into();
     ag.cni_exclusive = true;
+    ag.cni_uninstall = true;
+    ag.cni_bin_dir = Some(CHART_CNI_BIN_DIR.into());
     ag.startup_taint = Some("example.com/cni-not-ready".into());
     ag.state_dir = "/var/lib/enipool-e2e".into();
     ag.del_journal_dir = "/var/lib/enipool-e2e/del".into();
@@ -164,6 +176,7 @@ fn chart_renders_the_runners_flags_for_equivalent_values() {
     ag.leak_grace_seconds = 30;
     ag.publish_debounce_ms = 200;
     ag.host_repair_interval_seconds = 5;
+    ag.annotate_pod_ip = true;
     ag.log_format = "text".into();
     let docs = render(&Values::Json(values_for(&op, &ag))).unwrap();
     assert_chart_flags(&docs, &op, &ag);
@@ -201,7 +214,10 @@ fn flags_exist_in_the_binaries() {
     ag.cni_conf_source = Some(CHART_CNI_CONF_SOURCE.into());
     ag.cni_conf_dir = Some(CHART_CNI_CONF_DIR.into());
     ag.cni_exclusive = true;
+    ag.cni_uninstall = true;
+    ag.cni_bin_dir = Some(CHART_CNI_BIN_DIR.into());
     ag.startup_taint = Some("enipool.io/agent-not-ready".into());
+    ag.annotate_pod_ip = true;
     for a in agent_args(&ag) {
         let name = a.trim_start_matches("--").split('=').next().unwrap().to_string();
         assert!(
@@ -209,6 +225,44 @@ fn flags_exist_in_the_binaries() {
             "agent flag --{name} is not in node-agent/src/args.rs ({known:?})"
         );
     }
+}
+
+/// `cni.uninstall`: off by default (the agent leaves the plugin on the node when it stops, and
+/// does not even mount the bin dir); on, the agent gets `--cni-uninstall`, the bin dir mounted
+/// where `--cni-bin-dir` says, and nothing else changes.
+#[test]
+fn cni_uninstall_renders_the_flag_and_the_bin_dir_only_when_enabled() {
+    let agent = |docs: &[Value]| {
+        container(find(docs, "DaemonSet", &format!("{RELEASE}-agent")), "agent").clone()
+    };
+    let mounts = |c: &Value| -> Vec<(String, String)> {
+        c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["name"].as_str().unwrap().into(), m["mountPath"].as_str().unwrap().into()))
+            .collect()
+    };
+    let with = |uninstall: bool| {
+        let values = json!({"clusterName": "c", "cni": {"uninstall": uninstall}});
+        agent(&render(&Values::Json(values)).unwrap())
+    };
+    let (off, on) = (with(false), with(true));
+    let (off_args, on_args) = (strings(&off["args"]), strings(&on["args"]));
+    assert!(
+        !off_args
+            .iter()
+            .any(|a| a.starts_with("--cni-uninstall") || a.starts_with("--cni-bin-dir")),
+        "{off_args:?}"
+    );
+    assert!(!mounts(&off).iter().any(|(n, _)| n == "cni-bin-dir"), "{:?}", mounts(&off));
+    let added: Vec<&String> = on_args.iter().filter(|a| !off_args.contains(a)).collect();
+    assert_eq!(added, ["--cni-uninstall", &format!("--cni-bin-dir={CHART_CNI_BIN_DIR}")]);
+    assert!(
+        mounts(&on).contains(&("cni-bin-dir".into(), CHART_CNI_BIN_DIR.into())),
+        "{:?}",
+        mounts(&on)
+    );
 }
 
 /// `--long-names` of the `#[arg(long ...)] pub field: T` fields of a clap derive.

@@ -29,7 +29,8 @@ struct ExpectedRule {
     kind: String,
     verbs: Vec<String>,
     scope: String,
-    /// Granted only when this `operator` value is set (non-empty) in the values rendered.
+    /// Granted only when this value (a dotted path, `operator.managedNodeSelector`) is set,
+    /// non-empty and not false, in the values rendered.
     #[serde(default)]
     when: Option<String>,
     #[allow(dead_code)]
@@ -44,11 +45,11 @@ fn expectations() -> Expectations {
 /// (scope, apiGroup, resource, verb).
 type Grant = (String, String, String, String);
 
-/// The grants of `c` for the values file `values` (a rule with `when: <key>` counts only when
-/// `operator.<key>` is set there, non-empty).
+/// The grants of `c` for the values file `values` (a rule with `when: <path>` counts only when
+/// that value is set there: non-empty, not false).
 fn expected_grants(c: &Component, values: &Value) -> BTreeSet<Grant> {
-    let set = |key: &str| match &values["operator"][key] {
-        Value::Null => false,
+    let set = |path: &str| match path.split('.').fold(values, |v, k| &v[k]) {
+        Value::Null | Value::Bool(false) => false,
         Value::String(s) => !s.is_empty(),
         _ => true,
     };
