@@ -1,16 +1,16 @@
 //! The shim's side of the agent protocol: one request, one response, under a hard deadline.
 //!
-//! `std` has no connect timeout for Unix sockets and a blocking `connect` can wait when the agent's
-//! accept backlog is full, so connecting happens on a helper thread the caller abandons at the
-//! deadline (the process exits right after). Reads and writes use socket timeouts recomputed from the
+//! A `connect` on a Unix socket waits while the agent's accept backlog is full; Linux bounds that
+//! wait by the socket's send timeout, so the socket is made with it set (std's `UnixStream`
+//! connects before any option can be set). Reads and writes use socket timeouts recomputed from the
 //! one deadline, and the response is bounded by [`proto::MAX_MESSAGE_BYTES`].
 
 use crate::error::Error;
 use crate::proto::{self, Request, Response};
+use crate::trace::Phases;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Sends `request` to the agent at `socket` and returns its response, all within `timeout`.
@@ -20,6 +20,16 @@ use std::time::{Duration, Instant};
 /// [`Error::Decode`] for an oversized or malformed answer. A [`Response::Error`] is returned as
 /// `Ok`: classifying it is the caller's business.
 pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, Error> {
+    call_traced(socket, request, timeout, &mut Phases::off())
+}
+
+/// [`call`], marking `connected`, `sent` and `replied` in `phases`.
+pub fn call_traced(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+    phases: &mut Phases,
+) -> Result<Response, Error> {
     let deadline = Instant::now() + timeout;
     let timed_out = || Error::AgentTimeout {
         socket: socket.to_path_buf(),
@@ -40,11 +50,13 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Respo
         io::ErrorKind::TimedOut => timed_out(),
         _ => Error::AgentIo { socket: socket.to_path_buf(), source },
     })?;
+    phases.mark("connected");
 
     let mut line = serde_json::to_vec(request).map_err(|e| Error::decode("agent request", e))?;
     line.push(b'\n');
     stream.set_write_timeout(Some(remaining(deadline).ok_or_else(timed_out)?)).map_err(io_err)?;
     stream.write_all(&line).map_err(io_err)?;
+    phases.mark("sent");
 
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
@@ -71,6 +83,7 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Respo
             break;
         }
     }
+    phases.mark("replied");
     let end = buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len());
     if end == 0 {
         return Err(Error::AgentIo {
@@ -86,16 +99,17 @@ fn remaining(deadline: Instant) -> Option<Duration> {
 }
 
 fn connect(socket: &Path, timeout: Duration) -> io::Result<UnixStream> {
-    // connect() on a Unix socket returns at once unless the agent's backlog is full; the helper
-    // thread bounds that case. Spawning it costs tens of microseconds, negligible next to exec.
-    let (tx, rx) = mpsc::sync_channel(1);
-    let path = socket.to_path_buf();
-    std::thread::Builder::new().name("agent-connect".into()).spawn(move || {
-        let _ = tx.send(UnixStream::connect(path));
-    })?;
-    match rx.recv_timeout(timeout) {
-        Ok(res) => res,
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let addr = SockAddr::unix(socket)?;
+    let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    s.set_write_timeout(Some(timeout))?;
+    match s.connect(&addr) {
+        Ok(()) => Ok(UnixStream::from(std::os::fd::OwnedFd::from(s))),
+        // The send timeout ran out waiting for room in the backlog.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -145,6 +159,12 @@ mod tests {
         assert_eq!(resp, Response::Done { released: 0 });
     }
 
+    fn connect_nonblocking(path: &Path) -> io::Result<socket2::Socket> {
+        let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+        s.set_nonblocking(true)?;
+        s.connect(&socket2::SockAddr::unix(path)?).map(|()| s)
+    }
+
     #[test]
     fn failures_are_classified() {
         let dir = tempfile::tempdir().unwrap();
@@ -161,6 +181,21 @@ mod tests {
         let (_d, silent) = serve(b"");
         let err = call(&silent, &req(), Duration::from_millis(100)).unwrap_err();
         assert!(matches!(err, Error::AgentTimeout { .. }), "{err}");
+
+        // An agent that accepts nothing: its backlog (0 = one pending connection) fills.
+        let full = dir.path().join("full.sock");
+        let listener =
+            socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        listener.bind(&socket2::SockAddr::unix(&full).unwrap()).unwrap();
+        listener.listen(0).unwrap();
+        let pending = connect_nonblocking(&full).expect("first connection queues");
+        let more = connect_nonblocking(&full).unwrap_err();
+        assert_eq!(more.kind(), io::ErrorKind::WouldBlock, "backlog not full: {more}");
+        let start = Instant::now();
+        let err = call(&full, &req(), Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(err, Error::AgentTimeout { .. }), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+        drop(pending);
 
         let (_d2, junk) = serve(b"not json\n");
         let err = call(&junk, &req(), Duration::from_secs(2)).unwrap_err();

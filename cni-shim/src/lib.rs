@@ -14,6 +14,7 @@ pub mod log;
 pub mod plugin;
 pub mod proto;
 pub mod result;
+pub mod trace;
 pub mod version;
 
 pub use error::Error;

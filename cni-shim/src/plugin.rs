@@ -8,6 +8,7 @@ use crate::journal;
 use crate::log::Logger;
 use crate::proto::{self, Command, Request, Response};
 use crate::result;
+use crate::trace::{self, Phases};
 use crate::version::{self, VersionInfo};
 use serde::Serialize;
 use std::io::{Read, Write};
@@ -21,6 +22,20 @@ pub fn run(
     stdin: &mut dyn Read,
     stdout: &mut dyn Write,
 ) -> i32 {
+    let mut phases = Phases::from_env(var, trace::unix_nanos());
+    let code = run_traced(var, stdin, stdout, &mut phases);
+    if let Some(line) = phases.line() {
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+    code
+}
+
+fn run_traced(
+    var: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    phases: &mut Phases,
+) -> i32 {
     let mut log = Logger::stderr();
     let input = match config::read_stdin(stdin) {
         Ok(input) => input,
@@ -32,12 +47,15 @@ pub fn run(
         Ok(Invocation::Plugin { command, env, conf }) => (command, env, conf),
         Err(e) => return fail(&mut log, stdout, asked.as_deref(), &e),
     };
+    phases.mark("parsed");
     let mut log = Logger::to_file(conf.log_file.as_deref());
-    match dispatch(command, &env, &conf, &mut log) {
+    let code = match dispatch(command, &env, &conf, &mut log, phases) {
         Ok(Some(out)) => print(stdout, &out),
         Ok(None) => 0,
         Err(e) => fail(&mut log, stdout, Some(&conf.cni_version), &e),
-    }
+    };
+    phases.mark("written");
+    code
 }
 
 fn dispatch(
@@ -45,6 +63,7 @@ fn dispatch(
     env: &CniEnv,
     conf: &NetConf,
     log: &mut Logger,
+    phases: &mut Phases,
 ) -> Result<Option<result::CniResult>, Error> {
     let request = Request {
         protocol: proto::PROTOCOL_VERSION,
@@ -58,7 +77,7 @@ fn dispatch(
         valid_attachments: conf.valid_attachments.clone(),
     };
     match command {
-        Command::Add => match agent(conf, &request)? {
+        Command::Add => match agent(conf, &request, phases)? {
             Response::Added(add) => {
                 log.log(
                     "info",
@@ -71,10 +90,10 @@ fn dispatch(
             }
             other => Err(unexpected(&other)),
         },
-        Command::Del => del(conf, &request, log).map(|()| None),
-        Command::Check => check(conf, &request).map(|()| None),
-        Command::Status => status(conf, &request).map(|()| None),
-        Command::Gc => match agent(conf, &request)? {
+        Command::Del => del(conf, &request, log, phases).map(|()| None),
+        Command::Check => check(conf, &request, phases).map(|()| None),
+        Command::Status => status(conf, &request, phases).map(|()| None),
+        Command::Gc => match agent(conf, &request, phases)? {
             Response::Done { released } => {
                 log.log("info", &format!("GC released {released} allocations"));
                 Ok(None)
@@ -85,8 +104,8 @@ fn dispatch(
 }
 
 /// Calls the agent and turns an [`Response::Error`] into [`Error::Agent`].
-fn agent(conf: &NetConf, request: &Request) -> Result<Response, Error> {
-    match client::call(&conf.agent_socket, request, conf.timeout)? {
+fn agent(conf: &NetConf, request: &Request, phases: &mut Phases) -> Result<Response, Error> {
+    match client::call_traced(&conf.agent_socket, request, conf.timeout, phases)? {
         Response::Error(reply) => Err(Error::Agent(reply)),
         other => Ok(other),
     }
@@ -102,8 +121,13 @@ fn unexpected(resp: &Response) -> Error {
     Error::decode("agent response", format!("unexpected outcome {kind:?} for this verb"))
 }
 
-fn del(conf: &NetConf, request: &Request, log: &mut Logger) -> Result<(), Error> {
-    match agent(conf, request) {
+fn del(
+    conf: &NetConf,
+    request: &Request,
+    log: &mut Logger,
+    phases: &mut Phases,
+) -> Result<(), Error> {
+    match agent(conf, request, phases) {
         Ok(Response::Done { .. }) => {
             log.log("info", &format!("DEL {} {}: released", request.container_id, request.if_name));
             Ok(())
@@ -132,12 +156,12 @@ fn del(conf: &NetConf, request: &Request, log: &mut Logger) -> Result<(), Error>
     }
 }
 
-fn check(conf: &NetConf, request: &Request) -> Result<(), Error> {
+fn check(conf: &NetConf, request: &Request, phases: &mut Phases) -> Result<(), Error> {
     let prev = conf.prev_result.as_ref().ok_or_else(|| {
         Error::InvalidConfig("CHECK requires prevResult in the network config".into())
     })?;
     let prev = result::parse_prev(prev)?;
-    match agent(conf, request)? {
+    match agent(conf, request, phases)? {
         Response::Added(add) => {
             let found = prev.ips.iter().any(|ip| ip.address.addr() == std::net::IpAddr::V4(add.ip));
             if !found {
@@ -156,8 +180,8 @@ fn check(conf: &NetConf, request: &Request) -> Result<(), Error> {
     }
 }
 
-fn status(conf: &NetConf, request: &Request) -> Result<(), Error> {
-    match agent(conf, request) {
+fn status(conf: &NetConf, request: &Request, phases: &mut Phases) -> Result<(), Error> {
+    match agent(conf, request, phases) {
         Ok(Response::Status(s)) if s.ready => Ok(()),
         Ok(Response::Status(s)) => Err(Error::NotReady(if s.reason.is_empty() {
             format!("{} addresses available", s.available)

@@ -3,17 +3,23 @@
 //! Needs root: it creates network namespaces `enipb-*` (removed on exit, also on panic).
 //!
 //! ```sh
-//! cargo build --release -p enipool-cni --bin enipool-cni
+//! RUSTFLAGS="-C target-feature=+crt-static" \
+//!   cargo build --release --target x86_64-unknown-linux-gnu -p enipool-cni --bin enipool-cni
 //! cargo build --release -p enipool-agent --example bench_cni
 //! target/release/examples/bench_cni [PAIRS] [CONCURRENCY]     # default 1000 1
 //! ```
-//! The shim is `ENIPOOL_CNI_BIN` or `target/release/enipool-cni`; Debian's plugins are taken from
+//! The shim is `ENIPOOL_CNI_BIN` or the static build above, as `scripts/build-images` makes the
+//! shipped plugin (a dynamically linked one pays ~0.3 ms more per exec in the loader); Debian's plugins are taken from
 //! `CNI_PLUGIN_DIR` (default `/usr/lib/cni`). `BENCH_NODE_PODS=N` first adds the ip rules of N
 //! other pods on a secondary ENI (a to-pod and a from-pod rule each) to the node, as on a busy
 //! node: the cost of anything that lists rules grows with them. Every plugin is exec'd as a runtime does: `CNI_*`
 //! env, the network config on stdin, from a thread inside the "node" netns. The agent core runs
 //! in this process (store on disk with fsync, netlink workers in the node netns, the CNI socket
 //! server on a 2-worker tokio runtime), so the RSS printed is the agent core plus this harness.
+//! Every exec runs with `ENIPOOL_CNI_TRACE_PHASES=1`; with the server's phase tap that gives the
+//! per-phase breakdown printed for the enipool run (`phases.rs`).
+
+mod phases;
 
 use enipool_agent::agent::{Agent, CoreConfig};
 use enipool_agent::hostnet::netlink::NetlinkHost;
@@ -70,11 +76,19 @@ fn rss_kib() -> (u64, u64) {
     (get("VmRSS:"), get("VmHWM:"))
 }
 
-/// One exec of a CNI plugin; returns the time from spawn to exit.
-fn exec(bin: &Path, cmd: &str, cid: &str, netns: &str, conf: &str) -> Result<Duration, String> {
+/// One exec of a CNI plugin; returns the time from spawn to exit and the trace.
+fn exec(
+    bin: &Path,
+    cmd: &str,
+    cid: &str,
+    netns: &str,
+    conf: &str,
+) -> Result<(Duration, phases::Traced), String> {
+    let spawned = enipool_cni::trace::unix_nanos();
     let start = Instant::now();
     let mut child = Command::new(bin)
         .env_clear()
+        .env(enipool_cni::trace::TRACE_ENV, "1")
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("CNI_COMMAND", cmd)
         .env("CNI_CONTAINERID", cid)
@@ -90,8 +104,14 @@ fn exec(bin: &Path, cmd: &str, cid: &str, netns: &str, conf: &str) -> Result<Dur
     child.stdin.take().unwrap().write_all(conf.as_bytes()).map_err(|e| e.to_string())?;
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
     let took = start.elapsed();
+    let exited = enipool_cni::trace::unix_nanos();
     if out.status.success() {
-        Ok(took)
+        let command = match cmd {
+            "ADD" => enipool_cni::proto::Command::Add,
+            _ => enipool_cni::proto::Command::Del,
+        };
+        let shim = phases::shim_marks(&out.stderr);
+        Ok((took, phases::Traced { command, container_id: cid.into(), spawned, exited, shim }))
     } else {
         Err(format!(
             "{cmd} {cid}: {}: {}{}",
@@ -102,11 +122,43 @@ fn exec(bin: &Path, cmd: &str, cid: &str, netns: &str, conf: &str) -> Result<Dur
     }
 }
 
+/// Whether the ELF file at `path` names a program interpreter (is dynamically linked).
+fn has_interpreter(path: &Path) -> bool {
+    let elf = std::fs::read(path).unwrap();
+    let u = |at: usize, n: usize| -> usize {
+        elf[at..at + n].iter().rev().fold(0, |v, b| (v << 8) | *b as usize)
+    };
+    let (phoff, phentsize, phnum) = (u(0x20, 8), u(0x36, 2), u(0x38, 2));
+    const PT_INTERP: usize = 3;
+    (0..phnum).any(|i| u(phoff + i * phentsize, 4) == PT_INTERP)
+}
+
+/// Spawn-to-exit of `n` execs of `bin` answering VERSION (no agent): the exec floor.
+fn exec_only(bin: &Path, n: usize) -> Vec<Duration> {
+    (0..n)
+        .map(|_| {
+            let start = Instant::now();
+            let out = Command::new(bin)
+                .env_clear()
+                .env("CNI_COMMAND", "VERSION")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "VERSION: {}", String::from_utf8_lossy(&out.stderr));
+            start.elapsed()
+        })
+        .collect()
+}
+
+#[derive(Default)]
 struct Run {
     add: Vec<Duration>,
     del: Vec<Duration>,
     wall: Duration,
     errors: Vec<String>,
+    traced: Vec<phases::Traced>,
 }
 
 /// `pairs` ADD+DEL pairs split over `conc` workers, each with its own pod netns, each worker a
@@ -116,7 +168,8 @@ fn drive(name: &str, bin: &Path, conf: &str, pairs: usize, conc: usize) -> Run {
         .map(|w| (0..NS_PER_WORKER).map(|k| Netns::new(&format!("enipb-{name}-{w}-{k}"))).collect())
         .collect();
     let start = Instant::now();
-    let results: Vec<(Vec<Duration>, Vec<Duration>, Vec<String>)> = std::thread::scope(|s| {
+    type Worker = (Vec<Duration>, Vec<Duration>, Vec<String>, Vec<phases::Traced>);
+    let results: Vec<Worker> = std::thread::scope(|s| {
         let handles: Vec<_> = pods
             .iter()
             .enumerate()
@@ -126,20 +179,27 @@ fn drive(name: &str, bin: &Path, conf: &str, pairs: usize, conc: usize) -> Run {
                     let f = std::fs::File::open(format!("/var/run/netns/{NODE}")).unwrap();
                     nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
                     let (mut add, mut del, mut errs) = (Vec::new(), Vec::new(), Vec::new());
+                    let mut traced = Vec::new();
                     let n = pairs / conc + usize::from(w < pairs % conc);
                     for i in 0..n {
                         let cid = format!("{name}-{w}-{i:06}");
                         let netns = &netns[i % NS_PER_WORKER];
                         match exec(bin, "ADD", &cid, netns, conf) {
-                            Ok(t) => add.push(t),
+                            Ok((t, tr)) => {
+                                add.push(t);
+                                traced.push(tr);
+                            }
                             Err(e) => errs.push(e),
                         }
                         match exec(bin, "DEL", &cid, netns, conf) {
-                            Ok(t) => del.push(t),
+                            Ok((t, tr)) => {
+                                del.push(t);
+                                traced.push(tr);
+                            }
                             Err(e) => errs.push(e),
                         }
                     }
-                    (add, del, errs)
+                    (add, del, errs, traced)
                 })
             })
             .collect();
@@ -155,11 +215,12 @@ fn drive(name: &str, bin: &Path, conf: &str, pairs: usize, conc: usize) -> Run {
         "{name}: veths left in the node netns: {left_now} at the end, {} 1 s later",
         node_veths()
     );
-    let mut run = Run { add: vec![], del: vec![], wall, errors: vec![] };
-    for (a, d, e) in results {
+    let mut run = Run { wall, ..Default::default() };
+    for (a, d, e, t) in results {
         run.add.extend(a);
         run.del.extend(d);
         run.errors.extend(e);
+        run.traced.extend(t);
     }
     run
 }
@@ -204,9 +265,15 @@ fn main() {
         std::env::args().nth(2).map(|s| s.parse().expect("CONCURRENCY")).unwrap_or(1).max(1);
     let shim = std::env::var_os("ENIPOOL_CNI_BIN").map(PathBuf::from).unwrap_or_else(|| {
         let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().join("enipool-cni")
+        let target = exe.parent().unwrap().parent().unwrap().parent().unwrap();
+        let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+        target.join(triple).join("release").join("enipool-cni")
     });
-    assert!(shim.exists(), "{} not found: build it or set ENIPOOL_CNI_BIN", shim.display());
+    assert!(
+        shim.exists(),
+        "{} not found: build it statically (see the module docs) or set ENIPOOL_CNI_BIN",
+        shim.display()
+    );
     let plugins = PathBuf::from(std::env::var("CNI_PLUGIN_DIR").unwrap_or("/usr/lib/cni".into()));
 
     // The node: eth0 = primary ENI (a veth whose peer sits in a "vpc" netns).
@@ -287,7 +354,8 @@ fn main() {
         let _g = rt.enter();
         enipool_agent::cni::bind(&socket).unwrap()
     };
-    rt.spawn(enipool_agent::cni::serve(listener, agent.clone()));
+    let server_log = phases::ServerLog::default();
+    rt.spawn(enipool_agent::cni::serve_traced(listener, agent.clone(), Some(server_log.tap())));
     let (rss0, _) = rss_kib();
 
     let enipool_conf = serde_json::json!({
@@ -309,13 +377,17 @@ fn main() {
         shim.display(),
         plugins.display()
     );
+    println!(
+        "shim linked {}",
+        if has_interpreter(&shim) { "DYNAMICALLY (not as shipped)" } else { "statically" }
+    );
     // Warm-up (page cache, bridge creation), not measured.
     let _ = drive("warm-e", &shim, &enipool_conf, 20, 1);
     let _ = drive("warm-b", &plugins.join("bridge"), &bridge_conf, 20, 1);
     let mut e = drive("enipool", &shim, &enipool_conf, pairs, conc);
     let mut b = drive("bridge", &plugins.join("bridge"), &bridge_conf, pairs, conc);
     // Breakdown: the same ADD+DEL straight into the core (no exec, no socket).
-    let mut core = Run { add: vec![], del: vec![], wall: Duration::ZERO, errors: vec![] };
+    let mut core = Run::default();
     {
         let pods: Vec<Netns> =
             (0..NS_PER_WORKER).map(|k| Netns::new(&format!("enipb-core-{k}"))).collect();
@@ -349,7 +421,7 @@ fn main() {
     }
     // Host wiring alone: NetlinkHost::setup_pod + teardown_pod (no store, no socket, no agent
     // locks), a pod on a secondary ENI (to-pod and from-pod rule): the netlink part of ADD/DEL.
-    let mut wire = Run { add: vec![], del: vec![], wall: Duration::ZERO, errors: vec![] };
+    let mut wire = Run::default();
     {
         let pods: Vec<Netns> =
             (0..NS_PER_WORKER).map(|k| Netns::new(&format!("enipb-wire-{k}"))).collect();
@@ -377,9 +449,17 @@ fn main() {
         }
         wire.wall = start.elapsed();
     }
+    let mut version = exec_only(&shim, pairs.min(1000));
     let (rss, hwm) = rss_kib();
     println!();
-    report("agent core, no exec", &mut core, pairs.min(200));
+    let pv = pct(&mut version, 0.50);
+    println!(
+        "{:<22} p50 {pv:>7.2} ms  p99 {:>7.2} ms ({} execs)",
+        "shim exec only",
+        pct(&mut version, 0.99),
+        version.len()
+    );
+    let pc = report("agent core, no exec", &mut core, pairs.min(200));
     report("host wiring only", &mut wire, pairs.min(200));
     let pe = report("enipool (shim+agent)", &mut e, pairs);
     let pb = report("bridge+host-local", &mut b, pairs);
@@ -390,6 +470,11 @@ fn main() {
         hwm as f64 / 1024.0,
         rss0 as f64 / 1024.0
     );
+    println!("enipool ADD p50 - (exec only + agent core ADD p50) = {:.2} ms", pe - pv - pc);
+    println!();
+    for cmd in [enipool_cni::proto::Command::Add, enipool_cni::proto::Command::Del] {
+        phases::report("enipool (shim+agent)", cmd, &e.traced, &server_log);
+    }
     let st = agent.state();
     println!("allocations left: {}, cooling: {}", st.allocations.len(), st.cooling.len());
     drop(agent);
