@@ -3,6 +3,11 @@
 //
 // Usage: enipool-cni-driver add|check|del <conflist-name-or-path> <containerID> <netnsPath> <ifName>
 //
+// A conflist of "-" chooses the network as a container runtime does: ADD runs the first *.conflist
+// of NETCONFPATH by file name (containerd and CRI-O take the first config in lexical order); CHECK
+// and DEL run the config libcni cached at this container's ADD (CRI-O's teardown), else the
+// first one.
+//
 // Environment:
 //   NETCONFPATH  directory holding *.conflist files (when the second argument is a name)
 //   CNI_PATH     plugin search path, colon-separated
@@ -20,6 +25,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -39,13 +45,19 @@ func main() {
 
 func run(cmd, conf, containerID, netns, ifName string) error {
 	confDir := os.Getenv("NETCONFPATH")
-	list, err := loadList(confDir, conf)
-	if err != nil {
-		return fmt.Errorf("loading network list %q: %w", conf, err)
-	}
 	cacheDir := os.Getenv("CNI_CACHEDIR")
 	if cacheDir == "" {
 		cacheDir = filepath.Join(confDir, "..", "cache")
+	}
+	var list *libcni.NetworkConfigList
+	var err error
+	if conf == "-" {
+		list, err = runtimeList(confDir, cacheDir, cmd, containerID, ifName)
+	} else {
+		list, err = loadList(confDir, conf)
+	}
+	if err != nil {
+		return fmt.Errorf("loading network list %q: %w", conf, err)
 	}
 	cni := libcni.NewCNIConfigWithCacheDir(filepath.SplitList(os.Getenv("CNI_PATH")), cacheDir, nil)
 	rt := &libcni.RuntimeConf{ContainerID: containerID, NetNS: netns, IfName: ifName}
@@ -82,6 +94,37 @@ func run(cmd, conf, containerID, netns, ifName string) error {
 	default:
 		return fmt.Errorf("unknown command %q (want add, check or del)", cmd)
 	}
+}
+
+// runtimeList picks the network list as a runtime does (see the usage above).
+func runtimeList(confDir, cacheDir, cmd, containerID, ifName string) (*libcni.NetworkConfigList, error) {
+	if cmd != "add" {
+		cached, _ := filepath.Glob(filepath.Join(cacheDir, "results", "*-"+containerID+"-"+ifName))
+		if len(cached) == 1 {
+			data, err := os.ReadFile(cached[0])
+			if err != nil {
+				return nil, err
+			}
+			var info struct {
+				Config []byte `json:"config"`
+			}
+			if err := json.Unmarshal(data, &info); err != nil {
+				return nil, fmt.Errorf("cached result %s: %w", cached[0], err)
+			}
+			if len(info.Config) > 0 {
+				return libcni.ConfListFromBytes(info.Config)
+			}
+		}
+	}
+	files, err := libcni.ConfFiles(confDir, []string{".conflist"})
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(files)
+	if len(files) == 0 {
+		return nil, fmt.Errorf("cni plugin not initialized: no network config in %s", confDir)
+	}
+	return libcni.ConfListFromFile(files[0])
 }
 
 // loadList reads a conflist from a path, or by network name from confDir.

@@ -54,8 +54,15 @@ pub struct AgentFlags {
     pub cni_conf_name: String,
     /// `--cni-exclusive` (a switch).
     pub cni_exclusive: bool,
+    /// `--cni-uninstall` (a switch).
+    pub cni_uninstall: bool,
+    /// `--cni-bin-dir` (left out when unset; the chart passes [`CHART_CNI_BIN_DIR`] with
+    /// `--cni-uninstall`).
+    pub cni_bin_dir: Option<String>,
     /// `--startup-taint` (left out when unset).
     pub startup_taint: Option<String>,
+    /// `--annotate-pod-ip` (a switch).
+    pub annotate_pod_ip: bool,
     /// `--netns`: the test platform's node namespace. Never set by the chart.
     pub netns: Option<String>,
     /// `--log-format` (`text` or `json`).
@@ -66,6 +73,8 @@ pub struct AgentFlags {
 pub const CHART_CNI_CONF_SOURCE: &str = "/etc/enipool/install/conflist.json";
 /// Where the chart mounts the host's CNI config dir in the agent container.
 pub const CHART_CNI_CONF_DIR: &str = "/host/cni/net.d";
+/// Where the chart mounts the host's CNI bin dir in the agent container (with `cni.uninstall`).
+pub const CHART_CNI_BIN_DIR: &str = "/host/cni/bin";
 
 impl AgentFlags {
     /// The binary's defaults for `node_name`.
@@ -88,7 +97,10 @@ impl AgentFlags {
             cni_conf_dir: None,
             cni_conf_name: "05-enipool.conflist".into(),
             cni_exclusive: false,
+            cni_uninstall: false,
+            cni_bin_dir: None,
             startup_taint: None,
+            annotate_pod_ip: false,
             netns: None,
             log_format: "text".into(),
         }
@@ -134,8 +146,17 @@ pub fn agent_args(cfg: &AgentFlags) -> Vec<String> {
     if cfg.cni_exclusive {
         a.push("--cni-exclusive".into());
     }
+    if cfg.cni_uninstall {
+        a.push("--cni-uninstall".into());
+    }
+    if let Some(v) = &cfg.cni_bin_dir {
+        flag(&mut a, "cni-bin-dir", v);
+    }
     if let Some(v) = &cfg.startup_taint {
         flag(&mut a, "startup-taint", v);
+    }
+    if cfg.annotate_pod_ip {
+        a.push("--annotate-pod-ip".into());
     }
     if let Some(v) = &cfg.netns {
         flag(&mut a, "netns", v);

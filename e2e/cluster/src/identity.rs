@@ -39,18 +39,20 @@ pub struct AgentIdentity {
 }
 
 impl AgentIdentity {
-    /// Renders the chart as release `release` in `namespace` and applies the agent's identity
-    /// objects (labelled with `run` when given, so a sweep can find them).
+    /// Renders the chart as release `release` in `namespace` with the chart values `set`
+    /// (`key=value`) and applies the agent's identity objects (labelled with `run` when given, so
+    /// a sweep can find them).
     pub async fn install(
         client: &kube::Client,
         release: &str,
         namespace: &str,
+        set: &[&str],
         run: Option<&str>,
     ) -> Result<AgentIdentity> {
         let is_agent =
             |d: &Value| d["metadata"]["labels"]["app.kubernetes.io/component"] == "agent";
         let mut objects = Vec::new();
-        for mut d in render_chart(release, namespace)?.into_iter().filter(is_agent) {
+        for mut d in render_chart(release, namespace, set)?.into_iter().filter(is_agent) {
             let Some(ar) = resource_of(d["kind"].as_str().unwrap_or_default()) else { continue };
             if let Some(run) = run {
                 d["metadata"]["labels"][RUN_LABEL] = json!(run);
@@ -173,7 +175,7 @@ fn resource_of(kind: &str) -> Option<ApiResource> {
 }
 
 /// `helm template` of this repository's chart, only the templates of [`TEMPLATES`].
-fn render_chart(release: &str, namespace: &str) -> Result<Vec<Value>> {
+fn render_chart(release: &str, namespace: &str, set: &[&str]) -> Result<Vec<Value>> {
     let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/enipool");
     let helm = ["/usr/local/bin/helm", "/usr/bin/helm"]
         .map(PathBuf::from)
@@ -185,6 +187,9 @@ fn render_chart(release: &str, namespace: &str) -> Result<Vec<Value>> {
         .arg(&chart)
         // clusterName is required by the operator's templates, which are not kept.
         .args(["--namespace", namespace, "--set", "clusterName=unused"]);
+    for v in set {
+        cmd.args(["--set", v]);
+    }
     for t in TEMPLATES {
         cmd.args(["--show-only", t]);
     }

@@ -26,6 +26,10 @@ pub struct PodInfo {
     /// Its IP, once CNI ADD succeeded.
     pub ip: Option<Ipv4Addr>,
     pub uid: String,
+    /// The CRI sandbox of the current attempt, on a containerd node (also [`PodInfo::container_id`]).
+    pub sandbox_id: Option<String>,
+    /// Sandboxes tried so far (the CRI metadata's attempt).
+    pub attempt: u32,
 }
 
 impl PodInfo {
@@ -38,6 +42,15 @@ impl PodInfo {
     pub fn ip(&self) -> Result<Ipv4Addr> {
         self.ip.with_context(|| format!("pod {} has no IP", self.name))
     }
+}
+
+/// A runtime that takes the first config in its dir reports the network ready once there is one.
+fn has_conflist(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.path().extension().is_some_and(|x| x == "conflist"))
 }
 
 fn new_container_id() -> String {
@@ -76,9 +89,20 @@ impl Cluster {
             .await
             .with_context(|| format!("creating Pod {name}"))?;
         let uid = created.metadata.uid.unwrap_or_default();
-        let f = self.fabric().clone();
+        self.track_pod(name, node, uid).await
+    }
+
+    /// Starts tracking a pod bound to `node`, with its sandbox netns unless the node's runtime
+    /// (containerd) makes it.
+    async fn track_pod(&self, name: &str, node: &str, uid: String) -> Result<()> {
         let suffix = format!("p-{name}");
-        let netns = wait::blocking(move || f.add_netns(&suffix)).await?;
+        let netns = match self.node(node)?.containerd {
+            Some(_) => format!("{}-{suffix}", self.fabric().prefix()),
+            None => {
+                let f = self.fabric().clone();
+                wait::blocking(move || f.add_netns(&suffix)).await?
+            }
+        };
         let info = PodInfo {
             name: name.to_string(),
             node: node.to_string(),
@@ -86,6 +110,8 @@ impl Cluster {
             container_id: new_container_id(),
             ip: None,
             uid,
+            sandbox_id: None,
+            attempt: 0,
         };
         self.pods.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), info);
         Ok(())
@@ -101,19 +127,7 @@ impl Cluster {
             .spec
             .and_then(|s| s.node_name)
             .with_context(|| format!("Pod {name} is not bound to a node"))?;
-        self.node(&node)?;
-        let f = self.fabric().clone();
-        let suffix = format!("p-{name}");
-        let netns = wait::blocking(move || f.add_netns(&suffix)).await?;
-        let info = PodInfo {
-            name: name.to_string(),
-            node,
-            netns,
-            container_id: new_container_id(),
-            ip: None,
-            uid: pod.metadata.uid.unwrap_or_default(),
-        };
-        self.pods.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), info);
+        self.track_pod(name, &node, pod.metadata.uid.unwrap_or_default()).await?;
         self.start_sandbox(name).await
     }
 
@@ -122,13 +136,25 @@ impl Cluster {
     pub async fn start_sandbox(&self, name: &str) -> Result<PodInfo> {
         let mut p = self.pod(name)?;
         let n = self.node(&p.node)?;
+        if let Some(rt) = &n.containerd {
+            let res = self.run_sandbox_cri(&mut p, &n, rt).await;
+            self.pods.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), p.clone());
+            res.with_context(|| format!("sandbox of pod {name} on {}", n.name))?;
+            self.record_running(name, &p, &n).await?;
+            return Ok(p);
+        }
         let driver = n.driver.clone();
         // The kubelet starts no sandbox while the runtime reports the network not ready (no CNI
         // config in its config dir), and tries again until one appears.
         let conf = driver.conf_dir.join(super::node::CONFLIST_NAME);
         let what = format!("{} in {}'s CNI config dir (network ready)", conf.display(), n.name);
+        let any_config = driver.network == fabric::cnidriver::RUNTIME_CHOICE;
         wait::poll(&what, NETWORK_READY, || async {
-            anyhow::ensure!(conf.exists(), "container runtime network not ready: no CNI config");
+            let ready = match any_config {
+                true => has_conflist(&driver.conf_dir),
+                false => conf.exists(),
+            };
+            anyhow::ensure!(ready, "container runtime network not ready: no CNI config");
             Ok(())
         })
         .await?;
@@ -167,6 +193,13 @@ impl Cluster {
             .with_context(|| format!("CNI ADD result without an IPv4 address: {result}"))?;
         p.ip = Some(ip);
         self.pods.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), p.clone());
+        self.record_running(name, &p, &n).await?;
+        Ok(p)
+    }
+
+    /// The Pod status a kubelet writes once the sandbox has its IP.
+    async fn record_running(&self, name: &str, p: &PodInfo, n: &super::NodeInfo) -> Result<()> {
+        let ip = p.ip()?;
         let api: Api<Pod> = Api::namespaced(self.kube.client.clone(), self.pod_namespace());
         let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         let status = serde_json::json!({"status": {
@@ -179,7 +212,7 @@ impl Cluster {
         api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
             .await
             .with_context(|| format!("recording the IP of pod {name}"))?;
-        Ok(p)
+        Ok(())
     }
 
     /// A pod the kubelet knows.
@@ -196,6 +229,21 @@ impl Cluster {
     pub async fn delete_pod(&self, name: &str) -> Result<()> {
         let p = self.pod(name)?;
         let n = self.node(&p.node)?;
+        match &n.containerd {
+            Some(rt) => self.end_sandbox_cri(&p, rt).await?,
+            None => self.del_sandbox_libcni(&p, &n).await?,
+        }
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        let api: Api<Pod> = Api::namespaced(self.kube.client.clone(), self.pod_namespace());
+        api.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+            .await
+            .with_context(|| format!("deleting Pod {name}"))?;
+        Ok(())
+    }
+
+    /// CNI DEL through libcni and the sandbox netns gone.
+    async fn del_sandbox_libcni(&self, p: &PodInfo, n: &super::NodeInfo) -> Result<()> {
+        let name = &p.name;
         let driver = n.driver.clone();
         let (cid, path, pname, uid) =
             (p.container_id.clone(), p.netns_path(), p.name.clone(), p.uid.clone());
@@ -213,13 +261,7 @@ impl Cluster {
         .with_context(|| format!("CNI DEL of pod {name}"))?;
         let f = self.fabric().clone();
         let ns = p.netns.clone();
-        wait::blocking(move || f.remove_netns(&ns)).await?;
-        self.pods.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
-        let api: Api<Pod> = Api::namespaced(self.kube.client.clone(), self.pod_namespace());
-        api.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
-            .await
-            .with_context(|| format!("deleting Pod {name}"))?;
-        Ok(())
+        wait::blocking(move || f.remove_netns(&ns)).await
     }
 
     /// Forgets the pods of a node that is gone (their netns are removed with the fabric's).

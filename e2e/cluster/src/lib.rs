@@ -15,12 +15,15 @@
 //! With `--kubeconfig` the Kubernetes API is an external one (a real cluster's) instead of the
 //! platform's; EC2 stays simulated and nodes stay network namespaces. See [`external`].
 
+pub mod containerd;
+pub mod cri;
 pub mod diag;
 pub mod external;
 pub mod flags;
 pub mod identity;
 pub mod kube;
 pub mod kubelet;
+mod kubelet_cri;
 pub mod node;
 pub mod platform;
 pub mod ports;
@@ -44,7 +47,7 @@ use std::time::Duration;
 pub use kubelet::PodInfo;
 pub use node::NodeInfo;
 pub use platform::{Platform, PlatformBuilder};
-pub use spec::{Bins, Spec, SubnetSpec};
+pub use spec::{aws_like_faults, Bins, Runtime, Spec, SubnetSpec, DESCRIBE_LAG};
 pub use target::{Target, AWS_SETTINGS};
 
 /// Region and zones of the simulated VPC.
@@ -115,6 +118,8 @@ pub struct Cluster {
     pub bins: Bins,
     /// The libcni driver binary.
     pub cni_driver: PathBuf,
+    /// The pause image archive the nodes' containerd import ([`Runtime::Containerd`]).
+    pub pause_image: Option<PathBuf>,
     /// VPC id, subnet ids by role, security group id.
     pub vpc_id: String,
     /// Subnet ids, in spec order.
@@ -142,6 +147,12 @@ impl Cluster {
                  alone runs it against a real Kubernetes API)"
             );
         }
+        if target.runtime != Runtime::Libcni {
+            spec.runtime = target.runtime;
+        }
+        if spec.runtime == Runtime::Containerd {
+            containerd::check_tools()?;
+        }
         let step = |msg: &str| {
             if spec.progress {
                 eprintln!("==> {msg}");
@@ -167,6 +178,14 @@ impl Cluster {
         let driver_dir = cnidriver::default_build_dir();
         step("building the libcni driver (the container runtime's CNI client)");
         let cni_driver = wait::blocking(move || cnidriver::build(&driver_dir)).await?;
+        let pause_image = match spec.runtime {
+            Runtime::Libcni => None,
+            Runtime::Containerd => {
+                step("building the pause image for the nodes' containerd");
+                let dir = cnidriver::default_build_dir();
+                Some(wait::blocking(move || containerd::build_pause_image(&dir)).await?)
+            }
+        };
         step("starting the EC2 simulator");
 
         let (primary, secondary) = spec.vpc_blocks.split_first().context("no VPC block")?;
@@ -221,9 +240,13 @@ impl Cluster {
             // On the platform's own API the agents run as the chart makes them: their
             // ServiceAccount, with pod-bound tokens, under the chart's admission policy.
             match kube.is_local() {
-                true => AgentIdentity::install(&kube.client, "enipool", LEASE_NAMESPACE, None)
-                    .await
-                    .map(Some),
+                true => {
+                    let set: &[&str] =
+                        if spec.annotate_pod_ip { &["agent.annotatePodIP=true"] } else { &[] };
+                    AgentIdentity::install(&kube.client, "enipool", LEASE_NAMESPACE, set, None)
+                        .await
+                        .map(Some)
+                }
                 false => Ok(None),
             }
         };
@@ -254,6 +277,7 @@ impl Cluster {
             names,
             bins,
             cni_driver,
+            pause_image,
             vpc_id,
             subnet_ids,
             sg_id,
@@ -409,6 +433,7 @@ impl Cluster {
     }
 
     async fn shutdown(&mut self) {
+        self.end_all_sandboxes_cri().await;
         let core = self.core.clone();
         wait::blocking(move || core.teardown()).await;
         if let Some(sim) = self.sim.take() {

@@ -29,6 +29,24 @@ pub const CONFLIST_NAME: &str = "05-enipool.conflist";
 /// The agent's kubeconfig in its node's directory, with its pod-bound token.
 const AGENT_KUBECONFIG: &str = "agent.kubeconfig";
 
+/// How [`Cluster::join_node_with`] joins a node.
+#[derive(Debug, Clone, Copy)]
+pub struct Join {
+    /// Start its agent now (else [`Cluster::start_agent`] later, as a DaemonSet landing on it).
+    pub start_agent: bool,
+    /// Register the Node with the startup taint (a node group configured for enipool).
+    pub startup_taint: bool,
+    /// Its runtime picks the network config as containerd and CRI-O do (the first in its config
+    /// dir; a pod's DEL with the config of its ADD) instead of enipool's by name.
+    pub runtime_choice: bool,
+}
+
+impl Default for Join {
+    fn default() -> Self {
+        Join { start_agent: true, startup_taint: true, runtime_choice: false }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
     /// Node (and ENIPool) name.
@@ -44,6 +62,9 @@ pub struct NodeInfo {
     pub driver: CniDriver,
     /// Supervisor name of its agent.
     pub agent: String,
+    /// Its containerd, when the platform runs [`crate::Runtime::Containerd`]; the kubelet then
+    /// creates pods through the CRI instead of [`NodeInfo::driver`].
+    pub containerd: Option<crate::containerd::NodeRuntime>,
 }
 
 impl NodeInfo {
@@ -90,7 +111,9 @@ impl Cluster {
         f.lease_namespace = self.names.lease_namespace.clone();
         f.lease_name = self.names.lease_name.clone();
         // On an external API: the run's Nodes only, never the cluster's own.
-        f.node_selector = self.names.selector();
+        let selectors = [self.names.selector(), self.spec.managed_node_selector.clone()];
+        let selectors: Vec<String> = selectors.into_iter().flatten().collect();
+        f.node_selector = (!selectors.is_empty()).then(|| selectors.join(","));
         // Test timings: quick failover, resync, GC and staleness.
         f.lease_duration_seconds = 6;
         f.resync_seconds = 10;
@@ -111,6 +134,11 @@ impl Cluster {
 
     /// Launches an instance, registers its Node, installs CNI, starts its agent. Returns the node.
     pub async fn join_node(&self) -> Result<NodeInfo> {
+        self.join_node_with(Join::default()).await
+    }
+
+    /// [`Cluster::join_node`] with choices a node that runs another CNI first needs.
+    pub async fn join_node_with(&self, how: Join) -> Result<NodeInfo> {
         let homes: Vec<usize> = (self.spec.subnets.iter().enumerate())
             .filter(|(_, s)| s.role == "nodes")
             .map(|(i, _)| i)
@@ -140,8 +168,26 @@ impl Cluster {
         let primary_ip = f.primary_ip(&instance_id).context("primary IP of the new instance")?;
         let name = self.names.node_name(primary_ip, REGION);
         let dir = self.run_dir().join("nodes").join(&name);
-        let driver = self.install_cni(&name, &dir, &netns)?;
-        self.register_node(&name, &instance_id, &az, primary_ip).await?;
+        let mut driver = self.install_cni(&name, &dir, &netns)?;
+        if how.runtime_choice {
+            driver.network = fabric::cnidriver::RUNTIME_CHOICE.into();
+        }
+        let containerd = match &self.pause_image {
+            Some(pause) => Some(
+                crate::containerd::start(
+                    &self.core.procs,
+                    &name,
+                    &dir,
+                    &PathBuf::from(fabric::sh::NETNS_DIR).join(&netns),
+                    &driver.cni_bin_dirs[0],
+                    &driver.conf_dir,
+                    pause,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        self.register_node(&name, &instance_id, &az, primary_ip, how.startup_taint).await?;
         let info = NodeInfo {
             name: name.clone(),
             instance_id,
@@ -151,6 +197,7 @@ impl Cluster {
             dir,
             driver,
             agent: format!("agent-{name}"),
+            containerd,
         };
         if let Some(id) = &self.agent_identity {
             let pod = format!("enipool-agent-{name}");
@@ -158,7 +205,9 @@ impl Cluster {
             self.kube.write_kubeconfig_with_token(&info.dir.join(AGENT_KUBECONFIG), &token)?;
         }
         self.nodes.lock().unwrap_or_else(|e| e.into_inner()).insert(name, info.clone());
-        self.start_agent(&info)?;
+        if how.start_agent {
+            self.start_agent(&info)?;
+        }
         Ok(info)
     }
 
@@ -219,6 +268,7 @@ impl Cluster {
         instance: &str,
         az: &str,
         ip: Ipv4Addr,
+        startup_taint: bool,
     ) -> Result<()> {
         let api: Api<Node> = Api::all(self.kube.client.clone());
         let mut labels = serde_json::json!({
@@ -236,7 +286,7 @@ impl Cluster {
         // operator nor the agent looks at Node readiness.
         // Registered with the startup taint, as a node group configured for enipool does.
         let mut taints = self.names.node_taints();
-        if let Some(t) = taints.as_array_mut() {
+        if let Some(t) = taints.as_array_mut().filter(|_| startup_taint) {
             t.push(serde_json::json!({"key": STARTUP_TAINT, "effect": "NoSchedule"}));
         }
         let node: Node = serde_json::from_value(serde_json::json!({
@@ -282,6 +332,7 @@ impl Cluster {
         f.cni_conf_dir = Some(n.driver.conf_dir.display().to_string());
         f.cni_conf_name = CONFLIST_NAME.into();
         f.startup_taint = Some(STARTUP_TAINT.into());
+        f.annotate_pod_ip = self.spec.annotate_pod_ip;
         let mut args = agent_args(&f);
         args.extend(self.spec.agent_args.iter().cloned());
         let own = n.dir.join(AGENT_KUBECONFIG);
@@ -300,11 +351,24 @@ impl Cluster {
         self.core.procs.start(&n.agent, spec)
     }
 
+    /// The `host:port` of a node's agent's introspection endpoint (`/v1/allocations`, ...), as
+    /// its current process was started with.
+    pub fn agent_introspection_addr(&self, node: &str) -> Result<String> {
+        let n = self.node(node)?;
+        let spec = self.core.procs.spec(&n.agent).with_context(|| format!("no {}", n.agent))?;
+        let addr = spec.args.iter().find_map(|a| a.strip_prefix("--introspection-addr="));
+        addr.map(str::to_string)
+            .with_context(|| format!("{} runs without --introspection-addr", n.agent))
+    }
+
     /// Terminates a node's instance (as an ASG scale-in would), stops its agent and deletes its
     /// Node object (as the cloud node controller would).
     pub async fn terminate_node(&self, name: &str) -> Result<()> {
         let n = self.node(name)?;
         self.core.procs.stop(&n.agent);
+        if let Some(rt) = &n.containerd {
+            self.core.procs.stop(&rt.proc_name);
+        }
         let sim = self.sim.clone().context("simulator")?;
         let id = n.instance_id.clone();
         wait::blocking(move || sim.terminate_instances(&[id])).await?;
@@ -315,5 +379,42 @@ impl Cluster {
         self.nodes.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
         self.forget_pods_of(name);
         Ok(())
+    }
+
+    /// Runs `enipool-agent support` for node `name` as `kubectl exec` into its agent pod would
+    /// (the agent's own flags, the node's network namespace) and unpacks the archive into a
+    /// fresh directory, which it returns.
+    pub async fn support_bundle(&self, name: &str) -> Result<PathBuf> {
+        let n = self.node(name)?;
+        let spec = self.core.procs.spec(&n.agent).context("the node's agent was never started")?;
+        let out = n.dir.join("support");
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out)?;
+        let archive = out.join("bundle.tgz");
+        let mut cmd = std::process::Command::new(&spec.program);
+        cmd.args(&spec.args).arg("support").arg("--output").arg(&archive);
+        let dir = out.clone();
+        wait::blocking(move || -> Result<()> {
+            let o = cmd.output().context("running enipool-agent support")?;
+            ensure!(o.status.success(), "support: {}", String::from_utf8_lossy(&o.stderr));
+            let o = std::process::Command::new("tar")
+                .arg("-xzf")
+                .arg(&archive)
+                .arg("-C")
+                .arg(&dir)
+                .output()
+                .context("tar")?;
+            ensure!(o.status.success(), "unpacking: {}", String::from_utf8_lossy(&o.stderr));
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// The bearer token the node's agent uses, if it has its own.
+    pub fn agent_token(&self, name: &str) -> Result<Option<String>> {
+        let path = self.node(name)?.dir.join(AGENT_KUBECONFIG);
+        let Ok(text) = std::fs::read_to_string(path) else { return Ok(None) };
+        Ok(text.lines().find_map(|l| l.trim().strip_prefix("token:")).map(|t| t.trim().to_string()))
     }
 }

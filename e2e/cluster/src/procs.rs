@@ -62,6 +62,11 @@ impl Supervisor {
         self.start(name, spec)
     }
 
+    /// The command line `name` was started with.
+    pub fn spec(&self, name: &str) -> Option<ProcSpec> {
+        self.lock().get(name).map(|p| p.spec.clone())
+    }
+
     /// Pid of a running process.
     pub fn pid(&self, name: &str) -> Option<u32> {
         let mut procs = self.lock();

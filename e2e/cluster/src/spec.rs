@@ -6,6 +6,37 @@ use enipool_crds::ENIPoolPolicySpec;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The container runtime of the platform's nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Runtime {
+    /// The platform's own libcni driver: a netns per pod and CNI calls through libcni.
+    #[default]
+    Libcni,
+    /// Debian's containerd per node: sandboxes through the CRI API, CNI run by containerd.
+    Containerd,
+}
+
+impl std::str::FromStr for Runtime {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Runtime> {
+        match s {
+            "libcni" => Ok(Runtime::Libcni),
+            "containerd" => Ok(Runtime::Containerd),
+            _ => bail!("unknown runtime {s:?}: libcni or containerd"),
+        }
+    }
+}
+
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Runtime::Libcni => "libcni",
+            Runtime::Containerd => "containerd",
+        })
+    }
+}
+
 /// A subnet of the simulated VPC.
 #[derive(Debug, Clone)]
 pub struct SubnetSpec {
@@ -36,8 +67,16 @@ pub struct Spec {
     pub faults: FaultConfig,
     /// Extra operator flags (appended).
     pub operator_args: Vec<String>,
+    /// Nodes the operator manages besides the run's own (the chart's
+    /// `operator.managedNodeSelector`), e.g. `enipool.io/enabled=true`.
+    pub managed_node_selector: Option<String>,
     /// Extra agent flags (appended).
     pub agent_args: Vec<String>,
+    /// Agents annotate the pods they wire (`--annotate-pod-ip`), with the chart's RBAC and
+    /// admission policy for it (`agent.annotatePodIP`).
+    pub annotate_pod_ip: bool,
+    /// What runs the nodes' pod sandboxes.
+    pub runtime: Runtime,
     /// Print each bring-up step (the demo).
     pub progress: bool,
     /// Print diagnostics when dropped unfinished (off for the demo's Ctrl-C).
@@ -46,12 +85,13 @@ pub struct Spec {
 
 impl Spec {
     /// `nodes` nodes of type m5.large (3 ENIs × 10 addresses), two operator replicas, and a policy
-    /// sized for quick tests: 2 warm IPs, batch 1, release after 10 s, 1 s cooldown. EC2 answers
-    /// at once and consistently, attaches take 300 ms; [`Spec::aws_timed`] times it like AWS.
-    /// The VPC has a
+    /// sized for quick tests: 2 warm IPs, batch 1, release after 10 s, 1 s cooldown. EC2 is timed
+    /// like AWS ([`aws_like_faults`], attaches taking 1 s). The VPC has a
     /// primary block 10.0.0.0/16 and a secondary block 100.64.0.0/16, and three node subnets in
     /// three zones, one of them in the secondary block: the first node is in 10.0.0.0/24
     /// (us-west-2a), a second in 10.0.16.0/24 (us-west-2b), a third in 100.64.0.0/24 (us-west-2c).
+    /// Each zone also has a pod subnet (role `pods`) in the secondary block, 100.64.16.0/20 and up,
+    /// for policies that place pods apart from nodes (custom networking).
     pub fn new(name: &str, nodes: usize) -> Spec {
         Spec {
             name: name.to_string(),
@@ -62,6 +102,9 @@ impl Spec {
                 SubnetSpec { cidr: "10.0.0.0/24", az: "us-west-2a", role: "nodes" },
                 SubnetSpec { cidr: "10.0.16.0/24", az: "us-west-2b", role: "nodes" },
                 SubnetSpec { cidr: "100.64.0.0/24", az: "us-west-2c", role: "nodes" },
+                SubnetSpec { cidr: "100.64.16.0/20", az: "us-west-2a", role: "pods" },
+                SubnetSpec { cidr: "100.64.32.0/20", az: "us-west-2b", role: "pods" },
+                SubnetSpec { cidr: "100.64.48.0/20", az: "us-west-2c", role: "pods" },
             ],
             policy: serde_json::from_value(serde_json::json!({
                 "mode": "SecondaryIP",
@@ -72,26 +115,19 @@ impl Spec {
             .expect("default policy"),
             operator_replicas: 2,
             timing: Timing {
-                attach: Duration::from_millis(300),
+                attach: Duration::from_secs(1),
                 detach: Duration::from_secs(1),
                 terminate: Duration::from_secs(1),
             },
-            faults: FaultConfig::default(),
+            faults: aws_like_faults(),
             operator_args: Vec::new(),
+            managed_node_selector: None,
             agent_args: Vec::new(),
+            annotate_pod_ip: false,
+            runtime: Runtime::Libcni,
             progress: false,
             report_on_drop: true,
         }
-    }
-
-    /// EC2 timed like AWS: `aws_like_faults` and attaches taking 1 s. Not the default: every
-    /// scenario passes with it, but it makes each two to three times slower, which the suite's
-    /// time budget cannot take for all of them, and the real-mode audit tests inject state they
-    /// must see at once.
-    pub fn aws_timed(mut self) -> Spec {
-        self.faults = aws_like_faults();
-        self.timing.attach = Duration::from_secs(1);
-        self
     }
 
     /// Replaces the policy spec with the given JSON (an `ENIPoolPolicySpec`).

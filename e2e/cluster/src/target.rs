@@ -12,6 +12,8 @@ pub struct Target {
     pub ec2_endpoint: Option<String>,
     /// The real cluster's name, if given.
     pub cluster_name: Option<String>,
+    /// What runs the platform nodes' pod sandboxes (replaces [`crate::Spec::runtime`]'s default).
+    pub runtime: crate::Runtime,
 }
 
 /// Settings that, with `--kubeconfig`, say "use real AWS" when `--ec2-endpoint` is not given.

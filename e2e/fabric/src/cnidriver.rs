@@ -77,6 +77,11 @@ impl Fnv64 {
     }
 }
 
+/// [`CniDriver::network`] that picks the network as a container runtime does: ADD runs the first
+/// `*.conflist` of the config dir by file name, CHECK and DEL the config cached at the
+/// container's ADD (else the first).
+pub const RUNTIME_CHOICE: &str = "-";
+
 /// A container runtime's view of one node's CNI setup.
 #[derive(Debug, Clone)]
 pub struct CniDriver {
@@ -88,7 +93,8 @@ pub struct CniDriver {
     pub cni_bin_dirs: Vec<PathBuf>,
     /// libcni's result cache (instead of `/var/lib/cni`), so teardown removes it.
     pub cache_dir: PathBuf,
-    /// The network list to run: its `name` (looked up in `conf_dir`) or a path to a conflist.
+    /// The network list to run: its `name` (looked up in `conf_dir`), a path to a conflist, or
+    /// [`RUNTIME_CHOICE`].
     pub network: String,
     /// The node's namespace, where the runtime — and so every plugin — runs. `None` runs in the
     /// caller's namespace, which must never be the root one (plugins change the host side).

@@ -312,6 +312,18 @@ impl Fabric {
         Ok(name)
     }
 
+    /// Names an existing network namespace (a file such as a container runtime's mount of a pod's
+    /// netns) `<prefix>-<suffix>` under `/run/netns`, by a bind mount, so that everything that
+    /// works on named namespaces works on it; deleted (with the processes in it) at teardown like
+    /// [`Fabric::add_netns`]'s. Returns the name.
+    pub fn adopt_netns(&self, suffix: &str, path: &Path) -> Result<String> {
+        let name = format!("{}-{suffix}", self.prefix);
+        let mut st = self.lock();
+        sh::bind_netns(&name, path)?;
+        st.extra_netns.insert(name.clone());
+        Ok(name)
+    }
+
     /// Deletes a namespace made with [`Fabric::add_netns`] (and ends the processes in it).
     pub fn remove_netns(&self, name: &str) -> Result<()> {
         self.lock().extra_netns.remove(name);
@@ -364,6 +376,9 @@ impl Fabric {
                 tracing::warn!(netns = %ns, error = %e, "fabric: teardown could not delete netns");
             }
         }
+        // A container runtime's mounts (sandbox netns, root filesystems) outlive it when it was
+        // killed; the run directory cannot go while they are there.
+        sh::unmount_under(&self.run_dir);
         if let Err(e) = std::fs::remove_dir_all(&self.run_dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(dir = %self.run_dir.display(), error = %e, "fabric: teardown");

@@ -147,6 +147,57 @@ pub fn delete_netns(netns: &str) -> Result<()> {
     run(&["ip", "netns", "delete", netns]).map(drop)
 }
 
+/// Bind-mounts the netns file `path` at `/run/netns/<name>` (as `ip netns add` makes one).
+pub fn bind_netns(name: &str, path: &std::path::Path) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    let target = std::path::Path::new(NETNS_DIR).join(name);
+    std::fs::create_dir_all(NETNS_DIR).with_context(|| format!("creating {NETNS_DIR}"))?;
+    File::create(&target).with_context(|| format!("creating {}", target.display()))?;
+    mount(Some(path), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).with_context(|| {
+        let _ = std::fs::remove_file(&target);
+        format!("bind-mounting netns {} at {}", path.display(), target.display())
+    })
+}
+
+/// Detaches every mount at or below `dir` (deepest first). Best-effort.
+pub fn unmount_under(dir: &std::path::Path) {
+    use nix::mount::{umount2, MntFlags};
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    // Field 5 is the mount point, with spaces and such octal-escaped.
+    let mut points: Vec<std::path::PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mount_point)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        if let Err(e) = umount2(&p, MntFlags::MNT_DETACH) {
+            tracing::warn!(mount = %p.display(), error = %e, "unmounting a leftover mount");
+        }
+    }
+}
+
+fn unescape_mount_point(s: &str) -> std::path::PathBuf {
+    let mut out = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).and_then(|o| std::str::from_utf8(o).ok());
+        match (b[i], octal.and_then(|o| u8::from_str_radix(o, 8).ok())) {
+            (b'\\', Some(c)) => {
+                out.push(c);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::path::PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+}
+
 /// SIGTERM to each process, up to 2 s for them to end, then SIGKILL to the rest. Zombies count as
 /// ended (their parent reaps them).
 pub fn terminate(pids: &[i32]) {
@@ -172,5 +223,15 @@ pub fn process_alive(pid: i32) -> bool {
         // The state follows the parenthesised command name, which may itself contain ") ".
         Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mount_points_are_unescaped() {
+        let p = super::unescape_mount_point(r"/run/a\040b/c\134d");
+        assert_eq!(p, std::path::PathBuf::from("/run/a b/c\\d"));
+        assert_eq!(super::unescape_mount_point(r"/x\04"), std::path::PathBuf::from(r"/x\04"));
     }
 }

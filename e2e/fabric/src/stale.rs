@@ -137,6 +137,8 @@ pub fn cleanup_stale() -> Vec<String> {
         }
     }
     for prefix in stale {
+        // What a killed container runtime left mounted there (sandbox netns, root filesystems).
+        sh::unmount_under(&run_dir(&prefix));
         let _ = std::fs::remove_dir_all(run_dir(&prefix));
     }
     removed

@@ -287,6 +287,8 @@ fn runner_in_real_mode_reports_broken_invariants() {
         api.create(&PostParams::default(), &pod).await?;
         let status = serde_json::json!({"status": {"phase": "Running", "podIP": twin}});
         api.patch_status("twin", &PatchParams::default(), &Patch::Merge(&status)).await?;
+        // The audit reads EC2 through its describes, which show a change only after their lag.
+        tokio::time::sleep(cluster::DESCRIBE_LAG + Duration::from_millis(500)).await;
 
         let (ok, out) = runner(&c, &["run", "pools-match-ec2", "--cluster-name", &c.name]).await?;
         if ok || last_line(&out) != "0 passed, 1 failed" {
