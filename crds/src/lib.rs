@@ -39,6 +39,8 @@ pub const AGENT_FIELD_MANAGER: &str = "enipool-agent";
 
 /// Label on an ENIPool naming the ENIPoolPolicy it resolved to (selectable with `-l`).
 pub const POLICY_LABEL: &str = "enipool.io/policy";
+/// Label the operator puts on a pool while its Node is cordoned (`spec.unschedulable`).
+pub const CORDONED_LABEL: &str = "enipool.io/cordoned";
 /// Well-known label copied from the Node: availability zone.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 /// Well-known label copied from the Node: instance type.
@@ -82,6 +84,8 @@ pub mod conditions {
     /// EC2, the pool and the agent disagree in a way that must be looked at (e.g. an address a pod
     /// uses is missing from the ENIs). An alarm, never a release.
     pub const INCONSISTENT_STATE: &str = "InconsistentState";
+    /// The node is cordoned and its policy sets `freezeWhenCordoned`: no ENI or address changes.
+    pub const FROZEN: &str = "Frozen";
     /// Policy conditions: the policy's spec is valid.
     pub const VALID: &str = "Valid";
     /// Policy conditions: another policy with the same priority selects some of the same nodes.

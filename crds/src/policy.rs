@@ -72,6 +72,12 @@ pub struct ENIPoolPolicySpec {
     /// Where new ENIs are placed and which existing ENIs are used.
     #[serde(default)]
     pub eni: EniPlacement,
+    /// While a node is cordoned (`spec.unschedulable`), make no ENI or address change for it: no
+    /// growth and no release. Work already started is still finished or rolled back, and a deleted
+    /// node is still cleaned up. Pods keep getting addresses the pool already holds. Default
+    /// false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub freeze_when_cordoned: bool,
 }
 
 /// What the operator observed about a policy. Written only by the operator.

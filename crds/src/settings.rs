@@ -107,6 +107,9 @@ pub struct EffectiveSettings {
     pub cooldown_seconds: i32,
     /// Lowest device index handing out pod addresses.
     pub first_interface_index: i32,
+    /// No ENI or address changes while the node is cordoned.
+    #[serde(default)]
+    pub freeze_when_cordoned: bool,
     /// What the node can hold.
     pub capacity: Capacity,
 }
@@ -185,6 +188,7 @@ pub fn resolve(
             .unwrap_or(true),
         cooldown_seconds,
         first_interface_index,
+        freeze_when_cordoned: policy.is_some_and(|p| p.freeze_when_cordoned),
         capacity,
     }
 }

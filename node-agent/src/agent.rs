@@ -94,6 +94,8 @@ pub struct Agent {
     /// Uid of the ENIPool the view came from ("" before the first): its release revisions are
     /// that pool's, and start again at 1 in a pool created anew under the node's name.
     pool_uid: Mutex<String>,
+    /// Where wired pods go to be annotated with their address (`--annotate-pod-ip`).
+    pod_ips: Mutex<Option<crate::annotate::Sink>>,
     /// Wakes the publisher at once (demand raised, offer made).
     pub urgent: tokio::sync::Notify,
     /// Wakes the publisher after its debounce (counts changed).
@@ -139,9 +141,26 @@ impl Agent {
             leaks: Mutex::new(BTreeMap::new()),
             offer: Mutex::new(None),
             pool_uid: Mutex::new(String::new()),
+            pod_ips: Mutex::new(None),
             urgent: tokio::sync::Notify::new(),
             changed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Send every pod wired from now on to `sink` (the pod-IP annotator).
+    pub fn set_pod_ip_sink(&self, sink: crate::annotate::Sink) {
+        *self.pod_ips.lock().unwrap() = Some(sink);
+    }
+
+    /// Hand a newly wired pod to the annotator, when there is one.
+    fn announce(&self, a: &Allocation) {
+        if let Some(sink) = self.pod_ips.lock().unwrap().as_ref() {
+            let _ = sink.send(crate::annotate::PodAddress {
+                namespace: a.pod_namespace.clone(),
+                name: a.pod_name.clone(),
+                ip: a.ip,
+            });
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -356,6 +375,18 @@ impl Agent {
             (false, _) => Err(st.reason),
             (true, 0) => Ok(format!("ready: 0 available ({})", st.reason)),
             (true, n) => Ok(format!("ready: {n} available")),
+        }
+    }
+
+    /// Whether a node that has not taken pods yet may announce it takes them (the CNI config, the
+    /// startup taint): it can serve and has an address to give. A joining node whose first
+    /// addresses are still on their way (EC2 takes seconds to assign and to show them) would
+    /// otherwise fail its first pods' ADDs into the kubelet's back-off.
+    pub fn can_start_pods(&self) -> std::result::Result<String, String> {
+        let ready = self.readiness()?;
+        match self.status().available {
+            0 => Err(format!("no address to give yet ({ready})")),
+            _ => Ok(ready),
         }
     }
 }

@@ -117,3 +117,10 @@ fn placement_limits_reach_capacity() {
     assert_eq!(e.capacity.max_pod_ips, 9);
     assert_eq!(e.max_allocate, 9);
 }
+
+#[test]
+fn freezing_when_cordoned_comes_from_the_policy_and_is_off_by_default() {
+    assert!(!resolve(None, None, M5_LARGE, CapacitySource::Static).freeze_when_cordoned);
+    let p = ENIPoolPolicySpec { freeze_when_cordoned: true, ..Default::default() };
+    assert!(resolve(Some(&p), None, M5_LARGE, CapacitySource::Static).freeze_when_cordoned);
+}

@@ -85,6 +85,7 @@ impl Agent {
                 tracing::info!(container = %a.container_id, pod = %format!("{}/{}", a.pod_namespace, a.pod_name), ip = %a.ip, eni = %a.eni_id, "ADD: pod wired");
                 self.update_gauges();
                 self.changed.notify_one();
+                self.announce(&a);
                 Ok(result(&a, wired, mtu))
             }
             Err(e) => {

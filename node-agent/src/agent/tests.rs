@@ -29,20 +29,6 @@ fn checked(a: Agent) -> Agent {
     a
 }
 
-fn req(cmd: Command, cid: &str) -> Request {
-    Request {
-        protocol: PROTOCOL_VERSION,
-        command: cmd,
-        container_id: cid.into(),
-        if_name: "eth0".into(),
-        netns: format!("/var/run/netns/{cid}"),
-        args: Default::default(),
-        mtu: None,
-        network: "enipool".into(),
-        valid_attachments: None,
-    }
-}
-
 fn ip_of(r: &Response) -> std::net::Ipv4Addr {
     match r {
         Response::Added(a) => a.ip,

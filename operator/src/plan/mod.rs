@@ -2,10 +2,12 @@
 //! go, and when excess is given back. Everything here takes plain values and returns plain values,
 //! so it is table-tested without EC2 or Kubernetes (CONTRIBUTING.md, "Code standards").
 
+pub mod gate;
 pub mod placement;
 pub mod release;
 pub mod sizing;
 
+pub use gate::Gate;
 pub use placement::{
     next_device_index, plan_growth, prefix_fallback, Blocked, Growth, GrowthInput, Step,
 };
