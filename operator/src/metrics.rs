@@ -154,8 +154,10 @@ impl Metrics {
         self.resync_period.set(period.as_secs_f64());
     }
 
+    /// Count a failed reconcile by its error category (`Error::category`, a PascalCase
+    /// Kubernetes reason), labelled in snake_case like every category across enipool's metrics.
     pub fn failed(&self, category: &str) {
-        self.failures.get_or_create(&CategoryLabels { category: category.into() }).inc();
+        self.failures.get_or_create(&CategoryLabels { category: label_case(category) }).inc();
     }
 
     /// Record a pool's state (`None` = the pool is gone).
@@ -175,6 +177,33 @@ impl Metrics {
             self.pools.get_or_create(&StateLabels { state: s.into() }).inc();
         }
     }
+}
+
+/// `PascalCase` (acronyms included: `InvalidProviderID`) → `snake_case` (`invalid_provider_id`);
+/// snake_case stays as it is.
+pub fn label_case(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() {
+            let prev = i.checked_sub(1).map(|j| chars[j]);
+            let next = chars.get(i + 1).copied();
+            // A word starts at an upper-case letter after a lower-case one or a digit, or at the
+            // last upper-case letter of an acronym followed by a lower-case one (`IDMismatch`).
+            let starts = match prev {
+                Some(p) if p.is_ascii_lowercase() || p.is_ascii_digit() => true,
+                Some(p) if p.is_ascii_uppercase() => next.is_some_and(|n| n.is_ascii_lowercase()),
+                _ => false,
+            };
+            if starts && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -252,6 +281,29 @@ mod tests {
         assert!(!out.contains("state=\"NotReady\""), "{out}");
         m.pool_state("a", None);
         assert!(encode(&registry).contains("enipool_operator_pools{state=\"Ready\"} 1\n"));
+    }
+
+    #[test]
+    fn label_case_turns_categories_into_snake_case() {
+        for (from, to) in [
+            ("KubeApi", "kube_api"),
+            ("InvalidProviderID", "invalid_provider_id"),
+            ("Conflict", "conflict"),
+            ("NoCidrBlocks", "no_cidr_blocks"),
+            ("EC2Synced", "ec2_synced"),
+            ("IDMismatch", "id_mismatch"),
+            ("already_snake", "already_snake"),
+        ] {
+            assert_eq!(label_case(from), to, "{from}");
+        }
+    }
+
+    #[test]
+    fn ec2_result_labels_are_the_categories_in_snake_case() {
+        use crate::ec2::Ec2ErrorKind;
+        for k in Ec2ErrorKind::ALL {
+            assert_eq!(k.label(), label_case(k.as_str()), "{k:?}");
+        }
     }
 }
 

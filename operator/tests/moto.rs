@@ -364,7 +364,7 @@ async fn aws_ec2_happy_path_against_moto() {
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     for line in [
         r#"ec2_api_calls_total{action="CreateNetworkInterface",result="ok"} 1"#,
-        r#"ec2_api_calls_total{action="DeleteNetworkInterface",result="NotFound"} 1"#,
+        r#"ec2_api_calls_total{action="DeleteNetworkInterface",result="not_found"} 1"#,
         r#"ec2_limiter_rate{class="mutate"} 2.5"#,
         r#"ec2_limiter_rate{class="describe"} 10.0"#,
     ] {

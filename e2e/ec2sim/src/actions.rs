@@ -106,7 +106,7 @@ pub fn mutate(
             let token = p.get("ClientToken").filter(|t| !t.is_empty());
             let fp = p.fingerprint();
             if let Some(t) = token {
-                if let Some(ids) = st.check_token(t, action, &fp)? {
+                if let Some(ids) = st.check_token(t, action, &fp, now)? {
                     return eni_response(st, action, rid, &ids[0], token);
                 }
             }
@@ -143,7 +143,7 @@ pub fn mutate(
             };
             let id = st.create_eni(&req, ev)?;
             if let Some(t) = token {
-                st.remember_token(t, action, &fp, vec![id.clone()]);
+                st.remember_token(t, action, &fp, vec![id.clone()], now);
             }
             eni_response(st, action, rid, &id, token)
         }
@@ -238,7 +238,7 @@ pub fn mutate(
             let token = p.get("ClientToken").filter(|t| !t.is_empty());
             let fp = p.fingerprint();
             if let Some(t) = token {
-                if let Some(ids) = st.check_token(t, action, &fp)? {
+                if let Some(ids) = st.check_token(t, action, &fp, now)? {
                     let res = st
                         .instances
                         .get(&ids[0])
@@ -276,7 +276,7 @@ pub fn mutate(
             };
             let (res, ids) = st.run_instances(&req, ev)?;
             if let Some(t) = token {
-                st.remember_token(t, action, &fp, ids.clone());
+                st.remember_token(t, action, &fp, ids.clone(), now);
                 for i in &ids {
                     st.instances.get_mut(i).expect("launched").client_token = Some(t.to_string());
                 }

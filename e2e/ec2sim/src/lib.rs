@@ -16,6 +16,7 @@
 //! axum server and the [`Ec2Sim`] handle (`server/admin.rs` its JSON admin endpoints),
 //! `hooks.rs` the VPC fabric observer.
 
+mod account;
 mod actions;
 mod authz;
 mod describe;
@@ -35,6 +36,7 @@ mod state_tests;
 mod subnet;
 mod xml;
 
+pub use account::Account;
 pub use faults::{ActionCounters, ErrorRule, FaultConfig, TokenBucketSpec};
 pub use hooks::{FabricHook, HookEvent};
 pub use ops::{CreateEniReq, RunReq};

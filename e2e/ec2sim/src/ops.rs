@@ -98,6 +98,16 @@ impl State {
                 "Number of private addresses will exceed limit.",
             ));
         }
+        if self.enis.len() >= self.account.eni_quota {
+            return Err(bad(
+                "NetworkInterfaceLimitExceeded",
+                format!(
+                    "You have reached the maximum number of network interfaces ({}) for this \
+                     account in this Region.",
+                    self.account.eni_quota
+                ),
+            ));
+        }
         let mut subnet = self.subnet_mut(&req.subnet_id)?.clone();
         self.check_groups(&req.groups, &subnet.vpc_id)?;
         // Work on a copy of the subnet so a failure part-way leaves nothing allocated.

@@ -4,6 +4,7 @@
 use super::state::*;
 use super::Error;
 use ipnet::Ipv4Net;
+use std::time::Instant;
 
 fn bad(code: &str, msg: impl Into<String>) -> Error {
     Error::api(code, msg)
@@ -127,14 +128,17 @@ impl State {
         Ok(id)
     }
 
-    /// Looks a ClientToken up: `Some(resources)` for a matching retry, an error for a mismatch.
+    /// Looks a ClientToken up: `Some(resources)` for a matching retry, an error for a mismatch;
+    /// a token older than the account's token lifetime is forgotten, as EC2 does.
     pub fn check_token(
         &self,
         token: &str,
         action: &str,
         fingerprint: &str,
+        now: Instant,
     ) -> Result<Option<Vec<String>>, Error> {
-        match self.tokens.get(token) {
+        let alive = |e: &&TokenEntry| e.at.is_none_or(|at| self.account.token_alive(at, now));
+        match self.tokens.get(token).filter(alive) {
             None => Ok(None),
             Some(e) if e.action == action && e.fingerprint == fingerprint => {
                 Ok(Some(e.resources.clone()))
@@ -153,8 +157,14 @@ impl State {
         action: &str,
         fingerprint: &str,
         resources: Vec<String>,
+        now: Instant,
     ) {
-        let e = TokenEntry { action: action.into(), fingerprint: fingerprint.into(), resources };
+        let e = TokenEntry {
+            action: action.into(),
+            fingerprint: fingerprint.into(),
+            resources,
+            at: Some(now),
+        };
         self.tokens.insert(token.into(), e);
     }
 

@@ -28,6 +28,7 @@ pub struct Config {
     /// How long attach/detach/termination take.
     pub timing: Timing,
     pub faults: FaultConfig,
+    pub account: crate::Account,
     /// Observer for the VPC fabric.
     pub fabric_hook: Option<Arc<dyn FabricHook>>,
     /// How often timed transitions are applied in the background.
@@ -41,6 +42,7 @@ impl Default for Config {
         Config {
             timing: Timing::default(),
             faults: FaultConfig::default(),
+            account: crate::Account::default(),
             fabric_hook: None,
             tick: Duration::from_millis(50),
             port: 0,
@@ -273,7 +275,11 @@ impl Ec2Sim {
     pub async fn start(config: Config) -> Result<Ec2Sim> {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
-                state: State { timing: config.timing, ..Default::default() },
+                state: State {
+                    timing: config.timing,
+                    account: config.account,
+                    ..Default::default()
+                },
                 history: VecDeque::new(),
             }),
             faults: Mutex::new(Faults::default()),
@@ -362,6 +368,12 @@ impl Ec2Sim {
     pub fn set_timing(&self, timing: Timing) {
         *self.shared.timing.lock().expect("timing lock") = timing;
         self.shared.with_state(|st, _, _| st.timing = timing);
+    }
+
+    /// Changes the account's ENI quota and token lifetime from now on (tokens already given
+    /// count from when they were).
+    pub fn set_account(&self, account: crate::Account) {
+        self.shared.with_state(|st, _, _| st.account = account);
     }
 
     /// Evaluates every call signed with `access_key` from now on against `policy` (ARNs in

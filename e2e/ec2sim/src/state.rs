@@ -218,6 +218,9 @@ pub struct TokenEntry {
     pub fingerprint: String,
     /// Resource ids created (an ENI id, or the instance ids of a reservation).
     pub resources: Vec<String>,
+    /// When the call was answered ([`crate::Account::client_token_ttl`] counts from here).
+    #[serde(skip)]
+    pub at: Option<Instant>,
 }
 
 /// A state change due later (attach/detach/terminate take time in EC2).
@@ -272,6 +275,7 @@ pub struct State {
     #[serde(skip)]
     pub timers: Vec<(Instant, Timer)>,
     pub timing: Timing,
+    pub account: crate::Account,
     /// Id counter: ids are deterministic so failures reproduce.
     pub next_id: u64,
 }

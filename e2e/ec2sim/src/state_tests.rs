@@ -123,14 +123,35 @@ fn timers_complete_detach_and_termination() {
 fn client_tokens() {
     let (st, _) = seeded("10.0.6.0/24");
     let mut st = st;
-    assert_eq!(st.check_token("t", "CreateNetworkInterface", "a=1").unwrap(), None);
-    st.remember_token("t", "CreateNetworkInterface", "a=1", vec!["eni-1".into()]);
+    let t0 = Instant::now();
+    assert_eq!(st.check_token("t", "CreateNetworkInterface", "a=1", t0).unwrap(), None);
+    st.remember_token("t", "CreateNetworkInterface", "a=1", vec!["eni-1".into()], t0);
     assert_eq!(
-        st.check_token("t", "CreateNetworkInterface", "a=1").unwrap(),
+        st.check_token("t", "CreateNetworkInterface", "a=1", t0).unwrap(),
         Some(vec!["eni-1".into()])
     );
     assert_eq!(
-        st.check_token("t", "CreateNetworkInterface", "a=2").unwrap_err().code(),
+        st.check_token("t", "CreateNetworkInterface", "a=2", t0).unwrap_err().code(),
         "IdempotentParameterMismatch"
     );
+    // After the account's token lifetime the token is a new request, with any parameters.
+    let later = t0 + st.account.client_token_ttl;
+    assert_eq!(st.check_token("t", "CreateNetworkInterface", "a=1", later).unwrap(), None);
+    assert_eq!(st.check_token("t", "CreateNetworkInterface", "a=2", later).unwrap(), None);
+}
+
+#[test]
+fn the_regional_eni_quota_counts_every_eni() {
+    let (mut st, sid) = seeded("10.0.7.0/24");
+    st.account.eni_quota = st.enis.len() + 1;
+    let req = CreateEniReq { subnet_id: sid.clone(), ..Default::default() };
+    let mut ev = Vec::new();
+    let first = st.create_eni(&req, &mut ev).expect("under the quota");
+    let e = st.create_eni(&req, &mut ev).unwrap_err();
+    assert_eq!(e.code(), "NetworkInterfaceLimitExceeded");
+    let before = st.subnets[&sid].available();
+    assert_eq!(st.create_eni(&req, &mut ev).unwrap_err().code(), "NetworkInterfaceLimitExceeded");
+    assert_eq!(st.subnets[&sid].available(), before, "a refused create takes no address");
+    st.enis.remove(&first);
+    st.create_eni(&req, &mut ev).expect("a deleted ENI frees its place");
 }

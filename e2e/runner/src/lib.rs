@@ -34,6 +34,11 @@ pub struct Cli {
     /// when not given.
     #[arg(long, env = "ENIPOOL_E2E_CLUSTER_NAME", global = true)]
     pub cluster_name: Option<String>,
+    /// What runs the platform nodes' pod sandboxes: `libcni` (the platform's own CNI client) or
+    /// `containerd` (a containerd per node, pods through the CRI API); see `list` for the
+    /// scenarios that run under containerd.
+    #[arg(long, env = "ENIPOOL_E2E_RUNTIME", default_value = "libcni", global = true)]
+    pub runtime: cluster::Runtime,
     /// Per-scenario time limit in seconds.
     #[arg(long, env = "ENIPOOL_E2E_TIMEOUT", default_value_t = 300, global = true)]
     pub timeout_seconds: u64,
@@ -59,12 +64,14 @@ pub enum Command {
 impl Cli {
     /// Run the command; the exit code says whether everything passed.
     pub fn main(self) -> ExitCode {
-        let Cli { kubeconfig, ec2_endpoint, cluster_name, timeout_seconds, command } = self;
-        let target = Target { kubeconfig, ec2_endpoint, cluster_name };
+        let Cli { kubeconfig, ec2_endpoint, cluster_name, runtime, timeout_seconds, command } =
+            self;
+        let target = Target { kubeconfig, ec2_endpoint, cluster_name, runtime };
         match command {
             Command::List => {
                 for s in SCENARIOS {
-                    println!("{:<32} {}", s.name, s.about);
+                    let containerd = if s.containerd { " [containerd]" } else { "" };
+                    println!("{:<32} {}{containerd}", s.name, s.about);
                 }
                 ExitCode::SUCCESS
             }
@@ -81,12 +88,25 @@ fn run(target: &Target, names: &[String], timeout: Duration) -> ExitCode {
         eprintln!("unknown scenario(s): {unknown:?}; see `enipool-e2e list`");
         return ExitCode::FAILURE;
     }
+    let containerd = target.runtime == cluster::Runtime::Containerd;
+    let unfit: Vec<&str> = (SCENARIOS.iter())
+        .filter(|s| containerd && !s.containerd && names.iter().any(|n| n == s.name))
+        .map(|s| s.name)
+        .collect();
+    if !unfit.is_empty() {
+        eprintln!(
+            "scenario(s) {unfit:?} do not run with --runtime containerd; `enipool-e2e list` marks \
+             those that do [containerd]"
+        );
+        return ExitCode::FAILURE;
+    }
     let real = target.real_ec2();
     let selected: Vec<&Scenario> = SCENARIOS
         .iter()
         .filter(|s| match names.is_empty() {
-            // Everything, except what cannot run against real EC2 when that is the target.
-            true => real.is_none() || s.real_ec2,
+            // Everything, except what cannot run against real EC2 when that is the target, or
+            // under containerd.
+            true => (real.is_none() || s.real_ec2) && (!containerd || s.containerd),
             false => names.iter().any(|n| n == s.name),
         })
         .collect();

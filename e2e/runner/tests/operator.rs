@@ -6,6 +6,8 @@
 
 #[path = "operator/cleanup.rs"]
 mod cleanup;
+#[path = "operator/cordon.rs"]
+mod cordon;
 #[path = "operator/failures.rs"]
 mod failures;
 #[path = "operator/finalizer.rs"]
@@ -22,6 +24,8 @@ mod lag;
 mod partition;
 #[path = "operator/placement.rs"]
 mod placement;
+#[path = "operator/quota.rs"]
+mod quota;
 #[path = "operator/scenarios.rs"]
 mod scenarios;
 #[path = "operator/startup.rs"]

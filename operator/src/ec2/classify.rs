@@ -20,6 +20,7 @@ pub fn classify_code(code: Option<&str>, status: Option<u16>) -> Ec2ErrorKind {
         "InsufficientCidrBlocks" => return NoCidrBlocks,
         "AttachmentLimitExceeded" => return AttachmentLimit,
         "PrivateIpAddressLimitExceeded" => return AddressLimit,
+        "NetworkInterfaceLimitExceeded" => return EniQuota,
         "IdempotentParameterMismatch" => return IdempotencyMismatch,
         "UnauthorizedOperation"
         | "AuthFailure"

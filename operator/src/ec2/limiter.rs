@@ -455,7 +455,7 @@ impl Ec2Limiter {
             };
             self.metrics
                 .calls
-                .get_or_create(&CallLabels { action, result: err.kind.as_str() })
+                .get_or_create(&CallLabels { action, result: err.kind.label() })
                 .inc();
             if err.kind == Ec2ErrorKind::Throttled {
                 limiter.on_throttle();
@@ -483,7 +483,7 @@ impl Ec2Limiter {
             );
             self.metrics
                 .retries
-                .get_or_create(&CallLabels { action, result: err.kind.as_str() })
+                .get_or_create(&CallLabels { action, result: err.kind.label() })
                 .inc();
             tokio::time::sleep(delay).await;
             attempt += 1;

@@ -156,6 +156,8 @@ pub enum Ec2ErrorKind {
     AttachmentLimit,
     /// `PrivateIpAddressLimitExceeded`: the ENI cannot take more addresses.
     AddressLimit,
+    /// `NetworkInterfaceLimitExceeded`: the account's regional quota of ENIs is reached.
+    EniQuota,
     /// `*.NotFound`.
     NotFound,
     /// `InvalidNetworkInterface.InUse` and similar state conflicts (`IncorrectState`).
@@ -171,7 +173,41 @@ pub enum Ec2ErrorKind {
 }
 
 impl Ec2ErrorKind {
-    /// Label for metrics and Event reasons.
+    pub const ALL: [Ec2ErrorKind; 12] = [
+        Ec2ErrorKind::Throttled,
+        Ec2ErrorKind::SubnetFull,
+        Ec2ErrorKind::NoCidrBlocks,
+        Ec2ErrorKind::AttachmentLimit,
+        Ec2ErrorKind::AddressLimit,
+        Ec2ErrorKind::EniQuota,
+        Ec2ErrorKind::NotFound,
+        Ec2ErrorKind::InUse,
+        Ec2ErrorKind::IdempotencyMismatch,
+        Ec2ErrorKind::InvalidRequest,
+        Ec2ErrorKind::Transient,
+        Ec2ErrorKind::Unauthorized,
+    ];
+
+    /// The `result` label of the EC2 call metrics: [`Self::as_str`] in snake_case, the case of
+    /// every category label value across enipool's metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Ec2ErrorKind::Throttled => "throttled",
+            Ec2ErrorKind::SubnetFull => "subnet_full",
+            Ec2ErrorKind::NoCidrBlocks => "no_cidr_blocks",
+            Ec2ErrorKind::AttachmentLimit => "attachment_limit",
+            Ec2ErrorKind::AddressLimit => "address_limit",
+            Ec2ErrorKind::EniQuota => "eni_quota",
+            Ec2ErrorKind::NotFound => "not_found",
+            Ec2ErrorKind::InUse => "in_use",
+            Ec2ErrorKind::IdempotencyMismatch => "idempotency_mismatch",
+            Ec2ErrorKind::InvalidRequest => "invalid_request",
+            Ec2ErrorKind::Transient => "transient",
+            Ec2ErrorKind::Unauthorized => "unauthorized",
+        }
+    }
+
+    /// The category as a Kubernetes reason (Events, conditions): PascalCase.
     pub fn as_str(self) -> &'static str {
         match self {
             Ec2ErrorKind::Throttled => "Throttled",
@@ -179,6 +215,7 @@ impl Ec2ErrorKind {
             Ec2ErrorKind::NoCidrBlocks => "NoCidrBlocks",
             Ec2ErrorKind::AttachmentLimit => "AttachmentLimit",
             Ec2ErrorKind::AddressLimit => "AddressLimit",
+            Ec2ErrorKind::EniQuota => "EniQuota",
             Ec2ErrorKind::NotFound => "NotFound",
             Ec2ErrorKind::InUse => "InUse",
             Ec2ErrorKind::IdempotencyMismatch => "IdempotencyMismatch",

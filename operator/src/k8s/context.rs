@@ -113,13 +113,53 @@ impl Context {
 /// Requeue policy: transient errors back off with jitter; permanent ones wait longer. (A failed
 /// pool reconcile has already shown itself on the pool and in a Warning Event, see
 /// [`reconcile_pool`](super::pool::reconcile_pool): this function cannot await.)
-pub fn error_policy<K>(_obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy<K: Resource>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failed(error.category());
     tracing::warn!(error = %error, category = error.category(), "reconcile failed");
-    let jitter = Duration::from_millis(rand::random_range(0..3000u64));
-    if error.is_transient() {
-        Action::requeue(Duration::from_secs(10) + jitter)
-    } else {
-        Action::requeue(Duration::from_secs(300) + jitter)
+    let age = obj.meta().creation_timestamp.as_ref().map(|t| {
+        let d = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
+        Duration::try_from(d).unwrap_or(Duration::ZERO)
+    });
+    let jitter = rand::random::<f64>();
+    Action::requeue(retry_after(error, age, jitter))
+}
+
+/// When a failed reconcile runs again. `age` is the object's (none when unknown), `jitter` in
+/// 0..1 spreads retries of many objects apart.
+///
+/// EC2's describes trail its mutations by seconds: a Node whose instance was launched a moment
+/// ago is not found yet (`InvalidInstanceID.NotFound` right after RunInstances is EC2's documented
+/// eventual consistency). A young pool is looked at again within seconds, so the node's first
+/// addresses are not held back by the back-off meant for outages; an old one waits as any
+/// transient failure does.
+pub fn retry_after(error: &Error, age: Option<Duration>, jitter: f64) -> Duration {
+    let jitter = jitter.clamp(0.0, 1.0);
+    let young = age.is_some_and(|a| a < YOUNG);
+    match error {
+        Error::InstanceNotFound(_) if young => Duration::from_secs_f64(1.0 + jitter),
+        e if e.is_transient() => Duration::from_secs_f64(10.0 + 3.0 * jitter),
+        _ => Duration::from_secs_f64(300.0 + 3.0 * jitter),
+    }
+}
+
+/// How long after its creation a pool counts as young for [`retry_after`].
+const YOUNG: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_nodes_instance_not_found_yet_is_retried_within_seconds() {
+        let missing = Error::InstanceNotFound("i-1".into());
+        let secs = |e: &Error, age: Option<u64>, j: f64| {
+            retry_after(e, age.map(Duration::from_secs), j).as_secs_f64()
+        };
+        assert!(secs(&missing, Some(3), 1.0) <= 2.0, "launched a moment ago");
+        assert!(secs(&missing, Some(3), 0.0) >= 1.0, "not at once: the describes need time");
+        assert!(secs(&missing, Some(600), 0.0) >= 10.0, "an old pool backs off");
+        assert!(secs(&missing, None, 0.0) >= 10.0, "age unknown: backs off");
+        let other = Error::Config("x".into());
+        assert!(secs(&other, Some(3), 0.0) >= 300.0, "permanent errors wait whatever the age");
     }
 }

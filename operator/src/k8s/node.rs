@@ -5,8 +5,8 @@ use super::context::{valid, Context};
 use crate::error::{Error, Result};
 use enipool_crds::select::select_policy;
 use enipool_crds::{
-    ENIPool, ENIPoolPolicy, INSTANCE_TYPE_LABEL, OPERATOR_FIELD_MANAGER, POLICY_LABEL,
-    POOL_FINALIZER, ZONE_LABEL,
+    ENIPool, ENIPoolPolicy, CORDONED_LABEL, INSTANCE_TYPE_LABEL, OPERATOR_FIELD_MANAGER,
+    POLICY_LABEL, POOL_FINALIZER, ZONE_LABEL,
 };
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
@@ -25,6 +25,19 @@ pub fn parse_provider_id(id: &str) -> Option<(String, String)> {
     let instance = parts.last().filter(|s| s.starts_with("i-"))?;
     let az = if parts.len() >= 2 { parts[parts.len() - 2] } else { "" };
     Some((az.to_string(), instance.to_string()))
+}
+
+/// The Node is cordoned (`kubectl cordon`, `spec.unschedulable`).
+pub fn cordoned(node: &Node) -> bool {
+    node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
+}
+
+/// The pool's labels no longer say what its Node says (its policy, whether it is cordoned). The
+/// Node controller relabels it then, and the relabel wakes the pool controller: Nodes are watched
+/// once, by the Node controller.
+pub(super) fn labels_stale(pool: &ENIPool, node: &Node, policy: &str) -> bool {
+    pool.labels().get(POLICY_LABEL).map(String::as_str).unwrap_or("") != policy
+        || pool.labels().contains_key(CORDONED_LABEL) != cordoned(node)
 }
 
 /// The chosen policy of a node.
@@ -60,6 +73,9 @@ pub(super) async fn apply_pool(
     if !policy.is_empty() {
         labels.insert(POLICY_LABEL.into(), json!(policy));
     }
+    if cordoned(node) {
+        labels.insert(CORDONED_LABEL.into(), json!("true"));
+    }
     let patch = json!({
         "apiVersion": "enipool.io/v1alpha1",
         "kind": "ENIPool",
@@ -79,8 +95,7 @@ pub(super) async fn apply_pool(
 }
 
 /// Node controller: make sure every AWS Node has its pool, labelled with the policy its labels
-/// select (a label change re-labels the pool, which wakes the pool controller: Nodes are watched
-/// once, here).
+/// select and whether it is cordoned (`labels_stale` says when they are out of date).
 pub async fn reconcile_node(
     guard: Arc<DeserializeGuard<Node>>,
     ctx: Arc<Context>,
@@ -101,7 +116,7 @@ pub async fn reconcile_node(
         let Some(pool) = valid(g) else { return Ok(Action::await_change()) };
         let pinned = pool.spec.policy_ref.as_ref().map(|r| r.name.as_str());
         let (policy, _) = choose_policy(&ctx, node, pinned);
-        if pool.labels().get(POLICY_LABEL).map(String::as_str).unwrap_or("") != policy {
+        if labels_stale(pool, node, &policy) {
             apply_pool(&ctx, node, &pool.spec.instance_id, &zone, &policy).await?;
         }
         return Ok(Action::await_change());

@@ -7,7 +7,7 @@ use super::node::{apply_pool, choose_policy};
 use super::status::KubeSink;
 use crate::error::{Error, Result};
 use crate::round::{self, PoolInput};
-use enipool_crds::{ENIPool, POLICY_LABEL, ZONE_LABEL};
+use enipool_crds::{ENIPool, ZONE_LABEL};
 use kube::api::{Api, DeleteParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
@@ -66,7 +66,7 @@ async fn reconcile_live_pool(pool: &ENIPool, ctx: &Context) -> Result<Action> {
     };
     let pinned = pool.spec.policy_ref.as_ref().map(|r| r.name.as_str());
     let (policy_name, policy) = choose_policy(ctx, &node, pinned);
-    if pool.labels().get(POLICY_LABEL).map(String::as_str).unwrap_or("") != policy_name {
+    if super::node::labels_stale(pool, &node, &policy_name) {
         let zone = pool.labels().get(ZONE_LABEL).cloned().unwrap_or_default();
         apply_pool(ctx, &node, &pool.spec.instance_id, &zone, &policy_name).await?;
     }
@@ -79,6 +79,7 @@ async fn reconcile_live_pool(pool: &ENIPool, ctx: &Context) -> Result<Action> {
         policy: policy.map(|p| p.spec),
         overrides: pool.spec.overrides.clone(),
         paused: pool.spec.paused,
+        cordoned: super::node::cordoned(&node),
         status: pool.status.clone().unwrap_or_default(),
     };
     if let Some(left) = ctx.shared.memory.quiet_for(&name, &input) {
@@ -98,6 +99,11 @@ async fn reconcile_live_pool(pool: &ENIPool, ctx: &Context) -> Result<Action> {
     }
     let state = if pool.spec.paused {
         "Paused"
+    } else if enipool_crds::summary::is_true(
+        &out.status.conditions,
+        enipool_crds::conditions::FROZEN,
+    ) {
+        "Frozen"
     } else if enipool_crds::summary::is_true(
         &out.status.conditions,
         enipool_crds::conditions::READY,

@@ -24,6 +24,7 @@ pub fn trim_node(g: &mut DeserializeGuard<Node>) {
         if let Some(s) = n.spec.as_mut() {
             *s = k8s_openapi::api::core::v1::NodeSpec {
                 provider_id: s.provider_id.take(),
+                unschedulable: s.unschedulable.take(),
                 ..Default::default()
             };
         }

@@ -64,6 +64,8 @@ pub enum Blocked {
     Subnets,
     /// The instance (or `maxENIs`) cannot hold more ENIs or addresses.
     Capacity,
+    /// New ENIs are needed and the account's regional ENI quota was reached a moment ago.
+    EniQuota,
     /// The operation journal is full; finish what is in flight first.
     JournalFull,
 }
@@ -88,6 +90,9 @@ pub struct GrowthInput<'a> {
     pub first_interface_index: i32,
     /// ENIs the node may have, primary included.
     pub max_enis: i32,
+    /// New ENIs may be created: false while the account's regional ENI quota is known to be
+    /// reached, when only existing ENIs are filled.
+    pub create_enis: bool,
     /// Address slots per ENI (IPv4 addresses per ENI − the ENI's own primary).
     pub slots_per_eni: i32,
     /// Candidate subnets for new ENIs; `None` until listed.
@@ -171,6 +176,10 @@ pub fn plan_growth(input: &GrowthInput<'_>) -> Growth {
     while remaining > 0 && g.blocked.is_none() {
         if count >= input.max_enis || input.slots_per_eni <= 0 {
             g.blocked = Some(Blocked::Capacity);
+            break;
+        }
+        if !input.create_enis {
+            g.blocked = Some(Blocked::EniQuota);
             break;
         }
         if input.subnets.is_none() {

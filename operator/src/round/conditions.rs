@@ -56,6 +56,12 @@ pub mod reason {
     pub const THROTTLED: &str = "Throttled";
     /// `Ready=False`: a call growth needs was refused by the operator's IAM role.
     pub const UNAUTHORIZED: &str = "Unauthorized";
+    /// `Ready=False`: new ENIs are needed and the account's regional ENI quota is reached.
+    pub const ENI_QUOTA_EXCEEDED: &str = "ENIQuotaExceeded";
+    /// `Frozen=True`, and `Ready=False` while the pool holds less than its target.
+    pub const NODE_CORDONED: &str = "NodeCordoned";
+    /// `Frozen=False`.
+    pub const NOT_FROZEN: &str = "NotFrozen";
 }
 
 /// How long a pool waits after a call its role may not make.
@@ -74,12 +80,16 @@ pub struct Round {
     pub subnet_exhausted: bool,
     /// The instance could not take more ENIs or addresses.
     pub capacity_exhausted: bool,
+    /// New ENIs were needed and the account's regional ENI quota is reached.
+    pub eni_quota: bool,
     /// A call failed in a way that stops mutations this round (credentials).
     pub fatal: bool,
     /// Last EC2 error text.
     pub last_error: String,
     /// Why the instance is gone (shutting down or terminated), when it is.
     pub instance_gone: Option<String>,
+    /// The node is cordoned and its policy freezes cordoned nodes: nothing was grown or released.
+    pub frozen: bool,
     wake: Option<Duration>,
     resync: Duration,
 }
@@ -93,9 +103,11 @@ impl Round {
             throttled: false,
             subnet_exhausted: false,
             capacity_exhausted: false,
+            eni_quota: false,
             fatal: false,
             last_error: String::new(),
             instance_gone: None,
+            frozen: false,
             wake: None,
             resync,
         }
@@ -206,6 +218,13 @@ pub fn apply(
     } else {
         set_condition(c, CAPACITY_EXHAUSTED, false, reason::HAS_CAPACITY, "", g, t());
     }
+    if r.frozen {
+        let msg = "the Node is cordoned and the policy sets freezeWhenCordoned: no ENI or address \
+                   changes until it is uncordoned (work already started is finished)";
+        set_condition(c, FROZEN, true, reason::NODE_CORDONED, msg, g, t());
+    } else {
+        set_condition(c, FROZEN, false, reason::NOT_FROZEN, "", g, t());
+    }
     let agent = st.agent.as_ref();
     let age =
         agent.and_then(|a| a.last_heartbeat.as_ref()).map(|h| now.0.duration_since(h.0).as_secs());
@@ -246,12 +265,24 @@ pub fn apply(
         (false, reason::INSTANCE_TERMINATED, gone.clone())
     } else if !r.synced {
         (false, reason::EC2_NOT_SYNCED, r.sync_error.clone().unwrap_or_default())
+    } else if r.frozen && summary.allocated < target.ips {
+        let msg = format!(
+            "{} addresses allocated, target {}: frozen while the Node is cordoned",
+            summary.allocated, target.ips
+        );
+        (false, reason::NODE_CORDONED, msg)
     } else if summary.allocated == 0 && target.ips > 0 {
         (false, reason::NO_ADDRESSES, "no pod address allocated yet".to_string())
     } else if r.subnet_exhausted && missing > 0 {
         (false, reason::SUBNET_EXHAUSTED, format!("{missing} addresses missing"))
     } else if r.capacity_exhausted && missing > 0 {
         (false, reason::CAPACITY_EXHAUSTED, format!("{missing} addresses missing"))
+    } else if r.eni_quota && missing > 0 {
+        let msg = format!(
+            "{missing} addresses missing: the account's regional network interface quota is \
+             reached (raise it in Service Quotas, or free ENIs); existing ENIs are still filled"
+        );
+        (false, reason::ENI_QUOTA_EXCEEDED, msg)
     } else if r.throttled && missing > 0 {
         (false, reason::THROTTLED, format!("{missing} addresses missing"))
     } else if r.fatal && missing > 0 {

@@ -79,6 +79,7 @@ impl PoolRound<'_> {
                 releasing_enis: &releasing,
                 first_interface_index: self.eff.first_interface_index,
                 max_enis: self.eff.capacity.max_enis,
+                create_enis: self.shared.memory.may_create_enis(self.now.0),
                 slots_per_eni: plan::slots_per_eni(&self.eff),
                 subnets: subnets.as_deref(),
                 max_steps: MAX_OPERATIONS.saturating_sub(self.st.operations.len()),
@@ -92,6 +93,7 @@ impl PoolRound<'_> {
         match growth.blocked {
             Some(Blocked::Subnets) => self.round.subnet_exhausted = true,
             Some(Blocked::Capacity) => self.round.capacity_exhausted = true,
+            Some(Blocked::EniQuota) => self.round.eni_quota = true,
             _ => {}
         }
         if growth.steps.is_empty() {
@@ -209,6 +211,10 @@ impl PoolRound<'_> {
             }
             Ec2ErrorKind::AttachmentLimit | Ec2ErrorKind::AddressLimit => {
                 self.round.capacity_exhausted = true
+            }
+            Ec2ErrorKind::EniQuota => {
+                self.round.eni_quota = true;
+                self.shared.memory.eni_quota_reached(self.now.0);
             }
             _ => {}
         }

@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 /// How long a subnet that answered `InsufficientCidrBlocks` gets /32s instead of prefixes (the VPC
 /// CNI waits 120 s before trying that subnet again).
 pub const NO_CIDR_COOLDOWN_SECS: i64 = 120;
+/// How long no pool creates an ENI after EC2 answered that the account's regional ENI quota is
+/// reached. The quota is the account's, not a node's: one refusal tells every pool, and only
+/// a quota increase or ENIs deleted elsewhere lift it, so it is asked again only this often.
+pub const ENI_QUOTA_COOLDOWN_SECS: i64 = 300;
 
 /// In-memory hints; none is needed for safety.
 #[derive(Debug, Default)]
@@ -32,6 +36,8 @@ pub struct Memory {
     warned: Mutex<HashMap<(String, &'static str), std::time::Instant>>,
     /// Pool → changes made that EC2's describes did not show yet.
     unconfirmed: Mutex<HashMap<String, Vec<unconfirmed::Pending>>>,
+    /// Until when no ENI is created (the account's ENI quota was reached).
+    eni_quota_until: Mutex<Option<Timestamp>>,
 }
 
 /// At most one Warning Event per pool and failure category this often (the Recorder folds the
@@ -49,6 +55,7 @@ pub fn fingerprint(input: &PoolInput, status: &ENIPoolStatus) -> u64 {
         &input.policy,
         &input.overrides,
         input.paused,
+        input.cordoned,
         &status.agent,
         &status.enis,
         &status.operations,
@@ -95,14 +102,17 @@ impl Memory {
         m.entry(pool.to_string()).or_default().push(unconfirmed::Pending { change, until });
     }
 
-    /// Count the changes made to `pool` that `described` does not show yet in `views`.
-    pub fn overlay(&self, pool: &str, described: &[Eni], views: &mut Vec<plan::EniView>) {
+    /// Count the changes made to `pool` that `described` does not show yet in `views`; whether
+    /// any is left unconfirmed.
+    pub fn overlay(&self, pool: &str, described: &[Eni], views: &mut Vec<plan::EniView>) -> bool {
         let mut m = self.unconfirmed.lock().expect("memory lock");
-        let Some(pending) = m.remove(pool) else { return };
+        let Some(pending) = m.remove(pool) else { return false };
         let kept = unconfirmed::overlay(pending, described, views, Instant::now());
-        if !kept.is_empty() {
-            m.insert(pool.to_string(), kept);
+        if kept.is_empty() {
+            return false;
         }
+        m.insert(pool.to_string(), kept);
+        true
     }
 
     /// Forget the changes made to a deleted pool.
@@ -153,6 +163,18 @@ impl Memory {
     pub fn avoid_prefixes_in(&self, subnet: String, now: Timestamp) {
         let until = now + k8s_openapi::jiff::SignedDuration::from_secs(NO_CIDR_COOLDOWN_SECS);
         self.no_cidr.lock().expect("memory lock").insert(subnet, until);
+    }
+
+    /// EC2 answered `NetworkInterfaceLimitExceeded` at `now`: no pool creates an ENI for
+    /// [`ENI_QUOTA_COOLDOWN_SECS`].
+    pub fn eni_quota_reached(&self, now: Timestamp) {
+        let until = now + k8s_openapi::jiff::SignedDuration::from_secs(ENI_QUOTA_COOLDOWN_SECS);
+        *self.eni_quota_until.lock().expect("memory lock") = Some(until);
+    }
+
+    /// Whether ENIs may be created at `now` (the ENI quota was not reached a moment ago).
+    pub fn may_create_enis(&self, now: Timestamp) -> bool {
+        self.eni_quota_until.lock().expect("memory lock").is_none_or(|until| until <= now)
     }
 
     /// Subnets where prefixes are not requested right now (no aligned /28 left).

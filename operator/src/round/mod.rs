@@ -70,6 +70,8 @@ pub struct PoolInput {
     pub overrides: Option<PoolOverrides>,
     /// `spec.paused`.
     pub paused: bool,
+    /// The Node's `spec.unschedulable` (cordoned).
+    pub cordoned: bool,
     /// Current status (the agent part included, read-only).
     pub status: ENIPoolStatus,
 }
@@ -109,6 +111,8 @@ struct PoolRound<'a> {
     input: &'a PoolInput,
     inst: Instance,
     eff: EffectiveSettings,
+    /// What this round may change in EC2.
+    gate: plan::Gate,
     owner: Owner,
     st: ENIPoolStatus,
     views: Vec<plan::EniView>,
@@ -166,11 +170,13 @@ async fn round_steps(shared: &Shared, input: &PoolInput, sink: &dyn StatusSink) 
         pool_uid: input.uid.clone(),
         extra_tags: input.policy.as_ref().map(|p| p.eni.extra_tags.clone()).unwrap_or_default(),
     };
+    let gate = plan::Gate::decide(input.paused, eff.freeze_when_cordoned, input.cordoned);
     let mut n = PoolRound {
         shared,
         input,
         inst,
         eff,
+        gate,
         owner,
         st: input.status.clone(),
         views: vec![],
@@ -201,7 +207,8 @@ async fn round_steps(shared: &Shared, input: &PoolInput, sink: &dyn StatusSink) 
     let target = plan::compute_target(&n.eff, demand);
     n.st.target = Some(Target { ips: target.ips, reason: target.reason.into() });
     let mut missing = 0;
-    if n.round.synced && running && !input.paused {
+    n.round.frozen = gate == plan::Gate::Frozen;
+    if n.round.synced && running && gate.may_start_work() {
         n.release(sink, target.ips).await?;
         if !n.round.stop_mutations() {
             missing = n.grow(sink, target.ips).await?;

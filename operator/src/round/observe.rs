@@ -4,7 +4,7 @@
 //! which still occupy a device index and an ENI slot. The conversions are pure; the I/O is
 //! [`SubnetCache::get`] and the sync of the round's node.
 
-use super::{note, PoolRound};
+use super::{note, unconfirmed, PoolRound};
 use crate::ec2::vpc;
 use crate::ec2::{Ec2Api, Ec2Result, Eni, Instance, Query, Subnet};
 use crate::error::Result;
@@ -175,7 +175,9 @@ impl PoolRound<'_> {
             self.st.revision += 1;
         }
         let mut views = views;
-        self.shared.memory.overlay(&self.input.name, &enis, &mut views);
+        if self.shared.memory.overlay(&self.input.name, &enis, &mut views) {
+            self.round.wake_in(unconfirmed::LOOK_AGAIN);
+        }
         self.views = views;
         self.st.instance = Some(instance_info(&self.inst, vpc_cidrs));
         self.round.synced = true;

@@ -66,7 +66,7 @@ pub fn removal_patch(removals: &[Removal]) -> serde_json::Value {
 
 impl PoolRound<'_> {
     /// Check the journal and `releasing` read back (describes only), replay the entries that hold
-    /// up (not while paused), drop the others, and remove what was dropped from the stored status.
+    /// up (not while paused; a frozen pool does replay), drop the others, and remove what was dropped from the stored status.
     /// A failed removal is only logged: what it would remove is never acted on, and is judged
     /// again next round.
     pub(super) async fn settle(&mut self, sink: &dyn StatusSink, attached: &[Eni]) {
@@ -111,7 +111,7 @@ impl PoolRound<'_> {
                 }
             }
         }
-        let replay = !act.is_empty() && !self.input.paused;
+        let replay = !act.is_empty() && self.gate.may_replay();
         if replay {
             let offered = crate::plan::release::offered_items(&self.st);
             let r = journal::replay(self.ec2(), act, &self.owner, attached, &offered).await;

@@ -7,6 +7,10 @@ use crate::journal;
 use enipool_crds::{AgentStatus, IpMode, OperationKind, Releasable, ReleaseSettings, Sizing};
 use std::sync::Mutex;
 
+mod freeze;
+mod lag;
+mod quota;
+
 /// Records every status write with the number of EC2 mutations made before it, and every
 /// removal.
 pub(super) struct Sink {

@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 /// by someone else) leaves the pool short only briefly. Then the describes are believed again.
 pub const KEEP: Duration = Duration::from_secs(30);
 
+/// How soon a pool with a change not described yet is looked at again: about EC2's usual
+/// describe delay. What the pool publishes waits for the describe, so the agent's first addresses
+/// on a new node, or on a new ENI, arrive this much after EC2 shows them at most.
+pub const LOOK_AGAIN: Duration = Duration::from_secs(2);
+
 /// One change not yet confirmed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {

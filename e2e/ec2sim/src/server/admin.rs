@@ -40,7 +40,8 @@ pub(super) async fn reset_all(AxState(sh): AxState<Arc<Shared>>) -> StatusCode {
 pub(super) fn reset(sh: &Shared) {
     let timing = *sh.timing.lock().expect("timing lock");
     let mut inner = sh.inner.lock().expect("state lock");
-    inner.state = State { timing, ..Default::default() };
+    let account = inner.state.account;
+    inner.state = State { timing, account, ..Default::default() };
     inner.history.clear();
     drop(inner);
     let mut f = sh.faults.lock().expect("faults lock");

@@ -26,9 +26,21 @@ pub(crate) async fn pods_on(
     Ok(names)
 }
 
+/// The address the agent wrote into a pod's `enipool.io/pod-ips` annotation.
+async fn pod_ip_annotation(c: &Cluster, pod: &str) -> Result<Option<String>> {
+    use k8s_openapi::api::core::v1::Pod;
+    let api: kube::Api<Pod> = kube::Api::namespaced(c.client().clone(), c.pod_namespace());
+    let p = api.get(pod).await?;
+    Ok(p.metadata.annotations.and_then(|a| a.get("enipool.io/pod-ips").cloned()))
+}
+
 pub async fn pods_one_node(t: Target) -> Result<()> {
-    with_cluster(&t, Spec::new("pods-one-node", 1), |c| {
+    let mut spec = Spec::new("pods-one-node", 1);
+    spec.annotate_pod_ip = true;
+    with_cluster(&t, spec, |c| {
         Box::pin(async move {
+            // The agent's annotation writes must pass the chart's RBAC, not only its policy.
+            c.kube.enforce_rbac();
             let node = c.nodes()[0].name.clone();
             pool_ready(c, &node).await?;
             let pods = pods_on(c, "web", &node, 3).await?;
@@ -40,6 +52,17 @@ pub async fn pods_one_node(t: Target) -> Result<()> {
                 ensure!(eni_of(&pool, ip).is_some(), "pod {p}'s {ip} is not in the ENIPool's ENIs");
             }
             check_pod_status_ips(c).await?;
+            // The agent annotated each pod it wired with its address (under the chart's RBAC and
+            // admission policy for it, on the platform's API).
+            for p in &pods {
+                let ip = c.pod(p)?.ip()?.to_string();
+                wait::poll(&format!("pod {p} annotated with {ip}"), super::SETTLE, || async {
+                    let got = pod_ip_annotation(c, p).await?;
+                    ensure!(got.as_deref() == Some(ip.as_str()), "annotation {got:?}");
+                    Ok(())
+                })
+                .await?;
+            }
             mesh_ping(c, &pods).await?;
             // The node reaches its pods (kubelet probes) and pods reach the node.
             let n = c.node(&node)?;
@@ -59,6 +82,7 @@ pub async fn pods_one_node(t: Target) -> Result<()> {
                 Ok(())
             })
             .await?;
+            support_bundle_shows_the_pods(c, &node, &pods).await?;
             for p in &pods {
                 c.delete_pod(p).await?;
             }
@@ -71,6 +95,37 @@ pub async fn pods_one_node(t: Target) -> Result<()> {
         })
     })
     .await
+}
+
+/// What on-call attaches to a ticket (`enipool-agent support`, run as `kubectl exec` into the
+/// node's agent pod would): the node's allocations, its ip rules and the agent's log name each
+/// pod, and no member holds the agent's token.
+async fn support_bundle_shows_the_pods(c: &Cluster, node: &str, pods: &[String]) -> Result<()> {
+    let dir = c.support_bundle(node).await?.join("enipool-support");
+    let read = |m: &str| {
+        std::fs::read_to_string(dir.join(m)).with_context(|| format!("{m} in the support bundle"))
+    };
+    let (allocations, rules, log) =
+        (read("agent/allocations.json")?, read("host/ip-rule.txt")?, read("agent/recent.log")?);
+    for p in pods {
+        let ip = c.pod(p)?.ip()?.to_string();
+        ensure!(allocations.contains(&format!("\"{ip}\"")), "{p}'s {ip} not in allocations");
+        ensure!(rules.contains(&ip), "no ip rule for {p}'s {ip} in the bundle:\n{rules}");
+        ensure!(log.contains(&format!("ip={ip}")), "the agent's log in the bundle lacks {p}");
+    }
+    if let Some(token) = c.agent_token(node)? {
+        let mut files = vec![dir.clone()];
+        while let Some(f) = files.pop() {
+            if f.is_dir() {
+                files.extend(std::fs::read_dir(&f)?.filter_map(|e| e.ok().map(|e| e.path())));
+            } else {
+                let bytes = std::fs::read(&f)?;
+                let found = bytes.windows(token.len()).any(|w| w == token.as_bytes());
+                ensure!(!found, "{} holds the agent's token", f.display());
+            }
+        }
+    }
+    Ok(())
 }
 
 pub async fn pods_across_nodes(t: Target) -> Result<()> {
@@ -144,30 +199,36 @@ pub async fn egress_snat(t: Target) -> Result<()> {
             let n = c.nodes()[0].clone();
             pool_ready(c, &n.name).await?;
             let (p1, p2) = pods_on_both_enis(c, "egress", &n.name).await?;
-            let public = c.fabric().public_ip(&n.instance_id).context("node public IP")?;
             let internet = c.fabric().internet_host_ip();
             for p in [&p1, &p2] {
                 c.ping_from_pod(p, internet).await?;
-                let ns = c.pod(p)?.netns;
-                let seen = wait::blocking(move || fabric::udp_echo(&ns, None, internet))
-                    .await?
-                    .with_context(|| format!("no UDP echo reply to pod {p}"))?;
-                // The IGW translates only the node's primary IP: seeing the node's public IP
-                // means the node SNATed the pod to its primary IP, and the reply came back.
-                ensure!(
-                    *seen.ip() == public,
-                    "echo saw {seen} from pod {p}, expected the node's public IP {public}"
-                );
             }
-            Ok(())
+            internet_sees_node_address(c, &[p1, p2]).await
         })
     })
     .await
 }
 
+/// Each pod's UDP datagram to the internet host arrives from its node's public address, and the
+/// reply comes back. The IGW translates only a node's primary IP: seeing the node's public IP
+/// means the node SNATed the pod to its primary IP.
+pub(crate) async fn internet_sees_node_address(c: &Cluster, pods: &[String]) -> Result<()> {
+    let internet = c.fabric().internet_host_ip();
+    for p in pods {
+        let node = c.node(&c.pod(p)?.node)?;
+        let public = c.fabric().public_ip(&node.instance_id).context("node public IP")?;
+        let ns = c.pod(p)?.netns;
+        let seen = wait::blocking(move || fabric::udp_echo(&ns, None, internet))
+            .await?
+            .with_context(|| format!("no UDP echo reply from the internet to pod {p}"))?;
+        ensure!(*seen.ip() == public, "the internet saw {seen} from pod {p}, not {public}");
+    }
+    Ok(())
+}
+
 /// The source address a UDP datagram from pod `from` carries when it reaches pod `to` (an echo
 /// server bound to `to`'s address answers with what it saw).
-async fn source_seen(c: &Cluster, from: &str, to: &str) -> Result<std::net::Ipv4Addr> {
+pub(crate) async fn source_seen(c: &Cluster, from: &str, to: &str) -> Result<std::net::Ipv4Addr> {
     let (src, dst) = (c.pod(from)?, c.pod(to)?);
     let dst_ip = dst.ip()?;
     let server = fabric::EchoServer::start(&dst.netns, dst_ip)?;
@@ -212,17 +273,8 @@ pub async fn cross_subnet(t: Target) -> Result<()> {
                     );
                 }
             }
-            // Leaving the VPC is still SNATed: the IGW translates only a node's primary IP.
-            let internet = c.fabric().internet_host_ip();
-            for p in &pods {
-                let node = c.node(&c.pod(p)?.node)?;
-                let public = c.fabric().public_ip(&node.instance_id).context("node public IP")?;
-                let ns = c.pod(p)?.netns;
-                let seen = wait::blocking(move || fabric::udp_echo(&ns, None, internet))
-                    .await?
-                    .with_context(|| format!("no UDP echo reply from the internet to pod {p}"))?;
-                ensure!(*seen.ip() == public, "the internet saw {seen} from pod {p}, not {public}");
-            }
+            // Leaving the VPC is still SNATed.
+            internet_sees_node_address(c, &pods).await?;
             // What the agents were told the VPC is: all its blocks, not the nodes' subnets.
             let want: Vec<String> = blocks.iter().map(|b| b.to_string()).collect();
             for n in &nodes {

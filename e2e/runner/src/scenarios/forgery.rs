@@ -35,7 +35,10 @@ pub async fn compromised_agent(t: Target) -> Result<()> {
                         "installing the chart's agent ServiceAccount, RBAC and admission policy",
                     );
                     let release = release.unwrap_or("enipool");
-                    Some(AgentIdentity::install(c.client(), release, c.pod_namespace(), run).await?)
+                    Some(
+                        AgentIdentity::install(c.client(), release, c.pod_namespace(), &[], run)
+                            .await?,
+                    )
                 }
             };
             let identity = installed.as_ref().or(c.agent_identity.as_ref()).context("identity")?;

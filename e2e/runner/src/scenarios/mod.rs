@@ -5,8 +5,10 @@
 mod basic;
 mod chaos;
 mod chaos_combined;
+mod custom;
 mod forgery;
 mod kubectl;
+mod migration;
 mod real;
 mod sizing;
 mod startup;
@@ -26,15 +28,39 @@ pub struct Scenario {
     pub about: &'static str,
     /// Runs against real EC2 too (the others need the simulator's network-namespace nodes).
     pub real_ec2: bool,
+    /// Runs with `--runtime containerd` too (creates its pods only through the kubelet's
+    /// sandbox calls, never the libcni driver directly).
+    pub containerd: bool,
     pub run: fn(Target) -> BoxFuture<'static, anyhow::Result<()>>,
 }
 
 macro_rules! scenario {
     ($name:literal, $about:literal, $f:path) => {
-        Scenario { name: $name, about: $about, real_ec2: false, run: |t| Box::pin($f(t)) }
+        Scenario {
+            name: $name,
+            about: $about,
+            real_ec2: false,
+            containerd: false,
+            run: |t| Box::pin($f(t)),
+        }
     };
     (real $name:literal, $about:literal, $f:path) => {
-        Scenario { name: $name, about: $about, real_ec2: true, run: |t| Box::pin($f(t)) }
+        Scenario {
+            name: $name,
+            about: $about,
+            real_ec2: true,
+            containerd: false,
+            run: |t| Box::pin($f(t)),
+        }
+    };
+    (containerd $name:literal, $about:literal, $f:path) => {
+        Scenario {
+            name: $name,
+            about: $about,
+            real_ec2: false,
+            containerd: true,
+            run: |t| Box::pin($f(t)),
+        }
     };
 }
 
@@ -46,11 +72,15 @@ pub static SCENARIOS: &[Scenario] = &[
         kubectl::crds_served
     ),
     scenario!(
-        "pods-one-node",
-        "pods on one node get VPC addresses, reach each other, show their IP in Pod status",
+        containerd "pods-one-node",
+        "pods on one node get VPC addresses, reach each other, show their IP in Pod status and in their enipool.io/pod-ips annotation",
         basic::pods_one_node
     ),
-    scenario!("pods-across-nodes", "pods on two nodes reach each other through the VPC", basic::pods_across_nodes),
+    scenario!(
+        containerd "pods-across-nodes",
+        "pods on two nodes reach each other through the VPC",
+        basic::pods_across_nodes
+    ),
     scenario!(
         "primary-and-secondary-eni",
         "pods on the primary ENI and on a secondary ENI, on both nodes, all reach each other",
@@ -62,6 +92,11 @@ pub static SCENARIOS: &[Scenario] = &[
         basic::cross_subnet
     ),
     scenario!(
+        "custom-networking",
+        "a policy puts pods in the per-zone pod subnets of the VPC's secondary block (custom networking): each pod's address is from its node's zone, off the primary ENI, unSNATed between zones and SNATed to the internet",
+        custom::custom_networking
+    ),
+    scenario!(
         "egress-snat",
         "pod traffic to the internet leaves SNATed to the node's primary IP and the reply comes back",
         basic::egress_snat
@@ -70,6 +105,11 @@ pub static SCENARIOS: &[Scenario] = &[
         "node-startup",
         "a joining node shows the runtime no CNI config and keeps its startup taint until its agent can serve; pods created before wait, then start on their first ADD",
         startup::pods_wait_for_the_agent
+    ),
+    scenario!(
+        "cni-migration",
+        "a node on another CNI (bridge) moves to enipool in place as docs/migrate-from-aws-vpc-cni.md says and back: old pods keep working and go through their own plugin, new pods get VPC addresses, then bridge ones again; EC2 keeps what the pool held (platform nodes only: it edits the node's CNI dirs; runs with --kubeconfig, not real EC2)",
+        migration::bridge_to_enipool_and_back
     ),
     scenario!(
         "kubectl-get-enipools",

@@ -7,6 +7,9 @@ use anyhow::{bail, ensure, Context, Result};
 use cluster::{wait, Cluster, Spec, SubnetSpec};
 use std::time::{Duration, Instant};
 
+/// How long a pool may go on listing an ENI EC2 deleted: the describes' lag plus one requeue.
+const RELEASED_SHOWN: Duration = Duration::from_secs(15);
+
 /// EC2's view of an instance: (attached ENIs, secondary addresses incl. prefix addresses, prefixes).
 pub(crate) fn ec2_view(c: &Cluster, instance: &str) -> (usize, usize, usize) {
     let st = c.sim().snapshot();
@@ -41,7 +44,7 @@ pub(crate) async fn burst(c: &Cluster, prefix: &str, node: &str, n: usize) -> Re
 /// Real pods get addresses on the new ENI and reach everything; the EC2 calls per step and the
 /// offer protocol are the in-process `scale_up_then_down_through_the_offer_protocol`'s.
 pub async fn scale_up(t: Target) -> Result<()> {
-    with_cluster(&t, Spec::new("scale-up-new-eni", 1).aws_timed(), |c| {
+    with_cluster(&t, Spec::new("scale-up-new-eni", 1), |c| {
         Box::pin(async move {
             let n = c.nodes()[0].clone();
             pool_ready(c, &n.name).await?;
@@ -89,7 +92,7 @@ pub async fn scale_up(t: Target) -> Result<()> {
 }
 
 pub async fn churn(t: Target) -> Result<()> {
-    let spec = Spec::new("warm-pool-churn", 1).aws_timed().policy(serde_json::json!({
+    let spec = Spec::new("warm-pool-churn", 1).policy(serde_json::json!({
         "mode": "SecondaryIP", "sizing": {"warmIPs": 3, "batch": 1},
         "release": {"enabled": true, "delaySeconds": 120}, "cooldownSeconds": 1,
     }));
@@ -216,11 +219,15 @@ pub async fn scale_down(t: Target) -> Result<()> {
                 Ok(())
             })
             .await?;
-            let pool = pool_ready(c, &n.name).await?;
-            ensure!(
-                pool.status.map(|s| s.enis.len()) == Some(1),
-                "pool still lists the released ENI"
-            );
+            // The pool shows what EC2's describes show, which trail the delete by their lag; the
+            // round the delete finished in looks again once they caught up.
+            wait::poll("the pool no longer lists the released ENI", RELEASED_SHOWN, || async {
+                let pool = pool_ready(c, &n.name).await?;
+                let enis = pool.status.map(|s| s.enis.len());
+                ensure!(enis == Some(1), "pool lists {enis:?} ENIs");
+                Ok(())
+            })
+            .await?;
             // The pool still serves pods after shrinking.
             c.add_pod("after", &n.name).await?;
             c.ping_from_pod("after", n.primary_ip).await
@@ -329,16 +336,16 @@ pub async fn exhaustion(t: Target) -> Result<()> {
     let mut spec = Spec::new("subnet-exhaustion", 1).policy(serde_json::json!({
         "mode": "SecondaryIP", "sizing": {"warmIPs": 1, "batch": 1},
         "release": {"enabled": true, "delaySeconds": 30}, "cooldownSeconds": 1,
-        "eni": {"firstInterfaceIndex": 1, "subnets": {"tags": {cluster::ROLE_TAG: "pods"}}},
+        "eni": {"firstInterfaceIndex": 1, "subnets": {"tags": {cluster::ROLE_TAG: "small-pods"}}},
     }));
-    spec.subnets.push(SubnetSpec { cidr: "10.0.1.0/27", az: "us-west-2a", role: "pods" });
+    spec.subnets.push(SubnetSpec { cidr: "10.0.1.0/27", az: "us-west-2a", role: "small-pods" });
     with_cluster(&t, spec, |c| {
         Box::pin(async move {
             let n = c.nodes()[0].clone();
             pool_ready(c, &n.name).await?;
             c.add_pod("ok-0", &n.name).await?;
             // Another tenant takes every free address of the pod subnet.
-            let pods = c.spec.subnets.iter().position(|s| s.role == "pods");
+            let pods = c.spec.subnets.iter().position(|s| s.role == "small-pods");
             let pods_subnet = c.subnet_ids[pods.context("no pods subnet")?].clone();
             let squatters = squat(c, &pods_subnet).await?;
             // Demand beyond what the node holds now cannot be met.

@@ -85,5 +85,16 @@ async fn a_missing_grant_is_refused_and_shown_on_the_pool() {
     assert_eq!(created.len(), 1, "one ENI created, not one per round: {created:?}");
     let ops = env.pool("node-a").await.unwrap().status.unwrap().operations;
     assert!(ops.iter().any(|o| o.eni_id == created[0]), "the ENI stays in the journal: {ops:?}");
+
+    // The role is fixed after EC2 forgot the entry's ClientToken (a day passes in real life):
+    // the ENI created for the entry is the one attached, and no second one is made.
+    env.sim.set_account(ec2sim::Account {
+        client_token_ttl: Duration::ZERO,
+        ..ec2sim::Account::default()
+    });
+    enforce(&env, None);
+    env.wait_pool("node-a", "the kept ENI attached", T, |p| is_ready(p) && allocated(p) == 18)
+        .await;
+    assert_eq!(env.tagged_enis(), created, "the same ENI, attached; no second one");
     op.abort();
 }

@@ -89,7 +89,7 @@ async fn pages_are_followed_and_a_failed_page_is_retried_alone() {
     let calls = |result| {
         config.metrics.calls.get_or_create(&CallLabels { action: "DescribeSubnets", result }).get()
     };
-    assert_eq!((calls("ok"), calls("Transient")), (3, 1), "one metered attempt per request");
+    assert_eq!((calls("ok"), calls("transient")), (3, 1), "one metered attempt per request");
 }
 
 #[test]

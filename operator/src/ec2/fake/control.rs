@@ -117,6 +117,12 @@ impl FakeEc2 {
     }
 
     /// Fail the next call of `action` (or of any action with `"*"`) with `kind`.
+    /// EC2 keeps a ClientToken for a limited time (at least a day): after that a create with the
+    /// same token makes a new ENI.
+    pub fn expire_client_tokens(&self) {
+        self.state.lock().expect("lock").tokens.clear();
+    }
+
     pub fn fail_next(&self, action: &'static str, kind: Ec2ErrorKind) {
         self.state.lock().expect("lock").faults.push_back((action, kind));
     }

@@ -275,6 +275,7 @@ fn growth_table() {
             releasing_enis: &BTreeSet::new(),
             first_interface_index: r.first,
             max_enis: r.max_enis,
+            create_enis: true,
             slots_per_eni: r.slots,
             subnets: r.subnets.as_deref(),
             max_steps: 16,
@@ -299,6 +300,7 @@ fn journal_room_limits_steps() {
         releasing_enis: &none,
         first_interface_index: 0,
         max_enis: 4,
+        create_enis: true,
         slots_per_eni: 9,
         subnets: Some(&subnets),
         max_steps: 1,
@@ -362,6 +364,7 @@ fn an_eni_being_released_is_never_filled() {
             releasing_enis: &releasing,
             first_interface_index: 0,
             max_enis: r.max_enis,
+            create_enis: true,
             slots_per_eni: 9,
             subnets: Some(&subnets),
             max_steps: 16,
@@ -400,4 +403,33 @@ fn subnets_tagged_role_cni_0_hold_no_enis() {
     assert!(subnet_allowed(&tags(&[])));
     assert!(subnet_allowed(&tags(&[(SUBNET_ROLE_TAG, "1")])));
     assert!(!subnet_allowed(&tags(&[(SUBNET_ROLE_TAG, "0"), ("kind", "pods")])));
+}
+
+/// Once the account's regional ENI quota is reached, growth fills the ENIs the node has and
+/// creates none; the shortfall is blamed on the quota, not on the node's capacity.
+#[test]
+fn a_reached_eni_quota_fills_existing_enis_only() {
+    let enis = vec![view("eni-0", 0, "s-a", 5, 0)];
+    let none = BTreeSet::new();
+    let subnets = vec![subnet("s-a", 100)];
+    let input = |create_enis| GrowthInput {
+        enis: &enis,
+        deficit: 10,
+        prefixes: false,
+        allow_fallback: false,
+        no_cidr_subnets: &none,
+        releasing_enis: &none,
+        first_interface_index: 0,
+        max_enis: 3,
+        create_enis,
+        slots_per_eni: 9,
+        subnets: Some(&subnets),
+        max_steps: 16,
+    };
+    let g = plan_growth(&input(false));
+    assert_eq!(g.steps, vec![assign("eni-0", 4)]);
+    assert_eq!(g.blocked, Some(Blocked::EniQuota));
+    let g = plan_growth(&input(true));
+    assert_eq!(g.steps, vec![assign("eni-0", 4), create("s-a", 1, 6, 0)]);
+    assert_eq!(g.blocked, None);
 }
