@@ -15,6 +15,7 @@
 //! With `--kubeconfig` the Kubernetes API is an external one (a real cluster's) instead of the
 //! platform's; EC2 stays simulated and nodes stay network namespaces. See [`external`].
 
+pub mod bridge;
 pub mod containerd;
 pub mod cri;
 pub mod diag;

@@ -10,48 +10,17 @@ use super::basic::pods_on;
 use super::{eni_of, pool_ready, with_cluster, SETTLE};
 use crate::Target;
 use anyhow::{ensure, Context, Result};
+use cluster::bridge::{self, CONFLIST as BRIDGE_CONFLIST, SUBNET as BRIDGE_SUBNET};
 use cluster::node::{Join, NodeInfo, CONFLIST_NAME};
 use cluster::{wait, Cluster, Spec};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// The other CNI's config: sorts after enipool's `05-enipool.conflist`, as aws-node's does.
-const BRIDGE_CONFLIST: &str = "10-bridge.conflist";
-/// Its network (host-local keeps its reservations under this name).
-const BRIDGE_NETWORK: &str = "bridge-net";
-/// Its pod addresses: outside the VPC, so nobody takes them for enipool's.
-const BRIDGE_SUBNET: &str = "10.250.0.0/24";
 /// The label that selects the nodes moved to enipool (doc: "Moving nodes one by one").
 const ENABLED: &str = "enipool.io/enabled";
-
-/// Debian's plugins linked into the node's CNI bin dir, and the bridge config in its config dir:
-/// what the node image and the other CNI's installer would have put there.
-fn install_bridge(n: &NodeInfo) -> Result<PathBuf> {
-    let bin = n.driver.cni_bin_dirs.first().context("the node has no CNI bin dir")?;
-    for p in ["bridge", "host-local"] {
-        let src = Path::new("/usr/lib/cni").join(p);
-        ensure!(
-            src.exists(),
-            "{} missing: install Debian's containernetworking-plugins",
-            src.display()
-        );
-        std::os::unix::fs::symlink(&src, bin.join(p))?;
-    }
-    let ipam_dir = n.dir.join("host-local");
-    let conflist = serde_json::json!({
-        "cniVersion": "1.0.0", "name": BRIDGE_NETWORK,
-        "plugins": [{
-            "type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true,
-            "ipam": {"type": "host-local", "dataDir": ipam_dir,
-                     "ranges": [[{"subnet": BRIDGE_SUBNET}]], "routes": [{"dst": "0.0.0.0/0"}]},
-        }],
-    });
-    std::fs::write(n.driver.conf_dir.join(BRIDGE_CONFLIST), conflist.to_string())?;
-    Ok(ipam_dir.join(BRIDGE_NETWORK))
-}
 
 /// The configs in the node's CNI config dir, by file name.
 fn configs(n: &NodeInfo) -> BTreeSet<String> {
@@ -141,7 +110,7 @@ pub async fn bridge_to_enipool_and_back(t: Target) -> Result<()> {
             let how = Join { start_agent: false, startup_taint: false, runtime_choice: true };
             let n = c.join_node_with(how).await?;
             let node = n.name.clone();
-            let ipam = install_bridge(&n)?;
+            let ipam = bridge::install(&n)?;
             c.step("a node on the bridge CNI runs pods");
             c.add_pod("old-0", &node).await?;
             c.add_pod("old-1", &node).await?;

@@ -139,7 +139,7 @@ pub static SCENARIOS: &[Scenario] = &[
         kubectl::gitops_apply
     ),
     scenario!(
-        "agent-kill9-under-load",
+        containerd "agent-kill9-under-load",
         "agent killed with kill -9 and restarted under load: no pod loses its address, none is assigned twice",
         chaos::agent_kill9
     ),
