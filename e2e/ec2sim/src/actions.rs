@@ -2,6 +2,7 @@
 //! Describe* read a (possibly lagged) `&State`; mutations take `&mut State`.
 
 use super::hooks::HookEvent;
+use super::ipv6::Ipv6AssignReq;
 use super::ops::{CreateEniReq, RunReq};
 use super::params::Params;
 use super::render;
@@ -30,6 +31,8 @@ pub const MUTATE_ACTIONS: &[&str] = &[
     "ModifyNetworkInterfaceAttribute",
     "AssignPrivateIpAddresses",
     "UnassignPrivateIpAddresses",
+    "AssignIpv6Addresses",
+    "UnassignIpv6Addresses",
     "CreateTags",
     "DeleteTags",
     "RunInstances",
@@ -211,6 +214,40 @@ pub fn mutate(
                 ev,
             )?;
             Ok(ok_return(action, rid))
+        }
+        "AssignIpv6Addresses" => {
+            let eni = p.req("NetworkInterfaceId")?;
+            let req = Ipv6AssignReq {
+                addr_count: p.parsed("Ipv6AddressCount")?,
+                addrs: p.list_parsed("Ipv6Addresses")?,
+                prefix_count: p.parsed("Ipv6PrefixCount")?,
+                prefixes: p.list_parsed("Ipv6Prefix")?,
+            };
+            let (addrs, prefixes) = st.assign_ipv6(eni, &req)?;
+            let mut x = Xml::response(action, rid);
+            x.leaf("networkInterfaceId", eni);
+            x.items("assignedIpv6Addresses", addrs, |x, a| {
+                x.text(a);
+            });
+            x.items("assignedIpv6PrefixSet", prefixes, |x, p| {
+                x.text(p);
+            });
+            Ok(x.finish())
+        }
+        "UnassignIpv6Addresses" => {
+            let eni = p.req("NetworkInterfaceId")?;
+            let addrs: Vec<std::net::Ipv6Addr> = p.list_parsed("Ipv6Addresses")?;
+            let prefixes: Vec<ipnet::Ipv6Net> = p.list_parsed("Ipv6Prefix")?;
+            st.unassign_ipv6(eni, &addrs, &prefixes)?;
+            let mut x = Xml::response(action, rid);
+            x.leaf("networkInterfaceId", eni);
+            x.items("unassignedIpv6Addresses", addrs, |x, a| {
+                x.text(a);
+            });
+            x.items("unassignedIpv6PrefixSet", prefixes, |x, p| {
+                x.text(p);
+            });
+            Ok(x.finish())
         }
         "CreateTags" | "DeleteTags" => {
             let ids = p.list("ResourceId");

@@ -96,7 +96,9 @@ pub fn requests(st: &State, region: &str, action: &str, p: &Params) -> Vec<Reque
         "DeleteNetworkInterface"
         | "ModifyNetworkInterfaceAttribute"
         | "AssignPrivateIpAddresses"
-        | "UnassignPrivateIpAddresses" => {
+        | "UnassignPrivateIpAddresses"
+        | "AssignIpv6Addresses"
+        | "UnassignIpv6Addresses" => {
             let mut resources = one(eni(st, region, p.get("NetworkInterfaceId").unwrap_or("")));
             if action == "ModifyNetworkInterfaceAttribute" {
                 for g in p.list("SecurityGroupId") {

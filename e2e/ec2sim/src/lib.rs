@@ -23,6 +23,7 @@ mod describe;
 mod faults;
 pub mod hooks;
 pub mod iam;
+pub mod ipv6;
 mod lifecycle;
 pub mod limits;
 mod ops;

@@ -143,6 +143,8 @@ impl State {
             primary_ip: primary,
             secondary,
             prefixes,
+            ipv6_addrs: Vec::new(),
+            ipv6_prefixes: Vec::new(),
             groups,
             tags: req.tags.clone(),
             attachment: None,
@@ -301,6 +303,9 @@ impl State {
             let addrs = eni.all_addrs();
             if let Some(s) = self.subnets.get_mut(&eni.subnet_id) {
                 s.release(addrs.iter().copied());
+                if let Some(v6) = s.ipv6.as_mut() {
+                    v6.release(&eni.ipv6_addrs, &eni.ipv6_prefixes);
+                }
             }
             ev.push(eni.unassigned_event(addrs));
         }

@@ -27,6 +27,12 @@ fn addresses(x: &mut Xml, eni: &Eni) {
             .leaf("privateDnsName", private_dns(ip))
             .leaf("primary", primary);
     });
+    x.items("ipv6AddressesSet", &eni.ipv6_addrs, |x, a| {
+        x.leaf("ipv6Address", a).leaf("isPrimaryIpv6", false);
+    });
+    x.items("ipv6PrefixSet", &eni.ipv6_prefixes, |x, p| {
+        x.leaf("ipv6Prefix", p);
+    });
     x.items("ipv4PrefixSet", &eni.prefixes, |x, p| {
         x.leaf("ipv4Prefix", p);
     });
@@ -137,7 +143,15 @@ pub fn subnet(x: &mut Xml, s: &Subnet) {
         .leaf("availabilityZone", &s.az)
         .leaf("availabilityZoneId", az_id(&s.az))
         .leaf("defaultForAz", false)
-        .leaf("mapPublicIpOnLaunch", false);
+        .leaf("mapPublicIpOnLaunch", false)
+        .leaf("assignIpv6AddressOnCreation", false);
+    x.items("ipv6CidrBlockAssociationSet", &s.ipv6, |x, b| {
+        x.leaf("associationId", &b.association_id)
+            .leaf("ipv6CidrBlock", b.cidr)
+            .open("ipv6CidrBlockState")
+            .leaf("state", "associated")
+            .close("ipv6CidrBlockState");
+    });
     x.tag_set(&s.tags);
 }
 
@@ -157,6 +171,15 @@ pub fn vpc(x: &mut Xml, v: &Vpc) {
             .open("cidrBlockState")
             .leaf("state", &b.state)
             .close("cidrBlockState");
+    });
+    x.items("ipv6CidrBlockAssociationSet", &v.ipv6, |x, b| {
+        x.leaf("associationId", &b.association_id)
+            .leaf("ipv6CidrBlock", b.cidr)
+            .open("ipv6CidrBlockState")
+            .leaf("state", "associated")
+            .close("ipv6CidrBlockState")
+            .leaf("networkBorderGroup", "us-west-2")
+            .leaf("ipv6Pool", "Amazon");
     });
     x.leaf("dhcpOptionsId", "dopt-00000000")
         .leaf("instanceTenancy", "default")

@@ -18,7 +18,8 @@ impl State {
             cidr: cidr.trunc(),
             state: "associated".into(),
         };
-        let vpc = Vpc { id: id.clone(), cidr: cidr.trunc(), blocks: vec![primary], tags };
+        let vpc =
+            Vpc { id: id.clone(), cidr: cidr.trunc(), blocks: vec![primary], ipv6: None, tags };
         self.vpcs.insert(id.clone(), vpc);
         id
     }
@@ -101,6 +102,7 @@ impl State {
             az: az.into(),
             tags,
             used: Default::default(),
+            ipv6: None,
         };
         self.subnets.insert(id.clone(), s);
         Ok(id)

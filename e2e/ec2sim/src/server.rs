@@ -260,6 +260,7 @@ async fn ec2(AxState(sh): AxState<Arc<Shared>>, headers: HeaderMap, body: Bytes)
 }
 
 mod admin;
+mod seed_ipv6;
 
 /// A running simulator. Dropping it without [`Ec2Sim::shutdown`] leaves the server running until
 /// the runtime ends.

@@ -21,7 +21,18 @@ pub struct Vpc {
     pub cidr: Ipv4Net,
     /// Every IPv4 block association, the primary's first, as `cidrBlockAssociationSet` lists them.
     pub blocks: Vec<VpcBlock>,
+    /// The Amazon-provided IPv6 block, when one is associated.
+    pub ipv6: Option<VpcIpv6>,
     pub tags: Tags,
+}
+
+/// A VPC's IPv6 block association.
+#[derive(Debug, Clone, Serialize)]
+pub struct VpcIpv6 {
+    /// `vpc-cidr-assoc-…`.
+    pub association_id: String,
+    /// The /56.
+    pub cidr: ipnet::Ipv6Net,
 }
 
 /// One IPv4 block association of a VPC.
@@ -157,6 +168,10 @@ pub struct Eni {
     pub secondary: Vec<Ipv4Addr>,
     /// Delegated /28 prefixes in assignment order.
     pub prefixes: Vec<Ipv4Net>,
+    /// IPv6 addresses in assignment order.
+    pub ipv6_addrs: Vec<std::net::Ipv6Addr>,
+    /// Delegated IPv6 /80 prefixes in assignment order.
+    pub ipv6_prefixes: Vec<ipnet::Ipv6Net>,
     pub groups: Vec<String>,
     pub tags: Tags,
     /// Attachment, when attaching/attached/detaching.

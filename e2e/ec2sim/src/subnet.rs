@@ -21,6 +21,8 @@ pub struct Subnet {
     /// Addresses held by ENIs (secondary IPs, primaries and every address of /28 prefixes); the 5
     /// reserved addresses are not in here, they are excluded by [`Subnet::is_reserved`].
     pub used: BTreeSet<Ipv4Addr>,
+    /// Its IPv6 /64 and what of it ENIs hold, when it has one.
+    pub ipv6: Option<super::ipv6::SubnetIpv6>,
 }
 
 impl Subnet {

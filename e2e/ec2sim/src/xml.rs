@@ -57,6 +57,12 @@ impl Xml {
         self
     }
 
+    /// Text inside the open element (a list of plain values is `<item>text</item>`).
+    pub fn text(&mut self, v: impl Display) -> &mut Self {
+        self.buf.push_str(&escape(&v.to_string()));
+        self
+    }
+
     /// A text element when there is a value.
     pub fn opt(&mut self, tag: &str, v: Option<impl Display>) -> &mut Self {
         if let Some(v) = v {

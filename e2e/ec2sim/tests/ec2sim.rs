@@ -4,6 +4,7 @@
 mod ec2sim {
     mod faults;
     pub mod harness;
+    mod ipv6;
     mod lifecycle;
     mod limits;
     mod listing;
