@@ -111,7 +111,11 @@ async fn show(c: &Cluster) -> Result<()> {
     for n in &nodes {
         pool_ready(c, &n.name).await?;
     }
-    c.step("running pods: web-0..2 on the first node, api-0..2 on the second (kubelet -> libcni -> enipool-cni)");
+    let path = match c.spec.runtime {
+        cluster::Runtime::Libcni => "kubelet -> libcni -> enipool-cni",
+        cluster::Runtime::Containerd => "kubelet -> CRI -> containerd -> enipool-cni",
+    };
+    c.step(&format!("running pods: web-0..2 on the first node, api-0..2 on the second ({path})"));
     let mut pods = Vec::new();
     for (prefix, n) in [("web", &nodes[0]), ("api", &nodes[1])] {
         for i in 0..3 {

@@ -7,7 +7,8 @@
 //!
 //! Needs root (the fabric) and the platform's binaries next to the runner (`cargo build -p
 //! enipool-operator -p enipool-agent -p enipool-cni`; a workspace `cargo test` builds them). Never
-//! skips: a missing piece fails the test saying what is missing. Takes about a minute.
+//! skips: a missing piece fails the test saying what is missing. Takes about a minute per runtime
+//! (the platform's libcni client, and containerd).
 
 #[path = "common/binaries.rs"]
 mod binaries;
@@ -91,6 +92,22 @@ fn kubectl(kubeconfig: &PathBuf, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_the_whole_system_and_cleans_up_on_ctrl_c() {
+    demo_runs_and_cleans_up(&[], "kubelet -> libcni -> enipool-cni").await;
+}
+
+/// The same with a containerd per node (`--runtime containerd`): its pods go through CRI, and
+/// Ctrl-C leaves no containerd behind either (its processes run from the run directory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_under_containerd_and_cleans_up_on_ctrl_c() {
+    demo_runs_and_cleans_up(
+        &["--runtime", "containerd"],
+        "kubelet -> CRI -> containerd -> enipool-cni",
+    )
+    .await;
+}
+
+/// Runs `enipool-e2e ARGS demo`, whose pods must take the CNI call path `cni_path`.
+async fn demo_runs_and_cleans_up(args: &[&str], cni_path: &str) {
     assert!(
         nix::unistd::geteuid().is_root(),
         "the demo needs root (network namespaces): run as root"
@@ -101,6 +118,7 @@ async fn the_demo_runs_the_whole_system_and_cleans_up_on_ctrl_c() {
     binaries::fresh_binary("enipool-cni", &["cni-shim/src"], build);
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_enipool-e2e"))
+        .args(args)
         .arg("demo")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -172,6 +190,7 @@ async fn the_demo_runs_the_whole_system_and_cleans_up_on_ctrl_c() {
     let status = status.unwrap_or_else(|_| panic!("demo still running {DOWN:?} after Ctrl-C"));
     assert!(status.expect("wait").success(), "demo exit after Ctrl-C\n--- stderr ---\n{err}");
     assert!(err.contains("cleaned up, nothing left behind"), "--- stderr ---\n{err}");
+    assert!(err.contains(&format!("({cni_path})")), "pods not run through {cni_path}:\n{err}");
     assert_eq!(netns_of(&shown.prefix), Vec::<String>::new(), "network namespaces left");
     assert!(!std::path::Path::new(&run_dir).exists(), "{run_dir} left");
     assert_eq!(processes_of(&run_dir), Vec::<String>::new(), "processes of the run left");
