@@ -6,7 +6,7 @@
 //! The subnet's /64 is split so the two kinds never meet: single addresses come from its first
 //! /80, prefixes from the rest, lowest first (deterministic where EC2 picks at random).
 
-use super::limits::{self, UNATTACHED_IPV4_SLOTS};
+use super::limits::UNATTACHED_IPV4_SLOTS;
 use super::state::{not_found, Eni, State, VpcIpv6};
 use super::Error;
 use ipnet::Ipv6Net;
@@ -213,11 +213,7 @@ impl State {
     }
 
     fn ipv6_slot_limit(&self, eni: &Eni) -> u32 {
-        eni.attachment
-            .as_ref()
-            .and_then(|a| self.instances.get(&a.instance_id))
-            .and_then(|i| limits::lookup(&i.instance_type))
-            .map_or(UNATTACHED_IPV4_SLOTS, |l| l.ipv6_per_eni)
+        self.attached_type(eni).map_or(UNATTACHED_IPV4_SLOTS, |l| l.ipv6_per_eni)
     }
 
     /// AssignIpv6Addresses: addresses or prefixes, all or nothing.

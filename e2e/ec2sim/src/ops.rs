@@ -161,12 +161,16 @@ impl State {
     }
 
     /// IPv4 slots the ENI may hold where it is now (its instance type's limit when attached).
-    fn slot_limit(&self, eni: &Eni) -> u32 {
+    /// The limits of the type of the instance the ENI is attached to.
+    pub(crate) fn attached_type(&self, eni: &Eni) -> Option<&'static limits::TypeLimits> {
         eni.attachment
             .as_ref()
             .and_then(|a| self.instances.get(&a.instance_id))
             .and_then(|i| limits::lookup(&i.instance_type))
-            .map_or(UNATTACHED_IPV4_SLOTS, |l| l.ipv4_per_eni)
+    }
+
+    fn slot_limit(&self, eni: &Eni) -> u32 {
+        self.attached_type(eni).map_or(UNATTACHED_IPV4_SLOTS, |l| l.ipv4_per_eni)
     }
 
     pub fn attach(
