@@ -9,6 +9,8 @@
 //! `sudo ENIPOOL_E2E_BIN_DIR=target/debug target/debug/examples/burst_bench [N...]`
 //! (default N: 10 30).
 
+mod common;
+
 use anyhow::Result;
 use cluster::{Cluster, Spec, Target};
 use std::time::{Duration, Instant};
@@ -44,8 +46,7 @@ async fn burst(n: usize, add_wait: Option<u64>) -> Result<Figures> {
 
 async fn run(c: &Cluster, n: usize) -> Result<Figures> {
     let node = c.nodes()[0].name.clone();
-    // The pool is at its warm target before the burst, as on a node that has been up a while.
-    wait_ready(c, &node).await?;
+    common::pool_warm(c, &node, 3, Duration::from_secs(60)).await?;
     let names: Vec<String> = (0..n).map(|i| format!("burst-{i}")).collect();
     for name in &names {
         c.create_pod(name, &node).await?;
@@ -71,18 +72,6 @@ async fn run(c: &Cluster, n: usize) -> Result<Figures> {
         first: done.iter().map(|d| d.1).min().unwrap_or_default(),
         last: done.iter().map(|d| d.1).max().unwrap_or_default(),
     })
-}
-
-async fn wait_ready(c: &Cluster, node: &str) -> Result<()> {
-    cluster::wait::poll("the pool Ready at its warm target", Duration::from_secs(60), || async {
-        let p = c.pool(node).await?;
-        let st = p.status.unwrap_or_default();
-        let ready = st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-        let free = st.summary.map(|s| s.available).unwrap_or(0);
-        anyhow::ensure!(ready && free >= 3, "Ready {ready}, {free} available");
-        Ok(())
-    })
-    .await
 }
 
 #[tokio::main]

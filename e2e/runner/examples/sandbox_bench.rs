@@ -10,6 +10,8 @@
 //! `sudo ENIPOOL_E2E_BIN_DIR=target/debug target/debug/examples/sandbox_bench [N]`
 //! (default N: 200).
 
+mod common;
+
 use anyhow::{Context, Result};
 use cluster::cri::{Cri, SandboxMeta};
 use cluster::node::{Join, NodeInfo};
@@ -111,15 +113,7 @@ async fn run(c: &Cluster, total: usize) -> Result<()> {
     println!(
         "plugin               conc  start p50  start p99  end p50  end p99  sandboxes/s  failed"
     );
-    // The pool at its warm target first, as on a node that has been up a while.
-    wait::poll("the pool Ready at its warm target", Duration::from_secs(90), || async {
-        let st = c.pool(&enipool.name).await?.status.unwrap_or_default();
-        let ready = st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-        let free = st.summary.map(|s| s.available).unwrap_or(0);
-        anyhow::ensure!(ready && free >= 16, "Ready {ready}, {free} available");
-        Ok(())
-    })
-    .await?;
+    common::pool_warm(c, &enipool.name, 16, Duration::from_secs(90)).await?;
     let rows = [("enipool", "eni", &enipool), ("bridge + host-local", "br", &other)];
     for (label, tag, node) in rows {
         for conc in [1, 4] {

@@ -83,6 +83,17 @@ impl World {
         out
     }
 
+    /// Whom the world's ENIs belong to, as the round derives it.
+    pub(super) fn owner(&self) -> Owner {
+        Owner {
+            cluster: self.shared.cluster.clone(),
+            node: self.input.name.clone(),
+            instance_id: self.input.instance_id.clone(),
+            pool_uid: self.input.uid.clone(),
+            extra_tags: Default::default(),
+        }
+    }
+
     fn set_agent(&mut self, a: AgentStatus) {
         self.input.status.agent = Some(a);
     }
@@ -249,14 +260,7 @@ async fn crash_after_create_before_attach_adopts_the_same_eni() {
         Some(1),
         &now,
     );
-    let owner = Owner {
-        cluster: "test".into(),
-        node: "node-1".into(),
-        instance_id: "i-0000000001".into(),
-        pool_uid: "uid-1".into(),
-        extra_tags: Default::default(),
-    };
-    w.fake.create_eni(&journal::create_request(&op, &owner)).await.unwrap();
+    w.fake.create_eni(&journal::create_request(&op, &w.owner())).await.unwrap();
     op.attempts = 1;
     w.input.status.operations = vec![op];
     w.fake.reset_calls();

@@ -8,18 +8,31 @@ use kubeapi::admission::{validate, AdmissionRequest, Gvk, Gvr, Operation};
 use kubeapi::UserInfo;
 use serde_json::{json, Value};
 
-fn agent_vap() -> Vec<Value> {
-    let docs = render(&Values::File("default-values.yaml")).unwrap();
-    let name = format!("{RELEASE}-agent-own-pool");
-    let vap = find(&docs, "ValidatingAdmissionPolicy", &name);
-    let binding = find(&docs, "ValidatingAdmissionPolicyBinding", &name);
+/// The policy `<release>-<suffix>` and its binding from `docs`, checked to deny and to fail
+/// closed.
+pub(super) fn policy_and_binding(docs: &[Value], suffix: &str) -> Vec<Value> {
+    let name = format!("{RELEASE}-{suffix}");
+    let vap = find(docs, "ValidatingAdmissionPolicy", &name);
+    let binding = find(docs, "ValidatingAdmissionPolicyBinding", &name);
     assert_eq!(binding["spec"]["policyName"], vap["metadata"]["name"]);
     assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
     assert_eq!(vap["spec"]["failurePolicy"], "Fail");
-    let rules = &vap["spec"]["matchConstraints"]["resourceRules"][0];
+    vec![vap.clone(), binding.clone()]
+}
+
+/// The agent's ServiceAccount as it authenticates, without a node claim.
+pub(super) fn agent_sa() -> UserInfo {
+    UserInfo::service_account(NAMESPACE, &format!("{RELEASE}-agent"))
+        .with_groups(["system:authenticated"])
+}
+
+fn agent_vap() -> Vec<Value> {
+    let docs = render(&Values::File("default-values.yaml")).unwrap();
+    let policy = policy_and_binding(&docs, "agent-own-pool");
+    let rules = &policy[0]["spec"]["matchConstraints"]["resourceRules"][0];
     assert_eq!(strings(&rules["resources"]), vec!["enipools", "enipools/status"]);
     assert_eq!(strings(&rules["operations"]), vec!["CREATE", "UPDATE", "DELETE"]);
-    vec![vap.clone(), binding.clone()]
+    policy
 }
 
 /// `Ok` when the policy admits `r`, else the denial message (403 Forbidden, as the policy's
@@ -36,9 +49,7 @@ pub(super) fn admit(policy: &[Value], r: &AdmissionRequest) -> Result<(), String
 }
 
 fn agent_user(node: &str) -> UserInfo {
-    UserInfo::service_account(NAMESPACE, &format!("{RELEASE}-agent"))
-        .with_groups(["system:authenticated"])
-        .with_extra(NODE_NAME_CLAIM, [node])
+    agent_sa().with_extra(NODE_NAME_CLAIM, [node])
 }
 
 /// A pool as the operator leaves it: spec, labels, finalizer, owner, and a status with a journal.
@@ -283,13 +294,7 @@ fn the_policy_guards_every_status_field_but_agent() -> Result<()> {
 /// The Node policy: an agent may remove the startup taint from its own Node, and nothing else.
 fn node_vap() -> Vec<Value> {
     let docs = render(&Values::File("default-values.yaml")).unwrap();
-    let name = format!("{RELEASE}-agent-own-node");
-    let vap = find(&docs, "ValidatingAdmissionPolicy", &name);
-    let binding = find(&docs, "ValidatingAdmissionPolicyBinding", &name);
-    assert_eq!(binding["spec"]["policyName"], vap["metadata"]["name"]);
-    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
-    assert_eq!(vap["spec"]["failurePolicy"], "Fail");
-    vec![vap.clone(), binding.clone()]
+    policy_and_binding(&docs, "agent-own-node")
 }
 
 const STARTUP_TAINT: &str = "enipool.io/agent-not-ready";
@@ -363,7 +368,6 @@ fn the_agent_removes_the_startup_taint_of_its_own_node_and_nothing_else() {
     assert!(admit(&p, &node_update("n1", "n1", "status", old.clone(), st)).is_err(), "status");
     // Without the claim of a bound token: refused.
     let mut r = node_update("n1", "n1", "", old.clone(), untainted(&old));
-    r.user = UserInfo::service_account(NAMESPACE, &format!("{RELEASE}-agent"))
-        .with_groups(["system:authenticated"]);
+    r.user = agent_sa();
     assert!(admit(&p, &r).is_err(), "no node-name claim");
 }

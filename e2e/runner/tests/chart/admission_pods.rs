@@ -2,8 +2,8 @@
 //! may set `enipool.io/pod-ips` on pods bound to its own Node and change nothing else; a node is
 //! not trusted with any other pod or field.
 
-use super::admission::admit;
-use super::{find, render, Values, NAMESPACE, NODE_NAME_CLAIM, RELEASE};
+use super::admission::{admit, agent_sa, policy_and_binding};
+use super::{find, render, Values, NODE_NAME_CLAIM, RELEASE};
 use kubeapi::admission::{AdmissionRequest, Gvk, Gvr, Operation};
 use kubeapi::UserInfo;
 use serde_json::{json, Value};
@@ -16,19 +16,11 @@ fn rendered(annotate: bool) -> Vec<Value> {
 }
 
 fn pods_vap() -> Vec<Value> {
-    let docs = rendered(true);
-    let name = format!("{RELEASE}-agent-own-pods");
-    let vap = find(&docs, "ValidatingAdmissionPolicy", &name);
-    let binding = find(&docs, "ValidatingAdmissionPolicyBinding", &name);
-    assert_eq!(binding["spec"]["policyName"], vap["metadata"]["name"]);
-    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
-    assert_eq!(vap["spec"]["failurePolicy"], "Fail");
-    vec![vap.clone(), binding.clone()]
+    policy_and_binding(&rendered(true), "agent-own-pods")
 }
 
 fn agent_user(node: Option<&str>) -> UserInfo {
-    let u = UserInfo::service_account(NAMESPACE, &format!("{RELEASE}-agent"))
-        .with_groups(["system:authenticated"]);
+    let u = agent_sa();
     match node {
         Some(n) => u.with_extra(NODE_NAME_CLAIM, [n]),
         None => u,

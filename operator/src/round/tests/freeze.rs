@@ -3,7 +3,6 @@
 //! finished, so nothing it made leaks.
 
 use super::*;
-use crate::journal::Owner;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
@@ -62,14 +61,8 @@ async fn a_frozen_pool_still_finishes_a_create_an_earlier_round_started() {
     let now = Time(Timestamp::now());
     let items = journal::create_items("subnet-a", &["sg-node".into()], false);
     let entry = journal::new_op(OperationKind::CreateENI, "", 2, items, Some(1), &now);
-    let owner = Owner {
-        cluster: "test".into(),
-        node: "node-1".into(),
-        instance_id: "i-0000000001".into(),
-        pool_uid: "uid-1".into(),
-        extra_tags: Default::default(),
-    };
-    let made = w.fake.create_eni(&journal::create_request(&entry, &owner)).await.expect("create");
+    let made =
+        w.fake.create_eni(&journal::create_request(&entry, &w.owner())).await.expect("create");
     w.fake.reset_calls();
     w.input.status.operations = vec![entry];
     let out = w.run().await;
