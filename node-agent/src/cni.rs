@@ -38,10 +38,8 @@ pub struct ServerPhases {
     pub command: Option<Command>,
     pub container_id: String,
     pub accepted: u64,
-    /// The request line read and decoded.
+    /// The request line read and decoded; [`Agent::handle`] starts on the same thread at once.
     pub read: u64,
-    /// [`Agent::handle`] entered.
-    pub started: u64,
     /// [`Agent::handle`] returned.
     pub handled: u64,
     /// The response written.
@@ -108,7 +106,6 @@ fn connection(
         match serde_json::from_slice::<Request>(&line) {
             Ok(req) => {
                 ph.read = now();
-                ph.started = ph.read;
                 if tap.is_some() {
                     ph.command = Some(req.command);
                     ph.container_id = req.container_id.clone();

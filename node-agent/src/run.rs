@@ -93,9 +93,9 @@ async fn start_up(
     std::future::pending().await
 }
 
-/// Once the agent can serve and, the first time, has an address to give: keep the CNI config in the runtime's config dir (see
-/// [`crate::cniconf`]) and remove the startup taint from this node's Node. Checked every half
-/// second until then, every 10 s after.
+/// Once the agent can serve and, the first time, has an address to give: keep the CNI config in
+/// the runtime's config dir (see [`crate::cniconf`]) and remove the startup taint from this node's
+/// Node. Checked every half second until then, every 10 s after.
 async fn when_ready(
     agent: Arc<Agent>,
     conf: Option<CniConf>,
@@ -109,7 +109,7 @@ async fn when_ready(
         let ready = if placed { agent.readiness() } else { agent.can_start_pods() };
         if let Err(reason) = ready {
             if !placed {
-                tracing::debug!(%reason, "not announcing readiness yet: the agent cannot serve");
+                tracing::debug!(%reason, "not announcing readiness yet");
             }
         } else {
             if let Some(conf) = &conf {

@@ -41,13 +41,13 @@ pub fn shim_marks(stderr: &[u8]) -> Vec<(String, u64)> {
 }
 
 /// The consecutive intervals of a call, in order; each is a difference of two marks.
-const STEPS: [&str; 11] = [
+const STEPS: [&str; 10] = [
     "exec to main (harness spawn -> shim main)",
     "shim: config + env parse",
     "shim: connect",
     "shim: request write",
+    // The server starts the handler on the same thread right after the read: no hop between.
     "agent: accept + request read",
-    "agent: request read -> handler start",
     "agent: work (Agent::handle)",
     "agent: handler end -> reply written",
     "shim: reply read (agent write -> shim)",
@@ -55,7 +55,7 @@ const STEPS: [&str; 11] = [
     "shim exit + harness wait",
 ];
 
-fn intervals(t: &Traced, s: &ServerPhases) -> Option<[i64; 11]> {
+fn intervals(t: &Traced, s: &ServerPhases) -> Option<[i64; 10]> {
     let m = |k: &str| t.shim.iter().find(|(n, _)| n == k).map(|(_, v)| *v as i64);
     let marks = [
         t.spawned as i64,
@@ -64,15 +64,14 @@ fn intervals(t: &Traced, s: &ServerPhases) -> Option<[i64; 11]> {
         m("connected")?,
         m("sent")?,
         s.read as i64,
-        s.started as i64,
         s.handled as i64,
         s.written as i64,
         m("replied")?,
         m("written")?,
         t.exited as i64,
     ];
-    let mut out = [0i64; 11];
-    for i in 0..11 {
+    let mut out = [0i64; 10];
+    for i in 0..10 {
         out[i] = marks[i + 1] - marks[i];
     }
     Some(out)
@@ -82,7 +81,7 @@ fn intervals(t: &Traced, s: &ServerPhases) -> Option<[i64; 11]> {
 pub fn report(name: &str, command: Command, calls: &[Traced], server: &ServerLog) {
     let server = server.0.lock().unwrap();
     let key = format!("{command:?}");
-    let rows: Vec<[i64; 11]> = calls
+    let rows: Vec<[i64; 10]> = calls
         .iter()
         .filter(|t| t.command == command)
         .filter_map(|t| intervals(t, server.get(&(key.clone(), t.container_id.clone()))?))
