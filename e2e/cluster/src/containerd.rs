@@ -34,6 +34,12 @@ impl NodeRuntime {
         self.dir.join("state")
     }
 
+    /// Where the CRI plugin mounts the sandboxes' network namespaces (the chart's `/run/netns`
+    /// on a node with containerd's defaults).
+    pub fn netns_dir(&self) -> PathBuf {
+        self.state_dir().join("io.containerd.grpc.v1.cri/netns")
+    }
+
     pub fn cri(&self) -> Result<Cri> {
         Cri::connect(&self.socket)
     }
@@ -122,16 +128,18 @@ state = "{state}"
     )
 }
 
-/// Starts a node's containerd in its network namespace (supervised as `containerd-<node>`), waits
-/// for its socket and imports the pause image into the CRI's `k8s.io` namespace.
+/// Starts a node's containerd in its network namespace (supervised as `containerd-<node>`; `None`:
+/// the machine's own, for the control plane's pods), waits
+/// for its socket and imports the image archives (the pause image first) into the CRI's `k8s.io`
+/// namespace.
 pub async fn start(
     procs: &Supervisor,
     node: &str,
     node_dir: &Path,
-    netns_path: &Path,
+    netns_path: Option<&Path>,
     cni_bin: &Path,
     cni_conf: &Path,
-    pause: &Path,
+    images: &[PathBuf],
 ) -> Result<NodeRuntime> {
     let dir = node_dir.join("containerd");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -142,15 +150,19 @@ pub async fn start(
         dir: dir.clone(),
         proc_name: format!("containerd-{node}"),
     };
+    share(&rt.netns_dir())?;
     // nsenter, not `ip netns exec`: that one remounts /sys and hides the cgroup mounts runc needs.
+    let config_args = vec!["--config".to_string(), cfg.display().to_string()];
+    let (program, args) = match netns_path {
+        Some(ns) => {
+            let enter = vec![format!("--net={}", ns.display()), "containerd".into()];
+            ("nsenter", [enter, config_args].concat())
+        }
+        None => ("containerd", config_args),
+    };
     let spec = ProcSpec {
-        program: "nsenter".into(),
-        args: vec![
-            format!("--net={}", netns_path.display()),
-            "containerd".into(),
-            "--config".into(),
-            cfg.display().to_string(),
-        ],
+        program: program.into(),
+        args,
         env: Vec::new(),
         log: node_dir.join("containerd.log"),
     };
@@ -168,15 +180,30 @@ pub async fn start(
         Ok(())
     })
     .await?;
-    let o = ctr(&["images", "import"]).arg(pause).output()?;
-    if !o.status.success() {
-        bail!(
-            "importing {} into containerd of {node}: {}",
-            pause.display(),
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
+    for image in images {
+        let o = ctr(&["images", "import"]).arg(image).output()?;
+        if !o.status.success() {
+            bail!(
+                "importing {} into containerd of {node}: {}",
+                image.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
     }
     Ok(rt)
+}
+
+/// Makes `dir` a mount of its own with shared propagation, as systemd makes a node's `/`: the
+/// netns mounts containerd makes there reach a hostNetwork container that mounts the dir with
+/// `HostToContainer` propagation (containerd refuses that mount over a private one). The
+/// machine's `/` here is private. The fabric unmounts everything under the run dir at teardown.
+fn share(dir: &Path) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .with_context(|| format!("bind-mounting {} onto itself", dir.display()))?;
+    mount(None::<&str>, dir, None::<&str>, MsFlags::MS_SHARED, None::<&str>)
+        .with_context(|| format!("making {} a shared mount", dir.display()))
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 /// A CRI runtime service client on a unix socket.
 #[derive(Clone)]
 pub struct Cri {
-    client: RuntimeServiceClient<Channel>,
-    socket: PathBuf,
+    pub(crate) client: RuntimeServiceClient<Channel>,
+    pub(crate) socket: PathBuf,
 }
 
 /// The pod identity a kubelet puts in the sandbox config; containerd passes it to CNI as
@@ -81,42 +81,19 @@ impl Cri {
     /// `RunPodSandbox` with a pod network namespace of its own, as the kubelet asks for a pod
     /// without hostNetwork; returns the sandbox id.
     pub async fn run_sandbox(&self, meta: &SandboxMeta<'_>, log_dir: &Path) -> Result<String> {
-        let config = PodSandboxConfig {
-            metadata: Some(PodSandboxMetadata {
-                name: meta.name.into(),
-                uid: meta.uid.into(),
-                namespace: meta.namespace.into(),
-                attempt: meta.attempt,
-            }),
-            hostname: meta.name.into(),
-            log_directory: log_dir.display().to_string(),
-            labels: [
-                ("io.kubernetes.pod.name".to_string(), meta.name.to_string()),
-                ("io.kubernetes.pod.namespace".into(), meta.namespace.into()),
-                ("io.kubernetes.pod.uid".into(), meta.uid.into()),
-            ]
-            .into(),
-            linux: Some(LinuxPodSandboxConfig {
-                security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(NamespaceOption {
-                        network: NamespaceMode::Pod as i32,
-                        pid: NamespaceMode::Container as i32,
-                        ipc: NamespaceMode::Pod as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        self.run_sandbox_with(sandbox_config(meta, log_dir, false, false)).await
+    }
+
+    /// `RunPodSandbox` of `config`; returns the sandbox id.
+    pub async fn run_sandbox_with(&self, config: PodSandboxConfig) -> Result<String> {
+        let name = config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
         let req = RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };
         let resp = self
             .client
             .clone()
             .run_pod_sandbox(req)
             .await
-            .map_err(|s| anyhow::anyhow!("RunPodSandbox {}: {}", meta.name, s.message()))?;
+            .map_err(|s| anyhow::anyhow!("RunPodSandbox {name}: {}", s.message()))?;
         Ok(resp.into_inner().pod_sandbox_id)
     }
 
@@ -157,6 +134,50 @@ impl Cri {
             .await
             .map_err(|s| anyhow::anyhow!("RemovePodSandbox {id}: {}", s.message()))?;
         Ok(())
+    }
+}
+
+/// The sandbox config a kubelet sends for a pod: its identity as labels, its log directory, the
+/// node's network namespace for a hostNetwork pod (containerd then runs no CNI for it) or one of
+/// its own, and `privileged` when any of its containers is (containerd refuses a privileged
+/// container in a sandbox that is not).
+pub fn sandbox_config(
+    meta: &SandboxMeta<'_>,
+    log_dir: &Path,
+    host_network: bool,
+    privileged: bool,
+) -> PodSandboxConfig {
+    let network = if host_network { NamespaceMode::Node } else { NamespaceMode::Pod };
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: meta.name.into(),
+            uid: meta.uid.into(),
+            namespace: meta.namespace.into(),
+            attempt: meta.attempt,
+        }),
+        // A hostNetwork pod shares the node's UTS namespace: runc refuses to set a hostname there.
+        hostname: if host_network { String::new() } else { meta.name.into() },
+        log_directory: log_dir.display().to_string(),
+        labels: [
+            ("io.kubernetes.pod.name".to_string(), meta.name.to_string()),
+            ("io.kubernetes.pod.namespace".into(), meta.namespace.into()),
+            ("io.kubernetes.pod.uid".into(), meta.uid.into()),
+        ]
+        .into(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                privileged,
+                namespace_options: Some(NamespaceOption {
+                    network: network as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 

@@ -73,7 +73,28 @@ impl Cluster {
         }
         let _ = writeln!(out, "--- process logs (last 40 lines) ---");
         out.push_str(&self.core.procs.log_tails(40));
+        for i in (0..self.spec.operator_replicas).filter(|_| !self.node_images.is_empty()) {
+            let log = self.run_dir().join("logs").join(format!("operator-{i}.log"));
+            let _ = writeln!(out, "----- container of the operator pod operator-{i} -----");
+            out.push_str(&super::procs::tail(&log, 40));
+        }
         for n in self.nodes() {
+            // An agent pod's containers log where the kubelet's sandbox says (the run's logs).
+            for c in
+                ["agent", "sysctl-init", "install-cni"].iter().filter(|_| n.containerd.is_some())
+            {
+                let name = if *c == "agent" {
+                    n.agent.clone()
+                } else {
+                    format!("enipool-agent-{}-{c}", n.name)
+                };
+                let log = self.run_dir().join("logs").join(format!("{name}.log"));
+                if log.exists() {
+                    let _ =
+                        writeln!(out, "----- container {c} of the agent pod on {} -----", n.name);
+                    out.push_str(&super::procs::tail(&log, 40));
+                }
+            }
             let log = n.dir.join("cni.log");
             if log.exists() {
                 let _ = writeln!(out, "----- shim log {} -----", n.name);

@@ -133,6 +133,20 @@ pub async fn client_for(kubeconfig: &Path) -> Result<kube::Client> {
     kube::Client::try_from(cfg).context("building the Kubernetes client")
 }
 
+/// The API server's host and port in a kubeconfig file's current context.
+pub async fn server_of(kubeconfig: &Path) -> Result<(String, u16)> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .context("loading the kubeconfig")?;
+    let url = cfg.cluster_url;
+    let host = url.host().context("API server URL without a host")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = url.port_u16().unwrap_or(if url.scheme_str() == Some("http") { 80 } else { 443 });
+    Ok((host, port))
+}
+
 /// `kubectl --kubeconfig <k> <args>` (blocking).
 pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
     let out = std::process::Command::new("kubectl")

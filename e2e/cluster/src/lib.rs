@@ -15,17 +15,22 @@
 //! With `--kubeconfig` the Kubernetes API is an external one (a real cluster's) instead of the
 //! platform's; EC2 stays simulated and nodes stay network namespaces. See [`external`].
 
+mod agent_pod;
 pub mod bridge;
 pub mod containerd;
 pub mod cri;
+pub mod cri_containers;
 pub mod diag;
 pub mod external;
 pub mod flags;
+pub mod forward;
 pub mod identity;
+pub mod images;
 pub mod kube;
 pub mod kubelet;
 mod kubelet_cri;
 pub mod node;
+mod operator_pod;
 pub mod platform;
 pub mod ports;
 pub mod procs;
@@ -86,6 +91,10 @@ impl Core {
         }
         *done = true;
         self.procs.stop_all();
+        let orphans = procs::kill_run_processes(self.fabric.run_dir());
+        if !orphans.is_empty() {
+            tracing::warn!(?orphans, "killed containers that outlived their runtime");
+        }
         if let Some(x) = self.external.get() {
             x.sweep_blocking();
         }
@@ -119,8 +128,9 @@ pub struct Cluster {
     pub bins: Bins,
     /// The libcni driver binary.
     pub cni_driver: PathBuf,
-    /// The pause image archive the nodes' containerd import ([`Runtime::Containerd`]).
-    pub pause_image: Option<PathBuf>,
+    /// The image archives the nodes' containerd import ([`Runtime::Containerd`]): the pause
+    /// image first, then enipool's agent and CNI images.
+    pub node_images: Vec<PathBuf>,
     /// VPC id, subnet ids by role, security group id.
     pub vpc_id: String,
     /// Subnet ids, in spec order.
@@ -132,6 +142,11 @@ pub struct Cluster {
     pub agent_identity: Option<identity::AgentIdentity>,
     nodes: Mutex<BTreeMap<String, NodeInfo>>,
     pods: Mutex<BTreeMap<String, PodInfo>>,
+    /// The platform's own pods on containerd (agents, operators), by pod name.
+    cri_pods: tokio::sync::Mutex<BTreeMap<String, agent_pod::CriPod>>,
+    /// The containerd of the control plane (the machine's own network namespace), where the
+    /// operator replicas run from their image on a containerd platform.
+    control_plane: tokio::sync::OnceCell<containerd::NodeRuntime>,
     finished: bool,
 }
 
@@ -179,12 +194,16 @@ impl Cluster {
         let driver_dir = cnidriver::default_build_dir();
         step("building the libcni driver (the container runtime's CNI client)");
         let cni_driver = wait::blocking(move || cnidriver::build(&driver_dir)).await?;
-        let pause_image = match spec.runtime {
-            Runtime::Libcni => None,
+        let node_images = match spec.runtime {
+            Runtime::Libcni => Vec::new(),
             Runtime::Containerd => {
-                step("building the pause image for the nodes' containerd");
+                step("building the pause image and enipool's images for the nodes' containerd");
                 let dir = cnidriver::default_build_dir();
-                Some(wait::blocking(move || containerd::build_pause_image(&dir)).await?)
+                let pause = wait::blocking(move || containerd::build_pause_image(&dir)).await?;
+                let b = bins.clone();
+                let built = wait::blocking(move || images::archives(&b)).await?;
+                let ours = ["agent", "cni"].map(|i| built.join(format!("enipool-{i}.oci.tar")));
+                [vec![pause], ours.to_vec()].concat()
             }
         };
         step("starting the EC2 simulator");
@@ -278,13 +297,15 @@ impl Cluster {
             names,
             bins,
             cni_driver,
-            pause_image,
+            node_images,
             vpc_id,
             subnet_ids,
             sg_id,
             agent_identity,
             nodes: Mutex::new(BTreeMap::new()),
             pods: Mutex::new(BTreeMap::new()),
+            cri_pods: tokio::sync::Mutex::new(BTreeMap::new()),
+            control_plane: tokio::sync::OnceCell::new(),
             finished: false,
             spec,
         };
@@ -292,7 +313,7 @@ impl Cluster {
         let start = async {
             c.step(&format!("starting enipool-operator ({} replicas)", c.spec.operator_replicas));
             for i in 0..c.spec.operator_replicas {
-                c.start_operator(i)?;
+                c.start_operator(i).await?;
             }
             for i in 0..c.spec.nodes {
                 c.step(&format!(
@@ -435,6 +456,8 @@ impl Cluster {
 
     async fn shutdown(&mut self) {
         self.end_all_sandboxes_cri().await;
+        self.end_all_agent_pods().await;
+        self.end_operator_pods().await;
         let core = self.core.clone();
         wait::blocking(move || core.teardown()).await;
         if let Some(sim) = self.sim.take() {

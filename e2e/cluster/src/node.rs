@@ -21,13 +21,13 @@ pub const NETWORK_NAME: &str = "enipool";
 /// MTU the agent and shim use (the chart's default).
 pub const MTU: u32 = 9001;
 /// The rendered conflist in a node's `cni-install` dir, as the chart mounts it for the agent.
-const STAGED_CONFLIST: &str = "conflist.json";
+pub(crate) const STAGED_CONFLIST: &str = "conflist.json";
 /// The taint nodes register with until their agent can serve (the chart's default key).
 pub const STARTUP_TAINT: &str = "enipool.io/agent-not-ready";
 /// The conflist's name in the node's CNI config dir (the chart's default).
 pub const CONFLIST_NAME: &str = "05-enipool.conflist";
 /// The agent's kubeconfig in its node's directory, with its pod-bound token.
-const AGENT_KUBECONFIG: &str = "agent.kubeconfig";
+pub(crate) const AGENT_KUBECONFIG: &str = "agent.kubeconfig";
 
 /// How [`Cluster::join_node_with`] joins a node.
 #[derive(Debug, Clone, Copy)]
@@ -93,7 +93,9 @@ impl Cluster {
     /// On the platform's own API each replica is a user of its own, named as its identity (the
     /// Lease holder), so that one replica can be cut off from the API
     /// ([`super::kube::KubeEnv::freeze_user`]).
-    pub fn start_operator(&self, i: usize) -> Result<u32> {
+    /// On a containerd platform the replica is a pod from the operator's image instead of a
+    /// process ([`crate::Runtime::Containerd`]).
+    pub async fn start_operator(&self, i: usize) -> Result<()> {
         use crate::flags::{operator_args, operator_flags};
         let identity = format!("operator-{i}");
         let kubeconfig = match self.kube.is_local() {
@@ -123,13 +125,16 @@ impl Cluster {
         f.workers = 4;
         let mut args = operator_args(&f);
         args.extend(self.spec.operator_args.iter().cloned());
+        if self.spec.runtime == crate::Runtime::Containerd {
+            return self.start_operator_pod(&identity, args, operator_env(kubeconfig)).await;
+        }
         let spec = ProcSpec {
             program: self.bins.operator.clone(),
             args,
             env: operator_env(kubeconfig),
             log: self.run_dir().join("logs").join(format!("{identity}.log")),
         };
-        self.core.procs.start(&identity, spec)
+        self.core.procs.start(&identity, spec).map(drop)
     }
 
     /// Launches an instance, registers its Node, installs CNI, starts its agent. Returns the node.
@@ -168,24 +173,24 @@ impl Cluster {
         let primary_ip = f.primary_ip(&instance_id).context("primary IP of the new instance")?;
         let name = self.names.node_name(primary_ip, REGION);
         let dir = self.run_dir().join("nodes").join(&name);
-        let mut driver = self.install_cni(&name, &dir, &netns)?;
+        let mut driver = self.install_cni(&name, &dir, &netns, self.node_images.is_empty())?;
         if how.runtime_choice {
             driver.network = fabric::cnidriver::RUNTIME_CHOICE.into();
         }
-        let containerd = match &self.pause_image {
-            Some(pause) => Some(
+        let containerd = match self.node_images.is_empty() {
+            false => Some(
                 crate::containerd::start(
                     &self.core.procs,
                     &name,
                     &dir,
-                    &PathBuf::from(fabric::sh::NETNS_DIR).join(&netns),
+                    Some(&PathBuf::from(fabric::sh::NETNS_DIR).join(&netns)),
                     &driver.cni_bin_dirs[0],
                     &driver.conf_dir,
-                    pause,
+                    &self.node_images,
                 )
                 .await?,
             ),
-            None => None,
+            true => None,
         };
         self.register_node(&name, &instance_id, &az, primary_ip, how.startup_taint).await?;
         let info = NodeInfo {
@@ -206,16 +211,23 @@ impl Cluster {
         }
         self.nodes.lock().unwrap_or_else(|e| e.into_inner()).insert(name, info.clone());
         if how.start_agent {
-            self.start_agent(&info)?;
+            self.start_agent(&info).await?;
         }
         Ok(info)
     }
 
-    /// What the chart does on a node: the installer copies the shim into the CNI bin dir (the
-    /// chained plugins are linked in as the node image would have them), and the rendered
-    /// conflist goes where the agent reads it (the chart's ConfigMap mount). The agent writes it
-    /// into the CNI config dir once it can serve.
-    fn install_cni(&self, node: &str, dir: &std::path::Path, netns: &str) -> Result<CniDriver> {
+    /// The node's CNI directories, the chained plugins linked in as the node image would have
+    /// them, and the chart's ConfigMap (the rendered conflist and the install script) where the
+    /// agent pod mounts it. With `copy_shim` the platform installs the shim itself, as the
+    /// install-cni init container does on a containerd node; the agent writes the conflist into
+    /// the CNI config dir once it can serve.
+    fn install_cni(
+        &self,
+        node: &str,
+        dir: &std::path::Path,
+        netns: &str,
+        copy_shim: bool,
+    ) -> Result<CniDriver> {
         let (bin, conf) = (dir.join("cni-bin"), dir.join("cni-conf"));
         let staged = dir.join("cni-install");
         for d in
@@ -223,7 +235,12 @@ impl Cluster {
         {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        std::fs::copy(&self.bins.cni, bin.join("enipool-cni")).context("installing enipool-cni")?;
+        if copy_shim {
+            std::fs::copy(&self.bins.cni, bin.join("enipool-cni"))
+                .context("installing enipool-cni")?;
+        }
+        std::fs::copy(crate::agent_pod::install_script(), staged.join("install-cni.sh"))
+            .context("staging install-cni.sh")?;
         for p in CHAINED_PLUGINS {
             let src = PathBuf::from("/usr/lib/cni").join(p);
             if !src.exists() {
@@ -232,7 +249,12 @@ impl Cluster {
                     src.display()
                 );
             }
-            std::os::unix::fs::symlink(&src, bin.join(p))?;
+            // Files, as a node image has them (a symlink to the machine's /usr/lib/cni would
+            // dangle in the install-cni container, which sees only this dir).
+            let dst = bin.join(p);
+            if std::fs::hard_link(&src, &dst).is_err() {
+                std::fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
+            }
         }
         let conflist = serde_json::json!({
             "cniVersion": "1.0.0",
@@ -311,29 +333,21 @@ impl Cluster {
         Ok(())
     }
 
-    /// Starts (or starts again after a kill) the agent of a node, with the chart's flags.
-    pub fn start_agent(&self, n: &NodeInfo) -> Result<u32> {
-        if self.core.procs.names().contains(&n.agent) {
-            return self.core.procs.restart(&n.agent);
+    /// Starts (or starts again after a kill) the agent of a node, with the chart's flags: as a
+    /// process of the platform, or on a containerd node as the DaemonSet's pod from its image.
+    pub async fn start_agent(&self, n: &NodeInfo) -> Result<()> {
+        if let Some(rt) = &n.containerd {
+            return self.start_agent_pod(n, rt).await;
         }
-        use crate::flags::{agent_args, AgentFlags};
-        let d = |s: &str| n.dir.join(s).display().to_string();
-        let mut f = AgentFlags::new(&n.name);
-        f.socket = d("run/cni.sock");
-        f.state_dir = d("state");
-        f.del_journal_dir = d("del-journal");
-        f.metrics_addr = format!("127.0.0.1:{}", self.free_port()?);
-        f.introspection_addr = format!("127.0.0.1:{}", self.free_port()?);
-        f.mtu = MTU;
-        f.leak_grace_seconds = 30;
-        f.publish_debounce_ms = 200;
+        if self.core.procs.names().contains(&n.agent) {
+            return self.core.procs.restart(&n.agent).map(drop);
+        }
+        let mut f = self.agent_flags(n)?;
         f.netns = Some(n.netns_path().display().to_string());
-        f.cni_conf_source = Some(d(&format!("cni-install/{STAGED_CONFLIST}")));
+        f.cni_conf_source =
+            Some(n.dir.join("cni-install").join(STAGED_CONFLIST).display().to_string());
         f.cni_conf_dir = Some(n.driver.conf_dir.display().to_string());
-        f.cni_conf_name = CONFLIST_NAME.into();
-        f.startup_taint = Some(STARTUP_TAINT.into());
-        f.annotate_pod_ip = self.spec.annotate_pod_ip;
-        let mut args = agent_args(&f);
+        let mut args = crate::flags::agent_args(&f);
         args.extend(self.spec.agent_args.iter().cloned());
         let own = n.dir.join(AGENT_KUBECONFIG);
         let kubeconfig = if own.exists() { own } else { self.kube.kubeconfig.clone() };
@@ -348,13 +362,55 @@ impl Cluster {
             env,
             log: self.run_dir().join("logs").join(format!("{}.log", n.agent)),
         };
-        self.core.procs.start(&n.agent, spec)
+        self.core.procs.start(&n.agent, spec).map(drop)
+    }
+
+    /// The chart's agent flags with the node's paths and test timings; the caller says where the
+    /// host netns and the CNI config are, which differ between a process and a pod.
+    pub(crate) fn agent_flags(&self, n: &NodeInfo) -> Result<crate::flags::AgentFlags> {
+        let d = |s: &str| n.dir.join(s).display().to_string();
+        let mut f = crate::flags::AgentFlags::new(&n.name);
+        f.socket = d("run/cni.sock");
+        f.state_dir = d("state");
+        f.del_journal_dir = d("del-journal");
+        f.metrics_addr = format!("127.0.0.1:{}", self.free_port()?);
+        f.introspection_addr = format!("127.0.0.1:{}", self.free_port()?);
+        f.mtu = MTU;
+        f.leak_grace_seconds = 30;
+        f.publish_debounce_ms = 200;
+        f.cni_conf_name = CONFLIST_NAME.into();
+        f.startup_taint = Some(STARTUP_TAINT.into());
+        f.annotate_pod_ip = self.spec.annotate_pod_ip;
+        Ok(f)
+    }
+
+    /// `kill -9` of a node's agent (the container's process on a containerd node).
+    pub async fn kill9_agent(&self, n: &NodeInfo) -> Result<()> {
+        match n.containerd {
+            Some(_) => self.kill9_agent_pod(n).await,
+            None => self.core.procs.kill9(&n.agent),
+        }
+    }
+
+    /// Stops a node's agent gracefully, as when its DaemonSet pod leaves the node.
+    pub async fn stop_agent(&self, n: &NodeInfo) -> Result<()> {
+        match n.containerd {
+            Some(_) => self.stop_agent_pod(n).await,
+            None => {
+                self.core.procs.stop(&n.agent);
+                Ok(())
+            }
+        }
     }
 
     /// The `host:port` of a node's agent's introspection endpoint (`/v1/allocations`, ...), as
     /// its current process was started with.
-    pub fn agent_introspection_addr(&self, node: &str) -> Result<String> {
+    pub async fn agent_introspection_addr(&self, node: &str) -> Result<String> {
         let n = self.node(node)?;
+        if n.containerd.is_some() {
+            let addr = self.agent_pod_introspection_addr(node).await;
+            return addr.with_context(|| format!("no agent pod on {node}"));
+        }
         let spec = self.core.procs.spec(&n.agent).with_context(|| format!("no {}", n.agent))?;
         let addr = spec.args.iter().find_map(|a| a.strip_prefix("--introspection-addr="));
         addr.map(str::to_string)
@@ -365,7 +421,7 @@ impl Cluster {
     /// Node object (as the cloud node controller would).
     pub async fn terminate_node(&self, name: &str) -> Result<()> {
         let n = self.node(name)?;
-        self.core.procs.stop(&n.agent);
+        self.stop_agent(&n).await?;
         if let Some(rt) = &n.containerd {
             self.core.procs.stop(&rt.proc_name);
         }
@@ -386,28 +442,27 @@ impl Cluster {
     /// fresh directory, which it returns.
     pub async fn support_bundle(&self, name: &str) -> Result<PathBuf> {
         let n = self.node(name)?;
-        let spec = self.core.procs.spec(&n.agent).context("the node's agent was never started")?;
         let out = n.dir.join("support");
         let _ = std::fs::remove_dir_all(&out);
         std::fs::create_dir_all(&out)?;
         let archive = out.join("bundle.tgz");
-        let mut cmd = std::process::Command::new(&spec.program);
-        cmd.args(&spec.args).arg("support").arg("--output").arg(&archive);
-        let dir = out.clone();
-        wait::blocking(move || -> Result<()> {
-            let o = cmd.output().context("running enipool-agent support")?;
+        if n.containerd.is_some() {
+            let bytes = self.exec_in_agent_pod(&n, &["support", "--output", "-"]).await?;
+            std::fs::write(&archive, bytes)?;
+        } else {
+            let spec =
+                self.core.procs.spec(&n.agent).context("the node's agent was never started")?;
+            let mut cmd = std::process::Command::new(&spec.program);
+            cmd.args(&spec.args).arg("support").arg("--output").arg(&archive);
+            let o = wait::blocking(move || cmd.output())
+                .await
+                .context("running enipool-agent support")?;
             ensure!(o.status.success(), "support: {}", String::from_utf8_lossy(&o.stderr));
-            let o = std::process::Command::new("tar")
-                .arg("-xzf")
-                .arg(&archive)
-                .arg("-C")
-                .arg(&dir)
-                .output()
-                .context("tar")?;
-            ensure!(o.status.success(), "unpacking: {}", String::from_utf8_lossy(&o.stderr));
-            Ok(())
-        })
-        .await?;
+        }
+        let mut tar = std::process::Command::new("tar");
+        tar.arg("-xzf").arg(&archive).arg("-C").arg(&out);
+        let o = wait::blocking(move || tar.output()).await.context("tar")?;
+        ensure!(o.status.success(), "unpacking: {}", String::from_utf8_lossy(&o.stderr));
         Ok(out)
     }
 

@@ -223,6 +223,34 @@ pub fn tail(path: &Path, n: usize) -> String {
 /// line or environment names a run directory (`/tmp/enipool-e2e-ep…/`) that no longer exists or whose owner is gone.
 /// Call before [`fabric::Fabric::new`] (which removes the stale directories themselves).
 pub fn kill_stale_processes() -> Vec<i32> {
+    kill_matching(|text| {
+        let Some(at) = text.find("/tmp/enipool-e2e-ep") else { return false };
+        let prefix = &text[at + "/tmp/enipool-e2e-".len()..];
+        let prefix: String = prefix.chars().take(6).collect();
+        if !fabric::stale::is_run_prefix(&prefix) {
+            return false;
+        }
+        let run_dir = fabric::stale::run_dir(&prefix);
+        let owner_alive = std::fs::read_to_string(run_dir.join("owner"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()))
+            .is_some_and(fabric::sh::process_alive);
+        !owner_alive
+    })
+}
+
+/// Kills the processes of this run that its supervisor does not own: the containers of the
+/// platform's pods and their shims, which outlive a containerd stopped before them.
+pub fn kill_run_processes(run_dir: &Path) -> Vec<i32> {
+    let needle = format!("{}/", run_dir.display());
+    kill_matching(|text| text.contains(&needle))
+}
+
+/// Kills every platform process (enipool-agent, enipool-operator, ..., a containerd shim; never a
+/// shell that happens to name a run directory) whose command line and environment satisfy `f`.
+/// The agents name the run directory in their flags, the operators in KUBECONFIG or, in a
+/// container, in `ENIPOOL_E2E_RUN_DIR`; a shim in its `-address`.
+fn kill_matching(f: impl Fn(&str) -> bool) -> Vec<i32> {
     let mut killed = Vec::new();
     let me = std::process::id() as i32;
     let Ok(dir) = std::fs::read_dir("/proc") else { return killed };
@@ -233,28 +261,13 @@ pub fn kill_stale_processes() -> Vec<i32> {
         if pid == me {
             continue;
         }
-        // Only the platform's own processes (enipool-agent, enipool-operator, ...): never a shell
-        // that happens to have a run directory in its environment.
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if !comm.starts_with("enipool-") {
+        if !comm.starts_with("enipool-") && !comm.starts_with("containerd-shim") {
             continue;
         }
-        // The agents name the run directory in their flags, the operators in KUBECONFIG.
-        let mut cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        cmdline.extend(std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default());
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        let Some(at) = cmdline.find("/tmp/enipool-e2e-ep") else { continue };
-        let prefix = &cmdline[at + "/tmp/enipool-e2e-".len()..];
-        let prefix: String = prefix.chars().take(6).collect();
-        if !fabric::stale::is_run_prefix(&prefix) {
-            continue;
-        }
-        let run_dir = fabric::stale::run_dir(&prefix);
-        let owner_alive = std::fs::read_to_string(run_dir.join("owner"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()))
-            .is_some_and(fabric::sh::process_alive);
-        if !owner_alive {
+        let mut text = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        text.extend(std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default());
+        if f(&String::from_utf8_lossy(&text)) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             killed.push(pid);
         }

@@ -25,7 +25,7 @@ const SETTLE: Duration = Duration::from_secs(120);
 
 /// The agent's allocation records (`GET /v1/allocations` on its introspection endpoint).
 async fn allocations(c: &Cluster, node: &str) -> Result<Vec<Value>> {
-    let addr = c.agent_introspection_addr(node)?;
+    let addr = c.agent_introspection_addr(node).await?;
     let mut s = tokio::net::TcpStream::connect(&addr).await.with_context(|| addr.clone())?;
     let req = format!("GET /v1/allocations HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     s.write_all(req.as_bytes()).await?;
@@ -48,8 +48,61 @@ fn ns_id(path: &std::path::Path) -> Result<(u64, u64)> {
     Ok((m.dev(), m.ino()))
 }
 
+/// Effective uid, effective capabilities and whether `/` is read-only, of process `pid`.
+fn process_view(pid: u32) -> Result<(u32, u64, bool)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).map(str::to_string)
+    };
+    let uid = field("Uid:").context("no Uid")?;
+    let uid: u32 = uid.split_whitespace().nth(1).context("Uid")?.parse()?;
+    let caps = u64::from_str_radix(&field("CapEff:").context("no CapEff")?, 16)?;
+    // mountinfo: id parent dev root mountpoint options ...
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
+    let root =
+        mounts.lines().map(|l| l.split(' ').collect::<Vec<_>>()).find(|f| f.get(4) == Some(&"/"));
+    let ro = root.and_then(|f| f.get(5).map(|o| o.split(',').any(|x| x == "ro")));
+    Ok((uid, caps, ro.context("no / in the process's mounts")?))
+}
+
+/// The agent and the operator run from their images under containerd, as the chart runs them.
+async fn platform_pods(c: &Cluster, node: &str) -> Result<()> {
+    const NET_ADMIN: u64 = 1 << 12;
+    const SYS_ADMIN: u64 = 1 << 21;
+    let running = c.platform_containers().await?;
+    let agent = running.iter().find(|(pod, ..)| pod.ends_with(node));
+    let (_, name, pid) = agent.context("no agent pod")?;
+    ensure!(name == "agent", "agent pod runs {name}");
+    let (uid, caps, ro) = process_view(*pid)?;
+    ensure!(
+        uid == 0 && caps == NET_ADMIN | SYS_ADMIN && ro,
+        "agent: uid {uid} caps {caps:#x} ro {ro}"
+    );
+    let op = running.iter().find(|(pod, ..)| pod.starts_with("operator-"));
+    let (_, _, pid) = op.context("no operator pod")?;
+    let (uid, caps, ro) = process_view(*pid)?;
+    ensure!(uid == 65532 && caps == 0 && ro, "operator: uid {uid} caps {caps:#x} ro {ro}");
+    // The shim on the node is the one install-cni copied from the CNI image: linked statically,
+    // not the platform's own (dynamic) build.
+    let shim = c.node(node)?.driver.cni_bin_dirs[0].join("enipool-cni");
+    let o = std::process::Command::new("readelf").arg("-lW").arg(&shim).output()?;
+    ensure!(
+        o.status.success(),
+        "readelf {}: {}",
+        shim.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    ensure!(
+        !String::from_utf8_lossy(&o.stdout).contains("program interpreter"),
+        "{} is not the CNI image's static plugin",
+        shim.display()
+    );
+    Ok(())
+}
+
 async fn scenario(c: &Cluster) -> Result<()> {
     let node = c.nodes()[0].clone();
+    platform_pods(c, &node.name).await?;
     let rt = node.containerd.clone().context("the node runs no containerd")?;
     let cri = rt.cri()?;
     let vpc: ipnet::Ipv4Net = "10.0.0.0/16".parse()?;

@@ -210,6 +210,11 @@ fn agent_image_has_nft_and_runs_sysctl_init() {
     assert_eq!(ip.code, Some(0), "ip rule: {}", ip.stderr);
     assert!(ip.stdout.contains("lookup main"), "{}", ip.stdout);
 
+    // The agent's Kubernetes client (kube with rustls) loads the system's CA roots when it is
+    // built, whatever the API server's scheme or CA: without a bundle the agent cannot start.
+    let ca = b.run(&nft(&["test", "-s", "/etc/ssl/certs/ca-certificates.crt"]), TIMEOUT);
+    assert_eq!(ca.code, Some(0), "no CA bundle in the agent image: {}", ca.stderr);
+
     let help = b.run(&Run { args: Some(vec!["--help".into()]), ..nft(&[]) }, TIMEOUT);
     assert_eq!(help.code, Some(0), "--help: {}", help.stderr);
 

@@ -50,13 +50,13 @@ pub async fn agent_kill9(t: Target) -> Result<()> {
             };
             let chaos = async {
                 tokio::time::sleep(Duration::from_millis(700)).await;
-                c.core.procs.kill9(&n.agent)?;
+                c.kill9_agent(&n).await?;
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                c.start_agent(&n)?;
+                c.start_agent(&n).await?;
                 tokio::time::sleep(Duration::from_secs(3)).await;
-                c.core.procs.kill9(&n.agent)?;
+                c.kill9_agent(&n).await?;
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                c.start_agent(&n)?;
+                c.start_agent(&n).await?;
                 Ok::<(), anyhow::Error>(())
             };
             let (l, k) = tokio::join!(load, chaos);

@@ -177,9 +177,9 @@ async fn script(c: &Cluster, stalls: bool) -> Result<Injected> {
     };
     let kill = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        c.core.procs.kill9(&n.agent)?;
+        c.kill9_agent(&n).await?;
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        c.start_agent(&n)?;
+        c.start_agent(&n).await?;
         Ok::<i64, anyhow::Error>(1)
     };
     let (d, k) = tokio::join!(deletes, kill);
@@ -201,9 +201,9 @@ async fn restart_during_release(c: &Cluster, n: &NodeInfo) -> Result<()> {
         Ok(())
     })
     .await?;
-    c.core.procs.stop(&n.agent);
+    c.stop_agent(n).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    c.start_agent(n)?;
+    c.start_agent(n).await?;
     Ok(())
 }
 

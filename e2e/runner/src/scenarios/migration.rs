@@ -127,7 +127,7 @@ pub async fn bridge_to_enipool_and_back(t: Target) -> Result<()> {
             ensure!(!reserved(&ipam, old1), "old-1's bridge address was not released");
             label(c, &node, true).await?;
             // The agent DaemonSet's pod lands on the labelled node.
-            c.start_agent(&n)?;
+            c.start_agent(&n).await?;
             wait::poll("the ENIPool of the labelled node", SETTLE, || c.pool(&node)).await?;
             pool_ready(c, &node).await?;
             let want = set(&[CONFLIST_NAME, &format!("{BRIDGE_CONFLIST}.enipool-bak")]);
@@ -181,7 +181,7 @@ pub async fn bridge_to_enipool_and_back(t: Target) -> Result<()> {
             })
             .await?;
             label(c, &node, false).await?;
-            c.core.procs.stop(&n.agent); // the DaemonSet's pod leaves the node
+            c.stop_agent(&n).await?; // the DaemonSet's pod leaves the node
             uninstall_agent_state(c, &n).await?;
             std::fs::remove_file(n.driver.conf_dir.join(CONFLIST_NAME))?;
             for f in configs(&n) {
