@@ -11,8 +11,23 @@ use enipool_crds::{AgentStatus, ENIPoolStatus, Releasing};
 pub struct Demand {
     /// Addresses assigned to sandboxes.
     pub in_use: i32,
+    /// Freed addresses resting before reuse: held, but no pod can get them, so they count as
+    /// demand. Otherwise a node that churned pods would meet its target with addresses it cannot
+    /// hand out, and a burst would wait for the cooldown instead of for one growth round.
+    pub cooling: i32,
     /// Pods bound to the node without an address yet.
     pub pending_pods: i32,
+}
+
+impl Demand {
+    /// The demand in the agent's report (none before it reports).
+    pub fn reported(agent: Option<&AgentStatus>) -> Demand {
+        agent.map_or_else(Demand::default, |a| Demand {
+            in_use: a.in_use,
+            cooling: a.cooling,
+            pending_pods: a.pending_pods,
+        })
+    }
 }
 
 /// A target and the term that decided it (published in `status.target`).
@@ -34,14 +49,14 @@ fn div_ceil(a: i32, b: i32) -> i32 {
 }
 
 /// `target = clamp(batch × ceil((demand + warm) / batch), minAllocate, min(maxAllocate, capacity))`
-/// with `demand = inUse + min(pendingPods, surge)`.
+/// with `demand = inUse + cooling + min(pendingPods, surge)`.
 ///
 /// Prefix modes count in whole /28s: the warm term is the larger of `warmIPs` free addresses and
 /// `warmPrefixes` whole free prefixes on top of the prefixes demand fills (pods packed), and the
 /// result is a multiple of 16. `max_allocate` is already clamped to capacity by `settings::resolve`.
 pub fn compute_target(eff: &EffectiveSettings, demand: Demand) -> Sized {
     let surge = demand.pending_pods.clamp(0, eff.surge_max_extra.max(0));
-    let need = demand.in_use.max(0) + surge;
+    let need = demand.in_use.max(0) + demand.cooling.max(0) + surge;
     let batch = eff.batch.max(1);
     // A warm ENI is one ENI's addresses: its slots, or its slots' prefixes in prefix modes.
     let per_eni = slots_per_eni(eff) * if eff.mode.uses_prefixes() { PREFIX_SIZE } else { 1 };

@@ -200,11 +200,7 @@ async fn round_steps(shared: &Shared, input: &PoolInput, sink: &dyn StatusSink) 
         }
     }
     let agent = input.status.agent.as_ref();
-    let demand = Demand {
-        in_use: agent.map(|a| a.in_use).unwrap_or(0),
-        pending_pods: agent.map(|a| a.pending_pods).unwrap_or(0),
-    };
-    let target = plan::compute_target(&n.eff, demand);
+    let target = plan::compute_target(&n.eff, Demand::reported(agent));
     n.st.target = Some(Target { ips: target.ips, reason: target.reason.into() });
     let mut missing = 0;
     n.round.frozen = gate == plan::Gate::Frozen;

@@ -4,7 +4,7 @@
 use super::{view, M5_LARGE};
 use crate::plan::*;
 use enipool_crds::settings::{resolve, CapacitySource, EffectiveSettings, InstanceLimits};
-use enipool_crds::{ENIPoolPolicySpec, IpMode, Sizing, Surge};
+use enipool_crds::{AgentStatus, ENIPoolPolicySpec, IpMode, Sizing, Surge};
 
 /// t3.small: 3 ENIs × 4 IPv4 addresses.
 const T3_SMALL: InstanceLimits = InstanceLimits { max_enis: 3, ips_per_eni: 4 };
@@ -245,7 +245,7 @@ fn target_table() {
     ];
     for r in rows {
         let e = eff(r.mode, r.limits, r.sizing);
-        let got = compute_target(&e, Demand { in_use: r.in_use, pending_pods: r.pending });
+        let got = compute_target(&e, Demand { in_use: r.in_use, pending_pods: r.pending, ..Default::default() });
         assert_eq!((got.ips, got.reason), (r.want, r.reason), "{}", r.name);
     }
 }
@@ -258,14 +258,14 @@ fn surge_is_capped_and_can_be_disabled() {
         ..Default::default()
     };
     let e = eff(IpMode::SecondaryIP, M5_LARGE, capped);
-    assert_eq!(compute_target(&e, Demand { in_use: 2, pending_pods: 10 }).ips, 5);
+    assert_eq!(compute_target(&e, Demand { in_use: 2, pending_pods: 10, ..Default::default() }).ips, 5);
     let off = Sizing {
         warm_ips: Some(0),
         surge: Some(Surge { enabled: Some(false), max_extra: None }),
         ..Default::default()
     };
     let e = eff(IpMode::SecondaryIP, M5_LARGE, off);
-    assert_eq!(compute_target(&e, Demand { in_use: 2, pending_pods: 10 }).ips, 2);
+    assert_eq!(compute_target(&e, Demand { in_use: 2, pending_pods: 10, ..Default::default() }).ips, 2);
 }
 
 #[test]
@@ -276,9 +276,27 @@ fn target_is_idempotent_for_a_burst() {
         InstanceLimits { max_enis: 4, ips_per_eni: 15 },
         sizing(None, Some(2), Some(4), None),
     );
-    let t = compute_target(&e, Demand { in_use: 0, pending_pods: 40 });
+    let t = compute_target(&e, Demand { in_use: 0, pending_pods: 40, ..Default::default() });
     assert_eq!(t.ips, 44);
-    assert_eq!(compute_target(&e, Demand { in_use: 0, pending_pods: 40 }), t);
+    assert_eq!(compute_target(&e, Demand { in_use: 0, pending_pods: 40, ..Default::default() }), t);
+}
+
+#[test]
+fn cooling_addresses_are_held_on_top_of_the_warm_ones() {
+    // A node that churned 100 pods: their addresses rest in cooling and cannot be handed out, so
+    // the warm addresses and the pending pods' come on top of them.
+    let e = eff(
+        IpMode::SecondaryIP,
+        InstanceLimits { max_enis: 15, ips_per_eni: 50 },
+        sizing(None, Some(3), Some(1), None),
+    );
+    let churned = Demand { in_use: 203, cooling: 100, pending_pods: 7 };
+    assert_eq!(compute_target(&e, churned).ips, 203 + 100 + 7 + 3);
+    let rested = Demand { cooling: 0, ..churned };
+    assert_eq!(compute_target(&e, rested).ips, 203 + 7 + 3);
+    let agent = AgentStatus { in_use: 203, cooling: 100, pending_pods: 7, ..Default::default() };
+    assert_eq!(Demand::reported(Some(&agent)), churned);
+    assert_eq!(Demand::reported(None), Demand::default());
 }
 
 #[test]
