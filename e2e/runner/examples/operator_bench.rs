@@ -26,7 +26,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use kubeapi::{KubeApi, KubeApiConfig};
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,7 +74,13 @@ impl World {
     }
 
     async fn join(&self, name: &str) -> anyhow::Result<()> {
-        let id = self.sim.run_instances(&RunReq {
+        let id = self.launch()?;
+        self.register(name, &id).await
+    }
+
+    /// A new instance; its id.
+    fn launch(&self) -> anyhow::Result<String> {
+        Ok(self.sim.run_instances(&RunReq {
             image_id: "ami-12345678".into(),
             instance_type: "m5.large".into(),
             count: 1,
@@ -83,7 +89,11 @@ impl World {
             delete_on_termination: true,
             ..Default::default()
         })?[0]
-            .clone();
+            .clone())
+    }
+
+    /// The instance's kubelet registers its Node.
+    async fn register(&self, name: &str, id: &str) -> anyhow::Result<()> {
         let node: Node = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": "us-west-2a"}},
@@ -91,6 +101,37 @@ impl World {
         }))?;
         Api::<Node>::all(self.client.clone()).create(&PostParams::default(), &node).await?;
         Ok(())
+    }
+
+    /// Describe calls so far, by action.
+    fn describes(&self) -> BTreeMap<String, u64> {
+        let c = self.sim.counters();
+        c.into_iter()
+            .filter(|(a, _)| a.starts_with("Describe"))
+            .map(|(a, c)| (a, c.calls))
+            .collect()
+    }
+
+    /// Describe calls one more node's join costs, the rounds it sets off after Ready included.
+    async fn join_describes(&self, name: &str, ready: usize) -> anyhow::Result<String> {
+        let id = self.launch()?;
+        // A kubelet registers its Node long after EC2's describes show the instance; registering
+        // sooner would count the describes of an instance EC2 does not show yet.
+        tokio::time::sleep(LAG + Duration::from_millis(500)).await;
+        let before = self.describes();
+        self.register(name, &id).await?;
+        self.wait_ready(ready, Duration::from_secs(30)).await?;
+        // Rounds the join set off (its own status writes coming back, describes catching up).
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let spent: Vec<(String, u64)> = self
+            .describes()
+            .into_iter()
+            .map(|(a, n)| (a.clone(), n - before.get(&a).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let total: u64 = spent.iter().map(|(_, n)| n).sum();
+        let each: Vec<String> = spent.iter().map(|(a, n)| format!("{a} {n}")).collect();
+        Ok(format!("{total} ({})", each.join(", ")))
     }
 
     fn mutating(&self) -> u64 {
@@ -139,6 +180,9 @@ fn config(workers: u16) -> OperatorConfig {
     c
 }
 
+/// EC2's describe lag in the `calls` phase's last join: the simulator's AWS-like timing.
+const LAG: Duration = cluster::DESCRIBE_LAG;
+
 async fn calls() -> anyhow::Result<()> {
     let w = world().await?;
     let fast = RateConfig { qps: 1000.0, burst: 1000 };
@@ -147,6 +191,11 @@ async fn calls() -> anyhow::Result<()> {
     w.join("node-0").await?;
     w.wait_ready(1, Duration::from_secs(30)).await?;
     let join = w.mutating();
+    // Per join once the process-wide caches (instance types, subnets, VPC) know the node's.
+    let warm = w.join_describes("node-1", 2).await?;
+    w.sim.set_faults(FaultConfig { describe_lag_ms: LAG.as_millis() as u64, ..Default::default() });
+    let lagging = w.join_describes("node-2", 3).await?;
+    w.sim.set_faults(FaultConfig::default());
     let agent = |in_use: i32| {
         json!({"apiVersion": "enipool.io/v1alpha1", "kind": "ENIPool", "metadata": {"name": "node-0"},
                "status": {"agent": AgentStatus { epoch: 1, in_use, ..Default::default() }}})
@@ -155,12 +204,14 @@ async fn calls() -> anyhow::Result<()> {
     let pp = PatchParams::apply(AGENT_FIELD_MANAGER).force();
     pools.patch_status("node-0", &pp, &Patch::Apply(agent(1))).await?; // fills the primary
     tokio::time::sleep(Duration::from_secs(2)).await;
-    w.wait_ready(1, Duration::from_secs(30)).await?;
+    w.wait_ready(3, Duration::from_secs(30)).await?;
     let before = w.mutating();
     pools.patch_status("node-0", &pp, &Patch::Apply(agent(10))).await?; // needs a new ENI
     tokio::time::sleep(Duration::from_secs(2)).await;
-    w.wait_ready(1, Duration::from_secs(30)).await?;
+    w.wait_ready(3, Duration::from_secs(30)).await?;
     println!("mutating calls per join (primary has room): {join}");
+    println!("describe calls per join (caches warm): {warm}");
+    println!("describe calls per join, describes lagging {} ms: {lagging}", LAG.as_millis());
     println!("mutating calls for growth needing a new ENI: {}", w.mutating() - before);
     println!("counters: {}", serde_json::to_string(&w.sim.counters())?);
     op.abort();
@@ -211,10 +262,13 @@ async fn join_many(n: usize) -> anyhow::Result<()> {
         mutating as f64 / n as f64,
         c.values().map(|c| c.throttled).sum::<u64>()
     );
-    println!(
-        "describe calls: {}",
-        c.iter().filter(|(a, _)| a.starts_with("Describe")).map(|(_, c)| c.calls).sum::<u64>()
-    );
+    let describes: Vec<(&String, u64)> =
+        c.iter().filter(|(a, _)| a.starts_with("Describe")).map(|(a, c)| (a, c.calls)).collect();
+    let total: u64 = describes.iter().map(|(_, n)| n).sum();
+    println!("describe calls: {total} ({:.2}/node)", total as f64 / n as f64);
+    for (action, calls) in describes {
+        println!("  {action}: {calls}");
+    }
     op.abort();
     Ok(())
 }

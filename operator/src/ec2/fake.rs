@@ -39,6 +39,8 @@ pub struct FakeState {
     pub calls: Vec<&'static str>,
     /// Subnets with no aligned /28 left (prefix requests fail with NoCidrBlocks).
     pub no_cidr: BTreeSet<String>,
+    /// The ENIs as ENI describes answer while they lag (`None`: as they are).
+    pub described_enis: Option<BTreeMap<String, Eni>>,
     next_id: u64,
 }
 
@@ -140,6 +142,11 @@ impl FakeState {
         if let Some(s) = self.subnets.get_mut(subnet_id) {
             s.available_ips += count as i32;
         }
+    }
+
+    /// The ENIs an ENI describe sees.
+    fn described_enis(&self) -> &BTreeMap<String, Eni> {
+        self.described_enis.as_ref().unwrap_or(&self.enis)
     }
 
     fn eni_mut(&mut self, id: &str, action: &'static str) -> Ec2Result<&mut Eni> {

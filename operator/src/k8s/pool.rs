@@ -38,6 +38,7 @@ pub async fn reconcile_pool(
         ctx.metrics.pool_state(&name, None);
         ctx.shared.memory.forget(&name);
         ctx.shared.memory.forget_changes(&name);
+        ctx.shared.memory.forget_instance(&name);
         super::finalizer::finalize(pool, &ctx).await
     } else {
         reconcile_live_pool(pool, &ctx).await

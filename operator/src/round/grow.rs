@@ -107,7 +107,7 @@ impl PoolRound<'_> {
         let ops: Vec<_> = growth.steps.iter().map(|s| step_op(s, &sgs, &self.now)).collect();
         self.st.operations.extend(ops.iter().cloned());
         self.write(sink).await?; // the journal, before the calls
-        let mut added = 0;
+        let (mut added, mut failed) = (0, false);
         for (step, mut op) in growth.steps.iter().zip(ops) {
             let result = match step {
                 Step::AssignIps { eni_id, count } => self
@@ -145,6 +145,7 @@ impl PoolRound<'_> {
                     false
                 }
                 Err(e) => {
+                    failed = true;
                     self.round.note_error(&e);
                     self.step_failed(step, &e);
                     // A created-but-unattached ENI, or an ambiguous create, is left to the replay.
@@ -181,7 +182,14 @@ impl PoolRound<'_> {
                 format!("added {added} addresses toward target {target}"),
             ));
         }
-        self.sync().await?;
+        // Assigns that all answered leave nothing a describe would add: their answers are what
+        // EC2 did. A created ENI, or a failed call that may have been done, is described.
+        let created = growth.steps.iter().any(|s| matches!(s, Step::CreateEni { .. }));
+        if failed || created {
+            self.sync().await?;
+        } else {
+            self.show();
+        }
         Ok(plan::deficit(target, self.held()))
     }
 

@@ -2,11 +2,11 @@
 //! (losing them only delays a release or costs an EC2 describe), never needed for safety. Each
 //! hint is reached through a named method; the maps stay private to this module.
 
-use super::unconfirmed;
+use super::{instance, unconfirmed};
 use super::{Outcome, PoolInput};
-use crate::ec2::Eni;
+use crate::ec2::{Eni, Instance};
 use crate::plan;
-use enipool_crds::{ENIPoolStatus, SubnetState};
+use enipool_crds::{ENIPoolStatus, EniStatus, SubnetState};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -30,14 +30,17 @@ pub struct Memory {
     no_cidr: Mutex<HashMap<String, Timestamp>>,
     /// Subnet states as last seen (for policy status).
     subnet_states: Mutex<BTreeMap<String, SubnetState>>,
-    /// Pool → (fingerprint of the inputs it was left in, until when nothing needs doing).
-    quiet: Mutex<HashMap<String, (u64, std::time::Instant)>>,
+    /// Pool → (fingerprints of the statuses its last round wrote, until when nothing needs
+    /// doing).
+    quiet: Mutex<HashMap<String, (Vec<u64>, std::time::Instant)>>,
     /// (pool, reason) → when the last Warning Event for a failed reconcile went out.
     warned: Mutex<HashMap<(String, &'static str), std::time::Instant>>,
     /// Pool → changes made that EC2's describes did not show yet.
     unconfirmed: Mutex<HashMap<String, Vec<unconfirmed::Pending>>>,
     /// Until when no ENI is created (the account's ENI quota was reached).
     eni_quota_until: Mutex<Option<Timestamp>>,
+    /// Pool → its instance as DescribeInstances last answered.
+    instances: Mutex<HashMap<String, instance::Reading>>,
 }
 
 /// At most one Warning Event per pool and failure category this often (the Recorder folds the
@@ -72,22 +75,28 @@ pub fn fingerprint(input: &PoolInput, status: &ENIPoolStatus) -> u64 {
 
 impl Memory {
     /// Time left before `pool` needs EC2 again, when its inputs are exactly as the last round
-    /// left them (a watch event of our own write); `None` = reconcile now. Journal entries the
-    /// round kept are retried at its requeue deadline, not at once: an entry failing on every
-    /// attempt (a missing IAM grant) would otherwise be retried on each watch event of the
-    /// status write recording the failure.
+    /// left them or as it wrote them on the way (a watch event of our own write); `None` =
+    /// reconcile now. Journal entries the round kept are retried at its requeue deadline, not at
+    /// once: an entry failing on every attempt (a missing IAM grant) would otherwise be retried
+    /// on each watch event of the status write recording the failure.
+    ///
+    /// A status the round wrote before its last write (its journal) can still be what the cache
+    /// holds when the round ends; the round acted on all of it, and the event of its last write
+    /// follows, so it costs no round either.
     pub fn quiet_for(&self, pool: &str, input: &PoolInput) -> Option<Duration> {
         let m = self.quiet.lock().expect("memory lock");
-        let (fp, until) = m.get(pool)?;
+        let (fps, until) = m.get(pool)?;
         let left = until.checked_duration_since(std::time::Instant::now())?;
-        (*fp == fingerprint(input, &input.status)).then_some(left)
+        fps.contains(&fingerprint(input, &input.status)).then_some(left)
     }
 
-    /// Remember how a round left `pool` and when it wants to look again.
+    /// Remember how a round left `pool`, what it wrote on the way, and when it wants to look
+    /// again.
     pub fn left_quiet(&self, pool: &str, input: &PoolInput, out: &Outcome) {
-        let fp = fingerprint(input, &out.status);
+        let mut fps = vec![fingerprint(input, &out.status)];
+        fps.extend(out.written.iter().map(|w| fingerprint(input, w)));
         let until = std::time::Instant::now() + out.requeue;
-        self.quiet.lock().expect("memory lock").insert(pool.to_string(), (fp, until));
+        self.quiet.lock().expect("memory lock").insert(pool.to_string(), (fps, until));
     }
 
     /// Forget a pool (deleted), or how a round left it (a round failed: the retry must run).
@@ -102,22 +111,54 @@ impl Memory {
         m.entry(pool.to_string()).or_default().push(unconfirmed::Pending { change, until });
     }
 
-    /// Count the changes made to `pool` that `described` does not show yet in `views`; whether
-    /// any is left unconfirmed.
-    pub fn overlay(&self, pool: &str, described: &[Eni], views: &mut Vec<plan::EniView>) -> bool {
+    /// Count the changes made to `pool` that `described` does not show yet in `views`, and
+    /// publish the addresses among them in `published` (see [`unconfirmed::overlay`]); whether
+    /// any change is kept from `published` until a describe shows it.
+    pub fn overlay(
+        &self,
+        pool: &str,
+        described: &[Eni],
+        views: &mut Vec<plan::EniView>,
+        published: &mut [EniStatus],
+    ) -> bool {
         let mut m = self.unconfirmed.lock().expect("memory lock");
         let Some(pending) = m.remove(pool) else { return false };
-        let kept = unconfirmed::overlay(pending, described, views, Instant::now());
-        if kept.is_empty() {
-            return false;
+        let o = unconfirmed::overlay(pending, described, views, published, Instant::now());
+        if !o.kept.is_empty() {
+            m.insert(pool.to_string(), o.kept);
         }
-        m.insert(pool.to_string(), kept);
-        true
+        o.held_back
+    }
+
+    /// Addresses of `pool` unassigned by the operator: a describe not showing them is right.
+    pub fn unassigned(&self, pool: &str, eni_id: &str, items: &[String]) {
+        if let Some(pending) = self.unconfirmed.lock().expect("memory lock").get_mut(pool) {
+            unconfirmed::unassigned(pending, eni_id, items);
+        }
     }
 
     /// Forget the changes made to a deleted pool.
     pub fn forget_changes(&self, pool: &str) {
         self.unconfirmed.lock().expect("memory lock").remove(pool);
+    }
+
+    /// `pool`'s instance as last described, when that answer may stand for it at `now`
+    /// ([`instance::reuse`]).
+    pub fn instance(&self, pool: &str, instance_id: &str, now: Instant) -> Option<Instance> {
+        let m = self.instances.lock().expect("memory lock");
+        instance::reuse(m.get(pool)?, instance_id, now).cloned()
+    }
+
+    /// Remember what DescribeInstances answered for `pool`'s instance at `at`.
+    pub fn described_instance(&self, pool: &str, instance: &Instance, at: Instant) {
+        let reading = instance::Reading { instance: instance.clone(), at };
+        self.instances.lock().expect("memory lock").insert(pool.to_string(), reading);
+    }
+
+    /// Drop `pool`'s instance answer (the pool is deleted, or the answer no longer fits what EC2
+    /// shows).
+    pub fn forget_instance(&self, pool: &str) {
+        self.instances.lock().expect("memory lock").remove(pool);
     }
 
     /// Whether a Warning Event for a failed reconcile of `pool` with `reason` may go out at `now`
@@ -237,6 +278,44 @@ mod tests {
         assert_eq!(m.observe_excess("a", at(60), 3).lasted(at(80), delay), 0, "starts again");
         m.excess_requested("a", 3);
         assert_eq!(m.observe_excess("a", at(95), 0), Default::default(), "requested, then used");
+    }
+
+    #[test]
+    fn every_status_a_round_wrote_is_its_own_write_until_the_deadline() {
+        let m = Memory::default();
+        let input = PoolInput { name: "a".into(), ..Default::default() };
+        let journal = ENIPoolStatus {
+            operations: vec![crate::journal::new_op(
+                enipool_crds::OperationKind::AssignIPs,
+                "eni-1",
+                8,
+                vec![],
+                None,
+                &Time(Timestamp::now()),
+            )],
+            ..Default::default()
+        };
+        let last = ENIPoolStatus { revision: 1, ..Default::default() };
+        let out = Outcome {
+            status: last.clone(),
+            requeue: Duration::from_secs(60),
+            notes: vec![],
+            replays: vec![],
+            rejected: vec![],
+            written: vec![journal.clone(), last.clone()],
+        };
+        m.left_quiet("a", &input, &out);
+        let read = |status: &ENIPoolStatus| PoolInput { status: status.clone(), ..input.clone() };
+        assert!(m.quiet_for("a", &read(&last)).is_some(), "the last write");
+        assert!(m.quiet_for("a", &read(&journal)).is_some(), "the journal written on the way");
+        let other = ENIPoolStatus { revision: 2, ..Default::default() };
+        assert!(m.quiet_for("a", &read(&other)).is_none(), "a status the round did not write");
+        let agent = enipool_crds::AgentStatus { epoch: 1, ..Default::default() };
+        let reported = ENIPoolStatus { agent: Some(agent), ..journal };
+        assert!(m.quiet_for("a", &read(&reported)).is_none(), "the agent reported since");
+        let over = Outcome { requeue: Duration::ZERO, ..out };
+        m.left_quiet("a", &input, &over);
+        assert!(m.quiet_for("a", &read(&last)).is_none(), "past the deadline");
     }
 
     #[test]

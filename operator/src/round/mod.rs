@@ -7,6 +7,7 @@
 
 pub mod conditions;
 mod grow;
+pub mod instance;
 pub mod memory;
 pub mod notes;
 pub mod observe;
@@ -31,10 +32,10 @@ use enipool_crds::settings::{self, EffectiveSettings};
 use enipool_crds::{ENIPoolPolicySpec, ENIPoolStatus, OperationKind, PoolOverrides, Target};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use observe::SubnetCache;
+use observe::{Described, SubnetCache};
 use resync::ResyncPeriod;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Process-wide state the pool reconciles share.
 pub struct Shared {
@@ -98,6 +99,8 @@ pub struct Outcome {
     pub replays: Vec<(OperationKind, &'static str)>,
     /// The reasons of the entries read back and rejected this round (for metrics).
     pub rejected: Vec<&'static str>,
+    /// Every status this round wrote, with the agent part it read.
+    pub written: Vec<ENIPoolStatus>,
 }
 
 /// The operator's fields only: what SSA sends.
@@ -115,6 +118,8 @@ struct PoolRound<'a> {
     gate: plan::Gate,
     owner: Owner,
     st: ENIPoolStatus,
+    /// The last describe of the instance's ENIs, which `st.enis` and `views` show.
+    described: Described,
     views: Vec<plan::EniView>,
     now: Time,
     round: Round,
@@ -143,7 +148,15 @@ pub async fn run_round(
 ) -> Result<Outcome> {
     let sink = report::Recording::new(sink);
     match round_steps(shared, input, &sink).await {
-        Ok(out) => Ok(out),
+        Ok(mut out) => {
+            let agent = input.status.agent.clone();
+            out.written = sink
+                .written()
+                .into_iter()
+                .map(|w| ENIPoolStatus { agent: agent.clone(), ..w })
+                .collect();
+            Ok(out)
+        }
         Err(err) => {
             report::record_failure(input, &sink, &err, &Time(Timestamp::now())).await;
             Err(err)
@@ -151,9 +164,8 @@ pub async fn run_round(
     }
 }
 
-async fn round_steps(shared: &Shared, input: &PoolInput, sink: &dyn StatusSink) -> Result<Outcome> {
-    let now = Time(Timestamp::now());
-    let before = operator_part(&input.status);
+/// DescribeInstances for the pool's instance; the answer is remembered for the next rounds.
+async fn describe_instance(shared: &Shared, input: &PoolInput) -> Result<Instance> {
     let inst = shared
         .ec2
         .describe_instances(std::slice::from_ref(&input.instance_id))
@@ -161,6 +173,18 @@ async fn round_steps(shared: &Shared, input: &PoolInput, sink: &dyn StatusSink) 
         .into_iter()
         .next()
         .ok_or_else(|| Error::InstanceNotFound(input.instance_id.clone()))?;
+    shared.memory.described_instance(&input.name, &inst, Instant::now());
+    Ok(inst)
+}
+
+async fn round_steps(shared: &Shared, input: &PoolInput, sink: &dyn StatusSink) -> Result<Outcome> {
+    let now = Time(Timestamp::now());
+    let before = operator_part(&input.status);
+    let reused = shared.memory.instance(&input.name, &input.instance_id, Instant::now());
+    let inst = match reused.clone() {
+        Some(inst) => inst,
+        None => describe_instance(shared, input).await?,
+    };
     let (limits, source) = shared.capacity.limits(&inst.instance_type).await;
     let eff = settings::resolve(input.policy.as_ref(), input.overrides.as_ref(), limits, source);
     let owner = Owner {
@@ -179,6 +203,7 @@ async fn round_steps(shared: &Shared, input: &PoolInput, sink: &dyn StatusSink) 
         gate,
         owner,
         st: input.status.clone(),
+        described: Described::default(),
         views: vec![],
         now: now.clone(),
         round: Round::new(shared.resync_period.current()),
@@ -190,11 +215,22 @@ async fn round_steps(shared: &Shared, input: &PoolInput, sink: &dyn StatusSink) 
     n.st.policy = Some(input.policy_name.clone());
     n.st.observed_generation = input.generation;
 
+    let synced = n.sync().await;
+    if let (Some(_), Ok(enis)) = (&reused, &synced) {
+        if !instance::shows_primary(&n.inst, enis) {
+            // The remembered state is out of date: the instance is described again before the
+            // round acts on it.
+            shared.memory.forget_instance(&input.name);
+            n.inst = describe_instance(shared, input).await?;
+            let cidrs = n.st.instance.take().map(|i| i.vpc_cidrs).unwrap_or_default();
+            n.st.instance = Some(observe::instance_info(&n.inst, cidrs));
+        }
+    }
     let running = n.inst.state == "running";
     if matches!(n.inst.state.as_str(), "shutting-down" | "terminated") {
         n.round.instance_gone = Some(format!("instance {} is {}", n.inst.id, n.inst.state));
     }
-    if let Ok(attached) = n.sync().await {
+    if let Ok(attached) = synced {
         if running {
             n.settle(sink, &attached).await;
         }
@@ -239,6 +275,7 @@ async fn round_steps(shared: &Shared, input: &PoolInput, sink: &dyn StatusSink) 
         notes: n.notes,
         replays: n.replays,
         rejected: n.rejected,
+        written: vec![],
     })
 }
 

@@ -147,8 +147,15 @@ pub fn instance_info(inst: &Instance, vpc_cidrs: Vec<String>) -> InstanceInfo {
     }
 }
 
+/// The last describe of a node's ENIs, with their subnets.
+#[derive(Debug, Clone, Default)]
+pub struct Described {
+    pub enis: Vec<Eni>,
+    pub subnets: BTreeMap<String, Subnet>,
+}
+
 impl PoolRound<'_> {
-    /// Per-node sync (I/O): the instance's ENIs into status; bumps `revision` when they changed.
+    /// Per-node sync (I/O): describe the instance's ENIs, then [`Self::show`] them.
     pub(super) async fn sync(&mut self) -> Result<Vec<Eni>> {
         let enis = match self.ec2().describe_instance_enis(&self.inst.id).await {
             Ok(e) => e,
@@ -162,26 +169,33 @@ impl PoolRound<'_> {
             enis.iter().map(|e| e.subnet_id.clone()).chain([self.inst.subnet_id.clone()]).collect();
         let subnets = self.shared.subnets.get(self.ec2(), &ids).await?;
         let vpc_cidrs = self.vpc_cidrs().await?;
+        self.described = Described { enis: enis.clone(), subnets };
+        self.show();
+        self.st.instance = Some(instance_info(&self.inst, vpc_cidrs));
+        self.round.synced = true;
+        Ok(enis)
+    }
+
+    /// The ENIs into status and the planner's view (no I/O): the last describe, plus the changes
+    /// made since that it does not show yet; bumps `revision` when the published ENIs changed.
+    pub(super) fn show(&mut self) {
         let exclude = self
             .input
             .policy
             .as_ref()
             .map(|p| p.eni.exclude_interface_tags.clone())
             .unwrap_or_default();
-        let Synced { enis: published, views } =
-            build(&enis, &subnets, &exclude, &self.shared.cluster);
+        let d = &self.described;
+        let Synced { enis: mut published, mut views } =
+            build(&d.enis, &d.subnets, &exclude, &self.shared.cluster);
+        if self.shared.memory.overlay(&self.input.name, &d.enis, &mut views, &mut published) {
+            self.round.wake_in(unconfirmed::LOOK_AGAIN);
+        }
         if published != self.st.enis {
             self.st.enis = published;
             self.st.revision += 1;
         }
-        let mut views = views;
-        if self.shared.memory.overlay(&self.input.name, &enis, &mut views) {
-            self.round.wake_in(unconfirmed::LOOK_AGAIN);
-        }
         self.views = views;
-        self.st.instance = Some(instance_info(&self.inst, vpc_cidrs));
-        self.round.synced = true;
-        Ok(enis)
     }
 
     /// The VPC CIDRs to publish (see [`vpc::publish`]). With none known, the sync fails before

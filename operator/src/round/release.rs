@@ -99,6 +99,7 @@ impl PoolRound<'_> {
                             failed = Some(e);
                             break;
                         }
+                        self.shared.memory.unassigned(&self.input.name, &op.eni_id, &op.items);
                     }
                     self.st.operations.retain(|o| !ids.contains(&o.id));
                     self.sync().await?;

@@ -14,20 +14,26 @@ use enipool_crds::ENIPoolStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::sync::Mutex;
 
-/// A sink that remembers the last status written through it (the base of a failure write: the
-/// cached pool is older than what this round already wrote, e.g. a journal entry).
+/// A sink that remembers the statuses written through it: the last one is the base of a failure
+/// write (the cached pool is older than what this round already wrote, e.g. a journal entry), and
+/// all of them are the round's own writes when their watch events come back.
 pub(super) struct Recording<'a> {
     inner: &'a dyn StatusSink,
-    last: Mutex<Option<ENIPoolStatus>>,
+    written: Mutex<Vec<ENIPoolStatus>>,
 }
 
 impl<'a> Recording<'a> {
     pub(super) fn new(inner: &'a dyn StatusSink) -> Self {
-        Recording { inner, last: Mutex::new(None) }
+        Recording { inner, written: Mutex::new(vec![]) }
     }
 
     fn last(&self) -> Option<ENIPoolStatus> {
-        self.last.lock().expect("recording lock").clone()
+        self.written.lock().expect("recording lock").last().cloned()
+    }
+
+    /// Every status written, in order.
+    pub(super) fn written(&self) -> Vec<ENIPoolStatus> {
+        self.written.lock().expect("recording lock").clone()
     }
 }
 
@@ -35,7 +41,7 @@ impl<'a> Recording<'a> {
 impl StatusSink for Recording<'_> {
     async fn write(&self, status: &ENIPoolStatus) -> Result<()> {
         self.inner.write(status).await?;
-        *self.last.lock().expect("recording lock") = Some(status.clone());
+        self.written.lock().expect("recording lock").push(status.clone());
         Ok(())
     }
 

@@ -7,6 +7,7 @@ use crate::journal;
 use enipool_crds::{AgentStatus, IpMode, OperationKind, Releasable, ReleaseSettings, Sizing};
 use std::sync::Mutex;
 
+mod describes;
 mod freeze;
 mod lag;
 mod quota;

@@ -3,11 +3,17 @@
 //! AssignPrivateIpAddresses answered, a describe can still show the instance without the new ENI
 //! or the ENI without the new addresses. Planning from such an answer would create the ENI again
 //! (at the same, taken, device index) or assign the addresses twice, so until a describe shows a
-//! change (or [`KEEP`] passed) the planner's view counts it as done. Only the planner's view is
-//! changed: what the pool publishes to the agent stays what EC2 shows.
+//! change (or [`KEEP`] passed) the planner's view counts it as done.
+//!
+//! Addresses EC2 named in its answer to an assign are published as well, on an ENI a describe
+//! shows: EC2 assigned them, so the agent may use them at once, and a describe still lagging must
+//! not take them back from pods already given one. An ENI created is published only once a
+//! describe shows it: its attachment state and the addresses on it come from there. The
+//! operator's own unassign ends the count of what it unassigned ([`unassigned`]).
 
 use crate::ec2::Eni;
 use crate::plan::EniView;
+use enipool_crds::EniStatus;
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -48,15 +54,26 @@ pub struct Pending {
     pub until: Instant,
 }
 
+/// What [`overlay`] left.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Overlay {
+    /// The changes still unconfirmed.
+    pub kept: Vec<Pending>,
+    /// Whether one of them is not published (a created ENI, or addresses on an ENI not
+    /// published): the pool wants a describe soon.
+    pub held_back: bool,
+}
+
 /// Adds the changes `described` (the instance's ENIs as a describe answered) does not show yet to
-/// `views`, and returns the changes still unconfirmed. Pure.
+/// `views`, and the addresses among them to their ENI in `published`. Pure.
 pub fn overlay(
     pending: Vec<Pending>,
     described: &[Eni],
     views: &mut Vec<EniView>,
+    published: &mut [EniStatus],
     now: Instant,
-) -> Vec<Pending> {
-    let mut kept = Vec::new();
+) -> Overlay {
+    let mut out = Overlay::default();
     // Creations first, so addresses assigned to an ENI not described yet find its view.
     let (created, assigned): (Vec<_>, Vec<_>) =
         pending.into_iter().partition(|p| matches!(p.change, Change::Created(_)));
@@ -73,29 +90,68 @@ pub fn overlay(
                 views.retain(|x| x.id != v.id);
                 views.push(v.clone());
                 views.sort_by_key(|x| x.device_index);
-                kept.push(p);
+                out.kept.push(p);
+                out.held_back = true;
                 continue;
             }
             Change::AssignedIps { eni_id, ips } => {
                 let shown = eni_of(eni_id).map(|e| e.secondary_ips.as_slice()).unwrap_or_default();
-                (eni_id, ips.iter().filter(|a| !shown.contains(a)).count() as i32, 0)
+                let missing: Vec<String> =
+                    ips.iter().filter(|a| !shown.contains(a)).map(|a| a.to_string()).collect();
+                (eni_id, missing, vec![])
             }
             Change::AssignedPrefixes { eni_id, prefixes } => {
                 let shown = eni_of(eni_id).map(|e| e.prefixes.as_slice()).unwrap_or_default();
-                (eni_id, 0, prefixes.iter().filter(|a| !shown.contains(a)).count() as i32)
+                let missing: Vec<String> =
+                    prefixes.iter().filter(|a| !shown.contains(a)).map(|a| a.to_string()).collect();
+                (eni_id, vec![], missing)
             }
         };
         let (eni_id, ips, prefixes) = missing;
-        if ips + prefixes == 0 {
+        if ips.is_empty() && prefixes.is_empty() {
             continue;
         }
         if let Some(v) = views.iter_mut().find(|v| &v.id == eni_id) {
-            v.ips += ips;
-            v.prefixes += prefixes;
+            v.ips += ips.len() as i32;
+            v.prefixes += prefixes.len() as i32;
         }
-        kept.push(p);
+        match published.iter_mut().find(|e| &e.id == eni_id) {
+            Some(e) => {
+                add_sorted(&mut e.ips, ips);
+                add_sorted(&mut e.prefixes, prefixes);
+            }
+            None => out.held_back = true,
+        }
+        out.kept.push(p);
     }
-    kept
+    out
+}
+
+/// Adds `items` to a published list, kept in the order an ENI's status lists them.
+fn add_sorted(list: &mut Vec<String>, items: Vec<String>) {
+    list.extend(items);
+    list.sort();
+    list.dedup();
+}
+
+/// Ends the count of `items` (addresses or prefixes, as the journal writes them) the operator
+/// unassigned from `eni_id`; a change left with nothing to count is dropped. Pure.
+pub fn unassigned(pending: &mut Vec<Pending>, eni_id: &str, items: &[String]) {
+    let gone = |a: &dyn ToString| items.contains(&a.to_string());
+    for p in pending.iter_mut() {
+        match &mut p.change {
+            Change::AssignedIps { eni_id: e, ips } if e == eni_id => ips.retain(|a| !gone(a)),
+            Change::AssignedPrefixes { eni_id: e, prefixes } if e == eni_id => {
+                prefixes.retain(|a| !gone(a))
+            }
+            _ => {}
+        }
+    }
+    pending.retain(|p| match &p.change {
+        Change::AssignedIps { ips, .. } => !ips.is_empty(),
+        Change::AssignedPrefixes { prefixes, .. } => !prefixes.is_empty(),
+        Change::Created(_) => true,
+    });
 }
 
 #[cfg(test)]
@@ -139,12 +195,14 @@ mod tests {
         let now = Instant::now();
         let created = pending(Change::Created(view("eni-2", 1, 9)), now);
         let mut views = vec![view("eni-1", 0, 9)];
-        let kept = overlay(vec![created.clone()], &[eni("eni-1", &[])], &mut views, now);
+        let kept =
+            overlay(vec![created.clone()], &[eni("eni-1", &[])], &mut views, &mut [], now).kept;
         assert_eq!(views, vec![view("eni-1", 0, 9), view("eni-2", 1, 9)]);
         assert_eq!(kept, vec![created.clone()]);
 
         let mut views = vec![view("eni-1", 0, 9), view("eni-2", 1, 9)];
-        let kept = overlay(vec![created], &[eni("eni-1", &[]), eni("eni-2", &[])], &mut views, now);
+        let described = [eni("eni-1", &[]), eni("eni-2", &[])];
+        let kept = overlay(vec![created], &described, &mut views, &mut [], now).kept;
         assert!(kept.is_empty(), "described: confirmed");
         assert_eq!(views.len(), 2, "not counted twice");
     }
@@ -154,13 +212,14 @@ mod tests {
         let now = Instant::now();
         let p = pending(assigned("eni-1", &["10.0.0.5", "10.0.0.6"]), now);
         let mut views = vec![view("eni-1", 0, 1)];
-        let kept = overlay(vec![p.clone()], &[eni("eni-1", &["10.0.0.5"])], &mut views, now);
+        let kept =
+            overlay(vec![p.clone()], &[eni("eni-1", &["10.0.0.5"])], &mut views, &mut [], now).kept;
         assert_eq!(views[0].ips, 2, "the one not shown yet is added");
         assert_eq!(kept, vec![p.clone()]);
 
         let mut views = vec![view("eni-1", 0, 2)];
         let shown = [eni("eni-1", &["10.0.0.5", "10.0.0.6"])];
-        assert!(overlay(vec![p], &shown, &mut views, now).is_empty());
+        assert!(overlay(vec![p], &shown, &mut views, &mut [], now).kept.is_empty());
         assert_eq!(views[0].ips, 2);
     }
 
@@ -172,7 +231,7 @@ mod tests {
             pending(Change::Created(view("eni-2", 1, 9)), now),
         ];
         let mut views = vec![view("eni-1", 0, 9)];
-        let kept = overlay(changes, &[eni("eni-1", &[])], &mut views, now);
+        let kept = overlay(changes, &[eni("eni-1", &[])], &mut views, &mut [], now).kept;
         assert_eq!(views[1], view("eni-2", 1, 10));
         assert_eq!(kept.len(), 2);
     }
@@ -182,7 +241,62 @@ mod tests {
         let now = Instant::now();
         let old = Pending { change: Change::Created(view("eni-2", 1, 9)), until: now };
         let mut views = vec![view("eni-1", 0, 9)];
-        assert!(overlay(vec![old], &[eni("eni-1", &[])], &mut views, now).is_empty());
+        assert!(overlay(vec![old], &[eni("eni-1", &[])], &mut views, &mut [], now).kept.is_empty());
         assert_eq!(views.len(), 1);
+    }
+
+    fn published(id: &str, ips: &[&str]) -> EniStatus {
+        EniStatus {
+            id: id.into(),
+            ips: ips.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn answered_addresses_are_published_on_a_published_eni_only() {
+        let now = Instant::now();
+        let changes = vec![
+            pending(assigned("eni-1", &["10.0.0.9", "10.0.0.10"]), now),
+            pending(assigned("eni-2", &["10.0.0.7"]), now),
+        ];
+        let mut views = vec![view("eni-1", 0, 1), view("eni-2", 1, 0)];
+        let mut shown = vec![published("eni-1", &["10.0.0.9"])];
+        let o = overlay(changes, &[eni("eni-1", &["10.0.0.9"])], &mut views, &mut shown, now);
+        assert_eq!(
+            shown,
+            vec![published("eni-1", &["10.0.0.10", "10.0.0.9"])],
+            "as an ENI lists them"
+        );
+        assert_eq!(o.kept.len(), 2);
+        assert!(o.held_back, "eni-2 is not published: its address waits for a describe");
+
+        let mut shown = vec![published("eni-1", &[])];
+        let only_eni_1 = vec![pending(assigned("eni-1", &["10.0.0.9"]), now)];
+        let o = overlay(
+            only_eni_1,
+            &[eni("eni-1", &[])],
+            &mut vec![view("eni-1", 0, 0)],
+            &mut shown,
+            now,
+        );
+        assert_eq!(shown[0].ips, vec!["10.0.0.9"]);
+        assert!(!o.held_back, "all published: nothing to look at again for");
+    }
+
+    #[test]
+    fn an_unassigned_address_is_no_longer_counted() {
+        let now = Instant::now();
+        let mut changes = vec![
+            pending(assigned("eni-1", &["10.0.0.5", "10.0.0.6"]), now),
+            pending(assigned("eni-2", &["10.0.0.5"]), now),
+            pending(Change::Created(view("eni-3", 2, 9)), now),
+        ];
+        unassigned(&mut changes, "eni-1", &["10.0.0.5".into()]);
+        assert_eq!(changes[0], pending(assigned("eni-1", &["10.0.0.6"]), now));
+        assert_eq!(changes[1], pending(assigned("eni-2", &["10.0.0.5"]), now), "another ENI");
+        unassigned(&mut changes, "eni-1", &["10.0.0.6".into()]);
+        assert_eq!(changes.len(), 2, "nothing left of it");
+        assert!(matches!(changes[1].change, Change::Created(_)));
     }
 }

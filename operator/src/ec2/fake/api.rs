@@ -64,7 +64,7 @@ impl Ec2Api for FakeEc2 {
     async fn describe_instance_enis(&self, instance_id: &str) -> Ec2Result<Vec<Eni>> {
         let mut s = self.state.lock().expect("lock");
         s.enter("DescribeNetworkInterfaces")?;
-        Ok(s.enis
+        Ok(s.described_enis()
             .values()
             .filter(|e| e.attachment.as_ref().is_some_and(|a| a.instance_id == instance_id))
             .cloned()
@@ -74,7 +74,7 @@ impl Ec2Api for FakeEc2 {
     async fn describe_enis(&self, ids: &[String]) -> Ec2Result<Vec<Eni>> {
         let mut s = self.state.lock().expect("lock");
         s.enter("DescribeNetworkInterfaces")?;
-        Ok(ids.iter().filter_map(|id| s.enis.get(id).cloned()).collect())
+        Ok(ids.iter().filter_map(|id| s.described_enis().get(id).cloned()).collect())
     }
 
     async fn list_cluster_enis(&self, cluster: &str) -> Ec2Result<Vec<Eni>> {

@@ -1,5 +1,5 @@
 //! What a test does to [`FakeEc2`] besides calling it: seed subnets and instances, terminate an
-//! instance, inject faults, and read or reset the call log.
+//! instance, inject faults, make ENI describes lag, and read or reset the call log.
 
 use super::FakeEc2;
 use crate::ec2::{
@@ -125,6 +125,23 @@ impl FakeEc2 {
 
     pub fn fail_next(&self, action: &'static str, kind: Ec2ErrorKind) {
         self.state.lock().expect("lock").faults.push_back((action, kind));
+    }
+
+    /// From now on ENI describes answer with the ENIs as they are now, as EC2's eventually
+    /// consistent describes do right after a change, until [`Self::catch_up`].
+    pub fn lag_describes(&self) {
+        let mut s = self.state.lock().expect("lock");
+        s.described_enis = Some(s.enis.clone());
+    }
+
+    /// ENI describes show the ENIs as they are again.
+    pub fn catch_up(&self) {
+        self.state.lock().expect("lock").described_enis = None;
+    }
+
+    /// Describe calls made so far.
+    pub fn describes(&self) -> Vec<&'static str> {
+        self.calls().into_iter().filter(|c| c.starts_with("Describe")).collect()
     }
 
     /// Calls made so far, by action.

@@ -245,7 +245,10 @@ fn target_table() {
     ];
     for r in rows {
         let e = eff(r.mode, r.limits, r.sizing);
-        let got = compute_target(&e, Demand { in_use: r.in_use, pending_pods: r.pending, ..Default::default() });
+        let got = compute_target(
+            &e,
+            Demand { in_use: r.in_use, pending_pods: r.pending, ..Default::default() },
+        );
         assert_eq!((got.ips, got.reason), (r.want, r.reason), "{}", r.name);
     }
 }
@@ -258,14 +261,20 @@ fn surge_is_capped_and_can_be_disabled() {
         ..Default::default()
     };
     let e = eff(IpMode::SecondaryIP, M5_LARGE, capped);
-    assert_eq!(compute_target(&e, Demand { in_use: 2, pending_pods: 10, ..Default::default() }).ips, 5);
+    assert_eq!(
+        compute_target(&e, Demand { in_use: 2, pending_pods: 10, ..Default::default() }).ips,
+        5
+    );
     let off = Sizing {
         warm_ips: Some(0),
         surge: Some(Surge { enabled: Some(false), max_extra: None }),
         ..Default::default()
     };
     let e = eff(IpMode::SecondaryIP, M5_LARGE, off);
-    assert_eq!(compute_target(&e, Demand { in_use: 2, pending_pods: 10, ..Default::default() }).ips, 2);
+    assert_eq!(
+        compute_target(&e, Demand { in_use: 2, pending_pods: 10, ..Default::default() }).ips,
+        2
+    );
 }
 
 #[test]

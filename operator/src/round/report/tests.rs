@@ -23,12 +23,14 @@ fn kube_err(code: u16) -> Error {
     Error::Kube { op: "PatchPoolStatus", source: kube::Error::Api(Box::new(status)) }
 }
 
-/// A Ready pool with an agent report, as stored.
+/// A Ready pool with an agent report, as stored. Its instance answer is forgotten, so the next
+/// round describes the instance: the call these tests make fail.
 async fn ready_world() -> World {
     let mut w = world("m5.large", 0, None);
     w.input.status.agent = Some(AgentStatus { epoch: 1, in_use: 3, ..Default::default() });
     w.run().await;
     assert!(cond(&w.input.status, READY));
+    w.shared.memory.forget_instance(&w.input.name);
     w
 }
 
