@@ -16,10 +16,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Injected Describe failures: (action, EC2 error code, how many). Each call fails with
-/// probability one half until the count is used up, so the failures spread over the run.
+/// probability one half until the count is used up, so the failures spread over the run. The
+/// operator describes a pool's instance about every 30 s (a leader that took over, at once):
+/// a few calls per minute across the nodes, so fewer of those are asked to fail.
 const DESCRIBE_FAULTS: [(&str, &str, u32); 2] = [
     ("DescribeNetworkInterfaces", "InternalError", 8),
-    ("DescribeInstances", "ServiceUnavailable", 4),
+    ("DescribeInstances", "ServiceUnavailable", 2),
 ];
 /// How long the agents' user gets no answer.
 const AGENT_STALL: Duration = Duration::from_secs(5);
