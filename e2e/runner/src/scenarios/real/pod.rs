@@ -25,6 +25,8 @@ const START: Duration = Duration::from_secs(180);
 const GONE: Duration = Duration::from_secs(120);
 /// The agent publishes its counts after a short debounce (1 s in the chart).
 const COUNTED: Duration = Duration::from_secs(60);
+/// How long EC2's describes may lag behind an assign (seconds on AWS).
+const DESCRIBED: Duration = Duration::from_secs(30);
 
 /// The Pod's namespace, image and run id.
 #[derive(Debug, Clone)]
@@ -98,21 +100,25 @@ async fn run(
     let now = Api::<ENIPool>::all(env.kube.clone()).get(node).await?;
     let recorded = super::super::eni_of(&now, ip)
         .with_context(|| format!("pod IP {ip} is not an address of ENIPool {node}"))?;
-    let on_instance = filter("attachment.instance-id", [now.spec.instance_id.clone()]);
-    let enis = describe_enis(&env.ec2, vec![on_instance]).await?;
-    let holder = enis
-        .values()
-        .find(|e| {
+    // EC2's describes are eventually consistent, and the operator publishes the addresses an
+    // assign returned before a describe shows them: the pod can run on an address EC2 assigned
+    // that its describe does not list yet.
+    let what = format!("EC2's describe to show {ip} on {}'s ENIs", now.spec.instance_id);
+    let holder = wait::poll(&what, DESCRIBED, || async {
+        let on_instance = filter("attachment.instance-id", [now.spec.instance_id.clone()]);
+        let enis = describe_enis(&env.ec2, vec![on_instance]).await?;
+        let holder = enis.values().find(|e| {
             e.primary_ip != Some(ip)
                 && (e.ips.contains(&ip) || e.prefixes.iter().any(|p| p.contains(&ip)))
-        })
-        .with_context(|| {
+        });
+        holder.map(|h| h.id.clone()).with_context(|| {
             format!("EC2 has {ip} on none of {}'s ENIs {:?}", now.spec.instance_id, enis.keys())
-        })?;
+        })
+    })
+    .await?;
     ensure!(
-        holder.id == recorded.id,
-        "EC2 has {ip} on {}, ENIPool {node} records it on {}",
-        holder.id,
+        holder == recorded.id,
+        "EC2 has {ip} on {holder}, ENIPool {node} records it on {}",
         recorded.id
     );
     // The agent's count against the API's pods on the node (ours included, then not): relative
