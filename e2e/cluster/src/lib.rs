@@ -36,6 +36,7 @@ pub mod ports;
 pub mod procs;
 mod spec;
 mod target;
+mod teardown;
 pub mod wait;
 
 use anyhow::{bail, Context, Result};
@@ -44,10 +45,9 @@ use enipool_crds::ENIPool;
 use external::{ExternalRun, KubeNames};
 use fabric::{cnidriver, Fabric};
 use identity::AgentIdentity;
-use procs::Supervisor;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use kubelet::PodInfo;
@@ -55,6 +55,8 @@ pub use node::NodeInfo;
 pub use platform::{Platform, PlatformBuilder};
 pub use spec::{aws_like_faults, Bins, Runtime, Spec, SubnetSpec, DESCRIBE_LAG};
 pub use target::{Target, AWS_SETTINGS};
+use teardown::TeardownGuard;
+pub use teardown::{teardown_all, Core};
 
 /// Region and zones of the simulated VPC.
 pub const REGION: &str = "us-west-2";
@@ -70,48 +72,6 @@ pub const POD_NAMESPACE: &str = "default";
 pub use ports::PORTS;
 /// Namespace of the operator's Lease, on the platform's API.
 pub const LEASE_NAMESPACE: &str = "kube-system";
-
-/// The parts that must go away at teardown, shared with the signal handler.
-pub struct Core {
-    /// Operator and agent processes.
-    pub procs: Supervisor,
-    pub fabric: Arc<Fabric>,
-    /// What the run created in an external Kubernetes API (set once it is connected).
-    pub external: OnceLock<Arc<ExternalRun>>,
-    torn_down: Mutex<bool>,
-}
-
-impl Core {
-    /// Stops processes, removes the run's objects from an external API, deletes namespaces and the
-    /// run directory. Idempotent, synchronous.
-    pub fn teardown(&self) {
-        let mut done = self.torn_down.lock().unwrap_or_else(|e| e.into_inner());
-        if *done {
-            return;
-        }
-        *done = true;
-        self.procs.stop_all();
-        let orphans = procs::kill_run_processes(self.fabric.run_dir());
-        if !orphans.is_empty() {
-            tracing::warn!(?orphans, "killed containers that outlived their runtime");
-        }
-        if let Some(x) = self.external.get() {
-            x.sweep_blocking();
-        }
-        self.fabric.teardown();
-    }
-}
-
-static ACTIVE: Mutex<Vec<Weak<Core>>> = Mutex::new(Vec::new());
-
-/// Tears down every live cluster (the SIGINT/SIGTERM path).
-pub fn teardown_all() {
-    let cores: Vec<Arc<Core>> =
-        ACTIVE.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
-    for c in cores {
-        c.teardown();
-    }
-}
 
 /// A running platform cluster.
 pub struct Cluster {
@@ -181,13 +141,7 @@ impl Cluster {
             tracing::warn!(?stale, "killed processes of interrupted runs");
         }
         let fabric = Arc::new(wait::blocking(Fabric::new).await?);
-        let core = Arc::new(Core {
-            procs: Supervisor::default(),
-            fabric: fabric.clone(),
-            external: OnceLock::new(),
-            torn_down: Mutex::new(false),
-        });
-        ACTIVE.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&core));
+        let core = Core::register(fabric.clone());
         // From here on a failure drops `core`, which tears the fabric down.
         let mut guard = TeardownGuard(Some(core.clone()));
         let run_dir = fabric.run_dir().to_path_buf();
@@ -489,17 +443,6 @@ impl Drop for Cluster {
                 let mut kube = self.kube.take_local();
                 h.spawn(async move { kube.shutdown().await });
             }
-        }
-    }
-}
-
-/// Tears the core down if bring-up fails before the [`Cluster`] exists.
-struct TeardownGuard(Option<Arc<Core>>);
-
-impl Drop for TeardownGuard {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.take() {
-            c.teardown();
         }
     }
 }
