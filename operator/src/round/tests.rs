@@ -104,6 +104,12 @@ impl World {
     }
 }
 
+/// The agent's report at `epoch` offering `ips` for release, answering request `revision`.
+pub(super) fn offering(epoch: i64, revision: i64, ips: Vec<String>) -> AgentStatus {
+    let releasable = Releasable { revision, ips, prefixes: vec![] };
+    AgentStatus { epoch, releasable: Some(releasable), ..Default::default() }
+}
+
 pub(super) fn cond(st: &ENIPoolStatus, ty: &str) -> bool {
     enipool_crds::summary::is_true(&st.conditions, ty)
 }
@@ -306,15 +312,7 @@ async fn release_goes_through_the_agent_offer() {
     assert_eq!(req.count, 1);
     assert!(w.fake.mutations().is_empty(), "nothing released before the agent offers");
     let offered = w.input.status.enis[0].ips[8].clone();
-    w.set_agent(AgentStatus {
-        epoch: 3,
-        releasable: Some(Releasable {
-            revision: req.revision,
-            ips: vec![offered.clone()],
-            prefixes: vec![],
-        }),
-        ..Default::default()
-    });
+    w.set_agent(offering(3, req.revision, vec![offered.clone()]));
     w.run().await;
     assert_eq!(w.fake.mutations(), vec!["UnassignPrivateIpAddresses"]);
     let writes = w.sink.writes.lock().unwrap();
@@ -366,11 +364,7 @@ async fn excess_that_appears_later_waits_its_own_delay() {
     assert_eq!(req.count, 2, "only the excess that lasted the delay");
     // The agent offers, the operator releases.
     let offered: Vec<String> = w.input.status.enis[0].ips[7..9].to_vec();
-    w.set_agent(AgentStatus {
-        epoch: 3,
-        releasable: Some(Releasable { revision: req.revision, ips: offered, prefixes: vec![] }),
-        ..Default::default()
-    });
+    w.set_agent(offering(3, req.revision, offered));
     w.run().await;
     assert_eq!(w.held(), 7);
     w.set_agent(AgentStatus { epoch: 3, in_use: 0, ..Default::default() });
@@ -405,11 +399,7 @@ async fn empty_managed_eni_is_detached_then_deleted() {
     let second = w.input.status.enis[1].clone();
     let mut offer = second.ips.clone();
     offer.push(w.input.status.enis[0].ips[0].clone());
-    w.set_agent(AgentStatus {
-        epoch: 1,
-        releasable: Some(Releasable { revision: req.revision, ips: offer, prefixes: vec![] }),
-        ..Default::default()
-    });
+    w.set_agent(offering(1, req.revision, offer));
     w.run().await;
     w.run().await;
     assert!(w.fake.enis().iter().all(|e| e.id != second.id), "emptied ENI deleted");
@@ -441,11 +431,7 @@ async fn an_eni_being_released_is_never_refilled_nor_detached_with_addresses() {
     let second = w.input.status.enis[1].clone();
     let mut offer = second.ips.clone();
     offer.push(w.input.status.enis[0].ips[0].clone());
-    w.set_agent(AgentStatus {
-        epoch: 1,
-        releasable: Some(Releasable { revision: req.revision, ips: offer, prefixes: vec![] }),
-        ..Default::default()
-    });
+    w.set_agent(offering(1, req.revision, offer));
     // The emptied ENI's detach fails in this round and again in the next round's replay.
     w.fake.fail_next("DetachNetworkInterface", Ec2ErrorKind::Transient);
     w.fake.fail_next("DetachNetworkInterface", Ec2ErrorKind::Transient);

@@ -2,7 +2,6 @@
 //! and what EC2 answered to the round's own assign is published without describing it again.
 
 use super::*;
-use enipool_crds::Releasable;
 
 fn counted(w: &World, action: &str) -> usize {
     w.fake.describes().iter().filter(|a| **a == action).count()
@@ -109,15 +108,7 @@ async fn an_address_released_before_describes_showed_it_stays_released() {
     w.run().await;
     let req = w.input.status.release_request.clone().expect("release requested");
     let offered = w.input.status.enis[0].ips[0].clone();
-    w.set_agent(AgentStatus {
-        epoch: 1,
-        releasable: Some(Releasable {
-            revision: req.revision,
-            ips: vec![offered.clone()],
-            prefixes: vec![],
-        }),
-        ..Default::default()
-    });
+    w.set_agent(offering(1, req.revision, vec![offered.clone()]));
     w.run().await;
     assert_eq!(w.fake.mutations(), vec!["AssignPrivateIpAddresses", "UnassignPrivateIpAddresses"]);
     assert!(!w.input.status.enis[0].ips.contains(&offered), "{:?}", w.input.status.enis);
