@@ -103,6 +103,14 @@ impl Faults {
         self.buckets.clear();
     }
 
+    /// Makes every counted error rule that has failures left fire on its next calls, so that a
+    /// run can wait for the rest without depending on how many calls chance still brings.
+    pub fn fire_remaining(&mut self) {
+        for rule in self.config.errors.iter_mut().filter(|r| r.count.is_some_and(|c| c > 0)) {
+            rule.probability = 1.0;
+        }
+    }
+
     /// Counter entry of an action.
     pub fn counter(&mut self, action: &str) -> &mut ActionCounters {
         self.counters.entry(action.to_string()).or_default()
@@ -206,5 +214,32 @@ mod tests {
             _ => panic!("expected injected error"),
         }
         assert!(matches!(f.admit("DescribeSubnets", true, now), Verdict::Pass));
+    }
+
+    #[test]
+    fn remaining_failures_fire_on_the_next_calls() {
+        let mut f = Faults::default();
+        let rule = |action: &str, count| ErrorRule {
+            action: Some(action.into()),
+            code: "InternalError".into(),
+            status: 0,
+            probability: 0.0,
+            count,
+            html: false,
+        };
+        f.set(FaultConfig {
+            errors: vec![rule("DescribeInstances", Some(2)), rule("DescribeSubnets", None)],
+            ..Default::default()
+        });
+        let now = Instant::now();
+        assert!(matches!(f.admit("DescribeInstances", true, now), Verdict::Pass));
+        f.fire_remaining();
+        for _ in 0..2 {
+            assert!(matches!(f.admit("DescribeInstances", true, now), Verdict::Fail(_)));
+        }
+        assert!(matches!(f.admit("DescribeInstances", true, now), Verdict::Pass));
+        // A rule without a count would fail forever: it keeps its probability.
+        assert!(matches!(f.admit("DescribeSubnets", true, now), Verdict::Pass));
+        assert_eq!(f.counters["DescribeInstances"].injected, 2);
     }
 }

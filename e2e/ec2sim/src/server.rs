@@ -360,6 +360,11 @@ impl Ec2Sim {
         self.shared.faults.lock().expect("faults lock").config.clone()
     }
 
+    /// Counted error rules with failures left fail their next calls ([`Faults::fire_remaining`]).
+    pub fn fire_remaining_faults(&self) {
+        self.shared.faults.lock().expect("faults lock").fire_remaining();
+    }
+
     /// Replaces the fault settings (token buckets start full).
     pub fn set_faults(&self, cfg: FaultConfig) {
         self.shared.faults.lock().expect("faults lock").set(cfg);

@@ -16,9 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Injected Describe failures: (action, EC2 error code, how many). Each call fails with
-/// probability one half until the count is used up, so the failures spread over the run. The
-/// operator describes a pool's instance about every 30 s (a leader that took over, at once):
-/// a few calls per minute across the nodes, so fewer of those are asked to fail.
+/// probability one half while the chaos runs, so the failures spread over it; those chance left
+/// over fail the next calls after it. The operator describes a pool's instance about every 30 s
+/// (a leader that took over, at once): a few calls per minute across the nodes, so fewer of
+/// those are asked to fail.
 const DESCRIBE_FAULTS: [(&str, &str, u32); 2] = [
     ("DescribeNetworkInterfaces", "InternalError", 8),
     ("DescribeInstances", "ServiceUnavailable", 2),
@@ -72,6 +73,7 @@ pub async fn combined(t: Target) -> Result<()> {
             churn.context("pod churn")?;
             let injected = injected?;
             // Every injected Describe failure happened (and none is left for the audit's reads).
+            c.sim().fire_remaining_faults();
             wait::poll("every injected EC2 Describe failure to have fired", SETTLE, || async {
                 let now = c.sim().counters();
                 for (action, _, n) in DESCRIBE_FAULTS {
