@@ -38,6 +38,11 @@ pub const IPV4_PREFIX_28: &str = concat!(
     "){2}\\.(0|16|32|48|64|80|96|112|128|144|160|176|192|208|224|240)/28$"
 );
 
+/// A delegated IPv6 prefix: a /80 in any of the textual forms. Loose on purpose (a full IPv6
+/// grammar as a regular expression is unreadable); the operator writes the canonical form and the
+/// agent parses every value again.
+pub const IPV6_PREFIX_80: &str = "^[0-9a-fA-F:.]{2,45}/80$";
+
 /// A MAC address, six hex pairs separated by colons.
 pub const MAC: &str = "^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$";
 

@@ -37,6 +37,39 @@ impl IpMode {
     }
 }
 
+/// The address family of pod addresses, fixed for a cluster when enipool is installed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum IpFamily {
+    /// Pods get private IPv4 addresses of the node's ENIs.
+    #[default]
+    IPv4,
+    /// Pods get IPv6 addresses from one /80 prefix on the node's primary ENI, and reach IPv4
+    /// destinations through a node-local IPv4 address SNATed to the node's.
+    IPv6,
+}
+
+impl IpFamily {
+    /// The name as it appears in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpFamily::IPv4 => "IPv4",
+            IpFamily::IPv6 => "IPv6",
+        }
+    }
+}
+
+impl std::str::FromStr for IpFamily {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "IPv4" | "ipv4" => Ok(IpFamily::IPv4),
+            "IPv6" | "ipv6" => Ok(IpFamily::IPv6),
+            other => Err(format!("unknown IP family {other:?} (IPv4 or IPv6)")),
+        }
+    }
+}
+
 /// How many addresses a node holds.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]

@@ -1,6 +1,6 @@
 //! `ENIPoolPolicy`: pool sizing and ENI placement for a set of nodes, kept in Git.
 
-use crate::common::{EniPlacement, IpMode, ReleaseSettings, Sizing};
+use crate::common::{EniPlacement, IpFamily, IpMode, ReleaseSettings, Sizing};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -55,7 +55,12 @@ pub struct ENIPoolPolicySpec {
     #[serde(default)]
     #[schemars(range(min = -1000, max = 1000))]
     pub priority: i32,
-    /// Address mode. Default SecondaryIP.
+    /// The family of pod addresses. It must be the cluster's, which is chosen at install (the
+    /// chart's `ipFamily`); a policy naming the other family is reported as not Valid. Absent
+    /// means the cluster's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_family: Option<IpFamily>,
+    /// Address mode of IPv4 pods. Default SecondaryIP. IPv6 pods always take /80 prefixes.
     #[serde(default)]
     pub mode: IpMode,
     /// How many addresses each node holds.

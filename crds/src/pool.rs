@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Type", type_ = "string", json_path = ".status.instance.type"),
     printcolumn(name = "Mode", type_ = "string", json_path = ".status.effective.mode"),
     printcolumn(name = "ENIs", type_ = "string", json_path = ".status.summary.enis"),
+    printcolumn(name = "Prefixes", type_ = "integer", json_path = ".status.summary.prefixes"),
     printcolumn(name = "Allocated", type_ = "integer", json_path = ".status.summary.allocated"),
     printcolumn(name = "In-Use", type_ = "integer", json_path = ".status.summary.inUse"),
     printcolumn(name = "Available", type_ = "integer", json_path = ".status.summary.available"),
@@ -48,6 +49,12 @@ use serde::{Deserialize, Serialize};
         priority = 1
     ),
     printcolumn(name = "Policy", type_ = "string", json_path = ".status.policy", priority = 1),
+    printcolumn(
+        name = "Family",
+        type_ = "string",
+        json_path = ".status.effective.ipFamily",
+        priority = 1
+    ),
     printcolumn(
         name = "Pending-Pods",
         type_ = "integer",
@@ -245,6 +252,10 @@ pub struct EniStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_PER_ENI), inner(regex(pattern = addr::IPV4_PREFIX_28)))]
     pub prefixes: Vec<String>,
+    /// /80 IPv6 prefixes available to pods (IPv6 clusters: one, on the primary ENI).
+    #[serde(default, rename = "ipv6Prefixes", skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PER_ENI), inner(regex(pattern = addr::IPV6_PREFIX_80)))]
+    pub ipv6_prefixes: Vec<String>,
     /// EC2 attachment id.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub attachment_id: String,
@@ -309,6 +320,8 @@ pub enum OperationKind {
     AssignIPs,
     /// AssignPrivateIpAddresses with a count of prefixes.
     AssignPrefixes,
+    /// AssignIpv6Addresses with a count of /80 prefixes.
+    AssignIPv6Prefixes,
     /// UnassignPrivateIpAddresses for addresses.
     UnassignIPs,
     /// UnassignPrivateIpAddresses for prefixes.
@@ -431,6 +444,6 @@ pub struct Summary {
     pub offered: i32,
     /// Freed addresses resting before reuse (agent report).
     pub cooling: i32,
-    /// /28 prefixes held.
+    /// Prefixes held: /28s, or /80s in an IPv6 cluster.
     pub prefixes: i32,
 }

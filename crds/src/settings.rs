@@ -1,7 +1,7 @@
 //! Effective settings: policy + per-node overrides + built-in defaults + instance limits, resolved
 //! into the numbers the operator sizes with and publishes on the pool.
 
-use crate::common::{IpMode, PoolOverrides, ReleaseSettings, Sizing};
+use crate::common::{IpFamily, IpMode, PoolOverrides, ReleaseSettings, Sizing};
 use crate::policy::ENIPoolPolicySpec;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,11 @@ pub mod defaults {
 
 /// Addresses in one /28 prefix.
 pub const PREFIX_SIZE: i32 = 16;
+
+/// The most pods an IPv6 node runs besides its host-network pods: a /80 holds far more addresses
+/// than any node runs pods, so the kubelet's pod limit is the bound, and 250 is the largest EKS
+/// sets for nodes with prefixes (the two host-network pods are in it).
+pub const IPV6_MAX_POD_IPS: i32 = 248;
 
 /// Per-instance-type network limits (from DescribeInstanceTypes or the static table).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -75,7 +80,10 @@ pub struct Capacity {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EffectiveSettings {
-    /// Address mode.
+    /// Family of pod addresses (the cluster's).
+    #[serde(default)]
+    pub ip_family: IpFamily,
+    /// Address mode (Prefix in an IPv6 cluster: one /80).
     pub mode: IpMode,
     /// Floor of addresses.
     pub min_allocate: i32,
@@ -121,11 +129,12 @@ fn pick<T: Clone>(over: Option<&T>, policy: Option<&T>) -> Option<T> {
 
 /// Resolve the settings of one node.
 ///
-/// `policy` is the selected ENIPoolPolicy's spec (or `None` for built-in defaults), `overrides` the
-/// pool's per-node overrides. Never fails: out-of-range combinations are clamped (e.g. a
+/// `family` is the cluster's address family, `policy` the selected ENIPoolPolicy's spec (or `None`
+/// for built-in defaults), `overrides` the pool's per-node overrides. Never fails: out-of-range combinations are clamped (e.g. a
 /// `minAllocate` above capacity becomes capacity) because the apiserver already refused the values a
 /// person could fix, and a node must keep working with what it has.
 pub fn resolve(
+    family: IpFamily,
     policy: Option<&ENIPoolPolicySpec>,
     overrides: Option<&PoolOverrides>,
     limits: InstanceLimits,
@@ -138,11 +147,21 @@ pub fn resolve(
     let os = overrides.and_then(|o| o.sizing.as_ref()).unwrap_or(&empty_sizing);
     let or = overrides.and_then(|o| o.release.as_ref()).unwrap_or(&empty_release);
 
-    let mode = overrides.and_then(|o| o.mode).or(policy.map(|p| p.mode)).unwrap_or_default();
+    let ipv6 = family == IpFamily::IPv6;
+    let mode = match ipv6 {
+        true => IpMode::Prefix,
+        false => overrides.and_then(|o| o.mode).or(policy.map(|p| p.mode)).unwrap_or_default(),
+    };
     let placement = policy.map(|p| p.eni.clone()).unwrap_or_default();
-    let first_interface_index = placement.first_interface_index.unwrap_or(0).clamp(0, 1);
-    let capacity =
-        capacity(mode, limits, placement.max_enis.unwrap_or(0), first_interface_index, source);
+    // IPv6 pods take their addresses from the primary ENI's prefix: ENIs in other subnets
+    // (custom networking) have no place there, as in the Amazon VPC CNI.
+    let first_interface_index =
+        if ipv6 { 0 } else { placement.first_interface_index.unwrap_or(0).clamp(0, 1) };
+    let max_enis_setting = placement.max_enis.unwrap_or(0);
+    let capacity = match ipv6 {
+        true => ipv6_capacity(limits, max_enis_setting, source),
+        false => capacity(mode, limits, max_enis_setting, first_interface_index, source),
+    };
 
     let warm_ips = pick(os.warm_ips.as_ref(), ps.warm_ips.as_ref()).unwrap_or(defaults::WARM_IPS);
     let warm_prefixes = pick(os.warm_prefixes.as_ref(), ps.warm_prefixes.as_ref())
@@ -171,6 +190,7 @@ pub fn resolve(
         .unwrap_or(defaults::COOLDOWN_SECONDS);
 
     EffectiveSettings {
+        ip_family: family,
         mode,
         min_allocate,
         warm_ips,
@@ -179,7 +199,8 @@ pub fn resolve(
         batch,
         max_allocate,
         surge_max_extra,
-        release_enabled: pick(or.enabled.as_ref(), pr.enabled.as_ref()).unwrap_or(true),
+        // A node's one /80 is never given back while the node lives.
+        release_enabled: !ipv6 && pick(or.enabled.as_ref(), pr.enabled.as_ref()).unwrap_or(true),
         release_delay_seconds: pick(or.delay_seconds.as_ref(), pr.delay_seconds.as_ref())
             .unwrap_or(defaults::RELEASE_DELAY_SECONDS),
         hysteresis_ips: pick(or.hysteresis_ips.as_ref(), pr.hysteresis_ips.as_ref())
@@ -222,6 +243,19 @@ pub fn capacity(
         max_pods: max_pod_ips + 2,
         source,
     }
+}
+
+/// What an IPv6 node can hold: pods are bounded by the kubelet's limit, not by addresses. The
+/// limit follows EKS's calculation for nodes with prefixes (every slot of every ENI a /28's
+/// worth), capped at [`IPV6_MAX_POD_IPS`]; a policy's `maxAllocate` lowers it further.
+pub fn ipv6_capacity(
+    limits: InstanceLimits,
+    max_enis_setting: i32,
+    source: CapacitySource,
+) -> Capacity {
+    let prefix = capacity(IpMode::Prefix, limits, max_enis_setting, 0, source);
+    let max_pod_ips = prefix.max_pod_ips.min(IPV6_MAX_POD_IPS);
+    Capacity { max_pod_ips, max_pods: max_pod_ips + 2, ..prefix }
 }
 
 #[cfg(test)]

@@ -14,9 +14,15 @@ pub fn summarize(status: &ENIPoolStatus) -> Summary {
     let max_enis = status.effective.as_ref().map(|e| e.capacity.max_enis).unwrap_or(0);
     let attached = status.enis.iter().filter(|e| e.state == EniState::Attached).count() as i32;
     let pod_enis = status.enis.iter().filter(|e| e.device_index >= first);
-    let (ips, prefixes) = pod_enis
-        .fold((0i32, 0i32), |(i, p), e| (i + e.ips.len() as i32, p + e.prefixes.len() as i32));
-    let allocated = ips + prefixes * PREFIX_SIZE;
+    let (ips, prefixes, ipv6) = pod_enis.fold((0i32, 0i32, 0i32), |(i, p, v), e| {
+        (i + e.ips.len() as i32, p + e.prefixes.len() as i32, v + e.ipv6_prefixes.len() as i32)
+    });
+    // An IPv6 node holds more addresses in its /80 than it may run pods: what it can give pods is
+    // its pod limit, once it has a prefix.
+    let (allocated, prefixes) = match ipv6 {
+        0 => (ips + prefixes * PREFIX_SIZE, prefixes),
+        n => (status.effective.as_ref().map_or(0, |e| e.capacity.max_pod_ips), n),
+    };
     let releasing = status
         .releasing
         .as_ref()
@@ -86,6 +92,7 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::IpFamily;
     use crate::pool::{AgentStatus, EniStatus, Releasable, Releasing};
     use crate::settings::{resolve, CapacitySource, InstanceLimits};
 
@@ -102,7 +109,7 @@ mod tests {
     fn status(enis: Vec<EniStatus>, agent: Option<AgentStatus>) -> ENIPoolStatus {
         let limits = InstanceLimits { max_enis: 3, ips_per_eni: 10 };
         ENIPoolStatus {
-            effective: Some(resolve(None, None, limits, CapacitySource::Static)),
+            effective: Some(resolve(IpFamily::IPv4, None, None, limits, CapacitySource::Static)),
             enis,
             agent,
             ..Default::default()
@@ -159,6 +166,23 @@ mod tests {
                 want
             );
         }
+    }
+
+    #[test]
+    fn an_ipv6_node_shows_its_prefix_and_its_pod_limit() {
+        let limits = InstanceLimits { max_enis: 3, ips_per_eni: 10 };
+        let mut s = ENIPoolStatus {
+            effective: Some(resolve(IpFamily::IPv6, None, None, limits, CapacitySource::Static)),
+            enis: vec![eni(0, 0, 0)],
+            agent: Some(AgentStatus { epoch: 1, in_use: 7, cooling: 1, ..Default::default() }),
+            ..Default::default()
+        };
+        // No /80 yet: nothing a pod could get.
+        let got = summarize(&s);
+        assert_eq!((got.prefixes, got.allocated, got.available), (0, 0, 0));
+        s.enis[0].ipv6_prefixes = vec!["2600:1f14:1:100:1::/80".into()];
+        let got = summarize(&s);
+        assert_eq!((got.prefixes, got.allocated, got.in_use, got.available), (1, 248, 7, 240));
     }
 
     #[test]

@@ -145,6 +145,7 @@ fn printer_columns_are_the_documented_ones() {
             "TYPE",
             "MODE",
             "ENIS",
+            "PREFIXES",
             "ALLOCATED",
             "IN-USE",
             "AVAILABLE",
@@ -153,7 +154,10 @@ fn printer_columns_are_the_documented_ones() {
             "AGE"
         ]
     );
-    assert_eq!(names(true), ["ZONE", "POLICY", "PENDING-PODS", "RELEASING", "LAST-SYNC", "REASON"]);
+    assert_eq!(
+        names(true),
+        ["ZONE", "POLICY", "FAMILY", "PENDING-PODS", "RELEASING", "LAST-SYNC", "REASON"]
+    );
     assert_eq!(crd["spec"]["names"]["shortNames"], json!(["enip"]));
 }
 
@@ -225,6 +229,9 @@ fn good_status() -> Value {
 fn pool_status_addresses_are_checked_by_the_schema() {
     let schema = schema_of("enipool.io_enipools.yaml");
     admit(&schema, &pool_with_status(good_status()), None).expect("the operator's status");
+    let mut ipv6 = good_status();
+    ipv6["enis"][0]["ipv6Prefixes"] = json!(["2600:1f14:1:100:1::/80"]);
+    admit(&schema, &pool_with_status(ipv6), None).expect("an IPv6 node's status");
     type Edit = fn(&mut Value);
     // (what is wrong, the edit, the field path the error must name)
     let bad: Vec<(&str, Edit, &str)> = vec![
@@ -247,6 +254,16 @@ fn pool_status_addresses_are_checked_by_the_schema() {
             "a prefix without length",
             |s| s["enis"][1]["prefixes"][0] = json!("10.0.17.0"),
             "/status/enis/1/prefixes/0",
+        ),
+        (
+            "an IPv6 /64 where a /80 belongs",
+            |s| s["enis"][0]["ipv6Prefixes"] = json!(["2600:1f14:1:100::/64"]),
+            "/status/enis/0/ipv6Prefixes/0",
+        ),
+        (
+            "an IPv6 prefix that is a shell command",
+            |s| s["enis"][0]["ipv6Prefixes"] = json!(["$(reboot)/80"]),
+            "/status/enis/0/ipv6Prefixes/0",
         ),
         (
             "an address that is no IP",

@@ -3,6 +3,7 @@
 
 pub use crate::logging::LogFormat;
 use clap::{CommandFactory, Parser};
+use enipool_crds::IpFamily;
 use serde_json::Value;
 use std::net::SocketAddr;
 
@@ -93,6 +94,11 @@ pub struct Args {
     /// touching EC2 while the Node lives). Policies get status only when a selected Node uses them.
     #[arg(long, env = "ENIPOOL_OPERATOR_NODE_SELECTOR")]
     pub node_selector: Option<String>,
+    /// The cluster's pod address family, IPv4 or IPv6: fixed at install (the chart's `ipFamily`).
+    /// In IPv6 each node's primary ENI gets one /80 prefix; policies naming the other family are
+    /// reported as not Valid.
+    #[arg(long, env = "ENIPOOL_OPERATOR_IP_FAMILY", default_value = "IPv4")]
+    pub ip_family: IpFamily,
     /// Log format.
     #[arg(long, env = "ENIPOOL_OPERATOR_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

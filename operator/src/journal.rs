@@ -255,6 +255,7 @@ pub async fn replay_one(
         // handshake re-derives any unassign still needed from `status.releasing`.
         OperationKind::AssignIPs
         | OperationKind::AssignPrefixes
+        | OperationKind::AssignIPv6Prefixes
         | OperationKind::UnassignIPs
         | OperationKind::UnassignPrefixes => Replayed::Abandoned("sync shows the outcome"),
         // Detach, then delete once EC2 reports the ENI `available`.

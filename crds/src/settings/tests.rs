@@ -1,5 +1,5 @@
 use super::*;
-use crate::common::{EniPlacement, Surge};
+use crate::common::{EniPlacement, IpFamily, Surge};
 
 const M5_LARGE: InstanceLimits = InstanceLimits { max_enis: 3, ips_per_eni: 10 };
 
@@ -33,7 +33,7 @@ fn capacity_follows_the_vpc_cni_formula() {
 
 #[test]
 fn defaults_apply_without_a_policy() {
-    let e = resolve(None, None, M5_LARGE, CapacitySource::EC2API);
+    let e = resolve(IpFamily::IPv4, None, None, M5_LARGE, CapacitySource::EC2API);
     assert_eq!(e.mode, IpMode::SecondaryIP);
     assert_eq!(e.warm_ips, defaults::WARM_IPS);
     assert_eq!(e.batch, 1);
@@ -50,6 +50,7 @@ fn defaults_apply_without_a_policy() {
 #[test]
 fn prefix_mode_defaults_batch_to_a_whole_prefix() {
     let e = resolve(
+        IpFamily::IPv4,
         Some(&policy(Sizing::default(), IpMode::Prefix)),
         None,
         M5_LARGE,
@@ -70,7 +71,7 @@ fn overrides_win_field_by_field_over_the_policy() {
         cooldown_seconds: Some(5),
         ..Default::default()
     };
-    let e = resolve(Some(&p), Some(&o), M5_LARGE, CapacitySource::EC2API);
+    let e = resolve(IpFamily::IPv4, Some(&p), Some(&o), M5_LARGE, CapacitySource::EC2API);
     assert_eq!(e.warm_ips, 10, "override wins");
     assert_eq!(e.batch, 2, "policy value kept where the override is silent");
     assert_eq!(e.min_allocate, 6);
@@ -84,7 +85,7 @@ fn limits_clamp_min_and_max() {
         Sizing { min_allocate: Some(100), max_allocate: Some(500), ..Default::default() },
         IpMode::SecondaryIP,
     );
-    let e = resolve(Some(&p), None, M5_LARGE, CapacitySource::Static);
+    let e = resolve(IpFamily::IPv4, Some(&p), None, M5_LARGE, CapacitySource::Static);
     assert_eq!(e.max_allocate, 27, "maxAllocate never exceeds capacity");
     assert_eq!(e.min_allocate, 27, "minAllocate never exceeds the ceiling");
 }
@@ -98,7 +99,10 @@ fn surge_off_counts_no_pending_pods() {
         },
         IpMode::SecondaryIP,
     );
-    assert_eq!(resolve(Some(&p), None, M5_LARGE, CapacitySource::Static).surge_max_extra, 0);
+    assert_eq!(
+        resolve(IpFamily::IPv4, Some(&p), None, M5_LARGE, CapacitySource::Static).surge_max_extra,
+        0
+    );
 }
 
 #[test]
@@ -111,7 +115,7 @@ fn placement_limits_reach_capacity() {
         },
         ..Default::default()
     };
-    let e = resolve(Some(&p), None, M5_LARGE, CapacitySource::Static);
+    let e = resolve(IpFamily::IPv4, Some(&p), None, M5_LARGE, CapacitySource::Static);
     assert_eq!(e.first_interface_index, 1);
     assert_eq!(e.capacity.max_enis, 2);
     assert_eq!(e.capacity.max_pod_ips, 9);
@@ -120,7 +124,33 @@ fn placement_limits_reach_capacity() {
 
 #[test]
 fn freezing_when_cordoned_comes_from_the_policy_and_is_off_by_default() {
-    assert!(!resolve(None, None, M5_LARGE, CapacitySource::Static).freeze_when_cordoned);
+    assert!(
+        !resolve(IpFamily::IPv4, None, None, M5_LARGE, CapacitySource::Static).freeze_when_cordoned
+    );
     let p = ENIPoolPolicySpec { freeze_when_cordoned: true, ..Default::default() };
-    assert!(resolve(Some(&p), None, M5_LARGE, CapacitySource::Static).freeze_when_cordoned);
+    assert!(
+        resolve(IpFamily::IPv4, Some(&p), None, M5_LARGE, CapacitySource::Static)
+            .freeze_when_cordoned
+    );
+}
+
+#[test]
+fn an_ipv6_node_is_bounded_by_pods_not_addresses() {
+    // m5.large: 432 addresses' worth of /28s, capped at EKS's largest pod limit.
+    let e = resolve(IpFamily::IPv6, None, None, M5_LARGE, CapacitySource::EC2API);
+    assert_eq!(e.ip_family, IpFamily::IPv6);
+    assert_eq!(e.mode, IpMode::Prefix);
+    assert_eq!((e.capacity.max_pod_ips, e.capacity.max_pods), (248, 250));
+    assert_eq!(e.max_allocate, 248);
+    assert!(!e.release_enabled, "a node's /80 is never released");
+    // A small instance's prefix formula is below the cap: t3.micro holds 2 ENIs × 1 slot × 16.
+    let small = InstanceLimits { max_enis: 2, ips_per_eni: 2 };
+    let e = resolve(IpFamily::IPv6, None, None, small, CapacitySource::Static);
+    assert_eq!((e.capacity.max_pod_ips, e.capacity.max_pods), (32, 34));
+    // The policy's mode, custom networking and release do not apply; maxAllocate lowers pods.
+    let mut p =
+        policy(Sizing { max_allocate: Some(100), ..Default::default() }, IpMode::SecondaryIP);
+    p.eni = EniPlacement { first_interface_index: Some(1), ..Default::default() };
+    let e = resolve(IpFamily::IPv6, Some(&p), None, M5_LARGE, CapacitySource::EC2API);
+    assert_eq!((e.mode, e.first_interface_index, e.max_allocate), (IpMode::Prefix, 0, 100));
 }

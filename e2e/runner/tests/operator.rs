@@ -18,6 +18,8 @@ mod handover;
 mod harness;
 #[path = "operator/iam.rs"]
 mod iam;
+#[path = "operator/ipv6.rs"]
+mod ipv6;
 #[path = "operator/lag.rs"]
 mod lag;
 #[path = "operator/partition.rs"]

@@ -3,7 +3,7 @@
 
 use super::{Attachment, Eni, Instance, InstanceTypeInfo, SecurityGroup, Subnet, Vpc};
 use aws_sdk_ec2::types as sdk;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -53,6 +53,11 @@ pub fn eni(n: &sdk::NetworkInterface) -> Eni {
             .ipv4_prefixes()
             .iter()
             .filter_map(|p| p.ipv4_prefix()?.parse::<Ipv4Net>().ok())
+            .collect(),
+        ipv6_prefixes: n
+            .ipv6_prefixes()
+            .iter()
+            .filter_map(|p| p.ipv6_prefix()?.parse::<Ipv6Net>().ok())
             .collect(),
         security_groups: groups(n.groups()),
         tags: tags(n.tag_set()),
@@ -224,6 +229,11 @@ mod tests {
             .ipv4_prefixes(
                 sdk::Ipv4PrefixSpecification::builder().ipv4_prefix("10.0.1.32/28").build(),
             )
+            .ipv6_prefixes(
+                sdk::Ipv6PrefixSpecification::builder()
+                    .ipv6_prefix("2600:1f14:0:100:1::/80")
+                    .build(),
+            )
             .attachment(
                 sdk::NetworkInterfaceAttachment::builder()
                     .attachment_id("eni-attach-1")
@@ -243,6 +253,7 @@ mod tests {
         assert_eq!(e.primary_ip, Some(Ipv4Addr::new(10, 0, 1, 10)));
         assert_eq!(e.secondary_ips, vec![Ipv4Addr::new(10, 0, 1, 11)]);
         assert_eq!(e.prefixes, vec!["10.0.1.32/28".parse::<Ipv4Net>().unwrap()]);
+        assert_eq!(e.ipv6_prefixes, vec!["2600:1f14:0:100:1::/80".parse::<Ipv6Net>().unwrap()]);
         let a = e.attachment.unwrap();
         assert_eq!(
             (a.id.as_str(), a.instance_id.as_str(), a.device_index),

@@ -11,7 +11,7 @@
 use crate::ec2::{
     Ec2Error, Ec2ErrorKind, Ec2Result, Eni, Instance, InstanceTypeInfo, SecurityGroup, Subnet, Vpc,
 };
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
@@ -41,6 +41,8 @@ pub struct FakeState {
     pub no_cidr: BTreeSet<String>,
     /// The ENIs as ENI describes answer while they lag (`None`: as they are).
     pub described_enis: Option<BTreeMap<String, Eni>>,
+    /// IPv6 blocks of subnets (/64), and how many /80s of each were handed out.
+    pub ipv6_subnets: BTreeMap<String, (Ipv6Net, u32)>,
     next_id: u64,
 }
 

@@ -9,7 +9,7 @@
 //! are made safe to repeat by the journal: before retrying, the operator describes the ENI and
 //! compares (e.g. an AssignIPs whose addresses already appeared is done).
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -69,6 +69,8 @@ pub struct Eni {
     pub secondary_ips: Vec<Ipv4Addr>,
     /// Delegated IPv4 prefixes.
     pub prefixes: Vec<Ipv4Net>,
+    /// Delegated IPv6 prefixes (/80).
+    pub ipv6_prefixes: Vec<Ipv6Net>,
     pub security_groups: Vec<String>,
     pub tags: BTreeMap<String, String>,
     pub description: String,
@@ -292,6 +294,8 @@ pub trait Ec2Api: Send + Sync + 'static {
     async fn assign_ips(&self, eni_id: &str, count: i32) -> Ec2Result<Vec<Ipv4Addr>>;
     /// AssignPrivateIpAddresses with an Ipv4PrefixCount; returns the new prefixes.
     async fn assign_prefixes(&self, eni_id: &str, count: i32) -> Ec2Result<Vec<Ipv4Net>>;
+    /// AssignIpv6Addresses with a count of /80 prefixes; returns the prefixes EC2 assigned.
+    async fn assign_ipv6_prefixes(&self, eni_id: &str, count: i32) -> Ec2Result<Vec<Ipv6Net>>;
     async fn unassign_ips(&self, eni_id: &str, ips: &[Ipv4Addr]) -> Ec2Result<()>;
     async fn unassign_prefixes(&self, eni_id: &str, prefixes: &[Ipv4Net]) -> Ec2Result<()>;
     /// The sustained describe rate (calls/s) this client allows itself, when it limits itself: the

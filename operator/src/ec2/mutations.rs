@@ -7,7 +7,7 @@ use super::{
     Vpc,
 };
 use futures::future::BoxFuture;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -106,6 +106,10 @@ impl<H: MutationHook> Ec2Api for Mutations<H> {
     async fn assign_prefixes(&self, eni_id: &str, count: i32) -> Ec2Result<Vec<Ipv4Net>> {
         let call = self.inner.assign_prefixes(eni_id, count);
         self.hook.around("AssignPrivateIpAddresses", call).await
+    }
+    async fn assign_ipv6_prefixes(&self, eni_id: &str, count: i32) -> Ec2Result<Vec<Ipv6Net>> {
+        let call = self.inner.assign_ipv6_prefixes(eni_id, count);
+        self.hook.around("AssignIpv6Addresses", call).await
     }
     async fn unassign_ips(&self, eni_id: &str, ips: &[Ipv4Addr]) -> Ec2Result<()> {
         let call = self.inner.unassign_ips(eni_id, ips);

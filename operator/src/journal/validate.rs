@@ -151,6 +151,7 @@ pub fn check(op: &Operation, f: &Facts<'_>) -> Verdict {
         }
         OperationKind::AssignIPs
         | OperationKind::AssignPrefixes
+        | OperationKind::AssignIPv6Prefixes
         | OperationKind::UnassignIPs
         | OperationKind::UnassignPrefixes => {
             if f.attached.iter().any(|e| e.id == op.eni_id) {

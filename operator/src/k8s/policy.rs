@@ -11,7 +11,7 @@ use enipool_crds::conditions::{OVERLAPPING, READY, STALLED, SUBNETS_FOUND, VALID
 use enipool_crds::select::select_policy;
 use enipool_crds::summary::set_condition;
 use enipool_crds::{
-    ENIPool, ENIPoolPolicy, ENIPoolPolicySpec, ENIPoolPolicyStatus, IpMode, SubnetState,
+    ENIPool, ENIPoolPolicy, ENIPoolPolicySpec, ENIPoolPolicyStatus, IpFamily, IpMode, SubnetState,
     OPERATOR_FIELD_MANAGER, POLICY_LABEL,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
@@ -25,8 +25,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Problems with a policy spec that the CRD schema cannot catch (or that older CRDs let through).
-pub fn validate(spec: &ENIPoolPolicySpec) -> Vec<String> {
+/// `family` is the cluster's, which the policy cannot change.
+pub fn validate(spec: &ENIPoolPolicySpec, family: IpFamily) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(f) = spec.ip_family.filter(|f| *f != family) {
+        out.push(format!(
+            "ipFamily {} is not the cluster's {}: the family is chosen at install (the chart's \
+             ipFamily) and nodes keep it; this policy's other settings still apply",
+            f.as_str(),
+            family.as_str()
+        ));
+    }
     if let Some(sel) = &spec.node_selector {
         out.extend(selector_problems(sel));
     }
@@ -167,7 +176,7 @@ async fn compute(ctx: &Context, policy: &ENIPoolPolicy, now: &Time) -> ENIPoolPo
     st.observed_generation = generation;
 
     // Valid.
-    let problems = validate(&policy.spec);
+    let problems = validate(&policy.spec, ctx.shared.family);
     let (ok, reason, msg) = if problems.is_empty() {
         (true, "Valid", "the policy can be applied".to_string())
     } else {
@@ -336,20 +345,26 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(validate(&ENIPoolPolicySpec::default()).is_empty());
-        assert!(validate(&req("In", Some(vec!["a"]))).is_empty());
-        assert_eq!(validate(&req("In", None)).len(), 1);
-        assert_eq!(validate(&req("Exists", Some(vec!["a"]))).len(), 1);
-        assert_eq!(validate(&req("Gt", Some(vec!["1"]))).len(), 1);
+        assert!(validate(&ENIPoolPolicySpec::default(), IpFamily::IPv4).is_empty());
+        assert!(validate(&req("In", Some(vec!["a"])), IpFamily::IPv4).is_empty());
+        assert_eq!(validate(&req("In", None), IpFamily::IPv4).len(), 1);
+        assert_eq!(validate(&req("Exists", Some(vec!["a"])), IpFamily::IPv4).len(), 1);
+        assert_eq!(validate(&req("Gt", Some(vec!["1"])), IpFamily::IPv4).len(), 1);
         let mut s = ENIPoolPolicySpec::default();
         s.sizing.min_allocate = Some(10);
         s.sizing.max_allocate = Some(5);
-        assert_eq!(validate(&s).len(), 1);
+        assert_eq!(validate(&s, IpFamily::IPv4).len(), 1);
         s.sizing.max_allocate = Some(0);
-        assert!(validate(&s).is_empty());
+        assert!(validate(&s, IpFamily::IPv4).is_empty());
         s.mode = IpMode::Prefix;
         s.sizing.batch = Some(10);
-        assert_eq!(validate(&s).len(), 1);
+        assert_eq!(validate(&s, IpFamily::IPv4).len(), 1);
+        // The family is the cluster's: a policy may name it, not change it.
+        let v6 = ENIPoolPolicySpec { ip_family: Some(IpFamily::IPv6), ..Default::default() };
+        assert!(validate(&v6, IpFamily::IPv6).is_empty());
+        let problems = validate(&v6, IpFamily::IPv4);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("ipFamily IPv6 is not the cluster's IPv4"), "{problems:?}");
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct EniView {
     pub ips: i32,
     /// /28 prefixes held.
     pub prefixes: i32,
+    /// /80 IPv6 prefixes held.
+    pub ipv6_prefixes: i32,
     /// Carries an excluded tag: occupies a device index and an ENI slot but is never used.
     pub excluded: bool,
     /// Created by enipool (only these may be detached and deleted).

@@ -20,6 +20,7 @@ fn view(id: &str, idx: i32, subnet: &str, ips: i32, prefixes: i32) -> EniView {
         subnet_id: subnet.into(),
         ips,
         prefixes,
+        ipv6_prefixes: 0,
         excluded: false,
         managed: idx > 0,
         attached: true,

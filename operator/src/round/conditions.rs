@@ -272,7 +272,11 @@ pub fn apply(
         );
         (false, reason::NODE_CORDONED, msg)
     } else if summary.allocated == 0 && target.ips > 0 {
-        (false, reason::NO_ADDRESSES, "no pod address allocated yet".to_string())
+        let msg = match r.last_error.as_str() {
+            "" => "no pod address allocated yet".to_string(),
+            e => format!("no pod address allocated yet: {e}"),
+        };
+        (false, reason::NO_ADDRESSES, msg)
     } else if r.subnet_exhausted && missing > 0 {
         (false, reason::SUBNET_EXHAUSTED, format!("{missing} addresses missing"))
     } else if r.capacity_exhausted && missing > 0 {

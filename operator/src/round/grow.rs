@@ -129,6 +129,7 @@ impl PoolRound<'_> {
                             subnet_id: subnet_id.clone(),
                             ips: *ips,
                             prefixes: *prefixes,
+                            ipv6_prefixes: 0,
                             excluded: false,
                             managed: true,
                             attached: true,

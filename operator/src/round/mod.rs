@@ -8,6 +8,7 @@
 pub mod conditions;
 mod grow;
 pub mod instance;
+pub mod ipv6;
 pub mod memory;
 pub mod notes;
 pub mod observe;
@@ -29,7 +30,9 @@ use crate::journal::Owner;
 use crate::plan::{self, Demand};
 use conditions::Round;
 use enipool_crds::settings::{self, EffectiveSettings};
-use enipool_crds::{ENIPoolPolicySpec, ENIPoolStatus, OperationKind, PoolOverrides, Target};
+use enipool_crds::{
+    ENIPoolPolicySpec, ENIPoolStatus, IpFamily, OperationKind, PoolOverrides, Target,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use observe::{Described, SubnetCache};
@@ -43,6 +46,8 @@ pub struct Shared {
     pub ec2: Arc<dyn Ec2Api>,
     /// Cluster name (tags, GC scope).
     pub cluster: String,
+    /// The cluster's address family, chosen at install.
+    pub family: IpFamily,
     /// The VPC CIDR blocks published to agents (`--vpc-cidrs`, else DescribeVpcs, cached).
     pub vpc: VpcCidrs,
     /// Agent report older than this is stale.
@@ -186,7 +191,13 @@ async fn round_steps(shared: &Shared, input: &PoolInput, sink: &dyn StatusSink) 
         None => describe_instance(shared, input).await?,
     };
     let (limits, source) = shared.capacity.limits(&inst.instance_type).await;
-    let eff = settings::resolve(input.policy.as_ref(), input.overrides.as_ref(), limits, source);
+    let eff = settings::resolve(
+        shared.family,
+        input.policy.as_ref(),
+        input.overrides.as_ref(),
+        limits,
+        source,
+    );
     let owner = Owner {
         cluster: shared.cluster.clone(),
         node: input.name.clone(),
@@ -236,11 +247,18 @@ async fn round_steps(shared: &Shared, input: &PoolInput, sink: &dyn StatusSink) 
         }
     }
     let agent = input.status.agent.as_ref();
-    let target = plan::compute_target(&n.eff, Demand::reported(agent));
+    let ipv6 = n.eff.ip_family == IpFamily::IPv6;
+    let target = match ipv6 {
+        true => ipv6::target(&n.eff),
+        false => plan::compute_target(&n.eff, Demand::reported(agent)),
+    };
     n.st.target = Some(Target { ips: target.ips, reason: target.reason.into() });
     let mut missing = 0;
     n.round.frozen = gate == plan::Gate::Frozen;
-    if n.round.synced && running && gate.may_start_work() {
+    let may_act = n.round.synced && running && gate.may_start_work();
+    if may_act && ipv6 {
+        missing = n.ensure_ipv6_prefix(sink, target.ips).await?;
+    } else if may_act {
         n.release(sink, target.ips).await?;
         if !n.round.stop_mutations() {
             missing = n.grow(sink, target.ips).await?;

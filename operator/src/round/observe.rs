@@ -67,6 +67,8 @@ pub fn eni_status(eni: &Eni, subnet_cidr: &str, cluster: &str) -> EniStatus {
     ips.sort();
     let mut prefixes: Vec<String> = eni.prefixes.iter().map(|p| p.to_string()).collect();
     prefixes.sort();
+    let mut ipv6_prefixes: Vec<String> = eni.ipv6_prefixes.iter().map(|p| p.to_string()).collect();
+    ipv6_prefixes.sort();
     EniStatus {
         id: eni.id.clone(),
         device_index: eni.attachment.as_ref().map(|a| a.device_index).unwrap_or(-1),
@@ -77,6 +79,7 @@ pub fn eni_status(eni: &Eni, subnet_cidr: &str, cluster: &str) -> EniStatus {
         primary_ip: eni.primary_ip.map(|a| a.to_string()).unwrap_or_default(),
         ips,
         prefixes,
+        ipv6_prefixes,
         attachment_id: eni.attachment.as_ref().map(|a| a.id.clone()).unwrap_or_default(),
         state: state_of(eni),
         managed: is_managed(eni, cluster),
@@ -91,6 +94,7 @@ pub fn eni_view(eni: &Eni, excluded: bool, cluster: &str) -> EniView {
         subnet_id: eni.subnet_id.clone(),
         ips: eni.secondary_ips.len() as i32,
         prefixes: eni.prefixes.len() as i32,
+        ipv6_prefixes: eni.ipv6_prefixes.len() as i32,
         excluded,
         managed: is_managed(eni, cluster),
         // An ENI still attaching is filled too: EC2 assigns addresses to it whatever its

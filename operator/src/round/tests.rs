@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 mod describes;
 mod freeze;
+mod ipv6;
 mod lag;
 mod quota;
 
@@ -51,6 +52,7 @@ pub(super) fn world(
     let shared = Shared {
         ec2: fake.clone(),
         cluster: "test".into(),
+        family: enipool_crds::IpFamily::IPv4,
         vpc: crate::ec2::vpc::VpcCidrs::new(vec![]),
         agent_stale_secs: 120,
         resync: Duration::from_secs(60),

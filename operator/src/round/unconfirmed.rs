@@ -14,7 +14,7 @@
 use crate::ec2::Eni;
 use crate::plan::EniView;
 use enipool_crds::EniStatus;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,12 @@ pub enum Change {
         eni_id: String,
         /// The prefixes EC2 assigned.
         prefixes: Vec<Ipv4Net>,
+    },
+    /// IPv6 /80 prefixes assigned to an ENI.
+    AssignedIpv6Prefixes {
+        eni_id: String,
+        /// The prefixes EC2 assigned.
+        prefixes: Vec<Ipv6Net>,
     },
 }
 
@@ -82,6 +88,9 @@ pub fn overlay(
             continue;
         }
         let eni_of = |id: &str| described.iter().find(|e| e.id == id);
+        let not_shown = |items: &[String], shown: Vec<String>| -> Vec<String> {
+            items.iter().filter(|a| !shown.contains(a)).cloned().collect()
+        };
         let missing = match &p.change {
             Change::Created(v) => {
                 if eni_of(&v.id).is_some() {
@@ -95,36 +104,42 @@ pub fn overlay(
                 continue;
             }
             Change::AssignedIps { eni_id, ips } => {
-                let shown = eni_of(eni_id).map(|e| e.secondary_ips.as_slice()).unwrap_or_default();
-                let missing: Vec<String> =
-                    ips.iter().filter(|a| !shown.contains(a)).map(|a| a.to_string()).collect();
-                (eni_id, missing, vec![])
+                let shown = eni_of(eni_id).map(|e| strings(&e.secondary_ips)).unwrap_or_default();
+                (eni_id, not_shown(&strings(ips), shown), vec![], vec![])
             }
             Change::AssignedPrefixes { eni_id, prefixes } => {
-                let shown = eni_of(eni_id).map(|e| e.prefixes.as_slice()).unwrap_or_default();
-                let missing: Vec<String> =
-                    prefixes.iter().filter(|a| !shown.contains(a)).map(|a| a.to_string()).collect();
-                (eni_id, vec![], missing)
+                let shown = eni_of(eni_id).map(|e| strings(&e.prefixes)).unwrap_or_default();
+                (eni_id, vec![], not_shown(&strings(prefixes), shown), vec![])
+            }
+            Change::AssignedIpv6Prefixes { eni_id, prefixes } => {
+                let shown = eni_of(eni_id).map(|e| strings(&e.ipv6_prefixes)).unwrap_or_default();
+                (eni_id, vec![], vec![], not_shown(&strings(prefixes), shown))
             }
         };
-        let (eni_id, ips, prefixes) = missing;
-        if ips.is_empty() && prefixes.is_empty() {
+        let (eni_id, ips, prefixes, ipv6) = missing;
+        if ips.is_empty() && prefixes.is_empty() && ipv6.is_empty() {
             continue;
         }
         if let Some(v) = views.iter_mut().find(|v| &v.id == eni_id) {
             v.ips += ips.len() as i32;
             v.prefixes += prefixes.len() as i32;
+            v.ipv6_prefixes += ipv6.len() as i32;
         }
         match published.iter_mut().find(|e| &e.id == eni_id) {
             Some(e) => {
                 add_sorted(&mut e.ips, ips);
                 add_sorted(&mut e.prefixes, prefixes);
+                add_sorted(&mut e.ipv6_prefixes, ipv6);
             }
             None => out.held_back = true,
         }
         out.kept.push(p);
     }
     out
+}
+
+fn strings<T: ToString>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
 }
 
 /// Adds `items` to a published list, kept in the order an ENI's status lists them.
@@ -150,7 +165,7 @@ pub fn unassigned(pending: &mut Vec<Pending>, eni_id: &str, items: &[String]) {
     pending.retain(|p| match &p.change {
         Change::AssignedIps { ips, .. } => !ips.is_empty(),
         Change::AssignedPrefixes { prefixes, .. } => !prefixes.is_empty(),
-        Change::Created(_) => true,
+        Change::AssignedIpv6Prefixes { .. } | Change::Created(_) => true,
     });
 }
 
@@ -165,6 +180,7 @@ mod tests {
             subnet_id: "subnet-1".into(),
             ips,
             prefixes: 0,
+            ipv6_prefixes: 0,
             excluded: false,
             managed: index > 0,
             attached: true,

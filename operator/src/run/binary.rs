@@ -45,6 +45,7 @@ impl Args {
                 self.termination_wait_seconds.unwrap_or(DEFAULT_TERMINATION_WAIT_SECS),
             ),
             node_selector: crate::k8s::scope::node_selector(self.node_selector.as_deref()),
+            family: self.ip_family,
         }
     }
 

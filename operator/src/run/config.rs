@@ -1,6 +1,7 @@
 //! The operator's configuration, resolved from its flags ([`crate::args::Args::operator_config`]) or
 //! built by a test platform that starts replicas in process.
 
+use enipool_crds::IpFamily;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub struct OperatorConfig {
     /// Label selector of the Nodes that get a pool (`None`: every Node). See
     /// [`crate::args::Args::node_selector`] for what happens to a pool whose Node stops matching.
     pub node_selector: Option<String>,
+    /// The cluster's pod address family.
+    pub family: IpFamily,
 }
 
 impl OperatorConfig {
@@ -56,6 +59,7 @@ impl OperatorConfig {
             metrics_addr: None,
             termination_wait: Duration::from_secs(3600),
             node_selector: None,
+            family: IpFamily::IPv4,
         }
     }
 }

@@ -64,6 +64,7 @@ fn context(
     let shared = Shared {
         ec2: ec2.clone(),
         cluster: cfg.cluster.clone(),
+        family: cfg.family,
         vpc: VpcCidrs::new(cfg.vpc_cidrs.clone()),
         agent_stale_secs: cfg.agent_stale_secs,
         resync: cfg.resync,

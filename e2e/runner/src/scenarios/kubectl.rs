@@ -109,6 +109,7 @@ pub async fn get_enipools(t: Target) -> Result<()> {
                     "TYPE",
                     "MODE",
                     "ENIS",
+                    "PREFIXES",
                     "ALLOCATED",
                     "IN-USE",
                     "AVAILABLE",
@@ -177,7 +178,9 @@ pub async fn get_enipools(t: Target) -> Result<()> {
                 let wrows: Vec<Row> =
                     wrows.into_iter().filter(|r| c.node(&r["NAME"]).is_ok()).collect();
                 ensure!(wrows.len() == 2, "{} wide rows:\n{wide}", wrows.len());
-                for col in ["ZONE", "POLICY", "PENDING-PODS", "RELEASING", "LAST-SYNC", "REASON"] {
+                for col in
+                    ["ZONE", "POLICY", "FAMILY", "PENDING-PODS", "RELEASING", "LAST-SYNC", "REASON"]
+                {
                     ensure!(wh.iter().any(|h| h == col), "-o wide lacks {col}: {wh:?}");
                 }
                 for r in &wrows {

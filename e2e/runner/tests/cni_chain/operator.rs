@@ -154,6 +154,7 @@ impl Env {
             .collect();
         let limits = ec2sim::limits::lookup(&inst.instance_type).context("instance type limits")?;
         let mut effective = enipool_crds::settings::resolve(
+            enipool_crds::IpFamily::IPv4,
             None,
             None,
             InstanceLimits {

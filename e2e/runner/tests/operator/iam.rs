@@ -13,7 +13,7 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(40);
 
 /// The document, without the statement `drop` (by Sid), bound to the test operator's key.
-fn enforce(env: &Env, drop: Option<&str>) {
+pub(crate) fn enforce(env: &Env, drop: Option<&str>) {
     let mut doc: serde_json::Value = serde_json::from_str(IAM_POLICY_DOC).unwrap();
     let statements = doc["Statement"].as_array_mut().unwrap();
     let before = statements.len();

@@ -12,7 +12,7 @@ use crate::ec2::{
 };
 use aws_sdk_ec2::types::{NetworkInterfaceAttachmentChanges, ResourceType, Tag, TagSpecification};
 use enipool_crds::tags;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -296,6 +296,21 @@ impl Ec2Api for AwsEc2 {
             .iter()
             .filter_map(|p| p.ipv4_prefix()?.parse().ok())
             .collect())
+    }
+
+    async fn assign_ipv6_prefixes(&self, eni_id: &str, count: i32) -> Ec2Result<Vec<Ipv6Net>> {
+        const ACTION: &str = "AssignIpv6Addresses";
+        if count <= 0 {
+            return Ok(Vec::new());
+        }
+        let req = self
+            .client
+            .assign_ipv6_addresses()
+            .network_interface_id(eni_id)
+            .ipv6_prefix_count(count);
+        let out =
+            self.send(ACTION, ApiClass::Mutate, Retry::ThrottleOnly, || req.clone().send()).await?;
+        Ok(out.assigned_ipv6_prefixes().iter().filter_map(|p| p.parse().ok()).collect())
     }
 
     async fn unassign_ips(&self, eni_id: &str, ips: &[Ipv4Addr]) -> Ec2Result<()> {

@@ -6,7 +6,7 @@ use crate::ec2::{
     Attachment, CreateEni, Ec2Api, Ec2ErrorKind, Ec2Result, Eni, Instance, InstanceTypeInfo, Query,
     SecurityGroup, Subnet, Vpc,
 };
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -152,6 +152,7 @@ impl Ec2Api for FakeEc2 {
             primary_ip: Some(primary[0].addr()),
             secondary_ips: ips,
             prefixes,
+            ipv6_prefixes: vec![],
             security_groups: req.security_groups.clone(),
             tags: req.tags.clone(),
             description: req.description.clone(),
@@ -297,6 +298,31 @@ impl Ec2Api for FakeEc2 {
         let nets = s.take(&eni.subnet_id, count, true, A)?;
         s.eni_mut(eni_id, A)?.prefixes.extend(nets.iter().copied());
         Ok(nets)
+    }
+
+    async fn assign_ipv6_prefixes(&self, eni_id: &str, count: i32) -> Ec2Result<Vec<Ipv6Net>> {
+        const A: &str = "AssignIpv6Addresses";
+        let mut s = self.state.lock().expect("lock");
+        s.enter(A)?;
+        let eni =
+            s.enis.get(eni_id).cloned().ok_or_else(|| err(Ec2ErrorKind::NotFound, A, "eni"))?;
+        let instance = eni.attachment.as_ref().map(|a| a.instance_id.clone()).unwrap_or_default();
+        if eni.ipv6_prefixes.len() as i32 + count > s.limits_of(&instance).ipv4_per_eni {
+            return Err(err(Ec2ErrorKind::AddressLimit, A, "PrivateIpAddressLimitExceeded"));
+        }
+        let Some((block, used)) = s.ipv6_subnets.get_mut(&eni.subnet_id) else {
+            return Err(err(Ec2ErrorKind::InvalidRequest, A, "the subnet has no IPv6 CIDR block"));
+        };
+        // The /64's first /80 is for single addresses, as in EC2's simulator.
+        let prefixes: Vec<Ipv6Net> = block
+            .subnets(80)
+            .expect("80 >= 64")
+            .skip(1 + *used as usize)
+            .take(count as usize)
+            .collect();
+        *used += count as u32;
+        s.eni_mut(eni_id, A)?.ipv6_prefixes.extend(prefixes.iter().copied());
+        Ok(prefixes)
     }
 
     async fn unassign_ips(&self, eni_id: &str, ips: &[Ipv4Addr]) -> Ec2Result<()> {

@@ -44,6 +44,12 @@ impl FakeEc2 {
         );
     }
 
+    /// Give subnet `id` an IPv6 /64, from which /80 prefixes are handed out in order.
+    pub fn add_subnet_ipv6(&self, id: &str, cidr: &str) {
+        let cidr = cidr.parse().expect("IPv6 cidr");
+        self.state.lock().expect("lock").ipv6_subnets.insert(id.into(), (cidr, 0));
+    }
+
     /// Launch an instance in `subnet-a` with a primary ENI carrying `secondary` launch-time
     /// addresses. Returns the primary ENI id.
     pub fn launch(&self, instance_id: &str, instance_type: &str, secondary: i32) -> String {

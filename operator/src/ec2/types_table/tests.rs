@@ -79,6 +79,9 @@ impl Ec2Api for Types {
     async fn assign_prefixes(&self, _: &str, _: i32) -> Ec2Result<Vec<Ipv4Net>> {
         unimplemented!()
     }
+    async fn assign_ipv6_prefixes(&self, _: &str, _: i32) -> Ec2Result<Vec<ipnet::Ipv6Net>> {
+        unimplemented!()
+    }
     async fn unassign_ips(&self, _: &str, _: &[Ipv4Addr]) -> Ec2Result<()> {
         unimplemented!()
     }

@@ -8,8 +8,8 @@ use crate::plan::release::{
 use crate::plan::*;
 use enipool_crds::settings::{resolve, CapacitySource, EffectiveSettings};
 use enipool_crds::{
-    AgentStatus, ENIPoolPolicySpec, ENIPoolStatus, EniState, EniStatus, IpMode, OperationKind,
-    Releasable, ReleaseRequest, ReleaseSettings, Releasing,
+    AgentStatus, ENIPoolPolicySpec, ENIPoolStatus, EniState, EniStatus, IpFamily, IpMode,
+    OperationKind, Releasable, ReleaseRequest, ReleaseSettings, Releasing,
 };
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeSet;
@@ -50,7 +50,7 @@ fn release_eff(delay: i32, hysteresis: i32) -> EffectiveSettings {
         },
         ..Default::default()
     };
-    resolve(Some(&spec), None, M5_LARGE, CapacitySource::Static)
+    resolve(IpFamily::IPv4, Some(&spec), None, M5_LARGE, CapacitySource::Static)
 }
 
 #[test]

@@ -4,14 +4,14 @@
 use super::{view, M5_LARGE};
 use crate::plan::*;
 use enipool_crds::settings::{resolve, CapacitySource, EffectiveSettings, InstanceLimits};
-use enipool_crds::{AgentStatus, ENIPoolPolicySpec, IpMode, Sizing, Surge};
+use enipool_crds::{AgentStatus, ENIPoolPolicySpec, IpFamily, IpMode, Sizing, Surge};
 
 /// t3.small: 3 ENIs × 4 IPv4 addresses.
 const T3_SMALL: InstanceLimits = InstanceLimits { max_enis: 3, ips_per_eni: 4 };
 
 fn eff(mode: IpMode, limits: InstanceLimits, sizing: Sizing) -> EffectiveSettings {
     let spec = ENIPoolPolicySpec { mode, sizing, ..Default::default() };
-    resolve(Some(&spec), None, limits, CapacitySource::Static)
+    resolve(IpFamily::IPv4, Some(&spec), None, limits, CapacitySource::Static)
 }
 
 fn sizing(min: Option<i32>, warm: Option<i32>, batch: Option<i32>, max: Option<i32>) -> Sizing {

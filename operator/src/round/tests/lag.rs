@@ -17,6 +17,7 @@ async fn a_change_not_described_yet_is_looked_at_again_within_seconds() {
         subnet_id: "subnet-a".into(),
         ips: 9,
         prefixes: 0,
+        ipv6_prefixes: 0,
         excluded: false,
         managed: true,
         attached: true,
