@@ -83,7 +83,10 @@ fn dispatch(
                     "info",
                     &format!(
                         "ADD {} {}: {} on {}",
-                        env.container_id, env.if_name, add.ip, add.eni_id
+                        env.container_id,
+                        env.if_name,
+                        add.pod_ip(),
+                        add.eni_id
                     ),
                 );
                 Ok(Some(result::from_add(&conf.cni_version, &add, &env.netns, conf.dns.as_ref())))
@@ -163,11 +166,11 @@ fn check(conf: &NetConf, request: &Request, phases: &mut Phases) -> Result<(), E
     let prev = result::parse_prev(prev)?;
     match agent(conf, request, phases)? {
         Response::Added(add) => {
-            let found = prev.ips.iter().any(|ip| ip.address.addr() == std::net::IpAddr::V4(add.ip));
+            let found = prev.ips.iter().any(|ip| ip.address.addr() == add.pod_ip());
             if !found {
                 return Err(Error::CheckMismatch(format!(
                     "agent holds {} for {} {} but prevResult lists {:?}",
-                    add.ip,
+                    add.pod_ip(),
                     request.container_id,
                     request.if_name,
                     prev.ips.iter().map(|i| i.address.to_string()).collect::<Vec<_>>()

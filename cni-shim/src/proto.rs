@@ -103,6 +103,21 @@ pub struct AddResult {
     pub eni_id: String,
     /// MTU set on the pod interface.
     pub mtu: u32,
+    /// IPv6 clusters: the pod's address (a /128 of the node's /80), its address to Kubernetes.
+    /// `ip` is then the node-local IPv4 it reaches IPv4 destinations from, not reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<std::net::Ipv6Addr>,
+}
+
+/// The pod's IPv6 gateway: the host end of the veth answers it (a permanent neighbour entry in
+/// the pod), as `169.254.1.1` does for IPv4.
+pub const POD_GATEWAY_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+impl AddResult {
+    /// The address the runtime reports for the pod: its IPv6 one in an IPv6 cluster.
+    pub fn pod_ip(&self) -> std::net::IpAddr {
+        self.ipv6.map_or(std::net::IpAddr::V4(self.ip), std::net::IpAddr::V6)
+    }
 }
 
 /// The agent's readiness, answered to STATUS.

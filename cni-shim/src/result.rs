@@ -6,9 +6,9 @@
 //! dependency whose version coverage and unknown-field handling we would have to track.
 
 use crate::error::Error;
-use crate::proto::AddResult;
+use crate::proto::{AddResult, POD_GATEWAY_V6};
 use crate::version;
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -83,10 +83,25 @@ pub struct Dns {
 /// Index of the pod interface in [`CniResult::interfaces`] built by [`from_add`].
 pub const POD_IF_INDEX: usize = 1;
 
-/// Builds the ADD result in `cni_version`'s layout: `[host veth, pod iface]`, the pod `/32` on the
-/// pod iface, and a default route via the agent's gateway.
+/// Builds the ADD result in `cni_version`'s layout: `[host veth, pod iface]`, the pod `/32` (or,
+/// in an IPv6 cluster, its `/128`) on the pod iface, and a default route via the agent's gateway.
+/// An IPv6 pod's node-local IPv4 address is not reported: to Kubernetes the pod is IPv6 only.
 pub fn from_add(cni_version: &str, add: &AddResult, netns: &str, dns: Option<&Dns>) -> CniResult {
-    let version = version::ips_have_version_field(cni_version).then(|| "4".to_string());
+    let v6 = add.ipv6.is_some();
+    let family = if v6 { "6" } else { "4" };
+    let version = version::ips_have_version_field(cni_version).then(|| family.to_string());
+    let (address, gateway, default) = match add.ipv6 {
+        Some(ip) => (
+            IpNet::V6(Ipv6Net::new(ip, 128).expect("128 is a valid IPv6 prefix length")),
+            IpAddr::V6(POD_GATEWAY_V6),
+            "::/0",
+        ),
+        None => (
+            IpNet::V4(Ipv4Net::new(add.ip, 32).expect("32 is a valid IPv4 prefix length")),
+            IpAddr::V4(add.gateway),
+            "0.0.0.0/0",
+        ),
+    };
     CniResult {
         cni_version: cni_version.to_string(),
         interfaces: vec![
@@ -103,14 +118,11 @@ pub fn from_add(cni_version: &str, add: &AddResult, netns: &str, dns: Option<&Dn
         ],
         ips: vec![IpConfig {
             version,
-            address: IpNet::V4(Ipv4Net::new(add.ip, 32).expect("32 is a valid IPv4 prefix length")),
-            gateway: Some(IpAddr::V4(add.gateway)),
+            address,
+            gateway: Some(gateway),
             interface: Some(POD_IF_INDEX),
         }],
-        routes: vec![Route {
-            dst: "0.0.0.0/0".parse().expect("literal"),
-            gw: Some(IpAddr::V4(add.gateway)),
-        }],
+        routes: vec![Route { dst: default.parse().expect("literal"), gw: Some(gateway) }],
         dns: dns.cloned().unwrap_or_default(),
     }
 }
@@ -153,6 +165,7 @@ mod tests {
             pod_mac: "02:00:00:00:00:02".into(),
             eni_id: "eni-1".into(),
             mtu: 9001,
+            ipv6: None,
         }
     }
 
@@ -173,6 +186,22 @@ mod tests {
                 "dns": {}
             })
         );
+    }
+
+    #[test]
+    fn an_ipv6_pod_is_reported_by_its_ipv6_address_alone() {
+        let v6 = AddResult { ipv6: Some("2600:1f14:0:100:1::5".parse().unwrap()), ..add() };
+        let r = serde_json::to_value(from_add("1.0.0", &v6, "/n", None)).unwrap();
+        assert_eq!(
+            r["ips"],
+            json!([{"address": "2600:1f14:0:100:1::5/128", "gateway": "fe80::1", "interface": 1}])
+        );
+        assert_eq!(r["routes"], json!([{"dst": "::/0", "gw": "fe80::1"}]));
+        let old = serde_json::to_value(from_add("0.4.0", &v6, "/n", None)).unwrap();
+        assert_eq!(old["ips"][0]["version"], "6");
+        // CHECK finds the pod by the address the result reported.
+        let prev = parse_prev(&r).unwrap();
+        assert_eq!(prev.ips[0].address.addr(), v6.pod_ip());
     }
 
     #[test]

@@ -323,6 +323,7 @@ impl Agent {
             if_name: a.if_name.clone(),
             host_if: a.host_if.clone(),
             ip: a.ip,
+            ipv6: a.ipv6,
             table: a.table,
             from_rule_dsts,
             mtu: self.cfg.mtu,

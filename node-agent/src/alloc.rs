@@ -38,19 +38,35 @@ struct Group<'a> {
     addrs: Vec<Ipv4Addr>,
 }
 
-fn groups<'a>(view: &'a PoolView) -> impl Iterator<Item = Group<'a>> {
-    view.enis
-        .iter()
-        .filter(move |e| e.ready && e.attached && e.device_index >= view.first_interface_index)
-        .flat_map(|e| {
-            let loose = Group { eni: e, prefix: None, addrs: e.ips.clone() };
-            let prefixes = e.prefixes.iter().map(move |p| Group {
-                eni: e,
-                prefix: Some(*p),
-                addrs: p_addrs(p),
-            });
-            std::iter::once(loose).chain(prefixes)
-        })
+fn groups<'a>(view: &'a PoolView) -> Box<dyn Iterator<Item = Group<'a>> + 'a> {
+    if let Some(egress) = view.ipv4_egress {
+        // IPv6 cluster: a pod holds a node-local IPv4 of the egress range, and its IPv6 address
+        // follows from it, once the primary ENI has its /80 and is programmed.
+        let eni = view.ipv6_eni().filter(|e| e.ready && e.attached);
+        return Box::new(
+            eni.map(|eni| Group { eni, prefix: None, addrs: egress_addrs(egress) }).into_iter(),
+        );
+    }
+    Box::new(
+        view.enis
+            .iter()
+            .filter(move |e| e.ready && e.attached && e.device_index >= view.first_interface_index)
+            .flat_map(|e| {
+                let loose = Group { eni: e, prefix: None, addrs: e.ips.clone() };
+                let prefixes = e.prefixes.iter().map(move |p| Group {
+                    eni: e,
+                    prefix: Some(*p),
+                    addrs: p_addrs(p),
+                });
+                std::iter::once(loose).chain(prefixes)
+            }),
+    )
+}
+
+/// The egress range's addresses a pod may hold: all but its network and broadcast addresses
+/// (the first would also map to the /80's network address, which EC2 does not route to a pod).
+fn egress_addrs(range: Ipv4Net) -> Vec<Ipv4Addr> {
+    range.hosts().collect()
 }
 
 /// Every address of a /28 is usable for pods (EC2 prefix delegation reserves none inside it).
@@ -104,6 +120,10 @@ pub fn plan_offer(
     now: u64,
 ) -> Vec<Ipv4Net> {
     let mut out: Vec<Ipv4Net> = Vec::new();
+    if view.ipv4_egress.is_some() {
+        // A node's /80 is never given back, so an IPv6 node has nothing to offer.
+        return out;
+    }
     let mut left = count;
     for (n, _) in st.offered.iter() {
         let size = 1usize << (32 - n.prefix_len() as u32);

@@ -100,6 +100,15 @@ pub struct Args {
     /// on pods (the chart grants it with `agent.annotatePodIP`).
     #[arg(long, env = "ENIPOOL_AGENT_ANNOTATE_POD_IP")]
     pub annotate_pod_ip: bool,
+    /// The cluster's pod address family, IPv4 or IPv6 (the chart's `ipFamily`, as the operator's
+    /// `--ip-family`): which host-wide sysctls `sysctl-init` sets and the agent checks at start.
+    /// What pods get follows the ENIPool's `status.effective.ipFamily`.
+    #[arg(long, env = "ENIPOOL_AGENT_IP_FAMILY", default_value = "IPv4")]
+    pub ip_family: enipool_crds::IpFamily,
+    /// IPv6 clusters: the node-local IPv4 range pods reach IPv4 destinations from (SNATed to the
+    /// node's address). Each pod holds one address of it; a /22 serves 1,022 pods.
+    #[arg(long, env = "ENIPOOL_AGENT_IPV4_EGRESS_CIDR", default_value = "169.254.172.0/22")]
+    pub ipv4_egress_cidr: Ipv4Net,
     /// Network namespace to program as "the host" (default: the agent's own).
     #[arg(long, env = "ENIPOOL_AGENT_NETNS")]
     pub netns: Option<PathBuf>,
@@ -166,6 +175,9 @@ mod tests {
         assert!(
             matches!(a.command, Some(Cmd::Support { ref output, .. }) if output.to_str() == Some("b.tgz"))
         );
+        let a = Args::try_parse_from(["enipool-agent", "--ip-family=IPv6", "sysctl-init"]).unwrap();
+        assert_eq!(a.ip_family, enipool_crds::IpFamily::IPv6);
+        assert_eq!(a.ipv4_egress_cidr.to_string(), "169.254.172.0/22");
         let a = Args::try_parse_from(["enipool-agent", "uninstall"]).unwrap();
         assert!(matches!(a.command, Some(Cmd::Uninstall)));
         let a = Args::try_parse_from(["enipool-agent", "--node-name=n"]).unwrap();

@@ -26,6 +26,8 @@ pub struct KubeConfig {
     pub external_snat: bool,
     /// Source-port selection of the SNAT rule.
     pub snat_ports: crate::hostnet::SnatPorts,
+    /// IPv6 clusters: the pods' node-local IPv4 range.
+    pub ipv4_egress: Ipv4Net,
     pub debounce: Duration,
     /// Period of the host repair (zero: only on rule and route removals).
     pub repair_interval: Duration,
@@ -82,6 +84,7 @@ pub async fn watch_pool(
         snat_exclude: cfg.snat_exclude.clone(),
         external_snat: cfg.external_snat,
         snat_ports: cfg.snat_ports,
+        ipv4_egress: Some(cfg.ipv4_egress),
     };
     let programmer = Arc::new(std::sync::Mutex::new(Programmer::new(settings)));
     let mut status: Option<ENIPoolStatus> = None;

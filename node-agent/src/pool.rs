@@ -4,9 +4,10 @@
 pub mod check;
 
 use enipool_crds::ENIPoolStatus;
-use ipnet::Ipv4Net;
+use enipool_crds::IpFamily;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub use check::{Invalid, Problem};
 
@@ -24,6 +25,8 @@ pub struct EniView {
     pub ips: Vec<Ipv4Addr>,
     /// /28 prefixes.
     pub prefixes: Vec<Ipv4Net>,
+    /// /80 IPv6 prefixes (IPv6 clusters: one, on the primary ENI).
+    pub ipv6_prefixes: Vec<Ipv6Net>,
     /// Attached in EC2 (operator) — only attached ENIs are programmed.
     pub attached: bool,
     /// Link found by MAC and programmed on this host (agent).
@@ -69,6 +72,13 @@ pub struct PoolView {
     /// The operator says the pool cannot grow (subnet or node capacity exhausted): an ADD that
     /// finds it empty fails at once instead of waiting for growth.
     pub growth_blocked: bool,
+    /// The cluster's family (`status.effective.ipFamily`).
+    pub ip_family: IpFamily,
+    /// IPv6 clusters: the node-local IPv4 range pods reach IPv4 destinations from (the agent's
+    /// `--ipv4-egress-cidr`, set by the programmer). Each IPv6 pod holds one of its addresses,
+    /// and its IPv6 address is derived from that one ([`PoolView::ipv6_of`]), so one allocator,
+    /// one store and one set of crash guarantees serve both.
+    pub ipv4_egress: Option<Ipv4Net>,
 }
 
 impl PoolView {
@@ -82,9 +92,30 @@ impl PoolView {
         check::parse(status, ready)
     }
 
-    /// The ENI whose addresses contain `ip`.
+    /// The ENI whose addresses contain `ip` (in an IPv6 cluster: the ENI whose /80 the pod
+    /// holding egress address `ip` has its address from).
     pub fn eni_of(&self, ip: Ipv4Addr) -> Option<&EniView> {
+        if let Some(egress) = self.ipv4_egress {
+            return self.ipv6_eni().filter(|_| egress.contains(&ip));
+        }
         self.enis.iter().find(|e| e.ips.contains(&ip) || e.prefixes.iter().any(|p| p.contains(&ip)))
+    }
+
+    /// IPv6 clusters: the primary ENI, once it holds its /80.
+    pub fn ipv6_eni(&self) -> Option<&EniView> {
+        self.enis.iter().find(|e| e.device_index == 0 && !e.ipv6_prefixes.is_empty())
+    }
+
+    /// The IPv6 address of the pod holding node-local IPv4 address `egress_ip`: the same offset
+    /// into the primary ENI's /80 as into the egress range. `None` outside an IPv6 cluster, or
+    /// before the /80 is there.
+    pub fn ipv6_of(&self, egress_ip: Ipv4Addr) -> Option<Ipv6Addr> {
+        let range = self.ipv4_egress?;
+        let prefix = *self.ipv6_eni()?.ipv6_prefixes.first()?;
+        let offset = u32::from(egress_ip).checked_sub(u32::from(range.network()))?;
+        range
+            .contains(&egress_ip)
+            .then(|| Ipv6Addr::from(u128::from(prefix.network()) + u128::from(offset)))
     }
 
     /// Whether the pool (ENIs' ips/prefixes) still lists an offered item.

@@ -24,6 +24,17 @@ pub struct HostSettings {
     pub external_snat: bool,
     /// Source-port selection of the SNAT rule.
     pub snat_ports: crate::hostnet::SnatPorts,
+    /// IPv6 clusters: the pods' node-local IPv4 range (default
+    /// [`crate::hostnet::IPV4_EGRESS_DEFAULT`]).
+    pub ipv4_egress: Option<Ipv4Net>,
+}
+
+impl HostSettings {
+    /// The egress range a pool of `view`'s family uses: only IPv6 clusters have one.
+    fn egress_for(&self, view: &PoolView) -> Option<Ipv4Net> {
+        (view.ip_family == enipool_crds::IpFamily::IPv6)
+            .then(|| self.ipv4_egress.unwrap_or(crate::hostnet::IPV4_EGRESS_DEFAULT))
+    }
 }
 
 /// What has been programmed so far (kept across pool updates so unchanged ENIs are not redone).
@@ -82,6 +93,7 @@ impl Programmer {
                 snat_exclude: self.settings.snat_exclude.clone(),
                 external_snat: self.settings.external_snat,
                 snat_ports: self.settings.snat_ports,
+                ipv4_egress: self.settings.egress_for(view),
             };
             if self.node.as_ref() != Some(&want) {
                 match host.setup_node(&want) {
@@ -223,6 +235,7 @@ impl Programmer {
         for e in &mut v.enis {
             e.ready = ready.contains(&e.id);
         }
+        v.ipv4_egress = self.settings.egress_for(view);
         v
     }
 

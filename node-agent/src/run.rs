@@ -188,12 +188,14 @@ pub async fn run(args: Args) -> Result<()> {
         cni_bin_dir,
         startup_taint,
         annotate_pod_ip,
+        ip_family,
+        ipv4_egress_cidr,
         log_format: _,
         command,
     } = args;
     if let Some(Cmd::SysctlInit) = command {
         // Before the netlink workers: it needs none, only /proc/sys in the host netns.
-        let written = crate::hostnet::sysctl::init(netns.as_deref())?;
+        let written = crate::hostnet::sysctl::init(netns.as_deref(), ip_family)?;
         let names: Vec<String> =
             written.iter().map(|s| format!("{}={}", s.name(), s.value)).collect();
         tracing::info!(written = ?names, "host-wide sysctls in place");
@@ -234,7 +236,7 @@ pub async fn run(args: Args) -> Result<()> {
     }
     // Fail at start, with the sysctl, its value and the fix in the termination message, rather
     // than serve pods a node that does not forward.
-    host.run(|_| crate::hostnet::sysctl::ensure(crate::hostnet::sysctl::HOST_WIDE))?;
+    host.run(move |_| crate::hostnet::sysctl::ensure(&crate::hostnet::sysctl::wanted(ip_family)))?;
     // clap requires it unless a subcommand is given, and every subcommand returned above.
     let node_name = node_name
         .ok_or_else(|| Error::Config("--node-name is required to run the agent".into()))?;
@@ -290,6 +292,7 @@ pub async fn run(args: Args) -> Result<()> {
         snat_exclude: snat_exclude_cidrs,
         external_snat,
         snat_ports: snat_port_randomization,
+        ipv4_egress: ipv4_egress_cidr,
         debounce: Duration::from_millis(publish_debounce_ms),
         repair_interval: Duration::from_secs(host_repair_interval_seconds),
     };

@@ -96,6 +96,10 @@ pub struct Allocation {
     /// Where the record came from (absent in records of a CNI ADD).
     #[serde(default, skip_serializing_if = "Origin::is_cni")]
     pub origin: Origin,
+    /// IPv6 clusters: the pod's IPv6 address, derived from `ip` (then its node-local IPv4
+    /// egress address) when it was given, and kept so teardown and restart use what the pod got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
 /// Where an allocation record came from.

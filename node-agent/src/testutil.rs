@@ -16,6 +16,7 @@ pub fn eni(id: &str, device_index: i32, ips: &[&str], prefixes: &[&str]) -> EniV
         primary_ip: Some(Ipv4Addr::new(10, 0, 0, 10 + device_index as u8)),
         ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
         prefixes: prefixes.iter().map(|s| s.parse().unwrap()).collect(),
+        ipv6_prefixes: vec![],
         attached: true,
         ready: true,
     }
@@ -47,6 +48,7 @@ pub fn allocation(cid: &str, ip: Ipv4Addr, eni: &str) -> Allocation {
         epoch: 1,
         network: "enipool".into(),
         origin: crate::store::Origin::Cni,
+        ipv6: None,
     }
 }
 

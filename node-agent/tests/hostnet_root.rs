@@ -48,6 +48,7 @@ fn pod_on_primary_eni_is_wired_and_node_rules_are_idempotent() {
         snat_exclude: vec![],
         external_snat: false,
         snat_ports: Default::default(),
+        ipv4_egress: None,
     };
     host.setup_node(&cfg).unwrap();
     let first = sh("ip netns exec enip-t-node nft list table ip enipool");
@@ -60,6 +61,7 @@ fn pod_on_primary_eni_is_wired_and_node_rules_are_idempotent() {
         if_name: "eth0".into(),
         host_if: host_veth_name(&pod.path(), "eth0"),
         ip: "10.77.0.20".parse().unwrap(),
+        ipv6: None,
         table: 254,
         from_rule_dsts: vec![],
         mtu: 1500,
@@ -127,6 +129,7 @@ fn teardown_deletes_exactly_the_pods_rules() {
         if_name: "eth0".into(),
         host_if: host_veth_name(&pod.path(), "eth0"),
         ip: "10.77.0.30".parse().unwrap(),
+        ipv6: None,
         table: 3,
         from_rule_dsts: vec!["10.77.0.0/16".parse().unwrap(), "10.99.0.0/16".parse().unwrap()],
         mtu: 1500,
@@ -162,6 +165,7 @@ fn teardown_deletes_exactly_the_pods_rules() {
     sh(&format!("{n} prio 512 to 10.77.0.31 lookup main"));
     let half = PodConfig {
         ip: "10.77.0.31".parse().unwrap(),
+        ipv6: None,
         host_if: host_veth_name(&pod.path(), "eth1"),
         if_name: "eth1".into(),
         ..p.clone()
@@ -192,6 +196,7 @@ fn pod_socket_reports_the_failing_step() {
         index: 4242,
         if_name: "eth0",
         ip: "10.77.0.40".parse().unwrap(),
+        ipv6: None,
         host_mac: vec![2, 0, 0, 0, 0, 1],
     };
     match ps.configure(&side) {
@@ -225,6 +230,7 @@ fn pod_wiring_lists_what_is_wired_on_the_host() {
         if_name: "eth0".into(),
         host_if: host_veth_name(&ns.path(), "eth0"),
         ip: ip.parse().unwrap(),
+        ipv6: None,
         table,
         from_rule_dsts: if table == 254 { vec![] } else { vec!["10.77.0.0/16".parse().unwrap()] },
         mtu: 1500,

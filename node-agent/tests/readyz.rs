@@ -23,6 +23,7 @@ fn eni(id: &str, device_index: i32, ips: &[&str], ready: bool) -> EniView {
         primary_ip: Some(Ipv4Addr::new(10, 0, 0, 10 + device_index as u8)),
         ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
         prefixes: Vec::new(),
+        ipv6_prefixes: vec![],
         attached: true,
         ready,
     }

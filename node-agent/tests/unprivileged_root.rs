@@ -163,6 +163,7 @@ fn agent_needs_no_proc_sys_write_and_only_its_capabilities_after_sysctl_init() {
         snat_exclude: vec![],
         external_snat: false,
         snat_ports: Default::default(),
+        ipv4_egress: None,
     };
 
     // 1. Before sysctl-init: node setup fails, saying what and how to fix it.

@@ -44,6 +44,7 @@ pub fn canned_add(req: &Request) -> AddResult {
         pod_mac: "02:00:00:00:00:02".into(),
         eni_id: "eni-0123".into(),
         mtu: req.mtu.unwrap_or(9001),
+        ipv6: None,
     }
 }
 

@@ -336,6 +336,7 @@ fn main() {
                     .unwrap()
                 })
                 .collect(),
+            ipv6_prefixes: vec![],
             attached: true,
             ready: false,
         }],
@@ -433,6 +434,7 @@ fn main() {
                 netns,
                 if_name: "eth0".into(),
                 ip: std::net::Ipv4Addr::new(10, 88, 40, (i % 250) as u8 + 1),
+                ipv6: None,
                 table: 2,
                 from_rule_dsts: vec!["10.88.0.0/16".parse().unwrap()],
                 mtu: 9001,

@@ -69,6 +69,7 @@ impl Agent {
                 epoch: st.epoch,
                 network: req.network.clone(),
                 origin: Origin::Cni,
+                ipv6: view.ipv6_of(p.ip),
             };
             // Durable before the netns is touched (invariant: durable allocation before wiring,
             // docs/design.md).
@@ -113,6 +114,7 @@ impl Agent {
                         if_name: req.if_name.clone(),
                         host_if,
                         ip: std::net::Ipv4Addr::UNSPECIFIED,
+                        ipv6: None,
                         table: hostnet::MAIN_TABLE,
                         from_rule_dsts: Vec::new(),
                         mtu: self.cfg.mtu,
@@ -219,5 +221,6 @@ fn result(a: &Allocation, w: hostnet::PodWired, mtu: u32) -> AddResult {
         pod_mac: w.pod_mac,
         eni_id: a.eni_id.clone(),
         mtu,
+        ipv6: a.ipv6,
     }
 }

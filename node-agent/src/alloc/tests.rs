@@ -121,4 +121,5 @@ fn earlier_offers_are_reoffered_first_and_forgotten_when_released() {
     assert_eq!(offers_done(&v, &st), vec![net("10.0.0.31/32")]);
 }
 
+mod ipv6;
 mod storm;

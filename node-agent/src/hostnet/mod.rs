@@ -65,10 +65,18 @@ pub mod wiring;
 pub use wiring::{is_pod_veth_name, HostPod};
 
 use ipnet::Ipv4Net;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The pod gateway of the VPC CNI layout: link-local, answered by a permanent neighbour entry.
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// The node-local range of IPv6 pods' IPv4 addresses unless `--ipv4-egress-cidr` says otherwise:
+/// the Amazon VPC CNI's, link-local, so no VPC or on-premises network overlaps it.
+pub const IPV4_EGRESS_DEFAULT: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(169, 254, 172, 0), 22) {
+    Ok(n) => n,
+    Err(_) => panic!("a /22 is a valid IPv4 prefix"),
+};
+/// The IPv6 pod gateway, likewise.
+pub use enipool_cni::proto::POD_GATEWAY_V6;
 /// Rule priority: traffic to a pod uses the main table.
 pub const PRIO_TO_POD: u32 = 512;
 /// Rule priority: connmarked (NodePort / SNAT) traffic uses the main table.
@@ -105,6 +113,10 @@ pub struct NodeConfig {
     pub external_snat: bool,
     /// How the SNAT rule picks source ports.
     pub snat_ports: SnatPorts,
+    /// IPv6 clusters: the node-local range of the pods' IPv4 egress addresses. All IPv4 traffic
+    /// from it is SNATed to `primary_ip` (nothing outside the node routes it back), VPC
+    /// destinations included, and new connections into it from elsewhere are refused.
+    pub ipv4_egress: Option<Ipv4Net>,
 }
 
 /// Source-port selection of the SNAT rule (nftables' `snat` flags).
@@ -157,7 +169,10 @@ pub struct PodConfig {
     pub if_name: String,
     /// Host side veth name.
     pub host_if: String,
+    /// The pod's IPv4 address: its VPC address, or in an IPv6 cluster its node-local egress one.
     pub ip: Ipv4Addr,
+    /// IPv6 clusters: the pod's /128, routed to its veth like `ip`.
+    pub ipv6: Option<Ipv6Addr>,
     /// The ENI's table (254 for the primary ENI: no from-pod rule).
     pub table: u32,
     /// Destinations that use the ENI table (VPC CIDRs); empty = everything (external SNAT).

@@ -16,7 +16,7 @@ use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
 use rtnetlink::packet_route::rule::RuleAttribute;
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -70,6 +70,13 @@ async fn pod_host_side(h: &Handle, pod: &PodConfig, index: u32) -> Result<(), Ho
         .scope(RouteScope::Link)
         .build();
     h.route().add(route).replace().execute().await.map_err(nl("pod /32 route"))?;
+    if let Some(v6) = pod.ipv6 {
+        let route = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(v6, 128)
+            .output_interface(index)
+            .build();
+        h.route().add(route).replace().execute().await.map_err(nl("pod /128 route"))?;
+    }
     ensure_rule(h, PRIO_TO_POD, MAIN_TABLE, None, Some((pod.ip, 32)), None).await?;
     if pod.table != MAIN_TABLE {
         if pod.from_rule_dsts.is_empty() {
@@ -118,7 +125,11 @@ impl HostNet for NetlinkHost {
                     .and_then(|l| Some((l.header.index, name_of(&l)?)))
                     .ok_or_else(|| HostError::NotFound(format!("primary link ({})", cfg2.primary_ip)))?;
                 // Read first, write only what differs (sysctl-init normally did it already).
-                super::sysctl::ensure(super::sysctl::HOST_WIDE)?;
+                let family = match cfg2.ipv4_egress {
+                    Some(_) => enipool_crds::IpFamily::IPv6,
+                    None => enipool_crds::IpFamily::IPv4,
+                };
+                super::sysctl::ensure(&super::sysctl::wanted(family))?;
                 super::devconf::set_rp_filter_loose(&c.h, index).await?;
                 Ok::<_, HostError>(name)
             })
@@ -275,8 +286,9 @@ impl HostNet for NetlinkHost {
                 // Pod side in one batch. Not in the create request: the kernel configures the
                 // peer before it is paired, and a veth without its peer refuses to go up
                 // (ENOTCONN); address, routes and neighbour can only be set from inside.
-                let pl =
-                    ps.configure(&PodSide { index, if_name: &pod.if_name, ip: pod.ip, host_mac })?;
+                let side =
+                    PodSide { index, if_name: &pod.if_name, ip: pod.ip, ipv6: pod.ipv6, host_mac };
+                let pl = ps.configure(&side)?;
                 pod_host_side(h, &pod, host_l.header.index).await?;
                 Ok(PodWired { host_mac: mac_of(&host_l), pod_mac: mac_of(&pl) })
             })

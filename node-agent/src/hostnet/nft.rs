@@ -14,9 +14,17 @@ use std::process::{Command, Stdio};
 pub const DELETE_SCRIPT: &str = "table ip enipool\ndelete table ip enipool\n";
 
 /// Render the desired table.
+///
+/// In an IPv6 cluster (`ipv4_egress`) pods' IPv4 addresses are node-local: every connection from
+/// them is SNATed to the node, to the VPC too, whatever `externalSNAT` and the exclusions say,
+/// and the forward chain refuses new connections into the range from anywhere but the node.
 pub fn render(cfg: &NodeConfig, primary_if: &str) -> String {
-    let mut no_snat: Vec<String> =
-        cfg.vpc_cidrs.iter().chain(&cfg.snat_exclude).map(|n| n.to_string()).collect();
+    let egress = cfg.ipv4_egress;
+    let external_snat = cfg.external_snat && egress.is_none();
+    let mut no_snat: Vec<String> = match egress {
+        Some(_) => vec![],
+        None => cfg.vpc_cidrs.iter().chain(&cfg.snat_exclude).map(|n| n.to_string()).collect(),
+    };
     no_snat.sort();
     no_snat.dedup();
     let set = if no_snat.is_empty() {
@@ -34,7 +42,7 @@ pub fn render(cfg: &NodeConfig, primary_if: &str) -> String {
     s.push_str(&format!(
         "\t\tiifname \"{primary_if}\" fib daddr type local ct mark set ct mark | {mark}\n"
     ));
-    if !cfg.external_snat {
+    if !external_snat {
         // Pod connections to outside the VPC are marked too, so they leave by eth0 and get SNATed.
         s.push_str(&format!(
             "\t\tiifname \"eni*\" ct state new ip daddr != @no-snat fib daddr type != local ct mark set ct mark | {mark}\n"
@@ -44,7 +52,7 @@ pub fn render(cfg: &NodeConfig, primary_if: &str) -> String {
         "\t\tiifname \"eni*\" ct mark & {mark} == {mark} meta mark set meta mark | {mark}\n"
     ));
     s.push_str("\t}\n");
-    if !cfg.external_snat {
+    if !external_snat {
         s.push_str("\tchain nat-postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n");
         s.push_str("\t\tip daddr @no-snat return\n\t\tfib daddr type local return\n");
         let flag = match cfg.snat_ports {
@@ -53,6 +61,11 @@ pub fn render(cfg: &NodeConfig, primary_if: &str) -> String {
             SnatPorts::Sequential => "",
         };
         s.push_str(&format!("\t\tiifname \"eni*\" snat to {}{flag}\n", cfg.primary_ip));
+        s.push_str("\t}\n");
+    }
+    if let Some(range) = egress {
+        s.push_str("\tchain filter-forward {\n\t\ttype filter hook forward priority filter; policy accept;\n");
+        s.push_str(&format!("\t\tip daddr {range} ct state new reject\n"));
         s.push_str("\t}\n");
     }
     s.push_str("}\n");
@@ -112,6 +125,7 @@ mod tests {
             snat_exclude: vec!["192.168.0.0/16".parse().unwrap(), "10.0.0.0/16".parse().unwrap()],
             external_snat: external,
             snat_ports: SnatPorts::FullyRandom,
+            ipv4_egress: None,
         }
     }
 
@@ -142,6 +156,27 @@ mod tests {
             s.contains("iifname \"eth0\" fib daddr type local ct mark set ct mark | 0x00000080")
         );
         assert_eq!(s, render(&cfg(false), "eth0"), "deterministic");
+    }
+
+    #[test]
+    fn ipv6_pods_ipv4_egress_is_always_snated_and_closed_to_new_connections() {
+        let v6 = NodeConfig {
+            ipv4_egress: Some("169.254.172.0/22".parse().unwrap()),
+            external_snat: true,
+            ..cfg(false)
+        };
+        let s = render(&v6, "eth0");
+        // No VPC or excluded destination escapes the SNAT: the source is node-local.
+        assert!(
+            s.contains("\tset no-snat {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t}\n"),
+            "{s}"
+        );
+        assert!(s.contains("iifname \"eni*\" snat to 10.0.0.10 fully-random"), "{s}");
+        assert!(s.contains("ip daddr 169.254.172.0/22 ct state new reject"), "{s}");
+        assert!(
+            !render(&cfg(false), "eth0").contains("filter-forward"),
+            "IPv4 clusters keep theirs"
+        );
     }
 
     #[test]

@@ -37,6 +37,20 @@ impl Sysctl {
 /// `/proc/sys` write, done by `sysctl-init`.
 pub const HOST_WIDE: &[Sysctl] = &[Sysctl { key: "net/ipv4/ip_forward", value: "1" }];
 
+/// What an IPv6 cluster needs on top: IPv6 forwarding (pods' /128s are routed through the node).
+/// Only there: forwarding makes the kernel ignore router advertisements on links whose
+/// `accept_ra` is 1, which a dual-stack node of an IPv4 cluster may rely on.
+pub const IPV6: &[Sysctl] = &[Sysctl { key: "net/ipv6/conf/all/forwarding", value: "1" }];
+
+/// The host-wide sysctls of a cluster of `family`.
+pub fn wanted(family: enipool_crds::IpFamily) -> Vec<Sysctl> {
+    let mut out = HOST_WIDE.to_vec();
+    if family == enipool_crds::IpFamily::IPv6 {
+        out.extend_from_slice(IPV6);
+    }
+    out
+}
+
 /// Which of `wanted` must be written, given `current` (the value read now; `None`: unreadable,
 /// so it is written). Pure: the I/O is in [`ensure`].
 pub fn to_write(wanted: &[Sysctl], current: impl Fn(&Sysctl) -> Option<String>) -> Vec<Sysctl> {
@@ -69,9 +83,13 @@ pub fn ensure(wanted: &[Sysctl]) -> Result<Vec<Sysctl>, HostError> {
     Ok(todo)
 }
 
-/// `enipool-agent sysctl-init`: [`ensure`] the [`HOST_WIDE`] sysctls in `netns` (default: this
-/// process's). On its own thread, because entering a netns changes only the calling thread.
-pub fn init(netns: Option<&Path>) -> Result<Vec<Sysctl>, HostError> {
+/// `enipool-agent sysctl-init`: [`ensure`] the sysctls a cluster of `family` needs ([`wanted`])
+/// in `netns` (default: this process's). On its own thread, because entering a netns changes
+/// only the calling thread.
+pub fn init(
+    netns: Option<&Path>,
+    family: enipool_crds::IpFamily,
+) -> Result<Vec<Sysctl>, HostError> {
     let netns: Option<PathBuf> = netns.map(Path::to_path_buf);
     std::thread::spawn(move || {
         if let Some(p) = netns {
@@ -80,7 +98,7 @@ pub fn init(netns: Option<&Path>) -> Result<Vec<Sysctl>, HostError> {
             nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| HostError::Io { op: "setns", source: e.into() })?;
         }
-        ensure(HOST_WIDE)
+        ensure(&wanted(family))
     })
     .join()
     .unwrap_or_else(|_| Err(HostError::NotFound("sysctl thread panicked".into())))

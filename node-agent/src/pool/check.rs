@@ -6,11 +6,13 @@
 //! cannot use it, and a device index picks the route table the ENI is programmed into.
 //!
 //! Address checks are written on `IpNet`/`IpAddr` with the per-family rules in
-//! [`delegated_len`], so another family only adds its row there; the view itself is IPv4.
+//! [`delegated_len`]. ENIs' own addresses are IPv4; an IPv6 cluster adds /80 prefixes, which
+//! must be global unicast (EC2 has no other kind) and are claimed like the rest, so one prefix on
+//! two ENIs is refused.
 
 use super::{EniView, PoolView};
 use enipool_crds::{ENIPoolStatus, EniState, EniStatus};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -77,6 +79,9 @@ pub enum Problem {
     /// Not a MAC address.
     #[error("not a MAC address (six hex pairs separated by colons)")]
     BadMac,
+    /// An IPv6 prefix outside the global unicast range (2000::/3) EC2 hands out.
+    #[error("not a global unicast IPv6 prefix (2000::/3)")]
+    NotGlobal,
 }
 
 /// A refused status: which value, where, and why. Renders as one line for logs.
@@ -98,7 +103,7 @@ pub struct Invalid {
 pub fn delegated_len(net: &IpNet) -> Option<u8> {
     match net {
         IpNet::V4(_) => Some(28),
-        IpNet::V6(_) => None,
+        IpNet::V6(_) => Some(80),
     }
 }
 
@@ -156,6 +161,16 @@ impl At<'_> {
         match a {
             IpAddr::V4(a) => Ok(a),
             IpAddr::V6(_) => Err(self.err(s, Problem::Family)),
+        }
+    }
+
+    /// A delegated IPv6 prefix EC2 could have assigned.
+    fn v6_prefix(&self, s: &str, n: IpNet) -> Result<Ipv6Net, Invalid> {
+        let global: Ipv6Net = "2000::/3".parse().expect("literal");
+        match n {
+            IpNet::V6(n) if global.contains(&n) => Ok(n),
+            IpNet::V6(_) => Err(self.err(s, Problem::NotGlobal)),
+            IpNet::V4(_) => Err(self.err(s, Problem::Family)),
         }
     }
 
@@ -262,8 +277,20 @@ fn eni<'a>(
     let mut prefixes = Vec::with_capacity(e.prefixes.len());
     for s in &e.prefixes {
         let p = at("prefixes").delegated(s)?;
+        let v4 = at("prefixes").v4_net(s, p)?;
         take(at("prefixes"), s, p)?;
-        prefixes.push(at("prefixes").v4_net(s, p)?);
+        prefixes.push(v4);
+    }
+    let mut ipv6_prefixes = Vec::with_capacity(e.ipv6_prefixes.len());
+    for s in &e.ipv6_prefixes {
+        let p = at("ipv6Prefixes").delegated(s)?;
+        let v6 = at("ipv6Prefixes").v6_prefix(s, p)?;
+        // The IPv4 subnet says nothing about it; overlaps between ENIs are still refused.
+        if let Some(other) = claims.claim(p, id) {
+            let other = other.to_string();
+            return Err(at("ipv6Prefixes").err(s, Problem::ListedTwice { other }));
+        }
+        ipv6_prefixes.push(v6);
     }
     let subnet = match subnet {
         Some(n) => Some(at("subnetCIDR").v4_net(&e.subnet_cidr, n)?),
@@ -277,6 +304,7 @@ fn eni<'a>(
         primary_ip,
         ips,
         prefixes,
+        ipv6_prefixes,
         attached,
         ready: false,
     })
@@ -339,6 +367,8 @@ pub fn parse(status: &ENIPoolStatus, ready: &BTreeSet<String>) -> Result<PoolVie
             .release_request
             .as_ref()
             .map(|r| (r.revision, r.count, r.prefer_enis.clone())),
+        ip_family: eff.map(|e| e.ip_family).unwrap_or_default(),
+        ipv4_egress: None,
         growth_blocked: status.conditions.iter().any(|c| {
             matches!(c.type_.as_str(), "SubnetExhausted" | "CapacityExhausted")
                 && c.status == "True"

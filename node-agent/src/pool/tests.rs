@@ -344,7 +344,66 @@ fn the_device_index_limit_keeps_route_tables_off_the_kernel_ones() {
 #[test]
 fn each_family_has_its_own_delegated_length() {
     assert_eq!(delegated_len(&"10.0.0.0/28".parse().unwrap()), Some(28));
-    assert_eq!(delegated_len(&"2001:db8::/80".parse().unwrap()), None, "no IPv6 pools yet");
+    assert_eq!(delegated_len(&"2001:db8::/80".parse().unwrap()), Some(80));
+}
+
+#[test]
+fn an_ipv6_node_lists_its_prefix_and_family() {
+    let mut s = good();
+    s["enis"][0]["ipv6Prefixes"] = json!(["2600:1f14:0:100:1::/80"]);
+    s["effective"] = json!({"ipFamily": "IPv6", "mode": "Prefix", "minAllocate": 0, "warmIPs": 0,
+        "warmPrefixes": 0, "batch": 16, "maxAllocate": 248, "surgeMaxExtra": 0,
+        "releaseEnabled": false, "releaseDelaySeconds": 0, "hysteresisIPs": 0,
+        "releaseEmptyENIs": false, "cooldownSeconds": 30, "firstInterfaceIndex": 0,
+        "capacity": {"maxENIs": 3, "ipsPerENI": 10, "prefixesPerENI": 9, "maxPodIPs": 248,
+                     "maxPods": 250, "source": "EC2API"}});
+    let v = check(s).unwrap();
+    assert_eq!(v.ip_family, enipool_crds::IpFamily::IPv6);
+    let primary = v.enis.iter().find(|e| e.device_index == 0).unwrap();
+    assert_eq!(primary.ipv6_prefixes, ["2600:1f14:0:100:1::/80".parse::<Ipv6Net>().unwrap()]);
+    assert_eq!(v.ipv4_egress, None, "the range is the agent's setting, set by the programmer");
+}
+
+#[test]
+fn a_bad_ipv6_prefix_refuses_the_status_and_names_it() {
+    type Row = (&'static str, Value, &'static str, Problem);
+    let rows: Vec<Row> = vec![
+        (
+            "a /64",
+            json!(["2600:1f14:0:100::/64"]),
+            "2600:1f14:0:100::/64",
+            Problem::PrefixLength { got: 64, want: 80 },
+        ),
+        (
+            "host bits set",
+            json!(["2600:1f14:0:100:1::5/80"]),
+            "2600:1f14:0:100:1::5/80",
+            Problem::Unaligned { network: "2600:1f14:0:100:1::/80".into() },
+        ),
+        ("a link-local prefix", json!(["fe80::/80"]), "fe80::/80", Problem::NotGlobal),
+        ("an IPv4 prefix", json!(["10.0.17.0/28"]), "10.0.17.0/28", Problem::Family),
+        ("no CIDR", json!(["2600:1f14::"]), "2600:1f14::", Problem::NotACidr),
+    ];
+    for (name, value, bad, problem) in rows {
+        let mut s = good();
+        s["enis"][1]["ipv6Prefixes"] = value;
+        let want = Invalid {
+            eni: Some("eni-1".into()),
+            field: "ipv6Prefixes",
+            value: bad.into(),
+            problem,
+        };
+        assert_eq!(check(s), Err(want), "{name}");
+    }
+    // One /80 on two ENIs: the second is refused.
+    let mut s = good();
+    s["enis"][0]["ipv6Prefixes"] = json!(["2600:1f14:0:100:1::/80"]);
+    s["enis"][1]["ipv6Prefixes"] = json!(["2600:1f14:0:100:1::/80"]);
+    let e = check(s).unwrap_err();
+    assert_eq!(
+        (e.field, e.problem),
+        ("ipv6Prefixes", Problem::ListedTwice { other: "eni-0".into() })
+    );
 }
 
 #[test]

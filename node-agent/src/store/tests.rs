@@ -129,6 +129,7 @@ fn a_rebuild_and_an_adoption_are_durable() {
         netns: String::new(),
         host_if: "eni0000000000a".into(),
         origin: Origin::Host,
+        ipv6: None,
         ..allocation("x", "10.0.0.5".parse().unwrap(), "eni-0")
     };
     let moved = Allocation { ip: "10.0.0.6".parse().unwrap(), ..rebuilt.clone() };
@@ -154,6 +155,7 @@ fn a_rebuild_and_an_adoption_are_durable() {
         container_id: "ctr".into(),
         if_name: "eth0".into(),
         origin: Origin::Cni,
+        ipv6: None,
         ..rebuilt.clone()
     };
     s.replace(&mut st, &rebuilt.key(), adopted.clone()).unwrap();

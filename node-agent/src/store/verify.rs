@@ -192,6 +192,7 @@ fn from_host(p: &HostPod, view: &PoolView, now: u64, epoch: u64) -> Allocation {
         epoch,
         network: String::new(),
         origin: Origin::Host,
+        ipv6: view.ipv6_of(p.ip),
     }
 }
 

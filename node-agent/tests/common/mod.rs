@@ -288,6 +288,7 @@ pub fn view() -> enipool_agent::pool::PoolView {
         primary_ip: Some(primary.parse().unwrap()),
         ips: vec![ip.parse().unwrap()],
         prefixes: vec![],
+        ipv6_prefixes: vec![],
         attached: true,
         ready: false,
     };

@@ -87,6 +87,7 @@ fn a_lost_store_refuses_to_serve_instead_of_double_assigning() {
         if_name: "eth0".into(),
         host_if: host_veth_name(&ns("running"), "eth0"),
         ip: held,
+        ipv6: None,
         table: 254,
         from_rule_dsts: vec![],
         mtu: 9001,

@@ -10,6 +10,7 @@ fn pod(table: u32, dsts: &[&str]) -> PodConfig {
         if_name: "eth0".into(),
         host_if: "eni0123456789a".into(),
         ip: "10.0.1.20".parse().unwrap(),
+        ipv6: None,
         table,
         from_rule_dsts: dsts.iter().map(|d| net(d)).collect(),
         mtu: 9001,
@@ -36,6 +37,7 @@ fn node() -> NodeConfig {
         snat_exclude: vec![],
         external_snat: false,
         snat_ports: Default::default(),
+        ipv4_egress: None,
     }
 }
 

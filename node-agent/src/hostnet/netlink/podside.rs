@@ -6,11 +6,12 @@
 //! a hang). Before, the pod side was six round trips through a fresh async connection.
 
 use super::setns;
-use crate::hostnet::{HostError, POD_GATEWAY};
+use crate::hostnet::{HostError, POD_GATEWAY, POD_GATEWAY_V6};
 use rtnetlink::packet_core::{
     NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
     NLM_F_REPLACE, NLM_F_REQUEST,
 };
+use rtnetlink::packet_route::address::AddressHeaderFlags;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
@@ -20,7 +21,7 @@ use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket};
 use rtnetlink::{AddressMessageBuilder, LinkUnspec, RouteMessageBuilder};
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// One request of a batch.
 struct Req {
@@ -57,8 +58,37 @@ pub struct PodSide<'a> {
     pub if_name: &'a str,
     /// The pod address (/32).
     pub ip: Ipv4Addr,
+    /// IPv6 clusters: the pod's /128.
+    pub ipv6: Option<Ipv6Addr>,
     /// MAC of the host end (the permanent neighbour entry of the gateway).
     pub host_mac: Vec<u8>,
+}
+
+/// The IPv6 half of the pod side: the /128 (no duplicate address detection: the address is the
+/// pod's alone, and DAD would hold it unusable for a second or more), the permanent neighbour of
+/// the link-local gateway (the host end's MAC) and the default route through it.
+fn ipv6_reqs(i: u32, ip: Ipv6Addr, host_mac: &[u8]) -> Vec<Req> {
+    let mut addr = AddressMessageBuilder::<Ipv6Addr>::new().index(i).address(ip, 128).build();
+    addr.header.flags = AddressHeaderFlags::Nodad;
+    let mut neigh = NeighbourMessage::default();
+    neigh.header.family = AddressFamily::Inet6;
+    neigh.header.ifindex = i;
+    neigh.header.state = NeighbourState::Permanent;
+    neigh.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet6(POD_GATEWAY_V6)));
+    neigh.attributes.push(NeighbourAttribute::LinkLayerAddress(host_mac.to_vec()));
+    let def = RouteMessageBuilder::<Ipv6Addr>::new()
+        .gateway(POD_GATEWAY_V6)
+        .output_interface(i)
+        .onlink()
+        .build();
+    vec![
+        Req {
+            exist_ok: true,
+            ..Req::change("pod IPv6 address", RouteNetlinkMessage::NewAddress(addr))
+        },
+        Req::change("pod IPv6 gateway neighbour", RouteNetlinkMessage::NewNeighbour(neigh)),
+        Req::change("pod IPv6 default route", RouteNetlinkMessage::NewRoute(def)),
+    ]
 }
 
 /// An rtnetlink socket in a pod's netns.
@@ -106,7 +136,7 @@ impl PodSocket {
         neigh.header.state = NeighbourState::Permanent;
         neigh.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(POD_GATEWAY)));
         neigh.attributes.push(NeighbourAttribute::LinkLayerAddress(p.host_mac.clone()));
-        let l = self.batch(vec![
+        let mut reqs = vec![
             Req::change("pod link up", RouteNetlinkMessage::SetLink(up)),
             Req {
                 exist_ok: true,
@@ -115,8 +145,12 @@ impl PodSocket {
             Req::change("pod gateway route", RouteNetlinkMessage::NewRoute(gw)),
             Req::change("pod default route", RouteNetlinkMessage::NewRoute(def)),
             Req::change("pod gateway neighbour", RouteNetlinkMessage::NewNeighbour(neigh)),
-            Req::get_link(p.if_name),
-        ])?;
+        ];
+        if let Some(v6) = p.ipv6 {
+            reqs.extend(ipv6_reqs(i, v6, &p.host_mac));
+        }
+        reqs.push(Req::get_link(p.if_name));
+        let l = self.batch(reqs)?;
         let l = l.ok_or_else(|| HostError::NotFound(format!("{} in pod", p.if_name)))?;
         if l.header.index != i {
             return Err(HostError::NotFound(format!(
