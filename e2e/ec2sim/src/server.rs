@@ -360,7 +360,7 @@ impl Ec2Sim {
         self.shared.faults.lock().expect("faults lock").config.clone()
     }
 
-    /// Counted error rules with failures left fail their next calls ([`Faults::fire_remaining`]).
+    /// Counted error rules with failures left fail their next calls, whatever their probability.
     pub fn fire_remaining_faults(&self) {
         self.shared.faults.lock().expect("faults lock").fire_remaining();
     }
