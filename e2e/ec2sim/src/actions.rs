@@ -223,7 +223,7 @@ pub fn mutate(
                 prefix_count: p.parsed("Ipv6PrefixCount")?,
                 prefixes: p.list_parsed("Ipv6Prefix")?,
             };
-            let (addrs, prefixes) = st.assign_ipv6(eni, &req)?;
+            let (addrs, prefixes) = st.assign_ipv6(eni, &req, ev)?;
             let mut x = Xml::response(action, rid);
             x.leaf("networkInterfaceId", eni);
             x.items("assignedIpv6Addresses", addrs, |x, a| {
@@ -238,7 +238,7 @@ pub fn mutate(
             let eni = p.req("NetworkInterfaceId")?;
             let addrs: Vec<std::net::Ipv6Addr> = p.list_parsed("Ipv6Addresses")?;
             let prefixes: Vec<ipnet::Ipv6Net> = p.list_parsed("Ipv6Prefix")?;
-            st.unassign_ipv6(eni, &addrs, &prefixes)?;
+            st.unassign_ipv6(eni, &addrs, &prefixes, ev)?;
             let mut x = Xml::response(action, rid);
             x.leaf("networkInterfaceId", eni);
             x.items("unassignedIpv6Addresses", addrs, |x, a| {

@@ -3,7 +3,8 @@
 //! State changes collect [`HookEvent`]s while the state lock is held; the server delivers them after
 //! the lock is released, so a slow or re-entrant hook can never deadlock or stall EC2 calls.
 
-use std::net::Ipv4Addr;
+use ipnet::Ipv6Net;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Observer of data-plane-relevant EC2 changes; the VPC fabric implements it to mirror EC2 into netns.
 pub trait FabricHook: Send + Sync + 'static {
@@ -26,14 +27,35 @@ pub trait FabricHook: Send + Sync + 'static {
     fn addresses_assigned(&self, eni_id: &str, mac: &str, subnet_id: &str, addrs: &[Ipv4Addr]);
     /// Addresses no longer route to this ENI.
     fn addresses_unassigned(&self, eni_id: &str, mac: &str, subnet_id: &str, addrs: &[Ipv4Addr]);
+    /// IPv6 now routes to this ENI: single addresses (/128) and delegated prefixes (/80).
+    fn ipv6_assigned(
+        &self,
+        eni_id: &str,
+        mac: &str,
+        subnet_id: &str,
+        addrs: &[Ipv6Addr],
+        prefixes: &[Ipv6Net],
+    );
+    /// IPv6 addresses and prefixes no longer route to this ENI.
+    fn ipv6_unassigned(
+        &self,
+        eni_id: &str,
+        mac: &str,
+        subnet_id: &str,
+        addrs: &[Ipv6Addr],
+        prefixes: &[Ipv6Net],
+    );
 }
 
 /// One recorded call of [`FabricHook`], in the order the state produced it.
 ///
 /// Ordering the fabric can rely on: at launch `InstanceLaunched`, then `EniAttached` (index 0), then
-/// `AddressesAssigned` of the primary ENI; a created ENI reports its addresses at creation (before it
-/// is attached); at termination `EniDetached`/`AddressesUnassigned` of its ENIs come before
-/// `InstanceTerminated`.
+/// `AddressesAssigned` of the primary ENI, then (in a subnet with an IPv6 block) `Ipv6Assigned` of
+/// its one IPv6 address; a created ENI reports its addresses at creation (before it is attached);
+/// an ENI that goes away (deleted, or deleted by termination) reports `AddressesUnassigned`, then
+/// `Ipv6Unassigned` if it held IPv6; at termination `EniDetached`, `AddressesUnassigned` and
+/// `Ipv6Unassigned` of its ENIs come before `InstanceTerminated`. IPv6 events never carry empty
+/// lists of both kinds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum HookEvent {
@@ -68,6 +90,20 @@ pub enum HookEvent {
         subnet_id: String,
         addrs: Vec<Ipv4Addr>,
     },
+    Ipv6Assigned {
+        eni_id: String,
+        mac: String,
+        subnet_id: String,
+        addrs: Vec<Ipv6Addr>,
+        prefixes: Vec<Ipv6Net>,
+    },
+    Ipv6Unassigned {
+        eni_id: String,
+        mac: String,
+        subnet_id: String,
+        addrs: Vec<Ipv6Addr>,
+        prefixes: Vec<Ipv6Net>,
+    },
 }
 
 impl HookEvent {
@@ -90,6 +126,12 @@ impl HookEvent {
             }
             HookEvent::AddressesUnassigned { eni_id, mac, subnet_id, addrs } => {
                 hook.addresses_unassigned(eni_id, mac, subnet_id, addrs)
+            }
+            HookEvent::Ipv6Assigned { eni_id, mac, subnet_id, addrs, prefixes } => {
+                hook.ipv6_assigned(eni_id, mac, subnet_id, addrs, prefixes)
+            }
+            HookEvent::Ipv6Unassigned { eni_id, mac, subnet_id, addrs, prefixes } => {
+                hook.ipv6_unassigned(eni_id, mac, subnet_id, addrs, prefixes)
             }
         }));
         if r.is_err() {

@@ -5,7 +5,12 @@
 //!
 //! The subnet's /64 is split so the two kinds never meet: single addresses come from its first
 //! /80, prefixes from the rest, lowest first (deterministic where EC2 picks at random).
+//!
+//! An instance launched into a subnet with an IPv6 block gets one address on its primary ENI, as
+//! an EKS IPv6 node does (the subnet auto-assigns it). Every change is reported to the fabric hook
+//! as `Ipv6Assigned`/`Ipv6Unassigned`.
 
+use super::hooks::HookEvent;
 use super::limits::UNATTACHED_IPV4_SLOTS;
 use super::state::{not_found, Eni, State, VpcIpv6};
 use super::Error;
@@ -221,6 +226,7 @@ impl State {
         &mut self,
         eni_id: &str,
         req: &Ipv6AssignReq,
+        ev: &mut Vec<HookEvent>,
     ) -> Result<(Vec<Ipv6Addr>, Vec<Ipv6Net>), Error> {
         let want_addrs = req.addr_count.is_some() || !req.addrs.is_empty();
         let want_pfx = req.prefix_count.is_some() || !req.prefixes.is_empty();
@@ -272,6 +278,7 @@ impl State {
         let eni = self.enis.get_mut(eni_id).expect("checked");
         eni.ipv6_addrs.extend(addrs.iter().copied());
         eni.ipv6_prefixes.extend(prefixes.iter().copied());
+        ev.push(eni.ipv6_assigned_event(addrs.clone(), prefixes.clone()));
         Ok((addrs, prefixes))
     }
 
@@ -281,6 +288,7 @@ impl State {
         eni_id: &str,
         addrs: &[Ipv6Addr],
         prefixes: &[Ipv6Net],
+        ev: &mut Vec<HookEvent>,
     ) -> Result<(), Error> {
         if addrs.is_empty() && prefixes.is_empty() {
             return Err(bad(
@@ -305,6 +313,7 @@ impl State {
         let eni = self.enis.get_mut(eni_id).expect("checked");
         eni.ipv6_addrs.retain(|a| !addrs.contains(a));
         eni.ipv6_prefixes.retain(|p| !prefixes.contains(p));
+        ev.push(eni.ipv6_unassigned_event(addrs.to_vec(), prefixes.to_vec()));
         if let Some(v6) = self.subnet_mut(&subnet_id)?.ipv6.as_mut() {
             v6.release(addrs, prefixes);
         }

@@ -2,6 +2,7 @@
 //! detach, termination finishing), kept apart from the ENI operations in `ops.rs`.
 
 use super::hooks::HookEvent;
+use super::ipv6::Ipv6AssignReq;
 use super::limits;
 use super::ops::{attached_event, finish_detach, RunReq};
 use super::state::*;
@@ -81,6 +82,11 @@ impl State {
         };
         let mut eni_ev = Vec::new();
         let eni_id = self.create_eni(&eni_req, &mut eni_ev)?;
+        if self.subnets.get(&req.subnet_id).is_some_and(|s| s.ipv6.is_some()) {
+            // An IPv6 node (EKS's IPv6 mode) has one address of the subnet on its primary ENI.
+            let one = Ipv6AssignReq { addr_count: Some(1), ..Default::default() };
+            self.assign_ipv6(&eni_id, &one, &mut eni_ev)?;
+        }
         let id = self.new_id("i");
         let att_id = self.new_id("eni-attach");
         let now = now_rfc3339();
@@ -163,12 +169,7 @@ impl State {
             let eni = self.enis.get_mut(&eni_id).expect("listed");
             finish_detach(eni, ev);
             if dot {
-                let eni = self.enis.remove(&eni_id).expect("listed");
-                let addrs = eni.all_addrs();
-                if let Some(s) = self.subnets.get_mut(&eni.subnet_id) {
-                    s.release(addrs.iter().copied());
-                }
-                ev.push(eni.unassigned_event(addrs));
+                self.remove_eni(&eni_id, ev);
             }
         }
         if let Some(i) = self.instances.get_mut(instance_id) {

@@ -302,7 +302,8 @@ impl State {
         Ok(())
     }
 
-    fn remove_eni(&mut self, eni_id: &str, ev: &mut Events) {
+    /// Deletes an ENI, giving its addresses of both families back to the subnet.
+    pub(crate) fn remove_eni(&mut self, eni_id: &str, ev: &mut Events) {
         if let Some(eni) = self.enis.remove(eni_id) {
             let addrs = eni.all_addrs();
             if let Some(s) = self.subnets.get_mut(&eni.subnet_id) {
@@ -312,6 +313,11 @@ impl State {
                 }
             }
             ev.push(eni.unassigned_event(addrs));
+            if eni.ipv6_slots() > 0 {
+                ev.push(
+                    eni.ipv6_unassigned_event(eni.ipv6_addrs.clone(), eni.ipv6_prefixes.clone()),
+                );
+            }
         }
     }
 

@@ -223,6 +223,34 @@ impl Eni {
             addrs,
         }
     }
+
+    pub(crate) fn ipv6_assigned_event(
+        &self,
+        addrs: Vec<std::net::Ipv6Addr>,
+        prefixes: Vec<ipnet::Ipv6Net>,
+    ) -> HookEvent {
+        HookEvent::Ipv6Assigned {
+            eni_id: self.id.clone(),
+            mac: self.mac.clone(),
+            subnet_id: self.subnet_id.clone(),
+            addrs,
+            prefixes,
+        }
+    }
+
+    pub(crate) fn ipv6_unassigned_event(
+        &self,
+        addrs: Vec<std::net::Ipv6Addr>,
+        prefixes: Vec<ipnet::Ipv6Net>,
+    ) -> HookEvent {
+        HookEvent::Ipv6Unassigned {
+            eni_id: self.id.clone(),
+            mac: self.mac.clone(),
+            subnet_id: self.subnet_id.clone(),
+            addrs,
+            prefixes,
+        }
+    }
 }
 
 /// What an earlier call with a ClientToken produced, to answer a retry identically.

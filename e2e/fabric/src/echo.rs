@@ -1,10 +1,11 @@
 //! The "internet host": a UDP echo server that answers every datagram with the source address it
-//! saw (`<ip>:<port>`), so a test can tell whether a node's egress was translated. ICMP echo is
-//! answered by the internet netns' kernel.
+//! saw (`<ip>:<port>`, `[<ipv6>]:<port>`), so a test can tell whether a node's egress was
+//! translated (IPv4) or left with the pod's own address (IPv6). ICMP echo is answered by the
+//! internet netns' kernel.
 
 use super::sh;
 use anyhow::{Context, Result};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -20,8 +21,10 @@ pub struct EchoServer {
 }
 
 impl EchoServer {
-    /// Binds `addr:ECHO_PORT` inside `netns` and serves on a dedicated thread.
-    pub fn start(netns: &str, addr: Ipv4Addr) -> Result<Self> {
+    /// Binds `addr:ECHO_PORT` inside `netns` and serves on a dedicated thread. An IPv6 `addr`
+    /// must not be tentative (assign it with `nodad`).
+    pub fn start(netns: &str, addr: impl Into<IpAddr>) -> Result<Self> {
+        let addr: IpAddr = addr.into();
         let path = format!("{}/{netns}", sh::NETNS_DIR);
         let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -83,9 +86,27 @@ impl Drop for EchoServer {
 /// Sends one datagram from `netns` (from `src`, or the address routing picks) to the echo server at
 /// `to` and returns the source address the server saw, or `None` if no answer came within about 2 s.
 pub fn udp_echo(netns: &str, src: Option<Ipv4Addr>, to: Ipv4Addr) -> Result<Option<SocketAddrV4>> {
-    sh::in_netns(netns, || -> Result<Option<SocketAddrV4>> {
-        let socket = UdpSocket::bind((src.unwrap_or(Ipv4Addr::UNSPECIFIED), 0))
-            .with_context(|| format!("binding {src:?}"))?;
+    let src = IpAddr::V4(src.unwrap_or(Ipv4Addr::UNSPECIFIED));
+    match echo_once(netns, src, to.into())? {
+        Some(SocketAddr::V4(a)) => Ok(Some(a)),
+        Some(other) => anyhow::bail!("an IPv4 echo reported {other}"),
+        None => Ok(None),
+    }
+}
+
+/// [`udp_echo`] over IPv6.
+pub fn udp_echo6(netns: &str, src: Option<Ipv6Addr>, to: Ipv6Addr) -> Result<Option<SocketAddrV6>> {
+    let src = IpAddr::V6(src.unwrap_or(Ipv6Addr::UNSPECIFIED));
+    match echo_once(netns, src, to.into())? {
+        Some(SocketAddr::V6(a)) => Ok(Some(a)),
+        Some(other) => anyhow::bail!("an IPv6 echo reported {other}"),
+        None => Ok(None),
+    }
+}
+
+fn echo_once(netns: &str, src: IpAddr, to: IpAddr) -> Result<Option<SocketAddr>> {
+    sh::in_netns(netns, || -> Result<Option<SocketAddr>> {
+        let socket = UdpSocket::bind((src, 0)).with_context(|| format!("binding {src}"))?;
         socket.set_read_timeout(Some(Duration::from_secs(1)))?;
         let mut buf = [0u8; 64];
         for _ in 0..2 {

@@ -4,14 +4,15 @@
 //! per-event plumbing; the registry types stay in `mod.rs`, which child modules can reach.
 
 use super::nft::{pairs, NFT_BRIDGE, NFT_IP};
-use super::{new_netns, sh, Attachment, Eni, Fabric, Instance, State, PUBLIC_POOL};
+use super::{ipv6, new_netns, sh, Attachment, Eni, Fabric, Instance, State, PUBLIC_POOL};
 use anyhow::{Context, Result};
 use ec2sim::hooks::FabricHook;
-use std::net::Ipv4Addr;
+use ipnet::Ipv6Net;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 impl Fabric {
     /// Runs a hook body, recording (and logging) its error: the simulator cannot receive it.
-    fn hook(&self, what: &str, f: impl FnOnce(&mut State) -> Result<()>) {
+    pub(super) fn hook(&self, what: &str, f: impl FnOnce(&mut State) -> Result<()>) {
         let mut st = self.lock();
         if st.torn_down {
             return;
@@ -24,7 +25,7 @@ impl Fabric {
     }
 
     /// The bridge of a declared subnet.
-    fn bridge(&self, st: &State, subnet_id: &str) -> Result<String> {
+    pub(super) fn bridge(&self, st: &State, subnet_id: &str) -> Result<String> {
         st.subnets
             .get(subnet_id)
             .map(|s| s.bridge.clone())
@@ -92,12 +93,10 @@ impl FabricHook for Fabric {
             }
             let netns = format!("{}-n-{instance_id}", self.prefix);
             // Registered first, so teardown removes it even if configuring it fails.
-            st.instances.insert(
-                instance_id.to_string(),
-                Instance { netns: netns.clone(), primary_ip: None, public_ip: None },
-            );
+            st.instances.insert(instance_id.to_string(), Instance::new(netns.clone()));
             new_netns(&netns)?;
-            sh::sysctl(&netns, "ipv4/ip_forward", "1")
+            sh::sysctl(&netns, "ipv4/ip_forward", "1")?;
+            ipv6::node_sysctls(&netns)
         });
     }
 
@@ -154,6 +153,7 @@ impl FabricHook for Fabric {
                     "netns", &netns,
                 ],
             )?;
+            ipv6::eni_link_sysctls(&netns, &ifname)?;
             // Registered before configuring, so a failure below still gets cleaned up on detach.
             let eni = st.enis.get_mut(eni_id).expect("inserted above");
             eni.attachment = Some(Attachment {
@@ -165,7 +165,8 @@ impl FabricHook for Fabric {
             sh::ip(&vpc, &["link", "set", &port, "master", &bridge])?;
             sh::run(&["bridge", "-n", &vpc, "link", "set", "dev", &port, "isolated", "on"])?;
             sh::ip(&vpc, &["link", "set", &port, "up"])?;
-            self.configure_primary(st, eni_id)
+            self.configure_primary(st, eni_id)?;
+            self.configure_primary6(st, eni_id)
         });
     }
 
@@ -181,6 +182,8 @@ impl FabricHook for Fabric {
                     res = res.and(self.unpublish(inst));
                     inst.primary_ip = None;
                     inst.public_ip = None;
+                    inst.primary_ip6 = None;
+                    inst.ipv6_route = false;
                 }
             }
             res
@@ -234,6 +237,34 @@ impl FabricHook for Fabric {
                 )?;
             }
             Ok(())
+        });
+    }
+
+    /// IPv6 now routes to the ENI: see the `ipv6` module.
+    fn ipv6_assigned(
+        &self,
+        eni_id: &str,
+        mac: &str,
+        subnet_id: &str,
+        addrs: &[Ipv6Addr],
+        prefixes: &[Ipv6Net],
+    ) {
+        self.hook(&format!("ipv6_assigned {eni_id} {addrs:?} {prefixes:?}"), |st| {
+            self.assign6(st, eni_id, mac, subnet_id, addrs, prefixes)
+        });
+    }
+
+    /// IPv6 no longer routes to the ENI: what `ipv6_assigned` added goes.
+    fn ipv6_unassigned(
+        &self,
+        eni_id: &str,
+        mac: &str,
+        subnet_id: &str,
+        addrs: &[Ipv6Addr],
+        prefixes: &[Ipv6Net],
+    ) {
+        self.hook(&format!("ipv6_unassigned {eni_id} {addrs:?} {prefixes:?}"), |st| {
+            self.unassign6(st, eni_id, mac, subnet_id, addrs, prefixes)
         });
     }
 }

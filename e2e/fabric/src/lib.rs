@@ -35,6 +35,8 @@
 //!   IP (nft set + map); anything else is dropped. The internet netns has no route to private
 //!   ranges. So egress works only if the node SNATed its pods to its primary IP, as with a real IGW.
 //!   The echo server answers with the source it saw: the public IP ([`Fabric::public_ip`]).
+//! * IPv6, declared with [`Fabric::add_vpc_ipv6`] and [`Fabric::add_subnet_ipv6`], follows the same
+//!   rules without NAT: see the `ipv6` module.
 //!
 //! # What the fabric assumes about the hook calls
 //!
@@ -53,25 +55,28 @@
 //! # Files
 //!
 //! This file builds the fabric and keeps its registry; `hook.rs` mirrors the simulator's events
-//! into the namespaces, `nft.rs` holds the vpc netns' nftables, [`sh`] runs commands in
-//! namespaces, `echo.rs` is the internet host and [`stale`] owns run directories and leftovers.
+//! into the namespaces, `ipv6.rs` adds IPv6 to both, `nft.rs` holds the vpc netns' nftables, [`sh`]
+//! runs commands in namespaces, `echo.rs` is the internet host and [`stale`] owns run directories
+//! and leftovers.
 
 pub mod cnidriver;
 mod echo;
 mod hook;
+mod ipv6;
 mod nft;
 pub mod sh;
 pub mod stale;
 
-pub use echo::{udp_echo, EchoServer, ECHO_PORT};
-pub use sh::{command_in, exec_in, in_netns, ping, ping_from, run_in};
+pub use echo::{udp_echo, udp_echo6, EchoServer, ECHO_PORT};
+pub use ipv6::{INTERNET_HOST_V6, VPC_ROUTER_V6};
+pub use sh::{command_in, exec_in, in_netns, ping, ping6, ping6_from, ping_from, run_in};
 pub use stale::cleanup_stale;
 
 use anyhow::{bail, Context, Result};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use nft::vpc_ruleset;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::Mutex;
@@ -102,7 +107,10 @@ pub struct Fabric {
 #[derive(Default)]
 struct State {
     torn_down: bool,
-    echo: Option<EchoServer>,
+    /// The internet host's echo servers (IPv4, IPv6).
+    echo: Vec<EchoServer>,
+    /// IPv6 blocks of the VPC ([`Fabric::add_vpc_ipv6`]).
+    vpc_ipv6: BTreeSet<Ipv6Net>,
     /// Extra namespaces made with [`Fabric::add_netns`].
     extra_netns: BTreeSet<String>,
     subnets: BTreeMap<String, Subnet>,
@@ -116,6 +124,8 @@ struct State {
 struct Subnet {
     cidr: Ipv4Net,
     bridge: String,
+    /// The /64, once declared with [`Fabric::add_subnet_ipv6`].
+    ipv6: Option<Ipv6Net>,
 }
 
 impl Subnet {
@@ -129,12 +139,25 @@ struct Instance {
     /// Set once the primary ENI is attached and its primary IP known.
     primary_ip: Option<Ipv4Addr>,
     public_ip: Option<Ipv4Addr>,
+    /// The IPv6 address configured on `eth0`, and whether `eth0` has its IPv6 default route.
+    primary_ip6: Option<Ipv6Addr>,
+    ipv6_route: bool,
+}
+
+impl Instance {
+    fn new(netns: String) -> Instance {
+        Instance { netns, primary_ip: None, public_ip: None, primary_ip6: None, ipv6_route: false }
+    }
 }
 
 struct Eni {
     subnet_id: String,
     primary_ip: Option<Ipv4Addr>,
     addrs: BTreeSet<Ipv4Addr>,
+    /// The first IPv6 address reported (the node's, on a primary ENI).
+    primary_ip6: Option<Ipv6Addr>,
+    addrs6: BTreeSet<Ipv6Addr>,
+    prefixes6: BTreeSet<Ipv6Net>,
     attachment: Option<Attachment>,
 }
 
@@ -144,6 +167,9 @@ impl Eni {
             subnet_id: subnet_id.to_string(),
             primary_ip: None,
             addrs: BTreeSet::new(),
+            primary_ip6: None,
+            addrs6: BTreeSet::new(),
+            prefixes6: BTreeSet::new(),
             attachment: None,
         }
     }
@@ -184,6 +210,7 @@ impl Fabric {
         for ns in [&vpc, &inet] {
             new_netns(ns)?;
         }
+        ipv6::router_sysctls(&vpc)?;
         sh::sysctl(&vpc, "ipv4/ip_forward", "1")?;
         for key in ["all", "default"] {
             sh::sysctl(&vpc, &format!("ipv4/conf/{key}/send_redirects"), "0")?;
@@ -217,8 +244,8 @@ impl Fabric {
         )?;
         sh::nft(&vpc, &vpc_ruleset())?;
         let echo = EchoServer::start(&inet, INTERNET_HOST)?;
-        self.lock().echo = Some(echo);
-        Ok(())
+        self.lock().echo.push(echo);
+        self.build_core_ipv6()
     }
 
     /// The run prefix (`ep<4 hex>`); every namespace of this fabric is named `<prefix>-…`.
@@ -244,6 +271,11 @@ impl Fabric {
     /// Address of the internet host (UDP echo on [`ECHO_PORT`], answers ping).
     pub fn internet_host_ip(&self) -> Ipv4Addr {
         INTERNET_HOST
+    }
+
+    /// IPv6 address of the internet host (UDP echo on [`ECHO_PORT`], answers ping).
+    pub fn internet_host_ipv6(&self) -> Ipv6Addr {
+        INTERNET_HOST_V6
     }
 
     /// The node namespace of a launched (not terminated) instance.
@@ -282,7 +314,8 @@ impl Fabric {
             }
             bail!("subnet {subnet_id} already declared as {}", s.cidr);
         }
-        let subnet = Subnet { cidr: cidr.trunc(), bridge: format!("sn{}", st.subnets.len()) };
+        let bridge = format!("sn{}", st.subnets.len());
+        let subnet = Subnet { cidr: cidr.trunc(), bridge, ipv6: None };
         let vpc = self.vpc_netns();
         let br = subnet.bridge.as_str();
         // A fixed MAC: a bridge otherwise takes its lowest port's, which changes as ENIs come and
@@ -354,7 +387,7 @@ impl Fabric {
         for mut child in std::mem::take(&mut st.children) {
             let _ = child.wait();
         }
-        if let Some(mut echo) = st.echo.take() {
+        for mut echo in std::mem::take(&mut st.echo) {
             echo.stop();
         }
         let mut names: Vec<String> = st.instances.values().map(|i| i.netns.clone()).collect();

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use nix::sched::{setns, CloneFlags};
 use std::ffi::OsStr;
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Output, Stdio};
 
 /// Where `ip netns add` mounts named namespaces.
@@ -115,6 +115,16 @@ pub fn ping(netns: &str, to: Ipv4Addr) -> bool {
 /// Like [`ping`], with the given source address (`-I <src>`).
 pub fn ping_from(netns: &str, src: Ipv4Addr, to: Ipv4Addr) -> bool {
     ping_argv(netns, &["-c1", "-W1", "-I", &src.to_string(), &to.to_string()])
+}
+
+/// [`ping`] over IPv6.
+pub fn ping6(netns: &str, to: Ipv6Addr) -> bool {
+    ping_argv(netns, &["-6", "-c1", "-W1", &to.to_string()])
+}
+
+/// [`ping_from`] over IPv6.
+pub fn ping6_from(netns: &str, src: Ipv6Addr, to: Ipv6Addr) -> bool {
+    ping_argv(netns, &["-6", "-c1", "-W1", "-I", &src.to_string(), &to.to_string()])
 }
 
 fn ping_argv(netns: &str, args: &[&str]) -> bool {

@@ -7,10 +7,12 @@
 // builds as a test binary of its own.
 #[path = "fabric/bench.rs"]
 mod bench;
+#[path = "fabric/ipv6.rs"]
+mod ipv6;
 #[path = "fabric/libcni.rs"]
 mod libcni;
 
-use bench::{serial, setup, subnets, A, B, C, SUBNET};
+use bench::{serial, setup, subnets, subnets6, A, B, C, SUBNET};
 use ec2sim::hooks::FabricHook;
 use enipool_fabric::cnidriver::{self, CniDriver};
 use enipool_fabric::{self as fabric, Fabric};
@@ -164,9 +166,10 @@ fn children() -> Vec<i32> {
 fn teardown_leaves_nothing_behind() {
     let (_g, f) = setup();
     let links_before = root_links();
-    subnets(&f);
-    let a = A.launch(&f);
-    B.launch(&f);
+    subnets6(&f);
+    let a = A.launch6(&f);
+    B.launch6(&f);
+    f.ipv6_assigned(A.eni, A.mac, SUBNET, &[], &["2600:1f14:0:101:2::/80".parse().unwrap()]);
     f.eni_attached(A.instance, "eni-0aaaaaaaaaaaaaa33", "02:00:0a:00:01:64", 1, SUBNET);
     let pod = f.add_netns("pod-1").unwrap();
     // A process in a node netns (as the runner would start an agent) and one tracked by spawn.

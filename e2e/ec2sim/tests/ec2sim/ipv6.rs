@@ -49,6 +49,14 @@ async fn prefixes_and_addresses_with_ec2s_rules() {
     let (e, _, sub6) = env6().await;
     let (_, eni) = e.launch("m5.large", &e.subnet).await;
     let c = &e.ec2;
+    let described = e.eni(&eni).await;
+    let node: Vec<Ipv6Addr> = described
+        .ipv6_addresses()
+        .iter()
+        .map(|a| a.ipv6_address().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(node.len(), 1, "an instance in an IPv6 subnet gets one address at launch");
+    assert!(sub6.contains(&node[0]));
     let out = c
         .assign_ipv6_addresses()
         .network_interface_id(&eni)
@@ -67,8 +75,9 @@ async fn prefixes_and_addresses_with_ec2s_rules() {
     assert_ne!(got[0], got[1]);
     assert_eq!(prefixes_of(&e, &eni).await, got, "Describe lists what was assigned");
 
-    // m5.large: 10 IPv6 slots per ENI; 2 used, 9 more is one too many and takes nothing.
-    let over = c.assign_ipv6_addresses().network_interface_id(&eni).ipv6_prefix_count(9);
+    // m5.large: 10 IPv6 slots per ENI; 3 used (the node's address from launch and 2 prefixes), 8
+    // more is one too many and takes nothing.
+    let over = c.assign_ipv6_addresses().network_interface_id(&eni).ipv6_prefix_count(8);
     assert_eq!(code(over.send().await).0, "PrivateIpAddressLimitExceeded");
     assert_eq!(prefixes_of(&e, &eni).await, got);
 
@@ -92,14 +101,15 @@ async fn prefixes_and_addresses_with_ec2s_rules() {
         addrs.assigned_ipv6_addresses().iter().map(|a| a.parse().unwrap()).collect();
     assert_eq!(addrs.len(), 2);
     for a in &addrs {
-        assert!(sub6.contains(a) && !got.iter().any(|p| p.contains(a)), "{a}");
+        assert!(sub6.contains(a) && !got.iter().any(|p| p.contains(a)) && !node.contains(a), "{a}");
         let off = u128::from(*a) - u128::from(sub6.network());
         assert!(off > 3, "{a} is one of the subnet's reserved addresses");
     }
     let described = e.eni(&eni).await;
     let listed: Vec<&str> =
         described.ipv6_addresses().iter().filter_map(|a| a.ipv6_address()).collect();
-    assert_eq!(listed, addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+    let want: Vec<String> = node.iter().chain(&addrs).map(|a| a.to_string()).collect();
+    assert_eq!(listed, want);
 
     c.unassign_ipv6_addresses()
         .network_interface_id(&eni)

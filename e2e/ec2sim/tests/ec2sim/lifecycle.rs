@@ -3,7 +3,8 @@
 use super::harness::*;
 use aws_sdk_ec2::types::NetworkInterfaceAttachmentChanges;
 use enipool_ec2sim::{FabricHook, HookEvent};
-use std::net::Ipv4Addr;
+use ipnet::Ipv6Net;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -163,6 +164,40 @@ impl FabricHook for Recorder {
         };
         self.0.lock().unwrap().push(ev);
     }
+    fn ipv6_assigned(
+        &self,
+        eni_id: &str,
+        mac: &str,
+        subnet_id: &str,
+        addrs: &[Ipv6Addr],
+        prefixes: &[Ipv6Net],
+    ) {
+        let ev = HookEvent::Ipv6Assigned {
+            eni_id: eni_id.into(),
+            mac: mac.into(),
+            subnet_id: subnet_id.into(),
+            addrs: addrs.to_vec(),
+            prefixes: prefixes.to_vec(),
+        };
+        self.0.lock().unwrap().push(ev);
+    }
+    fn ipv6_unassigned(
+        &self,
+        eni_id: &str,
+        mac: &str,
+        subnet_id: &str,
+        addrs: &[Ipv6Addr],
+        prefixes: &[Ipv6Net],
+    ) {
+        let ev = HookEvent::Ipv6Unassigned {
+            eni_id: eni_id.into(),
+            mac: mac.into(),
+            subnet_id: subnet_id.into(),
+            addrs: addrs.to_vec(),
+            prefixes: prefixes.to_vec(),
+        };
+        self.0.lock().unwrap().push(ev);
+    }
 }
 
 #[tokio::test]
@@ -215,4 +250,59 @@ async fn fabric_hook_sees_every_data_plane_change() {
     assert!(ev
         .iter()
         .any(|x| matches!(x, HookEvent::AddressesUnassigned { eni_id, .. } if *eni_id == primary)));
+}
+
+#[tokio::test]
+async fn fabric_hook_sees_ipv6_come_and_go() {
+    let e = env_with(Timing { terminate: Duration::from_millis(100), ..instant() }).await;
+    e.sim.associate_vpc_ipv6(&e.vpc).unwrap();
+    e.sim.associate_subnet_ipv6(&e.subnet, 1).unwrap();
+    let rec = Arc::new(Recorder::default());
+    e.sim.set_fabric_hook(rec.clone());
+    let take = || std::mem::take(&mut *rec.0.lock().unwrap());
+    let (inst, primary) = e.launch("m5.large", &e.subnet).await;
+    let d = e.eni(&primary).await;
+    let node6: Ipv6Addr = d.ipv6_addresses()[0].ipv6_address().unwrap().parse().unwrap();
+    let ev = take();
+    assert!(matches!(&ev[2], HookEvent::AddressesAssigned { .. }), "{ev:?}");
+    assert_eq!(
+        ev[3..],
+        [HookEvent::Ipv6Assigned {
+            eni_id: primary.clone(),
+            mac: d.mac_address().unwrap().into(),
+            subnet_id: e.subnet.clone(),
+            addrs: vec![node6],
+            prefixes: vec![],
+        }],
+        "the node's address, after its IPv4"
+    );
+    let out = e
+        .ec2
+        .assign_ipv6_addresses()
+        .network_interface_id(&primary)
+        .ipv6_prefix_count(1)
+        .send()
+        .await
+        .unwrap();
+    let pfx: Ipv6Net = out.assigned_ipv6_prefixes()[0].parse().unwrap();
+    assert!(matches!(&take()[..], [HookEvent::Ipv6Assigned { addrs, prefixes, .. }]
+        if addrs.is_empty() && *prefixes == [pfx]));
+    e.ec2
+        .unassign_ipv6_addresses()
+        .network_interface_id(&primary)
+        .ipv6_prefixes(pfx.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(&take()[..], [HookEvent::Ipv6Unassigned { addrs, prefixes, .. }]
+        if addrs.is_empty() && *prefixes == [pfx]));
+    e.ec2.terminate_instances().instance_ids(&inst).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ev = take();
+    let v6 = ev.iter().position(|x| {
+        matches!(x, HookEvent::Ipv6Unassigned { eni_id, addrs, .. }
+            if *eni_id == primary && *addrs == [node6])
+    });
+    let done = ev.iter().position(|x| matches!(x, HookEvent::InstanceTerminated { .. }));
+    assert!(v6.is_some() && v6 < done, "{ev:?}");
 }

@@ -3,7 +3,7 @@
 
 use ec2sim::hooks::FabricHook;
 use enipool_fabric::Fabric;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Mutex, MutexGuard};
 
 /// The tests run one at a time: the teardown test counts this process's children and links.
@@ -33,6 +33,8 @@ pub(super) struct Node {
     pub(super) mac: &'static str,
     pub(super) subnet: &'static str,
     pub(super) primary: Ipv4Addr,
+    /// The IPv6 address EC2 gives the node at launch in an IPv6 subnet ([`subnets6`]).
+    pub(super) ipv6: Ipv6Addr,
 }
 
 impl Node {
@@ -44,6 +46,15 @@ impl Node {
         assert_eq!(f.primary_ip(self.instance), Some(self.primary));
         f.node_netns(self.instance).expect("node netns")
     }
+
+    /// [`Node::launch`] in an IPv6 subnet: the primary ENI also gets its IPv6 address.
+    pub(super) fn launch6(&self, f: &Fabric) -> String {
+        let ns = self.launch(f);
+        f.ipv6_assigned(self.eni, self.mac, self.subnet, &[self.ipv6], &[]);
+        assert_eq!(f.hook_errors(), Vec::<String>::new());
+        assert_eq!(f.primary_ipv6(self.instance), Some(self.ipv6));
+        ns
+    }
 }
 
 pub(super) const A: Node = Node {
@@ -52,6 +63,7 @@ pub(super) const A: Node = Node {
     mac: "02:00:0a:00:01:0a",
     subnet: SUBNET,
     primary: Ipv4Addr::new(10, 0, 1, 10),
+    ipv6: Ipv6Addr::new(0x2600, 0x1f14, 0, 0x101, 0, 0, 0, 0x10),
 };
 pub(super) const B: Node = Node {
     instance: "i-0bbbbbbbbbbbbbbb2",
@@ -59,6 +71,7 @@ pub(super) const B: Node = Node {
     mac: "02:00:0a:00:02:14",
     subnet: SUBNET_B,
     primary: Ipv4Addr::new(10, 0, 2, 20),
+    ipv6: Ipv6Addr::new(0x2600, 0x1f14, 0, 0x102, 0, 0, 0, 0x20),
 };
 /// A second node in A's subnet (same bridge: checks that nodes cannot bypass the VPC at layer 2).
 pub(super) const C: Node = Node {
@@ -67,9 +80,18 @@ pub(super) const C: Node = Node {
     mac: "02:00:0a:00:01:1e",
     subnet: SUBNET,
     primary: Ipv4Addr::new(10, 0, 1, 30),
+    ipv6: Ipv6Addr::new(0x2600, 0x1f14, 0, 0x101, 0, 0, 0, 0x30),
 };
 
 pub(super) fn subnets(f: &Fabric) {
     f.add_subnet(SUBNET, "10.0.1.0/24".parse().unwrap()).unwrap();
     f.add_subnet(SUBNET_B, "10.0.2.0/24".parse().unwrap()).unwrap();
+}
+
+/// [`subnets`] with IPv6: the VPC's /56 and a /64 for each subnet, as EC2 carves them.
+pub(super) fn subnets6(f: &Fabric) {
+    subnets(f);
+    f.add_vpc_ipv6("2600:1f14:0:100::/56".parse().unwrap()).unwrap();
+    f.add_subnet_ipv6(SUBNET, "2600:1f14:0:101::/64".parse().unwrap()).unwrap();
+    f.add_subnet_ipv6(SUBNET_B, "2600:1f14:0:102::/64".parse().unwrap()).unwrap();
 }
