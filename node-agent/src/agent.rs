@@ -30,6 +30,7 @@ use crate::store::{now_secs, AllocKey, Allocation, State, Store};
 use enipool_cni::proto::{Command, ErrorReply, Request, Response, StatusResult};
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -158,7 +159,7 @@ impl Agent {
             let _ = sink.send(crate::annotate::PodAddress {
                 namespace: a.pod_namespace.clone(),
                 name: a.pod_name.clone(),
-                ip: a.ip,
+                ip: a.ipv6.map_or(IpAddr::V4(a.ip), IpAddr::V6),
             });
         }
     }

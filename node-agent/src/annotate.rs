@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -21,7 +21,8 @@ const ATTEMPTS: u32 = 5;
 pub struct PodAddress {
     pub namespace: String,
     pub name: String,
-    pub ip: Ipv4Addr,
+    /// The pod's address as Kubernetes knows it (its IPv6 one in an IPv6 cluster).
+    pub ip: IpAddr,
 }
 
 /// Where the agent's ADD path hands wired pods to the annotator.
@@ -29,7 +30,7 @@ pub type Sink = mpsc::UnboundedSender<PodAddress>;
 
 /// The merge patch that sets the annotation and nothing else (the chart's admission policy
 /// refuses any other change by the agent).
-pub fn patch(ip: Ipv4Addr) -> serde_json::Value {
+pub fn patch(ip: IpAddr) -> serde_json::Value {
     serde_json::json!({"metadata": {"annotations": {POD_IP_ANNOTATION: ip.to_string()}}})
 }
 
@@ -75,7 +76,7 @@ mod tests {
     #[test]
     fn the_patch_sets_only_the_annotation() {
         assert_eq!(
-            patch(Ipv4Addr::new(10, 0, 1, 5)),
+            patch(std::net::Ipv4Addr::new(10, 0, 1, 5).into()),
             serde_json::json!({"metadata": {"annotations": {"enipool.io/pod-ips": "10.0.1.5"}}})
         );
     }

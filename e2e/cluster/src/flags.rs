@@ -63,6 +63,10 @@ pub struct AgentFlags {
     pub startup_taint: Option<String>,
     /// `--annotate-pod-ip` (a switch).
     pub annotate_pod_ip: bool,
+    /// `--ip-family` (`IPv4` or `IPv6`; the chart's `ipFamily`, as the operator's).
+    pub ip_family: String,
+    /// `--ipv4-egress-cidr`.
+    pub ipv4_egress_cidr: String,
     /// `--netns`: the test platform's node namespace. Never set by the chart.
     pub netns: Option<String>,
     /// `--log-format` (`text` or `json`).
@@ -101,6 +105,8 @@ impl AgentFlags {
             cni_bin_dir: None,
             startup_taint: None,
             annotate_pod_ip: false,
+            ip_family: "IPv4".into(),
+            ipv4_egress_cidr: "169.254.172.0/22".into(),
             netns: None,
             log_format: "text".into(),
         }
@@ -158,6 +164,8 @@ pub fn agent_args(cfg: &AgentFlags) -> Vec<String> {
     if cfg.annotate_pod_ip {
         a.push("--annotate-pod-ip".into());
     }
+    flag(&mut a, "ip-family", &cfg.ip_family);
+    flag(&mut a, "ipv4-egress-cidr", &cfg.ipv4_egress_cidr);
     if let Some(v) = &cfg.netns {
         flag(&mut a, "netns", v);
     }

@@ -6,7 +6,7 @@ use super::{external, wait, Cluster};
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,8 +23,10 @@ pub struct PodInfo {
     pub netns: String,
     /// Sandbox (container) id of the current attempt.
     pub container_id: String,
-    /// Its IP, once CNI ADD succeeded.
+    /// Its IP, once CNI ADD succeeded (an IPv4 cluster's).
     pub ip: Option<Ipv4Addr>,
+    /// Its IPv6 address, once CNI ADD succeeded in an IPv6 cluster.
+    pub ipv6: Option<Ipv6Addr>,
     pub uid: String,
     /// The CRI sandbox of the current attempt, on a containerd node (also [`PodInfo::container_id`]).
     pub sandbox_id: Option<String>,
@@ -41,6 +43,19 @@ impl PodInfo {
     /// The IP (error if ADD has not succeeded).
     pub fn ip(&self) -> Result<Ipv4Addr> {
         self.ip.with_context(|| format!("pod {} has no IP", self.name))
+    }
+
+    /// The IPv6 address (error if ADD has not succeeded, or the cluster is IPv4).
+    pub fn ipv6(&self) -> Result<Ipv6Addr> {
+        self.ipv6.with_context(|| format!("pod {} has no IPv6 address", self.name))
+    }
+
+    /// The address Kubernetes shows for the pod: its IPv6 one in an IPv6 cluster.
+    pub fn pod_ip(&self) -> Result<IpAddr> {
+        match self.ipv6 {
+            Some(v6) => Ok(IpAddr::V6(v6)),
+            None => self.ip().map(IpAddr::V4),
+        }
     }
 }
 
@@ -109,6 +124,7 @@ impl Cluster {
             netns,
             container_id: new_container_id(),
             ip: None,
+            ipv6: None,
             uid,
             sandbox_id: None,
             attempt: 0,
@@ -189,9 +205,12 @@ impl Cluster {
         let ip = result["ips"][0]["address"]
             .as_str()
             .and_then(|s| s.split('/').next())
-            .and_then(|s| s.parse::<Ipv4Addr>().ok())
-            .with_context(|| format!("CNI ADD result without an IPv4 address: {result}"))?;
-        p.ip = Some(ip);
+            .and_then(|s| s.parse::<IpAddr>().ok())
+            .with_context(|| format!("CNI ADD result without an address: {result}"))?;
+        match ip {
+            IpAddr::V4(v4) => p.ip = Some(v4),
+            IpAddr::V6(v6) => p.ipv6 = Some(v6),
+        }
         self.pods.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), p.clone());
         self.record_running(name, &p, &n).await?;
         Ok(p)
@@ -199,7 +218,7 @@ impl Cluster {
 
     /// The Pod status a kubelet writes once the sandbox has its IP.
     async fn record_running(&self, name: &str, p: &PodInfo, n: &super::NodeInfo) -> Result<()> {
-        let ip = p.ip()?;
+        let ip = p.pod_ip()?;
         let api: Api<Pod> = Api::namespaced(self.kube.client.clone(), self.pod_namespace());
         let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         let status = serde_json::json!({"status": {
@@ -267,6 +286,16 @@ impl Cluster {
     /// Forgets the pods of a node that is gone (their netns are removed with the fabric's).
     pub(crate) fn forget_pods_of(&self, node: &str) {
         self.pods.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, p| p.node != node);
+    }
+
+    /// Pings `to` from a pod over IPv6 (3 tries, 1 s each).
+    pub async fn ping6_from_pod(&self, pod: &str, to: Ipv6Addr) -> Result<()> {
+        let ns = self.pod(pod)?.netns;
+        let ok = wait::blocking(move || (0..3).any(|_| fabric::sh::ping6(&ns, to))).await;
+        if !ok {
+            bail!("pod {pod} cannot ping {to}");
+        }
+        Ok(())
     }
 
     /// Pings `to` from a pod (3 tries, 1 s each).

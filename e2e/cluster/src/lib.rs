@@ -178,6 +178,9 @@ impl Cluster {
         for s in &spec.subnets {
             vpc = vpc.subnet(s.cidr, s.az, &[(ROLE_TAG, s.role)]);
         }
+        if spec.ip_family == enipool_crds::IpFamily::IPv6 {
+            vpc = vpc.ipv6();
+        }
         let Platform { sim, vpc_id, subnet_ids, sg_id, .. } = vpc.start().await?;
 
         let names = match &target.kubeconfig {

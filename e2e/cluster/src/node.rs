@@ -123,6 +123,7 @@ impl Cluster {
         f.leak_grace_seconds = 20;
         f.agent_stale_seconds = 60;
         f.workers = 4;
+        f.ip_family = self.spec.ip_family;
         let mut args = operator_args(&f);
         args.extend(self.spec.operator_args.iter().cloned());
         if self.spec.runtime == crate::Runtime::Containerd {
@@ -381,6 +382,7 @@ impl Cluster {
         f.cni_conf_name = CONFLIST_NAME.into();
         f.startup_taint = Some(STARTUP_TAINT.into());
         f.annotate_pod_ip = self.spec.annotate_pod_ip;
+        f.ip_family = self.spec.ip_family.as_str().into();
         Ok(f)
     }
 

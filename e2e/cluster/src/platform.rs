@@ -38,9 +38,17 @@ pub struct PlatformBuilder {
     sg_tags: Tags,
     kube: Option<KubeApiConfig>,
     crds: bool,
+    ipv6: bool,
 }
 
 impl PlatformBuilder {
+    /// Give the VPC an Amazon-provided IPv6 /56 and each subnet a /64 of it (the k-th subnet the
+    /// k-th /64), in the simulator and the fabric: an IPv6 cluster's VPC.
+    pub fn ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
+    }
+
     /// The simulator's settings (timing, faults); its fabric hook is set by [`Self::fabric`].
     pub fn ec2(mut self, config: ec2sim::Config) -> Self {
         self.ec2 = config;
@@ -93,8 +101,17 @@ impl PlatformBuilder {
     /// Starts everything; on failure shuts down what already runs (the fabric stays the
     /// caller's).
     pub async fn start(self) -> Result<Platform> {
-        let PlatformBuilder { mut ec2, fabric, vpc_blocks, vpc_tags, subnets, sg_tags, kube, crds } =
-            self;
+        let PlatformBuilder {
+            mut ec2,
+            fabric,
+            vpc_blocks,
+            vpc_tags,
+            subnets,
+            sg_tags,
+            kube,
+            crds,
+            ipv6,
+        } = self;
         if let Some(f) = &fabric {
             ec2.fabric_hook = Some(f.clone());
         }
@@ -106,7 +123,12 @@ impl PlatformBuilder {
             subnet_ids: Vec::new(),
             sg_id: String::new(),
         };
-        match p.build(fabric, vpc_blocks, vpc_tags, subnets, sg_tags, kube, crds).await {
+        let built = p.build(fabric.clone(), vpc_blocks, vpc_tags, subnets, sg_tags, kube, crds);
+        let built = match built.await {
+            Ok(()) if ipv6 => p.ipv6(fabric).await,
+            r => r,
+        };
+        match built {
             Ok(()) => Ok(p),
             Err(e) => {
                 p.shutdown().await;
@@ -141,7 +163,26 @@ impl Platform {
             sg_tags: Vec::new(),
             kube: None,
             crds: false,
+            ipv6: false,
         }
+    }
+
+    /// The VPC's IPv6 /56 and a /64 of it for every subnet, then the same in the fabric.
+    async fn ipv6(&mut self, fabric: Option<Arc<Fabric>>) -> Result<()> {
+        let block = self.sim.associate_vpc_ipv6(&self.vpc_id)?;
+        let mut nets = Vec::new();
+        for (k, id) in self.subnet_ids.iter().enumerate() {
+            let index = u8::try_from(k).context("more than 256 subnets")?;
+            nets.push((id.clone(), self.sim.associate_subnet_ipv6(id, index)?));
+        }
+        if let Some(f) = fabric {
+            wait::blocking(move || {
+                f.add_vpc_ipv6(block)?;
+                nets.into_iter().try_for_each(|(id, net)| f.add_subnet_ipv6(&id, net))
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -77,6 +77,8 @@ pub struct Spec {
     pub annotate_pod_ip: bool,
     /// What runs the nodes' pod sandboxes.
     pub runtime: Runtime,
+    /// The cluster's pod address family. IPv6 also gives the VPC and its subnets IPv6 blocks.
+    pub ip_family: enipool_crds::IpFamily,
     /// Print each bring-up step (the demo).
     pub progress: bool,
     /// Print diagnostics when dropped unfinished (off for the demo's Ctrl-C).
@@ -125,6 +127,7 @@ impl Spec {
             agent_args: Vec::new(),
             annotate_pod_ip: false,
             runtime: Runtime::Libcni,
+            ip_family: enipool_crds::IpFamily::IPv4,
             progress: false,
             report_on_drop: true,
         }

@@ -60,10 +60,10 @@ pub async fn crds_served(t: Target) -> Result<()> {
 }
 
 /// One row of a kubectl table: column → value.
-type Row = BTreeMap<String, String>;
+pub(crate) type Row = BTreeMap<String, String>;
 
 /// Parses kubectl's table output into its header and rows.
-fn table(out: &str) -> Result<(Vec<String>, Vec<Row>)> {
+pub(crate) fn table(out: &str) -> Result<(Vec<String>, Vec<Row>)> {
     let mut lines = out.lines();
     let header: Vec<String> = lines
         .next()

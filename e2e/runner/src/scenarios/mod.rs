@@ -7,6 +7,7 @@ mod chaos;
 mod chaos_combined;
 mod custom;
 mod forgery;
+mod ipv6;
 mod kubectl;
 mod migration;
 mod real;
@@ -100,6 +101,16 @@ pub static SCENARIOS: &[Scenario] = &[
         "egress-snat",
         "pod traffic to the internet leaves SNATed to the node's primary IP and the reply comes back",
         basic::egress_snat
+    ),
+    scenario!(
+        "ipv6-pods",
+        "IPv6 cluster: pods get /128s of their node's one /80, reach each other on one node and across nodes, the IPv6 internet with their own address and the IPv4 internet as their node; kubectl shows the prefix",
+        ipv6::ipv6_pods
+    ),
+    scenario!(
+        "ipv6-agent-restart",
+        "IPv6 cluster: the agent killed with kill -9 and restarted: every pod keeps its IPv6 address and traffic, and a new pod gets none of theirs",
+        ipv6::ipv6_agent_restart
     ),
     scenario!(
         "node-startup",

@@ -35,8 +35,10 @@ fn values_for(op: &OperatorFlags, ag: &AgentFlags) -> Value {
         ag.cni_uninstall.then_some(CHART_CNI_BIN_DIR),
         "the chart passes the bin dir it mounts exactly when the agent uninstalls the plugin"
     );
+    assert_eq!(op.ip_family.as_str(), ag.ip_family, "one family for the whole cluster");
     json!({
         "clusterName": op.cluster_name,
+        "ipFamily": ag.ip_family,
         "operator": {
             "ec2Endpoint": op.ec2_endpoint.clone().unwrap_or_default(),
             "region": op.region.clone().unwrap_or_default(),
@@ -76,6 +78,7 @@ fn values_for(op: &OperatorFlags, ag: &AgentFlags) -> Value {
                 "key": ag.startup_taint.clone().unwrap_or_else(|| "unused".into()),
             },
             "annotatePodIP": ag.annotate_pod_ip,
+            "ipv4EgressCIDR": ag.ipv4_egress_cidr,
             "logFormat": ag.log_format,
         },
         "cni": {
@@ -177,6 +180,9 @@ fn chart_renders_the_runners_flags_for_equivalent_values() {
     ag.publish_debounce_ms = 200;
     ag.host_repair_interval_seconds = 5;
     ag.annotate_pod_ip = true;
+    ag.ip_family = "IPv6".into();
+    op.ip_family = enipool_crds::IpFamily::IPv6;
+    ag.ipv4_egress_cidr = "169.254.200.0/22".into();
     ag.log_format = "text".into();
     let docs = render(&Values::Json(values_for(&op, &ag))).unwrap();
     assert_chart_flags(&docs, &op, &ag);

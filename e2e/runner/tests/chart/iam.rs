@@ -79,7 +79,7 @@ fn action_name(sdk_method: &str) -> String {
 /// creation.
 fn adapter_actions(src: &str) -> BTreeMap<String, (BTreeSet<String>, bool)> {
     let fns = functions(src);
-    let sdk = regex::Regex::new(r"\.client\s*\.\s*([a-z_]+)\(\)").unwrap();
+    let sdk = regex::Regex::new(r"\.client\s*\.\s*([a-z_0-9]+)\(\)").unwrap();
     let own = regex::Regex::new(r"\bself\s*\.\s*([a-z_0-9]+)\s*\(").unwrap();
     let mut out = BTreeMap::new();
     for name in fns.keys() {

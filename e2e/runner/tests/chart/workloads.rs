@@ -156,7 +156,7 @@ fn agent_runs_unprivileged_after_a_privileged_sysctl_init() {
     let init = init_container(ds, "sysctl-init").unwrap();
     assert_eq!(init["image"], agent["image"], "sysctl-init is the agent image");
     assert!(init["command"].is_null(), "the image's entrypoint is enipool-agent: no shell");
-    assert_eq!(strings(&init["args"]), ["--log-format=json", "sysctl-init"]);
+    assert_eq!(strings(&init["args"]), ["--log-format=json", "--ip-family=IPv4", "sysctl-init"]);
     let args_rs = std::fs::read_to_string(root().join("node-agent/src/args.rs")).unwrap();
     assert!(args_rs.contains("    SysctlInit,"), "enipool-agent has no sysctl-init subcommand");
     assert_eq!(init["securityContext"]["privileged"], true, "it writes /proc/sys");
