@@ -7,10 +7,11 @@ use super::scenarios::{eni_of, pool_ready};
 use super::{init_logging, runtime, Target};
 use anyhow::{bail, Context, Result};
 use cluster::{wait, Cluster, Spec};
+use std::net::IpAddr;
 use std::process::ExitCode;
 
 /// Entry point of the `demo` subcommand.
-pub fn main(target: &Target) -> ExitCode {
+pub fn main(target: &Target, ipv6: bool) -> ExitCode {
     if !nix::unistd::geteuid().is_root() {
         eprintln!(
             "enipool-e2e demo: must run as root (it creates network namespaces, veths and nftables \
@@ -23,6 +24,13 @@ pub fn main(target: &Target) -> ExitCode {
             "enipool-e2e demo: the demo's nodes are network namespaces of the EC2 simulator, not \
              real EC2 ({why}); drop --ec2-endpoint and unset AWS_PROFILE/AWS_REGION/\
              AWS_DEFAULT_REGION (--kubeconfig alone runs it against a real cluster's Kubernetes API)"
+        );
+        return ExitCode::FAILURE;
+    }
+    if ipv6 && target.runtime == cluster::Runtime::Containerd {
+        eprintln!(
+            "enipool-e2e demo --ipv6: the platform reads IPv6 pods' addresses from the libcni \
+             runtime only; drop --runtime containerd"
         );
         return ExitCode::FAILURE;
     }
@@ -44,7 +52,7 @@ pub fn main(target: &Target) -> ExitCode {
                 _ = term.recv() => {}
             }
         };
-        demo(target, stop).await
+        demo(target, ipv6, stop).await
     });
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,9 +67,19 @@ pub fn main(target: &Target) -> ExitCode {
     }
 }
 
-async fn demo(target: &Target, stop: impl std::future::Future<Output = ()>) -> Result<()> {
-    eprintln!("enipool demo: bringing up a VPC with two nodes on this machine (takes a minute)...");
+async fn demo(
+    target: &Target,
+    ipv6: bool,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let family = if ipv6 { "an IPv6 " } else { "a " };
+    eprintln!(
+        "enipool demo: bringing up {family}VPC with two nodes on this machine (takes a minute)..."
+    );
     let mut spec = Spec::new("demo", 2);
+    if ipv6 {
+        spec.ip_family = enipool_crds::IpFamily::IPv6;
+    }
     spec.progress = true;
     spec.report_on_drop = false;
     spec.policy = serde_json::from_value(serde_json::json!({
@@ -132,11 +150,18 @@ async fn show(c: &Cluster) -> Result<()> {
             )
             .await?;
             let p = c.pod(&name)?;
-            let ip = p.ip()?;
-            let eni = eni_of(&c.pool(&n.name).await?, ip)
-                .map(|e| format!("{} (device {})", e.id, e.device_index))
-                .unwrap_or_else(|| "?".into());
-            println!("    pod {name:<6} on {}  ip {ip:<12} ENI {eni}", n.name);
+            let pool = c.pool(&n.name).await?;
+            let eni = match p.pod_ip()? {
+                IpAddr::V4(ip) => eni_of(&pool, ip)
+                    .map(|e| format!("{} (device {})", e.id, e.device_index))
+                    .unwrap_or_else(|| "?".into()),
+                IpAddr::V6(_) => (pool.status.iter().flat_map(|s| &s.enis))
+                    .find(|e| !e.ipv6_prefixes.is_empty())
+                    .map(|e| format!("{} (its /80 {})", e.id, e.ipv6_prefixes.join(", ")))
+                    .unwrap_or_else(|| "?".into()),
+            };
+            let ip = p.pod_ip()?.to_string();
+            println!("    pod {name:<6} on {}  ip {ip:<24} ENI {eni}", n.name);
             pods.push(name);
         }
     }
@@ -151,18 +176,25 @@ async fn show(c: &Cluster) -> Result<()> {
         print!("{}", c.kubectl(&args)?);
     }
     let (a, b) = (c.pod("web-0")?, c.pod("api-2")?);
-    let b_ip = b.ip()?;
-    println!("\n$ ping from pod web-0 ({}) to pod api-2 ({b_ip}) on the other node", a.ip()?);
+    let b_ip = b.pod_ip()?;
+    println!("\n$ ping from pod web-0 ({}) to pod api-2 ({b_ip}) on the other node", a.pod_ip()?);
     print!("{}", ping_out(&a.netns, b_ip).await?);
+    if b.ipv6.is_some() {
+        let internet = c.fabric().internet_host_ipv6();
+        println!(
+            "\n$ ping from pod api-2 to the IPv6 internet host {internet} (its own address, no NAT)"
+        );
+        print!("{}", ping_out(&b.netns, internet.into()).await?);
+    }
     let internet = c.fabric().internet_host_ip();
     println!(
         "\n$ ping from pod api-2 to the internet host {internet} (SNATed to the node's primary IP)"
     );
-    print!("{}", ping_out(&b.netns, internet).await?);
+    print!("{}", ping_out(&b.netns, internet.into()).await?);
     Ok(())
 }
 
-async fn ping_out(netns: &str, to: std::net::Ipv4Addr) -> Result<String> {
+async fn ping_out(netns: &str, to: IpAddr) -> Result<String> {
     let ns = netns.to_string();
     let out = wait::blocking(move || {
         fabric::exec_in(&ns, &["ping", "-c", "3", "-i", "0.3", "-W", "1", &to.to_string()])

@@ -58,7 +58,12 @@ pub enum Command {
         names: Vec<String>,
     },
     /// Bring up the whole system on this machine and keep it running until Ctrl-C.
-    Demo,
+    Demo {
+        /// An IPv6 cluster: pods get /128s of their node's /80 and reach IPv4 destinations
+        /// through the node (libcni runtime only).
+        #[arg(long)]
+        ipv6: bool,
+    },
 }
 
 impl Cli {
@@ -76,7 +81,7 @@ impl Cli {
                 ExitCode::SUCCESS
             }
             Command::Run { names } => run(&target, &names, Duration::from_secs(timeout_seconds)),
-            Command::Demo => demo::main(&target),
+            Command::Demo { ipv6 } => demo::main(&target, ipv6),
         }
     }
 }

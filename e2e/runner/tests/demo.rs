@@ -92,7 +92,14 @@ fn kubectl(kubeconfig: &PathBuf, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_the_whole_system_and_cleans_up_on_ctrl_c() {
-    demo_runs_and_cleans_up(&[], "kubelet -> libcni -> enipool-cni").await;
+    demo_runs_and_cleans_up(&[], &[], "kubelet -> libcni -> enipool-cni").await;
+}
+
+/// `demo --ipv6`: the pods show IPv6 addresses, and three pings go through (pod to pod across
+/// nodes, the IPv6 internet, the IPv4 internet through the node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ipv6_demo_runs_and_cleans_up_on_ctrl_c() {
+    demo_runs_and_cleans_up(&[], &["--ipv6"], "kubelet -> libcni -> enipool-cni").await;
 }
 
 /// The same with a containerd per node (`--runtime containerd`): its pods go through CRI, and
@@ -101,13 +108,15 @@ async fn the_demo_runs_the_whole_system_and_cleans_up_on_ctrl_c() {
 async fn the_demo_runs_under_containerd_and_cleans_up_on_ctrl_c() {
     demo_runs_and_cleans_up(
         &["--runtime", "containerd"],
+        &[],
         "kubelet -> CRI -> containerd -> enipool-cni",
     )
     .await;
 }
 
-/// Runs `enipool-e2e ARGS demo`, whose pods must take the CNI call path `cni_path`.
-async fn demo_runs_and_cleans_up(args: &[&str], cni_path: &str) {
+/// Runs `enipool-e2e ARGS demo DEMO_ARGS`, whose pods must take the CNI call path `cni_path`.
+async fn demo_runs_and_cleans_up(args: &[&str], demo_args: &[&str], cni_path: &str) {
+    let ipv6 = demo_args.contains(&"--ipv6");
     assert!(
         nix::unistd::geteuid().is_root(),
         "the demo needs root (network namespaces): run as root"
@@ -120,6 +129,7 @@ async fn demo_runs_and_cleans_up(args: &[&str], cni_path: &str) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_enipool-e2e"))
         .args(args)
         .arg("demo")
+        .args(demo_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -161,9 +171,15 @@ async fn demo_runs_and_cleans_up(args: &[&str], cni_path: &str) {
         .collect();
     assert_eq!(ips.len(), 6, "six pods shown:\n{}", shown.stdout);
     assert_eq!(ips.iter().collect::<BTreeSet<_>>().len(), 6, "pod addresses unique: {ips:?}");
+    for ip in &ips {
+        let ip: std::net::IpAddr = ip.parse().unwrap_or_else(|_| panic!("pod address {ip:?}"));
+        assert_eq!(ip.is_ipv6(), ipv6, "pod address {ip} in a demo with {demo_args:?}");
+    }
     assert!(!shown.stdout.contains("ENI ?"), "every pod's address is on a known ENI");
-    // Both pings (pod to pod across nodes, pod to the internet) went through.
-    assert_eq!(shown.stdout.matches(" 0% packet loss").count(), 2, "{}", shown.stdout);
+    // Every ping (pod to pod across nodes, pod to the internet; IPv6 adds the IPv6 internet)
+    // went through.
+    let pings = if ipv6 { 3 } else { 2 };
+    assert_eq!(shown.stdout.matches(" 0% packet loss").count(), pings, "{}", shown.stdout);
     // kubectl from "another terminal" through the printed kubeconfig.
     let table = kubectl(&shown.kubeconfig, &["get", "enipools"]);
     let rows: Vec<&str> = table.lines().skip(1).collect();
