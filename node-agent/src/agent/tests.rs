@@ -16,10 +16,26 @@ fn pool() -> crate::pool::PoolView {
     ])
 }
 
+/// The pool of an IPv6 node: the primary ENI's /80, and pods' node-local IPv4 addresses from a
+/// /27 (30 of them).
+fn pool_v6() -> crate::pool::PoolView {
+    let mut primary = eni("eni-0", 0, &["10.0.0.20"], &[]);
+    primary.ipv6_prefixes = vec!["2600:1f14:0:100:1::/80".parse().unwrap()];
+    let mut v = view(vec![primary]);
+    v.ip_family = enipool_crds::IpFamily::IPv6;
+    v.ipv4_egress = Some("169.254.172.0/27".parse().unwrap());
+    v
+}
+
 /// An agent as the binary starts it on a node whose ENIPool never had a `status.agent`.
 fn agent_at(path: &std::path::Path, host: Arc<FakeHost>) -> Agent {
+    agent_with(path, host, pool())
+}
+
+/// [`agent_at`] with the pool `view`.
+fn agent_with(path: &std::path::Path, host: Arc<FakeHost>, view: crate::pool::PoolView) -> Agent {
     let a = Agent::open(path, "boot", host, cfg(), Arc::new(Metrics::unregistered())).unwrap();
-    a.set_view(pool());
+    a.set_view(view);
     checked(a)
 }
 

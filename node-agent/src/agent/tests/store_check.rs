@@ -241,3 +241,33 @@ fn after_a_reboot_a_lost_store_starts_above_the_published_epoch() {
     );
     assert_eq!(ip_of(&a.handle(pod_req(Command::Add, "p"))), Ipv4Addr::new(10, 0, 0, 21));
 }
+
+/// IPv6 node: a store rebuilt from the host gives each running pod back the /128 its node-local
+/// address maps to, and a repeated ADD answers it; no new pod gets a running pod's address.
+#[test]
+fn an_ipv6_nodes_store_rebuilt_from_the_host_keeps_each_pods_ipv6_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let host = Arc::new(FakeHost::default());
+    let veth = host_veth_name(&ns("p1"), "eth0");
+    host.wire(&veth, Ipv4Addr::new(169, 254, 172, 7), 254);
+    let a = Agent::open(&path, "boot", host, cfg(), Arc::new(Metrics::unregistered())).unwrap();
+    a.set_view(pool_v6());
+    let rebuilt = a.verify_store(Some(&published(5, "boot")), true).unwrap();
+    assert_eq!(rebuilt, StoreCheck::Rebuilt { added: 1 });
+    let held: Vec<_> = a.state().allocations.values().map(|x| (x.ip, x.ipv6)).collect();
+    let v6: std::net::Ipv6Addr = "2600:1f14:0:100:1::7".parse().unwrap();
+    assert_eq!(held, [(Ipv4Addr::new(169, 254, 172, 7), Some(v6))]);
+    match a.handle(pod_req(Command::Add, "p1")) {
+        Response::Added(r) => assert_eq!(r.ipv6, Some(v6), "the running pod's own address"),
+        other => panic!("{other:?}"),
+    }
+    let mut given = BTreeSet::new();
+    for i in 0..40 {
+        if let Response::Added(r) = a.handle(pod_req(Command::Add, &format!("new{i}"))) {
+            assert!(given.insert(r.ipv6.expect("an IPv6 pod")), "given twice");
+        }
+    }
+    assert_eq!(given.len(), 29, "every address of the /27 but the running pod's");
+    assert!(!given.contains(&v6), "{v6} handed out again");
+}
