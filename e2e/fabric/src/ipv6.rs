@@ -73,6 +73,31 @@ pub(super) fn link_local(mac: &str) -> Result<Ipv6Addr> {
     Ok(Ipv6Addr::from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, m0 ^ 2, m1, m2, 0xff, 0xfe, m3, m4, m5]))
 }
 
+/// `add`s or `delete`s (`verb`) the source-check pairs (with `mac`) and the IGW's entries of
+/// these addresses and prefixes, in one nft transaction.
+fn owned6<A: ToString, P: ToString>(
+    vpc: &str,
+    verb: &str,
+    mac: &str,
+    addrs: impl IntoIterator<Item = A>,
+    prefixes: impl IntoIterator<Item = P>,
+) -> Result<()> {
+    let owned: Vec<String> = addrs
+        .into_iter()
+        .map(|a| a.to_string())
+        .chain(prefixes.into_iter().map(|p| p.to_string()))
+        .collect();
+    if owned.is_empty() {
+        return Ok(());
+    }
+    let script = format!(
+        "{verb} element {NFT_BRIDGE} owned6 {{ {} }}\n{verb} element {NFT_IP6} assigned {{ {} }}\n",
+        pairs(mac, &owned),
+        elements(&owned)
+    );
+    sh::nft(vpc, &script).map(drop)
+}
+
 impl Fabric {
     /// The uplink's IPv6 addresses, the vpc netns' default route and the echo server over IPv6.
     pub(super) fn build_core_ipv6(&self) -> Result<()> {
@@ -225,22 +250,7 @@ impl Fabric {
                 eni.prefixes6.insert(*p);
             }
         }
-        let owned: Vec<String> = new_addrs
-            .iter()
-            .map(|a| a.to_string())
-            .chain(new_pfx.iter().map(|p| p.to_string()))
-            .collect();
-        if !owned.is_empty() {
-            sh::nft(
-                &vpc,
-                &format!(
-                    "add element {NFT_BRIDGE} owned6 {{ {} }}\n\
-                     add element {NFT_IP6} assigned {{ {} }}\n",
-                    pairs(mac, &owned),
-                    elements(&owned)
-                ),
-            )?;
-        }
+        owned6(&vpc, "add", mac, &new_addrs, &new_pfx)?;
         self.configure_primary6(st, eni_id)
     }
 
@@ -271,22 +281,7 @@ impl Fabric {
         if !gone_pfx.is_empty() && eni.prefixes6.is_empty() {
             sh::ip(&vpc, &["neigh", "del", &link_local(mac)?.to_string(), "dev", &bridge])?;
         }
-        let owned: Vec<String> = gone_addrs
-            .iter()
-            .map(|a| a.to_string())
-            .chain(gone_pfx.iter().map(|p| p.to_string()))
-            .collect();
-        if !owned.is_empty() {
-            sh::nft(
-                &vpc,
-                &format!(
-                    "delete element {NFT_BRIDGE} owned6 {{ {} }}\n\
-                     delete element {NFT_IP6} assigned {{ {} }}\n",
-                    pairs(mac, &owned),
-                    elements(&owned)
-                ),
-            )?;
-        }
+        owned6(&vpc, "delete", mac, &gone_addrs, &gone_pfx)?;
         let Some(primary) = eni.primary_ip6.filter(|a| gone_addrs.contains(a)) else {
             return Ok(());
         };
