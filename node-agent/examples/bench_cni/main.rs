@@ -7,6 +7,7 @@
 //!   cargo build --release --target x86_64-unknown-linux-gnu -p enipool-cni --bin enipool-cni
 //! cargo build --release -p enipool-agent --example bench_cni
 //! target/release/examples/bench_cni [PAIRS] [CONCURRENCY]     # default 1000 1
+//! BENCH_IPV6=1 target/release/examples/bench_cni [PAIRS] [CONCURRENCY]   # IPv6 pods
 //! ```
 //! The shim is `ENIPOOL_CNI_BIN` or the static build above, as `scripts/build-images` makes the
 //! shipped plugin (a dynamically linked one pays ~0.3 ms more per exec in the loader); Debian's plugins are taken from
@@ -20,12 +21,12 @@
 //! per-phase breakdown printed for the enipool run (`phases.rs`).
 
 mod phases;
+mod pool;
 
 use enipool_agent::agent::{Agent, CoreConfig};
 use enipool_agent::hostnet::netlink::NetlinkHost;
 use enipool_agent::hostnet::{host_veth_name, HostNet, PodConfig};
 use enipool_agent::metrics::Metrics;
-use enipool_agent::pool::{EniView, PoolView};
 use enipool_agent::program::{HostSettings, Programmer};
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -319,35 +320,9 @@ fn main() {
         )
         .unwrap(),
     );
-    let view = PoolView {
-        enis: vec![EniView {
-            id: "eni-bench0".into(),
-            device_index: 0,
-            mac: "02:00:00:88:00:00".into(),
-            subnet: Some("10.88.0.0/16".parse().unwrap()),
-            primary_ip: Some("10.88.0.10".parse().unwrap()),
-            ips: vec![],
-            prefixes: (0..64u32)
-                .map(|i| {
-                    ipnet::Ipv4Net::new(
-                        std::net::Ipv4Addr::new(10, 88, 16 + (i / 16) as u8, ((i % 16) * 16) as u8),
-                        28,
-                    )
-                    .unwrap()
-                })
-                .collect(),
-            ipv6_prefixes: vec![],
-            attached: true,
-            ready: false,
-        }],
-        node_primary_ip: Some("10.88.0.10".parse().unwrap()),
-        vpc_cidrs: vec!["10.88.0.0/16".parse().unwrap()],
-        // Short cooldown so 1024 addresses sustain any run length (the cooldown's length does not
-        // change the work per request).
-        cooldown_seconds: 2,
-        revision: 1,
-        ..Default::default()
-    };
+    let ipv6 = matches!(std::env::var("BENCH_IPV6").as_deref(), Ok("1"));
+    let view = pool::view(ipv6);
+    println!("{}", pool::describe(ipv6));
     Programmer::new(HostSettings { mtu: 9001, ..Default::default() }).apply_to(&agent, &view, None);
     agent.verify_store(None, false).unwrap();
     let socket = dir.path().join("cni.sock");
@@ -478,7 +453,13 @@ fn main() {
         phases::report("enipool (shim+agent)", cmd, &e.traced, &server_log);
     }
     let st = agent.state();
-    println!("allocations left: {}, cooling: {}", st.allocations.len(), st.cooling.len());
+    let last = st.cooling.keys().next_back().map(|ip| (*ip, agent.view().ipv6_of(*ip)));
+    println!(
+        "allocations left: {}, cooling: {} (the highest: {last:?}: IPv4 pod address, or the \
+         node-local one and the /128 it maps to)",
+        st.allocations.len(),
+        st.cooling.len()
+    );
     drop(agent);
     rt.shutdown_timeout(Duration::from_secs(1));
     for (name, r) in [("enipool", &e), ("bridge", &b), ("core", &core), ("wiring", &wire)] {
