@@ -138,6 +138,7 @@ impl Cluster {
                 ("KUBECONFIG".into(), KUBECONFIG_IN_POD.into()),
                 ("RUST_LOG".into(), std::env::var("ENIPOOL_E2E_LOG").unwrap_or("info".into())),
                 ("NO_COLOR".into(), "1".into()),
+                (crate::flags::MALLOC_ARENA_MAX.0.into(), crate::flags::MALLOC_ARENA_MAX.1.into()),
             ],
             mounts: vec![
                 MountSpec::rw(d("run"), d("run")),

@@ -73,6 +73,10 @@ pub struct AgentFlags {
     pub log_format: String,
 }
 
+/// The environment the chart gives the agent besides `NODE_NAME`: glibc's arena cap (see the
+/// DaemonSet template for why).
+pub const MALLOC_ARENA_MAX: (&str, &str) = ("MALLOC_ARENA_MAX", "1");
+
 /// Where the chart mounts the rendered conflist in the agent container.
 pub const CHART_CNI_CONF_SOURCE: &str = "/etc/enipool/install/conflist.json";
 /// Where the chart mounts the host's CNI config dir in the agent container.

@@ -356,6 +356,7 @@ impl Cluster {
             ("KUBECONFIG".into(), kubeconfig.into()),
             ("RUST_LOG".into(), std::env::var_os("ENIPOOL_E2E_LOG").unwrap_or("info".into())),
             ("NO_COLOR".into(), "1".into()),
+            (crate::flags::MALLOC_ARENA_MAX.0.into(), crate::flags::MALLOC_ARENA_MAX.1.into()),
         ];
         let spec = ProcSpec {
             program: self.bins.agent.clone(),

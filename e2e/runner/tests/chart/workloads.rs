@@ -66,6 +66,9 @@ fn agent_daemonset_shape_and_no_aws_credentials() {
         assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
         assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
         assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+        // The agent runs with the environment the test platform gives it.
+        let (name, value) = cluster::flags::MALLOC_ARENA_MAX;
+        assert_eq!(c["env"][1], json!({"name": name, "value": value}), "{}", c["env"]);
         let init = init_container(ds, "install-cni").expect("install-cni init container");
         assert_ne!(init["securityContext"]["privileged"], true);
         assert_eq!(init["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
