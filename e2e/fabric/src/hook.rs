@@ -201,11 +201,7 @@ impl FabricHook for Fabric {
             }
             let vpc = self.vpc_netns();
             for a in addrs {
-                let ip = a.to_string();
-                sh::ip(
-                    &vpc,
-                    &["neigh", "replace", &ip, "lladdr", mac, "dev", &bridge, "nud", "permanent"],
-                )?;
+                sh::permanent_neighbour(&vpc, &a.to_string(), mac, &bridge)?;
                 eni.addrs.insert(*a);
             }
             if !addrs.is_empty() {

@@ -229,19 +229,12 @@ impl Fabric {
         let new_pfx: BTreeSet<Ipv6Net> =
             prefixes.iter().map(|p| p.trunc()).filter(|p| !eni.prefixes6.contains(p)).collect();
         for a in &new_addrs {
-            let ip = a.to_string();
-            sh::ip(
-                &vpc,
-                &["neigh", "replace", &ip, "lladdr", mac, "dev", &bridge, "nud", "permanent"],
-            )?;
+            sh::permanent_neighbour(&vpc, &a.to_string(), mac, &bridge)?;
             eni.addrs6.insert(*a);
         }
         if !new_pfx.is_empty() {
             let ll = link_local(mac)?.to_string();
-            sh::ip(
-                &vpc,
-                &["neigh", "replace", &ll, "lladdr", mac, "dev", &bridge, "nud", "permanent"],
-            )?;
+            sh::permanent_neighbour(&vpc, &ll, mac, &bridge)?;
             for p in &new_pfx {
                 sh::ip(
                     &vpc,

@@ -81,6 +81,12 @@ pub fn ip(netns: &str, args: &[&str]) -> Result<String> {
     run(&argv)
 }
 
+/// A permanent neighbour entry `addr → mac` on `dev` in `netns`: how the VPC router knows which
+/// ENI an address (or an ENI's link-local next hop) belongs to without asking.
+pub fn permanent_neighbour(netns: &str, addr: &str, mac: &str, dev: &str) -> Result<()> {
+    ip(netns, &["neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent"]).map(drop)
+}
+
 /// Feeds an nft script to `nft -f -` inside `netns`.
 pub fn nft(netns: &str, script: &str) -> Result<String> {
     run_with_stdin(&["ip", "netns", "exec", netns, "nft", "-f", "-"], script)
