@@ -32,10 +32,9 @@ impl PoolRound<'_> {
             return Ok(0);
         }
         let eni_id = primary.id.clone();
-        // An assign journaled by a leader that stopped half-way was settled by the replay before
-        // this; one still listed belongs to this round's own bookkeeping and is not repeated.
-        let busy = self.st.operations.iter().any(|o| o.kind == OperationKind::AssignIPv6Prefixes);
-        if busy || self.st.operations.len() >= MAX_OPERATIONS {
+        // An assign a leader journaled and did not finish was settled by this round's replay
+        // (a describe shows what EC2 did); the journal only has to have room for this one.
+        if self.st.operations.len() >= MAX_OPERATIONS {
             return Ok(target);
         }
         let op =
