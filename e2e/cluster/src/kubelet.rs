@@ -288,20 +288,15 @@ impl Cluster {
         self.pods.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, p| p.node != node);
     }
 
-    /// Pings `to` from a pod over IPv6 (3 tries, 1 s each).
-    pub async fn ping6_from_pod(&self, pod: &str, to: Ipv6Addr) -> Result<()> {
+    /// Pings `to` from a pod, over either family (3 tries, 1 s each).
+    pub async fn ping_from_pod(&self, pod: &str, to: impl Into<IpAddr>) -> Result<()> {
+        let to = to.into();
         let ns = self.pod(pod)?.netns;
-        let ok = wait::blocking(move || (0..3).any(|_| fabric::sh::ping6(&ns, to))).await;
-        if !ok {
-            bail!("pod {pod} cannot ping {to}");
-        }
-        Ok(())
-    }
-
-    /// Pings `to` from a pod (3 tries, 1 s each).
-    pub async fn ping_from_pod(&self, pod: &str, to: Ipv4Addr) -> Result<()> {
-        let ns = self.pod(pod)?.netns;
-        let ok = wait::blocking(move || (0..3).any(|_| fabric::ping(&ns, to))).await;
+        let ping = move || match to {
+            IpAddr::V4(v4) => fabric::ping(&ns, v4),
+            IpAddr::V6(v6) => fabric::ping6(&ns, v6),
+        };
+        let ok = wait::blocking(move || (0..3).any(|_| ping())).await;
         if !ok {
             bail!("pod {pod} cannot ping {to}");
         }

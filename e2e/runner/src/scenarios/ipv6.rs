@@ -5,7 +5,7 @@
 
 use super::basic::{internet_sees_node_address, pods_on};
 use super::kubectl::{table, Row};
-use super::{with_cluster, SETTLE};
+use super::{pool_ready, with_cluster, SETTLE};
 use crate::Target;
 use anyhow::{bail, ensure, Context, Result};
 use cluster::{wait, Cluster, Spec};
@@ -21,25 +21,14 @@ fn spec(name: &str, nodes: usize) -> Spec {
     s
 }
 
-/// The node's /80 once its pool is Ready with the primary ENI programmed.
+/// The node's /80 once its pool is Ready (an IPv6 node is Ready once it holds it) with its ENIs
+/// programmed.
 async fn node_prefix(c: &Cluster, node: &str) -> Result<Ipv6Net> {
-    let what = format!("ENIPool {node} Ready with its /80 programmed");
-    wait::poll(&what, SETTLE, || async {
-        let p = c.pool(node).await?;
-        let st = p.status.as_ref().context("no status yet")?;
-        let ready = st.conditions.iter().find(|c| c.type_ == "Ready");
-        if let Some(r) = ready.filter(|r| r.status != "True") {
-            bail!("Ready={} reason {} ({})", r.status, r.reason, r.message);
-        }
-        ensure!(ready.is_some(), "no Ready condition");
-        let primary = st.enis.iter().find(|e| e.device_index == 0).context("no primary ENI")?;
-        let agent = st.agent.as_ref().context("the agent has not reported")?;
-        ensure!(agent.ready_enis.contains(&primary.id), "primary ENI not programmed yet");
-        let prefixes = &primary.ipv6_prefixes;
-        ensure!(prefixes.len() == 1, "the primary ENI lists {prefixes:?}");
-        Ok(prefixes[0].parse::<Ipv6Net>()?)
-    })
-    .await
+    let pool = pool_ready(c, node).await?;
+    match pool_ipv6(&pool).as_slice() {
+        [one] => Ok(one.parse()?),
+        other => bail!("{node}'s pool lists the IPv6 prefixes {other:?}, not one"),
+    }
 }
 
 /// Every pair of pods pings each other over IPv6.
@@ -47,7 +36,7 @@ async fn mesh_ping6(c: &Cluster, pods: &[String]) -> Result<()> {
     for a in pods {
         for b in pods.iter().filter(|b| *b != a) {
             let ip = c.pod(b)?.ipv6()?;
-            c.ping6_from_pod(a, ip).await.with_context(|| format!("{a} -> {b}"))?;
+            c.ping_from_pod(a, ip).await.with_context(|| format!("{a} -> {b}"))?;
         }
     }
     Ok(())
@@ -102,7 +91,7 @@ pub async fn ipv6_pods(t: Target) -> Result<()> {
             c.delete_pod(&pods[0]).await?;
             let from = pods[2].clone();
             ensure!(
-                c.ping6_from_pod(&from, gone).await.is_err(),
+                c.ping_from_pod(&from, gone).await.is_err(),
                 "{gone} still answers after its pod was deleted"
             );
             Ok(())
